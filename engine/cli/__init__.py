@@ -30,8 +30,9 @@ def command_modules() -> list[ModuleType]:
 
 
 def build_parser(
-    extra: Sequence[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]]
-    = (),
+    extra: Sequence[
+        tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]
+    ] = (),
 ) -> argparse.ArgumentParser:
     """The ``agent-tui`` parser with every headless command, plus ``extra`` commands.
 

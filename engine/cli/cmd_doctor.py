@@ -15,9 +15,7 @@ HELP = "check the environment, every model profile, the repository and GitHub au
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_repo_argument(parser)
     add_json_argument(parser)
-    parser.add_argument(
-        "--profile", action="append", help="check only this profile (repeatable)"
-    )
+    parser.add_argument("--profile", action="append", help="check only this profile (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,60 @@
+"""A registry of model backends by the profile's ``backend`` name.
+
+Backends register lazily (their modules import heavy clients such as llama_cpp or ollama),
+and loaded in-process models are kept per profile for the life of the process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any
+
+from engine.backends.base import Backend, GenerationRequest
+from engine.errors import ConfigError
+
+#: backend name -> "module:Class"
+REGISTRY: dict[str, str] = {
+    "llama_cpp": "engine.backends.llama_cpp:LlamaCppBackend",
+    "ollama": "engine.backends.ollama:OllamaBackend",
+    "openai": "engine.backends.openai_compat:OpenAICompatBackend",
+}
+
+_instances: dict[str, Backend] = {}
+_lock = threading.Lock()
+
+
+def backend_class(kind: str) -> type[Backend]:
+    """The class registered for ``kind``; an unknown name lists the known ones."""
+    try:
+        target = REGISTRY[kind]
+    except KeyError:
+        raise ConfigError(
+            f"unknown backend {kind!r}; known backends: {', '.join(sorted(REGISTRY))}"
+        ) from None
+    module, cls = target.split(":")
+    result: type[Backend] = getattr(importlib.import_module(module), cls)
+    return result
+
+
+def get_backend(name: str, profile: Any) -> Backend:
+    """The backend instance for profile ``name``, created once per process."""
+    with _lock:
+        inst = _instances.get(name)
+        if inst is None or inst.profile != profile:
+            if inst is not None:
+                inst.close()
+            inst = backend_class(profile.backend)(name, profile)
+            _instances[name] = inst
+        return inst
+
+
+def close_all() -> None:
+    """Release every backend (models, connections)."""
+    with _lock:
+        for inst in _instances.values():
+            inst.close()
+        _instances.clear()
+
+
+__all__ = ["Backend", "GenerationRequest", "backend_class", "get_backend", "close_all"]

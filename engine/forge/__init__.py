@@ -1,0 +1,1 @@
+"""Issue sources and pull-request publishing (GitHub via ghapi, local Markdown issues)."""

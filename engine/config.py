@@ -122,6 +122,13 @@ class GitHubSettings(_Strict):
     """API base URL; GitHub Enterprise: ``https://HOST/api/v3``."""
     remote: str = "origin"
     """The remote whose URL names owner/repo."""
+    repo: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    """``owner/name`` on GitHub; default: parsed from the remote's URL."""
+    issues: Literal["auto", "github", "local"] = "auto"
+    """Issue source: ``auto`` uses GitHub when the remote is on GitHub (or ``repo`` is set),
+    else the Markdown issues in ``.agent-tui/issues/``."""
+    timeout: float = Field(30.0, gt=0)
+    """Seconds before a GitHub API request gives up (then the cache is served)."""
 
 
 class PublishSettings(_Strict):
@@ -135,6 +142,10 @@ class PublishSettings(_Strict):
     test_command: str | None = None
     """Run in the temporary worktree before pushing, e.g. ``pytest -q``."""
     test_timeout: float = Field(600.0, gt=0)
+    tests_in_body: bool = False
+    """Append the test command's result to the pull request's body."""
+    labels: list[str] = Field(default_factory=list)
+    """Labels put on every pull request agent-tui opens, e.g. ``["agent-tui"]``."""
 
 
 class GenerationSettings(_Strict):

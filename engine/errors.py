@@ -61,3 +61,38 @@ class RepoError(AgentTuiError):
     """The repository is not usable (not a git repo, bad remote...)."""
 
     title = "Repository error"
+
+
+class GitHubError(AgentTuiError):
+    """GitHub answered with an error; ``message`` carries GitHub's own words.
+
+    Attributes:
+        status: the HTTP status (None: GitHub could not be reached).
+        github_message: GitHub's ``message`` (and its ``errors``), verbatim.
+    """
+
+    title = "GitHub error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        title: str | None = None,
+        status: int | None = None,
+        github_message: str = "",
+    ) -> None:
+        super().__init__(message, hint=hint, title=title)
+        self.status = status
+        self.github_message = github_message
+
+    @property
+    def network(self) -> bool:
+        """GitHub was not reached at all (no HTTP status): worth retrying later."""
+        return self.status is None
+
+
+class PublishError(AgentTuiError):
+    """A proposal could not be published (refused, or a step failed)."""
+
+    title = "Publish failed"

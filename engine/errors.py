@@ -96,3 +96,27 @@ class PublishError(AgentTuiError):
     """A proposal could not be published (refused, or a step failed)."""
 
     title = "Publish failed"
+
+
+class PromptProfileError(ConfigError):
+    """A prompt profile (Markdown with YAML front matter) is missing or invalid."""
+
+    title = "Prompt profile error"
+
+
+class IssueFileError(AgentTuiError):
+    """A local issue file (``.agent-tui/issues/*.md``) is invalid."""
+
+    title = "Invalid issue file"
+
+
+class IssueNotFoundError(AgentTuiError):
+    """An issue number names no issue of the source."""
+
+    title = "Issue not found"
+
+
+class ContextTooLargeError(AgentTuiError):
+    """The parts of the prompt that cannot be dropped do not fit in the model's context."""
+
+    title = "Prompt does not fit"

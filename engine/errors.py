@@ -120,3 +120,15 @@ class ContextTooLargeError(AgentTuiError):
     """The parts of the prompt that cannot be dropped do not fit in the model's context."""
 
     title = "Prompt does not fit"
+
+
+class InvalidProposalError(AgentTuiError):
+    """A proposal file or object is not a change proposal (bad JSON, wrong shape)."""
+
+    title = "Invalid proposal"
+
+
+class UnsafePathError(AgentTuiError):
+    """A proposal path would write outside the repository or somewhere it must not."""
+
+    title = "Unsafe path"

@@ -30,8 +30,9 @@ def test_missing_or_bogus_gguf_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="not a GGUF file"):
         resolve_gguf(LlamaCppProfile(backend="llama_cpp", model_path=str(bogus)), "p")
     pkg = LlamaCppProfile(backend="llama_cpp", model_package="no_such_model_pkg")
-    with pytest.raises(ModelLoadError, match="pip install no-such-model-pkg"):
+    with pytest.raises(ModelLoadError, match="'no_such_model_pkg' is not installed") as info:
         resolve_gguf(pkg, "p")
+    assert info.value.hint == "pip install no-such-model-pkg"
 
 
 @pytest.mark.model

@@ -57,6 +57,10 @@ class Backend(ABC):
         """Tokens the formatted prompt of ``messages`` takes (chat template included)."""
 
     @abstractmethod
+    def count_text(self, text: str) -> int:
+        """Tokens ``text`` alone takes (no chat template, no BOS): for budgeting context."""
+
+    @abstractmethod
     def generate(
         self, request: GenerationRequest, cancel: threading.Event | None = None
     ) -> Iterator[GenerationEvent]:

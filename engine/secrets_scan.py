@@ -68,6 +68,11 @@ _SENSITIVE_SUFFIXES: tuple[tuple[str, str], ...] = (
     (".kube/config", "credential file"),
     (".ssh/config", "SSH configuration"),
 )
+#: detectors that fire on a string's shape alone (entropy, an IP address): hashes, checksums
+#: and test data trip them too, so the proposal checks report them as warnings, not errors.
+HEURISTIC_KINDS = frozenset(
+    {"Base64 High Entropy String", "Hex High Entropy String", "Public IP (ipv4)"}
+)
 #: a private key block, checked even when detect-secrets is not consulted.
 _PRIVATE_KEY_RE = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 
@@ -82,6 +87,11 @@ class SecretFinding:
     """1-based line number."""
     kind: str
     """What detect-secrets (or the private key check) thinks it is, e.g. ``AWS Access Key``."""
+
+    @property
+    def heuristic(self) -> bool:
+        """True when only a shape heuristic fired (it may be a hash, not a secret)."""
+        return self.kind in HEURISTIC_KINDS
 
     def describe(self) -> str:
         """``kind`` at ``path:line``, safe to show (no secret value)."""

@@ -16,14 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 #: branch suffix: lowercase kebab, at most 30 characters. The length bound lives *inside* the
 #: regex because llama-cpp-python's schema converter drops ``maxLength`` when a ``pattern``
 #: is present.
-BRANCH_SUFFIX_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,28}[a-z0-9])?$"
+BRANCH_SUFFIX_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$"
 #: a relative POSIX path of safe characters: 1 to 12 segments of at most 65 characters, each
 #: starting with a letter, digit or ``_`` (a dot before it for hidden files), so no leading
 #: slash, no ``//``, no ``.``/``..`` segments, no backslash. The bounds live inside the regex
 #: (GBNF converters drop ``maxLength`` next to a ``pattern``); ``PATH_MAX`` is enforced on top
-#: by pydantic and by llguidance's grammar.
+#: by pydantic and by llguidance's grammar. Plain groups, not ``(?:...)``: llama.cpp's GBNF
+#: schema converters (llama-cpp-python, llama-server, Ollama) reject non-capturing groups.
 _SEGMENT = r"\.?[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
-PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT}){{0,11}}$"
+PATH_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT}){{0,11}}$"
 PATH_MAX = 200
 COMMIT_MESSAGE_MAX = 120
 PR_TITLE_MAX = 120

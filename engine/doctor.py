@@ -13,12 +13,10 @@ import platform
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.config import (
     AppConfig,
@@ -28,6 +26,9 @@ from engine.config import (
     user_config_path,
 )
 from engine.errors import AgentTuiError
+
+if TYPE_CHECKING:
+    from engine.backends.http import ServerProbe
 
 Status = Literal["ok", "warn", "fail", "info"]
 PACKAGES = (
@@ -162,12 +163,6 @@ def nvidia_check() -> Check:
     return Check("Environment", "GPUs", "ok", "; ".join(gpus))
 
 
-def _http_json(url: str, timeout: float = 3.0, headers: dict[str, str] | None = None) -> Any:
-    req = urllib.request.Request(url, headers=headers or {})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read().decode("utf-8"))
-
-
 def check_llama_cpp(name: str, profile: LlamaCppProfile) -> list[Check]:
     """The GGUF exists, parses (vocab-only load), has a chat template or a chat_format."""
     from engine.modelfile import resolve_gguf
@@ -223,84 +218,77 @@ def check_llama_cpp(name: str, profile: LlamaCppProfile) -> list[Check]:
 
 def ollama_host(profile: OllamaProfile) -> str:
     """The server URL: the profile's, else ``$OLLAMA_HOST``, else the default port."""
-    host = profile.host or os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
-    if "://" not in host:
-        host = "http://" + host
-    return host.rstrip("/")
+    from engine.backends.ollama import ollama_host as host
+
+    return host(profile)
+
+
+def probe_rows(section: str, probe: ServerProbe, n_ctx: int, what: str) -> list[Check]:
+    """Doctor rows from what a model server said: reachable, model, context, GPU.
+
+    Args:
+        section: the report section (``Profile NAME``).
+        probe: the server backend's ``probe()``.
+        n_ctx: the profile's context (sent with every request).
+        what: how a present model is described (``pulled``, ``served``).
+    """
+    if not probe.reachable:
+        return [Check(section, "server", "fail", probe.error, probe.hint)]
+    rows = [Check(section, "server", "ok", f"reachable at {probe.url}")]
+    if probe.error:  # reachable, but a later question failed
+        rows.append(Check(section, "model", "fail", probe.error, probe.hint))
+        return rows
+    if not probe.model_present:
+        known = ", ".join(probe.models or []) or "none"
+        detail = f"{probe.model} is not {what} (the server has: {known})"
+        rows.append(Check(section, "model", "fail", detail, probe.hint))
+        return rows
+    rows.append(Check(section, "model", "ok", f"{probe.model} is {what}"))
+    if probe.context_length:
+        capped = probe.context_length < n_ctx
+        detail = f"model context {probe.context_length}; n_ctx {n_ctx} is sent"
+        if probe.loaded_context:
+            detail += f"; loaded now with {probe.loaded_context}"
+        rows.append(
+            Check(
+                section,
+                "context length",
+                "warn" if capped else "ok",
+                detail,
+                f"lower n_ctx to {probe.context_length}" if capped else "",
+            )
+        )
+    if probe.gpu:
+        rows.append(Check(section, "GPU", "info", probe.gpu))
+    for note in probe.notes or []:
+        rows.append(Check(section, "server note", "info", note))
+    return rows
 
 
 def check_ollama(name: str, profile: OllamaProfile) -> list[Check]:
-    section = f"Profile {name}"
-    host = ollama_host(profile)
+    """The Ollama server answers, the model is pulled; its context and GPU share."""
+    from engine.backends.http import RetryPolicy
+    from engine.backends.ollama import OllamaBackend
+
+    backend = OllamaBackend(name, profile, retry=RetryPolicy(attempts=1))
     try:
-        tags = _http_json(f"{host}/api/tags")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return [
-            Check(
-                section,
-                "server",
-                "fail",
-                f"Ollama is not reachable at {host} ({exc})",
-                "start it with `ollama serve`",
-            )
-        ]
-    rows = [Check(section, "server", "ok", f"reachable at {host}")]
-    names = {m.get("name") for m in tags.get("models", [])} | {
-        m.get("model") for m in tags.get("models", [])
-    }
-    tag = profile.model if ":" in profile.model else profile.model + ":latest"
-    if profile.model in names or tag in names:
-        rows.append(Check(section, "model", "ok", f"{profile.model} is pulled"))
-    else:
-        rows.append(
-            Check(
-                section,
-                "model",
-                "fail",
-                f"{profile.model} is not pulled",
-                f"run `ollama pull {profile.model}`",
-            )
-        )
-    return rows
+        probe = backend.probe()
+    finally:
+        backend.close()
+    return probe_rows(f"Profile {name}", probe, profile.n_ctx, "pulled")
 
 
 def check_openai(name: str, profile: OpenAIProfile) -> list[Check]:
-    section = f"Profile {name}"
-    base = profile.base_url.rstrip("/")
-    headers: dict[str, str] = {}
-    if profile.api_key_env:
-        key = os.environ.get(profile.api_key_env)
-        if not key:
-            return [
-                Check(
-                    section,
-                    "API key",
-                    "fail",
-                    f"${profile.api_key_env} is not set",
-                    f"export {profile.api_key_env}=...",
-                )
-            ]
-        headers["Authorization"] = f"Bearer {key}"
+    """The server answers ``/models`` (with the key, if any) and serves the model."""
+    from engine.backends.http import RetryPolicy
+    from engine.backends.openai_compat import OpenAICompatBackend
+
+    backend = OpenAICompatBackend(name, profile, retry=RetryPolicy(attempts=1))
     try:
-        models = _http_json(f"{base}/models", headers=headers)
-    except urllib.error.HTTPError as exc:
-        return [Check(section, "server", "fail", f"{base}/models answered HTTP {exc.code}")]
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return [Check(section, "server", "fail", f"{base} is not reachable ({exc})")]
-    rows = [Check(section, "server", "ok", f"reachable at {base}")]
-    ids = [m.get("id") for m in models.get("data", [])]
-    if profile.model in ids:
-        rows.append(Check(section, "model", "ok", f"{profile.model} is served"))
-    else:
-        rows.append(
-            Check(
-                section,
-                "model",
-                "fail",
-                f"{profile.model} is not served (served: {', '.join(map(str, ids)) or 'none'})",
-            )
-        )
-    return rows
+        probe = backend.probe()
+    finally:
+        backend.close()
+    return probe_rows(f"Profile {name}", probe, profile.n_ctx, "served")
 
 
 def check_profile(

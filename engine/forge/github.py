@@ -1,0 +1,688 @@
+"""GitHub through ghapi: issues (cached for offline use) and the pull-request side of publishing.
+
+Why ghapi with ``sync=True``: ghapi 2.x is async by default; the engine's callers (TUI worker
+threads, the CLI) are synchronous, so the client is built blocking. Its base URL comes from
+``[github] api_url`` (GitHub Enterprise: ``https://HOST/api/v3``), and owner/repo come from
+the remote's URL (https, ssh and scp-like forms) unless ``[github] repo`` names them.
+
+Errors keep GitHub's own words: every HTTP failure becomes a :class:`GitHubError` whose
+message quotes GitHub's ``message`` (and the ``errors`` of a 422) with the status, plus the
+rate-limit reset time when GitHub says the limit is spent. A request that never reached GitHub
+is a :class:`GitHubError` with ``status=None`` (``network``): the issue list then falls back
+to the cache, and publishing queues its job in the outbox.
+
+The token is read from ``GH_TOKEN``, ``GITHUB_TOKEN`` (``GH_ENTERPRISE_TOKEN`` first for an
+Enterprise host) or ``gh auth token``; it lives only in the client's request headers and is
+never put in a message, a log or the cache. Without one, reads are anonymous (and we say so).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from engine.errors import GitHubError, IssueNotFoundError
+from engine.forge.base import IssueSource, RefreshResult
+from engine.forge.cache import IssueCache
+from engine.models import Issue, IssueComment
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.github.com"
+PER_PAGE = 100
+#: stop following ``Link: rel="next"`` after this many pages (100 x 100 = 10,000 items)
+MAX_PAGES = 100
+
+_SCP_RE = re.compile(r"^(?:(?P<user>[^@/]+)@)?(?P<host>[^:/]+):(?P<path>[^/].*)$")
+
+
+# ----------------------------------------------------------------------------------------------
+# where: owner/repo and the API URL
+
+
+@dataclass(frozen=True)
+class GitHubRepo:
+    """One repository on a GitHub (github.com or an Enterprise server)."""
+
+    owner: str
+    name: str
+    api_url: str = DEFAULT_API_URL
+    """The REST API base, e.g. ``https://api.github.com`` or ``https://HOST/api/v3``."""
+
+    @property
+    def full_name(self) -> str:
+        """``owner/name``."""
+        return f"{self.owner}/{self.name}"
+
+    @property
+    def key(self) -> str:
+        """A stable identity for caches: the API host and ``owner/name``."""
+        host = urlsplit(self.api_url).netloc or self.api_url
+        return f"{host}/{self.full_name}"
+
+
+def parse_remote_url(url: str) -> tuple[str, str, str] | None:
+    """``(host, owner, repo)`` from a git remote URL, or None when it names no owner/repo.
+
+    Handles ``https://[user@]host[:port]/owner/repo(.git)``, ``ssh://git@host[:port]/owner/repo``,
+    ``git://host/owner/repo`` and the scp-like ``git@host:owner/repo.git``. Local paths and
+    ``file://`` URLs give None.
+
+    Args:
+        url: a remote URL as configured.
+
+    Returns:
+        The host (with a non-default port), the owner and the repository name.
+    """
+    url = url.strip()
+    if not url:
+        return None
+    host: str | None
+    if "://" in url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https", "ssh", "git", "git+ssh", "ssh+git"):
+            return None
+        host = parts.hostname
+        if host and parts.port and parts.scheme in ("http", "https"):
+            host = f"{host}:{parts.port}"
+        path = parts.path
+    else:
+        match = _SCP_RE.match(url)
+        if not match or url.startswith(("/", ".", "~")):
+            return None
+        host, path = match["host"], match["path"]
+    if not host:
+        return None
+    segments = [s for s in path.strip("/").split("/") if s]
+    if len(segments) < 2:
+        return None
+    owner, repo = segments[-2], segments[-1]
+    if repo.endswith(".git"):
+        repo = repo[:-4]
+    if not owner or not repo:
+        return None
+    return host.lower(), owner, repo
+
+
+def api_url_for_host(host: str) -> str:
+    """The REST API base of a GitHub web host (``github.com`` or an Enterprise server)."""
+    if host in ("github.com", "www.github.com"):
+        return DEFAULT_API_URL
+    return f"https://{host}/api/v3"
+
+
+def api_host(api_url: str) -> str:
+    """The host (and port) an API URL points at; ``api.github.com`` means ``github.com``."""
+    parts = urlsplit(api_url)
+    host = (parts.hostname or "").lower()
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return "github.com" if host == "api.github.com" else host
+
+
+def resolve_repo(
+    remote_url: str | None, *, api_url: str = DEFAULT_API_URL, repo: str | None = None
+) -> GitHubRepo | None:
+    """The GitHub repository a remote points at, or None when it is not on a GitHub.
+
+    A remote is on GitHub when its host is ``github.com`` or the host of the configured
+    ``api_url`` (GitHub Enterprise, or a test server). ``repo`` (``owner/name``) overrides
+    the remote entirely.
+
+    Args:
+        remote_url: the remote's URL as configured (None: no such remote).
+        api_url: ``[github] api_url``.
+        repo: ``[github] repo``.
+    """
+    if repo:
+        owner, _, name = repo.partition("/")
+        return GitHubRepo(owner, name, api_url)
+    if not remote_url:
+        return None
+    parsed = parse_remote_url(remote_url)
+    if parsed is None:
+        return None
+    host, owner, name = parsed
+    bare_host = host.split(":")[0]
+    configured = api_host(api_url)
+    if api_url.rstrip("/") != DEFAULT_API_URL and host in (configured, configured.split(":")[0]):
+        return GitHubRepo(owner, name, api_url.rstrip("/"))
+    if bare_host == "github.com" and api_url.rstrip("/") == DEFAULT_API_URL:
+        return GitHubRepo(owner, name, DEFAULT_API_URL)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# the token
+
+
+@dataclass(frozen=True)
+class Token:
+    """A GitHub token and where it came from; the value never shows in a repr."""
+
+    value: str = field(repr=False)
+    source: str
+    """``GH_TOKEN``, ``GITHUB_TOKEN``, ``GH_ENTERPRISE_TOKEN`` or ``gh auth token``."""
+
+
+ANONYMOUS_NOTE = (
+    "no GitHub token (GH_TOKEN, GITHUB_TOKEN or `gh auth login`): reading anonymously "
+    "(60 requests/hour; opening pull requests needs a token)"
+)
+
+
+def resolve_token(host: str = "github.com", *, use_gh: bool = True) -> Token | None:
+    """The GitHub token to use for ``host``, or None (anonymous).
+
+    Order: ``GH_TOKEN``, ``GITHUB_TOKEN`` (for an Enterprise host ``GH_ENTERPRISE_TOKEN`` and
+    ``GITHUB_ENTERPRISE_TOKEN`` first), then ``gh auth token --hostname HOST`` when the gh CLI
+    is installed.
+
+    Args:
+        host: the GitHub web host (``github.com`` or an Enterprise host).
+        use_gh: ask the gh CLI as a last resort.
+    """
+    names = ["GH_TOKEN", "GITHUB_TOKEN"]
+    if host != "github.com":
+        names = ["GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN", *names]
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return Token(value, name)
+    gh = shutil.which("gh") if use_gh else None
+    if gh:
+        try:
+            proc = subprocess.run(
+                [gh, "auth", "token", "--hostname", host.split(":")[0]],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        value = proc.stdout.strip()
+        if proc.returncode == 0 and value and "\n" not in value:
+            return Token(value, "gh auth token")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# errors
+
+
+def _plain(value: Any) -> Any:
+    """ghapi's AttrDict/L objects as plain dicts and lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, str | bytes | int | float | bool) or value is None:
+        return value
+    try:
+        return [_plain(v) for v in value]
+    except TypeError:
+        return value
+
+
+def github_message(body: Any) -> str:
+    """GitHub's own words from an error body: ``message`` plus each of its ``errors``."""
+    if not isinstance(body, dict):
+        return str(body or "").strip()[:500]
+    text = str(body.get("message") or "").strip()
+    details = []
+    for err in body.get("errors") or []:
+        if isinstance(err, dict):
+            msg = err.get("message")
+            if not msg:
+                bits = [str(err.get(k)) for k in ("resource", "field", "code") if err.get(k)]
+                msg = " ".join(bits)
+            if msg:
+                details.append(str(msg))
+        elif err:
+            details.append(str(err))
+    if details:
+        text = f"{text}: {'; '.join(details)}" if text else "; ".join(details)
+    return text or "(no message)"
+
+
+def _reset_time(headers: Any) -> str:
+    try:
+        stamp = int(headers.get("x-ratelimit-reset"))
+    except (TypeError, ValueError):
+        return ""
+    return datetime.fromtimestamp(stamp, tz=UTC).astimezone().strftime("%H:%M:%S")
+
+
+def error_from_api(exc: Exception, what: str, *, api_url: str, anonymous: bool) -> GitHubError:
+    """A :class:`GitHubError` from a ghapi/fasttransport exception, in GitHub's words.
+
+    Args:
+        exc: the exception ghapi raised (``APIError`` or an httpx error).
+        what: what we were doing ("listing issues of o/r").
+        api_url: the API base (named in network errors).
+        anonymous: no token was sent (rate-limit and 404 hints differ).
+    """
+    status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)
+    if status is None and response is not None:
+        status = getattr(response, "status_code", None)
+    if status is None:
+        detail = str(getattr(exc, "message", "") or exc) or type(exc).__name__
+        return GitHubError(
+            f"cannot reach GitHub at {api_url} while {what}: {detail}",
+            title="GitHub unreachable",
+            hint="check the network (or [github] api_url); cached data is used meanwhile",
+        )
+    body: Any = getattr(exc, "raw", None)
+    if body is None and response is not None:
+        try:
+            body = response.json()
+        except Exception:
+            body = getattr(response, "text", "")
+    gh_msg = github_message(_plain(body))
+    headers = getattr(response, "headers", None) or {}
+    text = f"GitHub answered {status} while {what}: {gh_msg}"
+    remaining = headers.get("x-ratelimit-remaining") if headers else None
+    if status in (403, 429) and (remaining == "0" or "rate limit" in gh_msg.lower()):
+        reset = _reset_time(headers)
+        if reset:
+            text += f" (the limit resets at {reset})"
+        hint = (
+            "set GH_TOKEN (or run `gh auth login`) for 5,000 requests/hour"
+            if anonymous
+            else "wait for the reset; cached issues are served meanwhile"
+        )
+        return GitHubError(
+            text, title="GitHub rate limit", hint=hint, status=status, github_message=gh_msg
+        )
+    if status == 401:
+        return GitHubError(
+            text,
+            title="GitHub authentication failed",
+            hint="check the token in GH_TOKEN/GITHUB_TOKEN, or run `gh auth login`",
+            status=status,
+            github_message=gh_msg,
+        )
+    if status == 404:
+        hint = "check [github] repo / the remote URL"
+        if anonymous:
+            hint += "; a private repository needs a token (GH_TOKEN or `gh auth login`)"
+        return GitHubError(
+            text, title="Not found on GitHub", hint=hint, status=status, github_message=gh_msg
+        )
+    if status == 403:
+        return GitHubError(
+            text,
+            title="GitHub refused the request",
+            hint="the token may lack a scope (repo / pull_requests: write)",
+            status=status,
+            github_message=gh_msg,
+        )
+    if status == 422:
+        return GitHubError(
+            text, title="GitHub rejected the request", status=status, github_message=gh_msg
+        )
+    return GitHubError(text, status=status, github_message=gh_msg)
+
+
+# ----------------------------------------------------------------------------------------------
+# the client
+
+
+def issue_from_json(data: dict[str, Any]) -> Issue:
+    """An :class:`Issue` from GitHub's issue JSON."""
+    milestone = data.get("milestone")
+    updated = data.get("updated_at")
+    return Issue(
+        number=int(data["number"]),
+        title=str(data.get("title") or ""),
+        body=str(data.get("body") or ""),
+        labels=[
+            str(lab["name"] if isinstance(lab, dict) else lab) for lab in data.get("labels") or []
+        ],
+        assignees=[str(a.get("login")) for a in data.get("assignees") or [] if a],
+        milestone=str(milestone.get("title")) if isinstance(milestone, dict) else None,
+        state=str(data.get("state") or "open"),
+        comments=int(data.get("comments") or 0),
+        updated_at=_parse_time(updated),
+        url=data.get("html_url"),
+        source="github",
+    )
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _next_link(header: str) -> bool:
+    """Whether a ``Link`` header has a ``rel="next"`` entry."""
+    return any('rel="next"' in part for part in header.split(","))
+
+
+class GitHubClient:
+    """The few GitHub REST calls agent-tui makes, through ghapi, with errors in GitHub's words.
+
+    Args:
+        repo: the repository.
+        token: the token (None: anonymous).
+        timeout: seconds per request.
+        retries: connection retries ghapi makes before a network failure is reported.
+    """
+
+    def __init__(
+        self,
+        repo: GitHubRepo,
+        token: Token | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 1,
+    ) -> None:
+        from ghapi.all import GhApi  # imported late: ghapi builds its API surface at import
+
+        self.repo = repo
+        self.token = token
+        self.api = GhApi(
+            owner=repo.owner,
+            repo=repo.name,
+            token=token.value if token else None,
+            gh_host=repo.api_url.rstrip("/"),
+            authenticate=token is not None,
+            timeout=timeout,
+            sync=True,
+        )
+        self.api.transport.retries = retries
+        self.api.headers["X-GitHub-Api-Version"] = "2022-11-28"
+
+    @property
+    def anonymous(self) -> bool:
+        """No token is sent."""
+        return self.token is None
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return _plain(fn(*args, **kwargs))
+        except Exception as exc:  # ghapi raises APIError, httpx errors, or worse
+            if isinstance(exc, GitHubError):
+                raise
+            raise error_from_api(
+                exc, what, api_url=self.repo.api_url, anonymous=self.anonymous
+            ) from None
+
+    def _pages(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a list endpoint, following ``Link: rel="next"`` page by page."""
+        for page in range(1, MAX_PAGES + 1):
+            items = self._call(what, fn, per_page=PER_PAGE, page=page, **kwargs)
+            if not isinstance(items, list):
+                return
+            yield from (i for i in items if isinstance(i, dict))
+            link = str(self.api.recv_hdrs.get("link", "") or "")
+            if not items or not _next_link(link):
+                return
+
+    def iter_issues(
+        self, *, state: str = "open", since: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Issue JSON objects (pull requests included, as GitHub sends them), all pages.
+
+        Args:
+            state: ``open``, ``closed`` or ``all``.
+            since: only items updated at or after this ISO 8601 time.
+        """
+        kwargs: dict[str, Any] = {"state": state, "sort": "updated", "direction": "desc"}
+        if since:
+            kwargs["since"] = since
+        yield from self._pages(
+            f"listing issues of {self.repo.full_name}", self.api.issues.list_for_repo, **kwargs
+        )
+
+    def issue(self, number: int) -> dict[str, Any]:
+        """Issue ``number``'s JSON."""
+        result: dict[str, Any] = self._call(
+            f"reading issue #{number} of {self.repo.full_name}", self.api.issues.get, number
+        )
+        return result
+
+    def comments(self, number: int) -> list[dict[str, Any]]:
+        """Every comment of issue ``number`` (all pages)."""
+        return list(
+            self._pages(
+                f"reading the comments of #{number}",
+                self.api.issues.list_comments,
+                issue_number=number,
+            )
+        )
+
+    def repository(self) -> dict[str, Any]:
+        """The repository's JSON (``default_branch``, ``permissions``...)."""
+        result: dict[str, Any] = self._call(
+            f"reading repository {self.repo.full_name}", self.api.repos.get
+        )
+        return result
+
+    def default_branch(self) -> str:
+        """The repository's default branch."""
+        return str(self.repository().get("default_branch") or "main")
+
+    def open_pulls_for_head(self, head_owner: str, branch: str) -> list[dict[str, Any]]:
+        """Open pull requests whose head is ``head_owner:branch``."""
+        return list(
+            self._pages(
+                f"looking for an open pull request from {branch}",
+                self.api.pulls.list,
+                head=f"{head_owner}:{branch}",
+                state="open",
+            )
+        )
+
+    def create_pull(
+        self, *, title: str, body: str, base: str, head: str, draft: bool
+    ) -> dict[str, Any]:
+        """Open a pull request; ``head`` is ``branch`` or ``owner:branch`` (a fork)."""
+        result: dict[str, Any] = self._call(
+            f"opening a pull request from {head} into {base}",
+            self.api.pulls.create,
+            head=head,
+            base=base,
+            title=title,
+            body=body,
+            draft=draft,
+        )
+        return result
+
+    def add_labels(self, number: int, labels: list[str]) -> list[str]:
+        """Add ``labels`` to issue or pull request ``number``; returns its labels after."""
+        result = self._call(
+            f"labelling #{number}", self.api.issues.add_labels, number, labels=labels
+        )
+        return [str(lab.get("name")) for lab in result or [] if isinstance(lab, dict)]
+
+
+# ----------------------------------------------------------------------------------------------
+# the issue source
+
+
+class GitHubIssueSource(IssueSource):
+    """A GitHub repository's open issues, served from a local SQLite cache.
+
+    ``list_issues`` never touches the network (instant at startup, works offline);
+    ``refresh`` fetches what changed since the last refresh (``since``), or everything the
+    first time; ``comments`` are fetched on demand and cached.
+
+    Args:
+        repo: the GitHub repository.
+        cache_path: the SQLite file (see :func:`engine.forge.registry.issue_source_for`).
+        token: the token, or None to read anonymously.
+        timeout: seconds per request.
+        retries: connection retries before a refresh is declared offline.
+    """
+
+    name: ClassVar[str] = "github"
+    REMOTE: ClassVar[bool] = True
+    HAS_COMMENTS: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        repo: GitHubRepo,
+        cache_path: Path,
+        token: Token | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 1,
+    ) -> None:
+        self.repo = repo
+        self.token = token
+        self.cache = IssueCache(cache_path, repo.key)
+        self._timeout = timeout
+        self._retries = retries
+        self._client: GitHubClient | None = None
+
+    @property
+    def client(self) -> GitHubClient:
+        """The API client, built on first use (startup never waits for it)."""
+        if self._client is None:
+            self._client = GitHubClient(
+                self.repo, self.token, timeout=self._timeout, retries=self._retries
+            )
+        return self._client
+
+    @property
+    def anonymous(self) -> bool:
+        """No token: reads are anonymous and publishing is impossible."""
+        return self.token is None
+
+    def describe(self) -> str:
+        """One line for the UI: where issues come from and as whom."""
+        who = f"token from {self.token.source}" if self.token else "anonymous"
+        return f"GitHub {self.repo.full_name} ({who})"
+
+    def list_issues(self) -> list[Issue]:
+        """The cached open issues, newest update first (no network)."""
+        return self.cache.issues()
+
+    def get_issue(self, number: int) -> Issue:
+        """Issue ``number`` from the cache, else from GitHub.
+
+        Raises:
+            IssueNotFoundError: GitHub has no such issue (or it is a pull request).
+            GitHubError: GitHub failed, or cannot be reached and the issue is not cached.
+        """
+        cached = self.cache.get(number)
+        if cached is not None:
+            return cached
+        try:
+            data = self.client.issue(number)
+        except GitHubError as exc:
+            if exc.status in (404, 410):
+                raise IssueNotFoundError(
+                    f"{self.repo.full_name} has no issue #{number} ({exc.github_message})",
+                    hint="run `agent-tui issues --refresh` to see the open issues",
+                ) from None
+            raise
+        if "pull_request" in data:
+            raise IssueNotFoundError(
+                f"#{number} of {self.repo.full_name} is a pull request, not an issue"
+            )
+        issue = issue_from_json(data)
+        if issue.state == "open":
+            self.cache.upsert([issue])
+        return issue
+
+    def refresh(self, *, full: bool = False) -> RefreshResult:
+        """Fetch what changed since the last refresh and update the cache.
+
+        The first refresh (or ``full``) lists every open issue; later ones ask for every
+        issue updated since the newest update seen (``state=all``), so closed issues leave the
+        cache. Pull requests, which GitHub lists among issues, are skipped.
+
+        Args:
+            full: ignore ``since`` and rebuild the cache from every open issue.
+
+        Returns:
+            What happened; ``offline`` when GitHub could not be reached (the cache is served).
+
+        Raises:
+            GitHubError: GitHub answered with an error (auth, rate limit, not found...).
+        """
+        since = None if full else self.cache.since()
+        started = datetime.now(UTC)
+        upserts: list[Issue] = []
+        closed: list[int] = []
+        newest = since
+        try:
+            for item in self.client.iter_issues(state="all" if since else "open", since=since):
+                stamp = item.get("updated_at")
+                if isinstance(stamp, str) and (newest is None or stamp > newest):
+                    newest = stamp
+                if "pull_request" in item:
+                    continue
+                issue = issue_from_json(item)
+                if issue.state == "open":
+                    upserts.append(issue)
+                else:
+                    closed.append(issue.number)
+        except GitHubError as exc:
+            if not exc.network:
+                raise
+            total = self.cache.count()
+            when = self.cache.refreshed_at()
+            stamp = when.astimezone().strftime("%Y-%m-%d %H:%M") if when else "never"
+            return RefreshResult(
+                fetched=0,
+                total=total,
+                refreshed_at=when,
+                offline=True,
+                message=f"offline: {exc.message}; serving {total} cached issues "
+                f"(last refresh: {stamp})",
+            )
+        self.cache.apply(upserts, closed, since=newest, refreshed_at=started, replace=since is None)
+        total = self.cache.count()
+        message = f"{len(upserts)} updated, {len(closed)} closed" if since else f"{total} open"
+        if self.anonymous:
+            message += f"; {ANONYMOUS_NOTE}"
+        return RefreshResult(
+            fetched=len(upserts) + len(closed),
+            total=total,
+            refreshed_at=started,
+            message=message,
+        )
+
+    def comments(self, number: int) -> list[IssueComment]:
+        """Issue ``number``'s comments from GitHub (cached); the cached ones when offline.
+
+        Raises:
+            GitHubError: GitHub failed, or is unreachable and nothing is cached.
+        """
+        try:
+            items = self.client.comments(number)
+        except GitHubError as exc:
+            cached = self.cache.comments(number)
+            if exc.network and cached is not None:
+                return cached
+            raise
+        comments = [
+            IssueComment(
+                author=str((c.get("user") or {}).get("login") or "ghost"),
+                body=str(c.get("body") or ""),
+                created_at=_parse_time(c.get("created_at")),
+            )
+            for c in items
+        ]
+        self.cache.put_comments(number, comments)
+        return comments
+
+    def last_refresh(self) -> datetime | None:
+        """When the cache was last refreshed successfully (None: never)."""
+        return self.cache.refreshed_at()

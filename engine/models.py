@@ -22,8 +22,9 @@ BRANCH_SUFFIX_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$"
 #: slash, no ``//``, no ``.``/``..`` segments, no backslash. The bounds live inside the regex
 #: (GBNF converters drop ``maxLength`` next to a ``pattern``); ``PATH_MAX`` is enforced on top
 #: by pydantic and by llguidance's grammar. Plain groups, not ``(?:...)``: llama.cpp's GBNF
-#: schema converters (llama-cpp-python, llama-server, Ollama) reject non-capturing groups.
-_SEGMENT = r"\.?[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
+#: schema converters (llama-cpp-python, llama-server, Ollama) reject non-capturing groups,
+#: and ``[.]`` rather than ``\.``, which llama-cpp-python's converter turns into invalid GBNF.
+_SEGMENT = r"[.]?[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
 PATH_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT}){{0,11}}$"
 PATH_MAX = 200
 COMMIT_MESSAGE_MAX = 120

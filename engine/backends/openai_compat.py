@@ -92,10 +92,30 @@ def server_semaphore(base_url: str, concurrency: int) -> threading.BoundedSemaph
         return sem
 
 
+def structure_only(value: Any) -> Any:
+    """``value`` (a JSON schema) without ``pattern`` and ``maxLength`` constraints.
+
+    Why: the ``json_object`` flavour is llama-cpp-python's server, which converts the schema
+    with its own Python converter. That converter turns the path pattern's character class
+    into a grammar llama.cpp cannot parse ("failed to parse grammar"), and the server process
+    then dies (seen with 0.3.36). Types, required keys and item bounds still constrain the
+    decoding; patterns and lengths are enforced by the validation every answer goes through.
+    """
+    if isinstance(value, dict):
+        return {k: structure_only(v) for k, v in value.items() if k not in ("pattern", "maxLength")}
+    if isinstance(value, list):
+        return [structure_only(v) for v in value]
+    return value
+
+
 def response_format(schema: dict[str, Any], flavour: str) -> dict[str, Any]:
-    """The ``response_format`` of a request in the server's flavour."""
+    """The ``response_format`` of a request in the server's flavour.
+
+    ``json_schema`` (the OpenAI form) carries the whole schema; ``json_object`` (llama.cpp
+    servers' form) carries ``structure_only(schema)``.
+    """
     if flavour == "json_object":
-        return {"type": "json_object", "schema": schema}
+        return {"type": "json_object", "schema": structure_only(schema)}
     return {
         "type": "json_schema",
         "json_schema": {"name": SCHEMA_NAME, "schema": schema, "strict": True},
@@ -343,7 +363,7 @@ class OpenAICompatBackend(Backend):
         if entry is None:
             probe.hint = "set model to one of the served ids"
             return probe
-        meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+        meta: dict[str, Any] = entry["meta"] if isinstance(entry.get("meta"), dict) else {}
         for value in (entry.get("max_model_len"), entry.get("context_length"), meta.get("n_ctx")):
             if isinstance(value, int):
                 probe.context_length = value
@@ -624,4 +644,5 @@ __all__ = [
     "response_format",
     "server_flavour",
     "server_semaphore",
+    "structure_only",
 ]

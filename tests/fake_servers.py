@@ -1,0 +1,662 @@
+"""Loopback model servers speaking Ollama's and OpenAI's wire protocols, backed by a real model.
+
+Neither Ollama nor vLLM can be installed here, so the server backends are tested against this
+server: a stdlib ``ThreadingHTTPServer`` on 127.0.0.1 that speaks
+
+* Ollama: ``POST /api/chat`` (streaming NDJSON or one JSON), ``POST /api/show``,
+  ``GET /api/ps``, ``GET /api/tags``;
+* OpenAI: ``POST /v1/chat/completions`` (SSE with ``stream: true``, one JSON otherwise),
+  ``GET /v1/models``;
+
+and answers with the real llama.cpp engine (``LlamaCppBackend.decode`` of the embedded Gemma
+model) under the JSON schema the request carried (``format`` / ``response_format``): every
+token on the wire was sampled by the model, nothing is canned. Knobs (``ServerKnobs``)
+simulate what real servers do wrong: a missing model, a context cap that cuts long prompts
+(reporting the smaller, true ``prompt_eval_count``), ignoring the schema (the same model,
+unconstrained), a server-side output cap, slow streams, the ``json_schema`` rejection of
+llama-cpp-python's server, and an API key.
+
+Reuse: ``FakeModelServer(backend, knobs).start()`` (a context manager too), its ``url``
+(Ollama host), ``v1`` (OpenAI base URL), ``requests`` (bodies received), ``max_in_flight``,
+``disconnects``. The pytest fixtures live in ``tests/conftest.py`` (``fake_model_server``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import threading
+import time
+import uuid
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from engine.backends.llama_cpp import (
+    DecodeDone,
+    LlamaCppBackend,
+    PromptEvaluated,
+    SamplingParams,
+    TokensDecoded,
+)
+
+OLLAMA_MODEL = "gemma3:270m"
+OPENAI_MODEL = "gemma-3-270m"
+#: What llama-cpp-python's server answers to ``response_format: {"type": "json_schema"}``.
+JSON_SCHEMA_REJECTION = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+    "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+    "'ctx': {'expected': \"'text' or 'json_object'\"}}\n"
+)
+#: Tokens kept at the start when a prompt is cut (Ollama's ``num_keep``: BOS and the turn head).
+NUM_KEEP = 4
+
+
+@dataclass
+class ServerKnobs:
+    """How the fake server behaves (defaults: a healthy server)."""
+
+    models: tuple[str, ...] = (OLLAMA_MODEL, OPENAI_MODEL)
+    """The models it has (pulled / served); any other name is 404."""
+    context_length: int = 32768
+    """The context ``/api/show`` and ``/v1/models`` report."""
+    context_cap: int | None = None
+    """Cut prompts longer than this many tokens (keep ``NUM_KEEP`` + the tail), whatever
+    ``num_ctx`` said, and report the true, smaller ``prompt_eval_count``."""
+    ignore_schema: bool = False
+    """Generate with the same model unconstrained, whatever format was asked."""
+    max_tokens_cap: int | None = None
+    """A server-side output cap: the answer stops with ``length``."""
+    delay_s: float = 0.0
+    """Sleep after each streamed chunk (slow streams, cancel tests)."""
+    reject_json_schema: bool = False
+    """Answer HTTP 500 "Input should be 'text' or 'json_object'" to ``json_schema``."""
+    api_key: str | None = None
+    """Require ``Authorization: Bearer <api_key>`` on the OpenAI routes."""
+    enforce_context: bool = False
+    """OpenAI routes: answer HTTP 400 (vLLM's words) when prompt + max_tokens exceeds
+    ``context_length``."""
+
+
+@dataclass
+class _Answer:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    reason: str
+    prompt_s: float
+    decode_s: float
+
+
+@dataclass
+class ServerLog:
+    """What the server saw."""
+
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """``(path, JSON body)`` of every POST."""
+    headers: list[dict[str, str]] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    disconnects: int = 0
+    """Streams the client closed before the end (cancel)."""
+    completed: int = 0
+    loaded_ctx: int | None = None
+    """The ``num_ctx`` of the last Ollama request (what ``/api/ps`` reports)."""
+
+
+class FakeModelServer:
+    """An HTTP server on 127.0.0.1 answering with the real model.
+
+    Args:
+        backend: the llama.cpp backend whose ``decode`` produces the tokens.
+        knobs: behaviour switches.
+    """
+
+    def __init__(self, backend: LlamaCppBackend, knobs: ServerKnobs | None = None) -> None:
+        self.backend = backend
+        self.knobs = knobs or ServerKnobs()
+        self.log = ServerLog()
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL (an Ollama host)."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def v1(self) -> str:
+        """The OpenAI-compatible base URL."""
+        return self.url + "/v1"
+
+    def start(self) -> FakeModelServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> FakeModelServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- what the server records ----------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[tuple[str, dict[str, Any]]]:
+        return self.log.requests
+
+    def bodies(self, path: str) -> list[dict[str, Any]]:
+        """The JSON bodies POSTed to ``path``."""
+        return [body for p, body in self.log.requests if p == path]
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no generation is running (after a client went away)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.log.in_flight == 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    # -- the model ------------------------------------------------------------------------------
+
+    def prompt_tokens(self, messages: list[dict[str, str]], cap: int | None) -> list[int]:
+        """The real prompt tokens, cut like Ollama's runner when longer than ``cap``."""
+        tokens = self.backend.prompt_tokens(messages)
+        if cap is not None and len(tokens) > cap:
+            tokens = tokens[:NUM_KEEP] + tokens[len(tokens) - (cap - NUM_KEEP) :]
+        return tokens
+
+    def generate(
+        self,
+        prompt: list[int],
+        schema: dict[str, Any] | None,
+        sampling: SamplingParams,
+        max_tokens: int,
+        cancel: threading.Event,
+    ) -> Generator[str | _Answer, None, None]:
+        """Text deltas from the real model, then one ``_Answer`` with the counts."""
+        if self.knobs.ignore_schema:
+            schema = None
+        if self.knobs.max_tokens_cap is not None:
+            max_tokens = min(max_tokens, self.knobs.max_tokens_cap)
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text: list[str] = []
+        prompt_s = 0.0
+        done: DecodeDone | None = None
+        items = self.backend.decode(
+            prompt, schema=schema, sampling=sampling, max_tokens=max_tokens, cancel=cancel
+        )
+        try:
+            for item in items:
+                if isinstance(item, PromptEvaluated):
+                    prompt_s = item.seconds
+                elif isinstance(item, TokensDecoded):
+                    delta = utf8.decode(item.data)
+                    if delta:
+                        text.append(delta)
+                        yield delta
+                elif isinstance(item, DecodeDone):
+                    done = item
+        finally:
+            if done is None:
+                cancel.set()  # the client went away mid-answer
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # releases the model's generation lock at once
+        tail = utf8.decode(b"", final=True)
+        if tail:
+            text.append(tail)
+            yield tail
+        assert done is not None
+        reason = {"context": "length"}.get(done.reason, done.reason)
+        yield _Answer(
+            text="".join(text),
+            prompt_tokens=len(prompt),
+            completion_tokens=done.completion_tokens,
+            reason=reason,
+            prompt_s=prompt_s or done.prompt_seconds,
+            decode_s=done.decode_seconds,
+        )
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.log.in_flight += 1
+            self.log.max_in_flight = max(self.log.max_in_flight, self.log.in_flight)
+
+    def _leave(self, completed: bool, disconnected: bool) -> None:
+        with self._lock:
+            self.log.in_flight -= 1
+            self.log.completed += completed
+            self.log.disconnects += disconnected
+
+
+def _sampling(temperature: Any, top_p: Any, top_k: Any, seed: Any, penalty: Any) -> SamplingParams:
+    return SamplingParams(
+        temperature=float(temperature if temperature is not None else 0.0),
+        top_p=float(top_p if top_p is not None else 1.0),
+        top_k=int(top_k if top_k is not None else 40),
+        seed=int(seed or 0),
+        repeat_penalty=float(penalty if penalty is not None else 1.0),
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+            pass
+
+        # -- plumbing ---------------------------------------------------------------------
+
+        def _json(self, status: int, payload: Any) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _start_chunked(self, content_type: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+
+        def _chunk(self, data: bytes) -> None:
+            try:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError, OSError) as exc:
+                raise _ClientGone from exc
+
+        def _end_chunked(self) -> None:
+            try:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except OSError as exc:
+                raise _ClientGone from exc
+
+        def _body(self) -> dict[str, Any]:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b"{}"
+            body = json.loads(raw or b"{}")
+            server.log.requests.append((self.path, body))
+            server.log.headers.append(dict(self.headers))
+            return body if isinstance(body, dict) else {}
+
+        # -- routes ---------------------------------------------------------------------------
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            if self.path == "/api/tags":
+                self._json(200, {"models": [_ollama_model_entry(m) for m in _served(server)]})
+            elif self.path == "/api/ps":
+                loaded = []
+                if server.log.loaded_ctx is not None:
+                    entry = _ollama_model_entry(OLLAMA_MODEL)
+                    entry["expires_at"] = _now()
+                    entry["size_vram"] = 0
+                    entry["context_length"] = server.log.loaded_ctx
+                    loaded.append(entry)
+                self._json(200, {"models": loaded})
+            elif self.path == "/v1/models":
+                if not self._authorized():
+                    return
+                self._json(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": m,
+                                "object": "model",
+                                "created": 0,
+                                "owned_by": "agent-tui-tests",
+                                "max_model_len": server.knobs.context_length,
+                            }
+                            for m in _served(server)
+                        ],
+                    },
+                )
+            else:
+                self._json(404, {"error": f"no route {self.path}"})
+
+        def do_POST(self) -> None:  # noqa: N802 - stdlib name
+            try:
+                body = self._body()
+            except ValueError:
+                self._json(400, {"error": "invalid JSON body"})
+                return
+            if self.path == "/api/show":
+                self._ollama_show(body)
+            elif self.path == "/api/chat":
+                self._ollama_chat(body)
+            elif self.path == "/v1/chat/completions":
+                self._openai_chat(body)
+            else:
+                self._json(404, {"error": f"no route {self.path}"})
+
+        # -- Ollama ---------------------------------------------------------------------------
+
+        def _ollama_show(self, body: dict[str, Any]) -> None:
+            model = str(body.get("model") or body.get("name") or "")
+            if model not in _served(server):
+                self._json(404, {"error": f"model '{model}' not found"})
+                return
+            self._json(
+                200,
+                {
+                    "modelfile": f"FROM {model}\n",
+                    "parameters": 'stop "<end_of_turn>"',
+                    "template": "{{ .Prompt }}",
+                    "details": _ollama_details(),
+                    "model_info": {
+                        "general.architecture": "gemma3",
+                        "general.parameter_count": 268098176,
+                        "gemma3.context_length": server.knobs.context_length,
+                        "gemma3.embedding_length": 640,
+                    },
+                    "capabilities": ["completion"],
+                    "modified_at": _now(),
+                },
+            )
+
+        def _ollama_chat(self, body: dict[str, Any]) -> None:
+            model = str(body.get("model") or "")
+            if model not in _served(server):
+                self._json(404, {"error": f'model "{model}" not found, try pulling it first'})
+                return
+            opts = body.get("options") or {}
+            num_ctx = int(opts.get("num_ctx") or 2048)  # Ollama's default when none is sent
+            server.log.loaded_ctx = num_ctx
+            cap = num_ctx if server.knobs.context_cap is None else server.knobs.context_cap
+            fmt = body.get("format")
+            schema = fmt if isinstance(fmt, dict) else ({"type": "object"} if fmt else None)
+            num_predict = int(opts.get("num_predict") or -1)
+            max_tokens = num_predict if num_predict > 0 else 4096
+            sampling = _sampling(
+                opts.get("temperature", 0.8),
+                opts.get("top_p", 0.9),
+                opts.get("top_k", 40),
+                opts.get("seed"),
+                opts.get("repeat_penalty", 1.1),
+            )
+            t0 = time.monotonic_ns()
+            cancel = threading.Event()
+            server._enter()
+            completed = gone = False
+            gen: Generator[str | _Answer, None, None] | None = None
+            try:
+                prompt = server.prompt_tokens(body.get("messages") or [], cap)
+                gen = server.generate(prompt, schema, sampling, max_tokens, cancel)
+                if body.get("stream", True) is False:
+                    parts = list(gen)
+                    answer = parts[-1]
+                    assert isinstance(answer, _Answer)
+                    self._json(200, _ollama_final(model, answer, t0, answer.text))
+                    completed = True
+                    return
+                self._start_chunked("application/x-ndjson")
+                for part in gen:
+                    if isinstance(part, _Answer):
+                        final = _ollama_final(model, part, t0, "")
+                        self._chunk(json.dumps(final).encode() + b"\n")
+                    else:
+                        line = {
+                            "model": model,
+                            "created_at": _now(),
+                            "message": {"role": "assistant", "content": part},
+                            "done": False,
+                        }
+                        self._chunk(json.dumps(line).encode() + b"\n")
+                        if server.knobs.delay_s:
+                            time.sleep(server.knobs.delay_s)
+                self._end_chunked()
+                completed = True
+            except _ClientGone:
+                cancel.set()
+                gone = True
+                self.close_connection = True
+            finally:
+                if gen is not None:
+                    gen.close()
+                server._leave(completed, gone)
+
+        # -- OpenAI ---------------------------------------------------------------------------
+
+        def _authorized(self) -> bool:
+            key = server.knobs.api_key
+            if key is None or self.headers.get("Authorization") == f"Bearer {key}":
+                return True
+            self._json(
+                401,
+                {
+                    "error": {
+                        "message": "Incorrect API key provided.",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
+            return False
+
+        def _openai_chat(self, body: dict[str, Any]) -> None:
+            if not self._authorized():
+                return
+            model = str(body.get("model") or "")
+            if model not in _served(server):
+                self._json(
+                    404,
+                    {
+                        "error": {
+                            "message": f"The model `{model}` does not exist.",
+                            "type": "NotFoundError",
+                            "code": 404,
+                        }
+                    },
+                )
+                return
+            fmt = body.get("response_format") or {}
+            kind = fmt.get("type", "text")
+            if kind == "json_schema" and server.knobs.reject_json_schema:
+                self._json(
+                    500,
+                    {"error": {"message": JSON_SCHEMA_REJECTION, "type": "internal_server_error"}},
+                )
+                return
+            if kind == "json_schema":
+                schema = (fmt.get("json_schema") or {}).get("schema")
+            elif kind == "json_object":
+                schema = fmt.get("schema") or {"type": "object"}
+            else:
+                schema = None
+            max_tokens = int(body.get("max_tokens") or 4096)
+            messages = body.get("messages") or []
+            if server.knobs.enforce_context:
+                n = len(server.prompt_tokens(messages, None))
+                if n + max_tokens > server.knobs.context_length:
+                    self._json(
+                        400,
+                        {
+                            "error": {
+                                "message": "This model's maximum context length is "
+                                f"{server.knobs.context_length} tokens. However, you requested "
+                                f"{n + max_tokens} tokens ({n} in the messages, {max_tokens} in "
+                                "the completion). Please reduce the length of the messages or "
+                                "completion.",
+                                "type": "BadRequestError",
+                                "code": 400,
+                            }
+                        },
+                    )
+                    return
+            sampling = _sampling(
+                body.get("temperature", 1.0),
+                body.get("top_p", 1.0),
+                body.get("top_k", 40),
+                body.get("seed"),
+                body.get("repeat_penalty", body.get("repetition_penalty")),
+            )
+            cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+            created = int(time.time())
+            cancel = threading.Event()
+            server._enter()
+            completed = gone = False
+            gen: Generator[str | _Answer, None, None] | None = None
+            try:
+                prompt = server.prompt_tokens(messages, server.knobs.context_cap)
+                gen = server.generate(prompt, schema, sampling, max_tokens, cancel)
+                if not body.get("stream"):
+                    answer = list(gen)[-1]
+                    assert isinstance(answer, _Answer)
+                    self._json(200, _openai_final(cid, created, model, answer))
+                    completed = True
+                    return
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                self._start_chunked("text/event-stream")
+                first = True
+                for part in gen:
+                    if isinstance(part, _Answer):
+                        last = _openai_chunk(cid, created, model, {}, part.reason)
+                        self._chunk(_sse(last))
+                        if include_usage:
+                            usage = _openai_chunk(cid, created, model, None, None)
+                            usage["usage"] = _usage(part)
+                            self._chunk(_sse(usage))
+                    else:
+                        delta: dict[str, Any] = {"content": part}
+                        if first:
+                            delta["role"] = "assistant"
+                            first = False
+                        self._chunk(_sse(_openai_chunk(cid, created, model, delta, None)))
+                        if server.knobs.delay_s:
+                            time.sleep(server.knobs.delay_s)
+                self._chunk(b"data: [DONE]\n\n")
+                self._end_chunked()
+                completed = True
+            except _ClientGone:
+                cancel.set()
+                gone = True
+                self.close_connection = True
+            finally:
+                if gen is not None:
+                    gen.close()
+                server._leave(completed, gone)
+
+    return Handler
+
+
+def _served(server: FakeModelServer) -> tuple[str, ...]:
+    return server.knobs.models
+
+
+def _ollama_details() -> dict[str, Any]:
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": "gemma3",
+        "families": ["gemma3"],
+        "parameter_size": "268.10M",
+        "quantization_level": "Q4_K_M",
+    }
+
+
+def _ollama_model_entry(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": _now(),
+        "size": 253_000_000,
+        "digest": uuid.uuid5(uuid.NAMESPACE_URL, name).hex * 2,
+        "details": _ollama_details(),
+    }
+
+
+def _ollama_final(model: str, answer: _Answer, t0_ns: int, content: str) -> dict[str, Any]:
+    return {
+        "model": model,
+        "created_at": _now(),
+        "message": {"role": "assistant", "content": content},
+        "done": True,
+        "done_reason": answer.reason,
+        "total_duration": time.monotonic_ns() - t0_ns,
+        "load_duration": 0,
+        "prompt_eval_count": answer.prompt_tokens,
+        "prompt_eval_duration": int(answer.prompt_s * 1e9),
+        "eval_count": answer.completion_tokens,
+        "eval_duration": int(answer.decode_s * 1e9),
+    }
+
+
+def _usage(answer: _Answer) -> dict[str, int]:
+    return {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+    }
+
+
+def _openai_chunk(
+    cid: str, created: int, model: str, delta: dict[str, Any] | None, finish: str | None
+) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": []
+        if delta is None
+        else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
+
+
+def _openai_final(cid: str, created: int, model: str, answer: _Answer) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.text},
+                "finish_reason": answer.reason,
+            }
+        ],
+        "usage": _usage(answer),
+    }
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+__all__ = [
+    "FakeModelServer",
+    "JSON_SCHEMA_REJECTION",
+    "NUM_KEEP",
+    "OLLAMA_MODEL",
+    "OPENAI_MODEL",
+    "ServerKnobs",
+    "ServerLog",
+]

@@ -1437,6 +1437,32 @@ def run_checks(
         findings += path_out
         if not isinstance(raw, str):
             continue
+        norm = _lexical_path_findings(raw, limits)[1]
+        if norm is not None:
+            fold = unicodedata.normalize("NFC", norm).casefold()
+            if norm in by_norm:
+                findings.append(
+                    _finding(
+                        "path-duplicate",
+                        f"the same file as {by_norm[norm]!r} after normalisation",
+                        path=raw,
+                        fix="give each file once",
+                    )
+                )
+                continue
+            if fold in by_fold:
+                findings.append(
+                    _finding(
+                        "path-case-conflict",
+                        f"differs from {by_fold[fold]!r} only in case or Unicode form; on "
+                        "macOS and Windows they are the same file",
+                        path=raw,
+                        fix="give each file once, with one spelling",
+                    )
+                )
+                continue
+            by_norm[norm] = raw
+            by_fold[fold] = raw
         if not isinstance(content, str):
             findings.append(
                 _finding(
@@ -1485,37 +1511,8 @@ def run_checks(
                 )
             )
             continue
-        if any(f.severity == "error" and f.path == raw for f in path_out):
+        if norm is None or any(f.severity == "error" and f.path == raw for f in path_out):
             continue
-        lexical = _lexical_path_findings(raw, limits)[1]
-        if lexical is None:
-            continue
-        norm = lexical
-        nfc = unicodedata.normalize("NFC", norm)
-        if norm in by_norm:
-            findings.append(
-                _finding(
-                    "path-duplicate",
-                    f"the same file as {by_norm[norm]!r} after normalisation",
-                    path=raw,
-                    fix="give each file once",
-                )
-            )
-            continue
-        fold = nfc.casefold()
-        if fold in by_fold:
-            findings.append(
-                _finding(
-                    "path-case-conflict",
-                    f"differs from {by_fold[fold]!r} only in case or Unicode form; on macOS "
-                    "and Windows they are the same file",
-                    path=raw,
-                    fix="give each file once, with one spelling",
-                )
-            )
-            continue
-        by_norm[norm] = raw
-        by_fold[fold] = raw
         old_bytes = base.read_bytes(norm)
         old: str | None = None
         if old_bytes is not None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.github_fake import github_fake  # noqa: F401  (fixture: a loopback GitHub)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,31 @@ def embedded_model_path() -> Path:
 def clean_env() -> Iterator[dict[str, str]]:
     """A copy of the environment for subprocesses."""
     yield dict(os.environ)
+
+
+@pytest.fixture(scope="session")
+def embedded_backend(embedded_model_path: Path) -> Iterator[Any]:
+    """A ``LlamaCppBackend`` on the embedded model (n_ctx 4096), shared by the whole session.
+
+    The model and llguidance's tokenizer load once. One generation runs at a time: exhaust (or
+    ``close()``) an event iterator before starting the next one. Sampling defaults to greedy;
+    pass ``sampling=SamplingParams(...)`` to ``generate`` for other settings.
+    """
+    from engine.backends.llama_cpp import LlamaCppBackend
+    from engine.config import LlamaCppProfile
+
+    profile = LlamaCppProfile(
+        backend="llama_cpp",
+        model_path=str(embedded_model_path),
+        chat_format="gemma",
+        n_ctx=4096,
+        max_tokens=512,
+        temperature=0.0,
+        top_p=0.95,
+        top_k=40,
+        seed=0,
+    )
+    backend = LlamaCppBackend("gemma3-270m", profile)
+    backend.load().tokenizer()
+    yield backend
+    backend.close()

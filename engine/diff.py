@@ -98,6 +98,7 @@ class RepoBase:
         self._entries: dict[str, tuple[str, str]] | None = None  # path -> (mode, sha)
         self._dirs: set[str] = set()
         self._cache: dict[str, bytes | None] = {}
+        self._blobs: dict[str, bytes | None] = {}
         self.ref: str | None = None
         if ref is not None:
             entries = self._ls_tree(ref)
@@ -268,8 +269,13 @@ class RepoBase:
             return None
 
     def _blob(self, sha: str) -> bytes | None:
+        if sha in self._blobs:
+            return self._blobs[sha]
         out = self._git("cat-file", "blob", sha)
-        return out.stdout if out.returncode == 0 else None
+        data = out.stdout if out.returncode == 0 else None
+        if data is not None and len(data) <= 4096:
+            self._blobs[sha] = data  # symlink targets and small files are asked for often
+        return data
 
 
 def _inside(root: Path, path: Path) -> bool:

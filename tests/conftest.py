@@ -99,3 +99,25 @@ def embedded_backend(embedded_model_path: Path) -> Iterator[Any]:
     backend.load().tokenizer()
     yield backend
     backend.close()
+
+
+@pytest.fixture
+def fake_model_server(embedded_backend: Any) -> Iterator[Any]:
+    """Start loopback Ollama/OpenAI servers answering with the embedded model.
+
+    Call it with ``tests.fake_servers.ServerKnobs`` fields (``fake_model_server(context_cap=64)``);
+    each call starts one server (``.url`` for Ollama, ``.v1`` for OpenAI); all stop after the
+    test.
+    """
+    from tests.fake_servers import FakeModelServer, ServerKnobs
+
+    started: list[FakeModelServer] = []
+
+    def start(**knobs: Any) -> FakeModelServer:
+        server = FakeModelServer(embedded_backend, ServerKnobs(**knobs)).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -130,6 +130,9 @@ class ContextOptions:
     """The tree is summarised further while it takes more than this share of the budget."""
     max_candidates: int = 40
     """Ranked files considered for the budget (beyond: counted, not listed)."""
+    min_relative_score: float = 0.05
+    """Ranked files scoring under this share of the best score are not considered: a word
+    shared by chance (``app`` in every path) must not fill the prompt with unrelated files."""
     k1: float = 1.2
     b: float = 0.75
     path_weight: float = 2.0
@@ -989,15 +992,18 @@ def build_context(
     if query and snap.files:
         scores = snap.content_index.score(query, opts.k1, opts.b)
         scores += np.float32(opts.path_weight) * snap.path_index.score(query, opts.k1, opts.b)
+        if hidden:
+            scores[[snap.position[p] for p in sorted(hidden)]] = 0.0
         positive = np.flatnonzero(scores > 0)
         # Highest score first, ties by path (files are sorted, so by index).
         order = positive[np.lexsort((positive, -scores[positive].astype(np.float64)))]
         ranked = 0
+        floor = float(scores[order[0]]) * opts.min_relative_score if order.size else 0.0
         for index in order.tolist():
             path = snap.files[index]
             if path in seen or path in hidden:
                 continue
-            if ranked >= opts.max_candidates:
+            if ranked >= opts.max_candidates or float(scores[index]) < floor:
                 more_matches += 1
                 continue
             ranked += 1

@@ -1,0 +1,262 @@
+"""The agent-tui Textual app: issues -> generation -> preview -> publish, all from the keyboard.
+
+The app is a thin client of ``engine``: every slow step runs in a thread worker that calls the
+engine and posts a past-tense message (``tui.messages``); every expected failure is an
+``AgentTuiError`` shown by the one error modal. Key bindings have ids so users can remap them
+from the ``[tui] keymap`` table of the config; the command palette (``ctrl+p``) lists the
+actions of the screen it was opened from.
+
+Publishing is only ever confirmed by the ``confirm_publish`` binding (``ctrl+y`` by default) in
+the publish plan; a keymap that would put it on Enter, Space or a plain character is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from engine.config import AppConfig
+from engine.errors import AgentTuiError, ConfigError
+from engine.forge.base import IssueSource
+from engine.session import ModelHost, Workspace
+from tui.messages import ModelLoaded, ModelLoadStarted, WorkerFailed
+from tui.screens.error import ErrorModal
+from tui.widgets.status_bar import StatusBar
+
+#: keys that must never confirm a publish, whatever the keymap says
+_UNSAFE_CONFIRM_KEYS = {"enter", "space", "tab", "escape", "return", "ctrl+m", "ctrl+j"}
+CONFIRM_PUBLISH_ID = "confirm_publish"
+
+
+def binding_catalogue() -> list[tuple[str, str, list[Binding]]]:
+    """Every screen's bindings: (screen title, class name, bindings), for Help and keymaps."""
+    from tui.screens.error import ErrorModal
+    from tui.screens.generating import GeneratingScreen
+    from tui.screens.help import HelpScreen
+    from tui.screens.history import HistoryScreen
+    from tui.screens.issue import IssueScreen
+    from tui.screens.issues import IssuesScreen
+    from tui.screens.models import ModelsScreen
+    from tui.screens.preview import PreviewScreen
+    from tui.screens.publish_plan import PublishPlanScreen
+    from tui.widgets.issue_table import IssueTable
+
+    def bindings(cls: Any) -> list[Binding]:
+        out = []
+        for b in getattr(cls, "BINDINGS", []):
+            if isinstance(b, Binding):
+                out.append(b)
+        return out
+
+    return [
+        ("Everywhere", "AgentTuiApp", bindings(AgentTuiApp)),
+        ("Issues", "IssuesScreen", bindings(IssuesScreen) + bindings(IssueTable)),
+        ("Issue", "IssueScreen", bindings(IssueScreen)),
+        ("Generating", "GeneratingScreen", bindings(GeneratingScreen)),
+        ("Preview", "PreviewScreen", bindings(PreviewScreen)),
+        ("Publish plan", "PublishPlanScreen", bindings(PublishPlanScreen)),
+        ("History", "HistoryScreen", bindings(HistoryScreen)),
+        ("Models", "ModelsScreen", bindings(ModelsScreen)),
+        ("Help", "HelpScreen", bindings(HelpScreen)),
+        ("Error", "ErrorModal", bindings(ErrorModal)),
+    ]
+
+
+def check_keymap(keymap: dict[str, str]) -> list[str]:
+    """Problems with a ``[tui] keymap`` table: unknown binding ids, and an unsafe publish key.
+
+    Args:
+        keymap: binding id -> comma-separated keys.
+
+    Returns:
+        One line per problem (empty when the keymap is fine).
+    """
+    known = {b.id for _t, _c, bs in binding_catalogue() for b in bs if b.id}
+    problems = []
+    for binding_id, keys in sorted(keymap.items()):
+        if binding_id not in known:
+            problems.append(
+                f"unknown binding id {binding_id!r} (known: {', '.join(sorted(known))})"
+            )
+            continue
+        if binding_id == CONFIRM_PUBLISH_ID:
+            for key in (k.strip().lower() for k in keys.split(",")):
+                if key in _UNSAFE_CONFIRM_KEYS or len(key) == 1:
+                    problems.append(
+                        f"{CONFIRM_PUBLISH_ID} cannot be {key!r}: publishing needs a key that "
+                        "is never pressed by accident (e.g. ctrl+y)"
+                    )
+    return problems
+
+
+class AgentTuiApp(App[int]):
+    """agent-tui's terminal UI for one repository.
+
+    Args:
+        repo: the repository directory.
+        config: the loaded configuration.
+        source: the issue source (default: chosen by the engine for this repository).
+        clock: the time shown as "now" (snapshots pass a fixed one).
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "agent-tui"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark,f1", "help", "Help", id="help"),
+        Binding("H", "history", "History", id="history"),
+        Binding("M", "models", "Models", id="models"),
+        Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        repo: Path,
+        config: AppConfig,
+        *,
+        source: IssueSource | None = None,
+        clock: Callable[[], datetime] | None = None,
+        workspace: Workspace | None = None,
+    ) -> None:
+        super().__init__()
+        self.repo = repo
+        self.config = config
+        self.clock = clock or (lambda: datetime.now().astimezone())
+        self.workspace = workspace or Workspace(repo, config, source=source)
+        self.models: ModelHost = self.workspace.models
+        self.model_state = "not loaded"
+        self.started_at = time.perf_counter()
+        self.first_paint_s: float | None = None
+        self._shown_errors: list[AgentTuiError] = []
+
+    # -- startup ---------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        problems = check_keymap(self.config.tui.keymap)
+        keymap = dict(self.config.tui.keymap)
+        if problems:
+            # keep the safe part of the keymap; the user learns what was ignored
+            for line in problems:
+                for binding_id in list(keymap):
+                    if repr(binding_id) in line:
+                        keymap.pop(binding_id, None)
+        self.set_keymap(keymap)
+        from tui.screens.issues import IssuesScreen
+
+        self.push_screen(IssuesScreen())
+        if problems:
+            self.show_error(
+                ConfigError(
+                    "; ".join(problems),
+                    hint="fix the [tui] keymap table of your config; those entries are ignored",
+                    title="Key map error",
+                )
+            )
+        if self.config.tui.preload_model:
+            self.load_model()
+
+    # -- the model -------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.workspace.model_name
+
+    def set_model(self, name: str) -> None:
+        """Make ``name`` the active model profile (loaded lazily when next needed)."""
+        self.workspace.set_model(name)
+        self.model_state = "loaded" if self.models.is_loaded(name) else "not loaded"
+        self.refresh_badges()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="model")
+    def load_model(self) -> None:
+        """Load the active model in the background (it can take seconds)."""
+        name = self.model_name
+        if self.models.is_loaded(name):
+            return
+        self.post_message(ModelLoadStarted(name))
+        started = time.perf_counter()
+        self.models.load(name)
+        self.post_message(ModelLoaded(name, time.perf_counter() - started))
+
+    def on_model_load_started(self, message: ModelLoadStarted) -> None:
+        self.model_state = "loading…"
+        self.refresh_badges()
+
+    def on_model_loaded(self, message: ModelLoaded) -> None:
+        self.model_state = "loaded"
+        self.refresh_badges()
+
+    def refresh_badges(self) -> None:
+        """Update the model badge on every screen's status bar."""
+        text = f"{self.model_name}: {self.model_state}"
+        for screen in self.screen_stack:
+            for bar in screen.query(StatusBar):
+                bar.set_badge("model", text)
+
+    # -- errors ----------------------------------------------------------------------------
+    def show_error(self, error: BaseException) -> None:
+        """Show an error in the one error modal: title, message, what to do."""
+        if isinstance(error, AgentTuiError):
+            title, message, hint = error.title, error.message, error.hint
+        else:
+            title = "Unexpected error"
+            message = f"{type(error).__name__}: {error}"
+            hint = "this is a bug in agent-tui; please report it with what you were doing"
+        self.push_screen(ErrorModal(title, message, hint))
+
+    def on_worker_failed(self, message: WorkerFailed) -> None:
+        self.show_error(message.error)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            if event.worker.group == "model":
+                self.model_state = "failed"
+                self.refresh_badges()
+            self.show_error(event.worker.error)
+
+    # -- navigation ------------------------------------------------------------------------
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_history(self) -> None:
+        from tui.screens.history import HistoryScreen
+
+        if not isinstance(self.screen, HistoryScreen):
+            self.push_screen(HistoryScreen())
+
+    def action_models(self) -> None:
+        from tui.screens.models import ModelsScreen
+
+        if not isinstance(self.screen, ModelsScreen):
+            self.push_screen(ModelsScreen())
+
+    # -- command palette -------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The screen's own actions first, then the app's; never the publish confirmation."""
+        seen: set[str] = set()
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if not binding.description or binding.id == CONFIRM_PUBLISH_ID:
+                continue
+            if not active.enabled or binding.action in seen:
+                continue
+            seen.add(binding.action)
+            node = active.node
+            action = binding.action
+
+            def run(node: Any = node, action: str = action) -> None:
+                self.call_later(self.run_action, action, node)
+
+            label = self.get_key_display(binding) if binding.key else key
+            yield SystemCommand(binding.description, f"key: {label}", run)
+        yield from super().get_system_commands(screen)

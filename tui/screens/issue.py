@@ -1,0 +1,162 @@
+"""The Issue screen: the issue as Markdown with its comments, and what the model will be shown.
+
+Opening an issue builds its context in the background (loading the model the first time,
+since tokens are counted with the model's own tokenizer), so the user sees the token budget,
+the files shown and what was left out before pressing ``g``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Markdown, Static
+
+from engine.errors import AgentTuiError
+from engine.models import Issue, IssueComment
+from engine.session import IssueRun
+from tui.messages import ContextBuilt, IssueCommentsLoaded, ModelLoaded, ModelLoadStarted
+from tui.widgets.context_panel import ContextPanel
+from tui.widgets.status_bar import StatusBar
+
+
+def _comments_markdown(comments: list[IssueComment]) -> str:
+    parts = []
+    for c in comments:
+        when = f" · {c.created_at:%Y-%m-%d}" if c.created_at else ""
+        parts.append(f"**{c.author}**{when}\n\n{c.body}")
+    return "\n\n---\n\n".join(parts)
+
+
+class IssueScreen(Screen[None]):
+    """One issue, ready to generate."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("g", "generate", "Generate", id="generate"),
+        Binding("c", "build_context", "Rebuild context", id="build_context"),
+        Binding("v", "view_proposal", "Last proposal", id="view_proposal"),
+        Binding("escape", "back", "Back", id="back"),
+    ]
+
+    def __init__(self, issue: Issue, *, run: IssueRun | None = None, auto_context: bool = True):
+        super().__init__()
+        self.issue = issue
+        self._run = run
+        self.auto_context = auto_context
+        self.context: Any = None
+
+    @property
+    def run(self) -> IssueRun:
+        if self._run is None:
+            self._run = self.app.workspace.start(self.issue)  # type: ignore[attr-defined]
+        return self._run
+
+    def compose(self) -> ComposeResult:
+        issue = self.issue
+        yield StatusBar(id="status")
+        head = Text.assemble((f"#{issue.number} ", "bold"), (issue.title, "bold"))
+        meta = [issue.source]
+        if issue.updated_at:
+            meta.append(f"updated {issue.updated_at:%Y-%m-%d}")
+        if issue.comments:
+            meta.append(f"{issue.comments} comments")
+        if issue.labels:
+            meta.append("labels: " + ", ".join(issue.labels))
+        head.append("\n" + " · ".join(meta), style="dim")
+        yield Static(head, id="issue-head")
+        with Horizontal(id="issue-main"):
+            with VerticalScroll(id="issue-body"):
+                yield Markdown(issue.body or "_(no description)_", id="issue-markdown")
+                yield Static("", id="comments-title", classes="section-title")
+                yield Markdown("", id="issue-comments")
+            yield ContextPanel(id="context-panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(StatusBar).set_left(f"agent-tui · #{self.issue.number} {self.issue.title}")
+        self.app.refresh_badges()  # type: ignore[attr-defined]
+        self._layout(self.size.width)
+        panel = self.query_one(ContextPanel)
+        panel.show_status("not built yet: press c")
+        if self.issue.comments:
+            self.load_comments()
+        if self.auto_context:
+            self.action_build_context()
+
+    def on_resize(self) -> None:
+        self._layout(self.size.width)
+
+    def _layout(self, width: int) -> None:
+        self.set_class(0 < width < 110, "-narrow")
+
+    # -- workers ---------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="comments")
+    def load_comments(self) -> None:
+        comments = self.run.comments()
+        self.post_message(IssueCommentsLoaded(self.issue.number, comments))
+
+    def on_issue_comments_loaded(self, message: IssueCommentsLoaded) -> None:
+        if message.comments:
+            self.query_one("#comments-title", Static).update(f"Comments ({len(message.comments)})")
+            self.query_one("#issue-comments", Markdown).update(_comments_markdown(message.comments))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="context")
+    def build_context(self) -> None:
+        run = self.run
+        models = run.workspace.models
+        if not models.is_loaded(run.model_name):
+            self.app.post_message(ModelLoadStarted(run.model_name))
+            run.backend()
+            self.app.post_message(
+                ModelLoaded(run.model_name, models.load_seconds.get(run.model_name, 0.0))
+            )
+        try:
+            context = run.build_context()
+        except AgentTuiError as exc:
+            self.post_message(ContextBuilt(self.issue.number, exc))
+            raise
+        self.post_message(ContextBuilt(self.issue.number, context))
+
+    def on_context_built(self, message: ContextBuilt) -> None:
+        panel = self.query_one(ContextPanel)
+        if isinstance(message.context, AgentTuiError):
+            panel.show_status(f"failed: {message.context.message}")
+            return
+        self.context = message.context
+        panel.show_context(message.context, self.run.model_name, self.run.prompt_name)
+
+    # -- actions ---------------------------------------------------------------------------
+    def action_build_context(self) -> None:
+        run = self.run
+        loaded = run.workspace.models.is_loaded(run.model_name)
+        self.query_one(ContextPanel).show_status(
+            "building…" if loaded else f"loading model {run.model_name}…"
+        )
+        self.build_context()
+
+    def action_generate(self) -> None:
+        from tui.screens.generating import GeneratingScreen
+
+        self.app.push_screen(GeneratingScreen(self.run))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "view_proposal":
+            return self._run is not None and self._run.review is not None
+        return True
+
+    def on_screen_resume(self) -> None:
+        self.refresh_bindings()
+
+    def action_view_proposal(self) -> None:
+        from tui.screens.preview import PreviewScreen
+
+        if self._run is not None and self._run.review is not None:
+            self.app.push_screen(PreviewScreen(self._run))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

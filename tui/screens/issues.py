@@ -1,0 +1,165 @@
+"""The Issues screen: the repository's open issues, instantly from the cache, filtered as you type.
+
+The list is read from the cache (or local files) in a worker and painted at once; a refresh
+from the forge follows in the background, and an unreachable forge only sets the offline
+badge: the cached issues stay usable.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from engine.issuefilter import SORT_KEYS, IssueFilter, SortKey, sort_issues
+from engine.models import Issue
+from tui.messages import IssuesLoaded, IssuesRefreshed
+from tui.widgets.issue_table import IssueTable
+from tui.widgets.status_bar import StatusBar
+
+
+class IssuesScreen(Screen[None]):
+    """Pick an issue to work on."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("escape", "clear_filter", "Clear filter", id="clear_filter", show=False),
+        Binding("s", "sort", "Sort", id="sort"),
+        Binding("r", "refresh", "Refresh", id="refresh"),
+        Binding("q", "app.quit", "Quit", id="quit_issues", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.issues: list[Issue] = []
+        self.sort_key: SortKey = "updated"
+        self._filter = IssueFilter([])
+        self.source_name = ""
+        self.refresh_note = ""
+        self.offline = False
+        self.loaded = False
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield Input(
+            placeholder="/ filter: words in title, labels or body; #number",
+            id="filter",
+            compact=True,
+        )
+        yield IssueTable(id="issues")
+        yield Static("loading issues…", id="summary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        app = self.app
+        repo = getattr(app, "repo", None)
+        self.query_one(StatusBar).set_left(f"agent-tui · {repo.name if repo else ''}")
+        refresh_badges = getattr(app, "refresh_badges", None)
+        if refresh_badges is not None:
+            refresh_badges()
+        self.query_one(IssueTable).focus()
+        self.load_issues()
+
+    # -- workers ---------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="issues")
+    def load_issues(self) -> None:
+        """Read the cached issues, then refresh from the forge in the background."""
+        source = self.app.workspace.issue_source()  # type: ignore[attr-defined]
+        cached = source.list_issues()
+        last_refresh = getattr(source, "last_refresh", None)
+        when = last_refresh() if callable(last_refresh) else None
+        self.post_message(IssuesLoaded(cached, source.name, when))
+        if source.REMOTE:
+            result = source.refresh()
+            self.post_message(IssuesRefreshed(result, source.list_issues()))
+
+    def on_issues_loaded(self, message: IssuesLoaded) -> None:
+        self.source_name = message.source
+        if message.refreshed_at is not None:
+            self.refresh_note = f"refreshed {message.refreshed_at:%Y-%m-%d %H:%M}"
+        self._show(message.issues)
+        self.loaded = True
+
+    def on_issues_refreshed(self, message: IssuesRefreshed) -> None:
+        result = message.result
+        self.offline = result.offline
+        bar = self.query_one(StatusBar)
+        bar.set_badge("offline", "offline" if result.offline else None)
+        if result.refreshed_at is not None:
+            self.refresh_note = f"refreshed {result.refreshed_at.astimezone():%Y-%m-%d %H:%M}"
+        if result.offline and result.message:
+            self.notify(result.message, title="Offline: showing cached issues", severity="warning")
+        self._show(message.issues)
+
+    # -- display ---------------------------------------------------------------------------
+    def _show(self, issues: list[Issue]) -> None:
+        self.issues = list(issues)
+        self._filter = IssueFilter(sort_issues(self.issues, self.sort_key))
+        table = self.query_one(IssueTable)
+        table.set_issues(self._filter.issues, self._filter.filter(self.filter_text))
+        self._update_summary()
+
+    @property
+    def filter_text(self) -> str:
+        return self.query_one("#filter", Input).value
+
+    def _update_summary(self) -> None:
+        table = self.query_one(IssueTable)
+        total = len(self._filter)
+        shown = table.row_count
+        parts = [
+            f"{shown} of {total} open issues" if shown != total else f"{total} open issues",
+            f"{self.source_name} issues" if self.source_name else "",
+            f"sorted by {self.sort_key}",
+            self.refresh_note,
+            "OFFLINE (cached)" if self.offline else "",
+        ]
+        text = " · ".join(p for p in parts if p)
+        if total == 0 and self.loaded is False and not self.issues:
+            text = "no open issues" if self.source_name else "loading issues…"
+        self.query_one("#summary", Static).update(text)
+
+    def apply_filter(self, text: str) -> int:
+        """Filter the table by ``text``; returns how many issues match."""
+        rows = self._filter.filter(text)
+        self.query_one(IssueTable).show_rows(rows)
+        self._update_summary()
+        return len(rows)
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.apply_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self) -> None:
+        self.query_one(IssueTable).focus()
+
+    @on(IssueTable.IssueChosen)
+    def _open(self, event: IssueTable.IssueChosen) -> None:
+        from tui.screens.issue import IssueScreen
+
+        self.app.push_screen(IssueScreen(event.issue))
+
+    # -- actions ---------------------------------------------------------------------------
+    def action_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        if field.value:
+            field.value = ""
+        self.query_one(IssueTable).focus()
+
+    def action_sort(self) -> None:
+        index = SORT_KEYS.index(self.sort_key)
+        self.sort_key = SORT_KEYS[(index + 1) % len(SORT_KEYS)]
+        self._show(self.issues)
+        self.notify(f"sorted by {self.sort_key}", timeout=1.5)
+
+    def action_refresh(self) -> None:
+        self.notify("refreshing issues…", timeout=1.5)
+        self.load_issues()

@@ -1,0 +1,160 @@
+"""The Models screen: model profiles with their doctor status, and the prompt profiles.
+
+Enter makes the highlighted profile the active one (models load lazily, in the background,
+the next time one is needed; ``l`` loads it now).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from tui.messages import ProfilesChecked
+from tui.widgets.status_bar import StatusBar
+
+STATUS_STYLE = {"ok": "bold green", "warn": "bold yellow", "fail": "bold red", "info": "dim"}
+
+
+def summarise_checks(checks: list[Any]) -> tuple[str, str]:
+    """(worst status, what to say) of a profile's doctor checks."""
+    order = {"fail": 0, "warn": 1, "info": 2, "ok": 3}
+    if not checks:
+        return "info", "not checked"
+    worst = min(checks, key=lambda c: order.get(c.status, 2))
+    if worst.status == "ok":
+        return "ok", "ready"
+    detail = worst.detail + (f" ({worst.hint})" if worst.hint else "")
+    return worst.status, detail
+
+
+def _model_of(profile: Any) -> str:
+    for attr in ("model_package", "model_path", "model"):
+        value = getattr(profile, attr, None)
+        if value:
+            return str(value)
+    return ""
+
+
+class ModelsScreen(Screen[None]):
+    """Pick the active model and prompt profiles."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "use", "Use", id="use_profile"),
+        Binding("l", "load", "Load now", id="load_model"),
+        Binding("d", "check", "Doctor", id="check_models"),
+        Binding("escape,q", "app.pop_screen", "Back", id="back_models"),
+    ]
+
+    def __init__(self, *, run_doctor: bool = True) -> None:
+        super().__init__()
+        self.run_doctor = run_doctor
+        self.status: dict[str, tuple[str, str]] = {}
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield Static("Model profiles", classes="section-title")
+        yield DataTable(id="models", cursor_type="row")
+        yield Static("Prompt profiles", classes="section-title")
+        yield DataTable(id="prompts", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(StatusBar).set_left("agent-tui · Models")
+        self.app.refresh_badges()  # type: ignore[attr-defined]
+        models = self.query_one("#models", DataTable)
+        models.add_columns("", "profile", "backend", "status", "model / detail")
+        prompts = self.query_one("#prompts", DataTable)
+        prompts.add_columns("", "profile", "from", "description")
+        self._fill_models()
+        self._fill_prompts()
+        models.focus()
+        if self.run_doctor:
+            self.action_check()
+
+    @property
+    def workspace(self) -> Any:
+        return self.app.workspace  # type: ignore[attr-defined]
+
+    def _fill_models(self) -> None:
+        table = self.query_one("#models", DataTable)
+        row = table.cursor_row
+        table.clear()
+        config = self.workspace.config
+        for name, profile in sorted(config.models.items()):
+            active = "●" if name == self.workspace.model_name else ""
+            status, detail = self.status.get(name, ("info", "checking…" if self.run_doctor else ""))
+            table.add_row(
+                active,
+                name,
+                profile.backend,
+                Text(status, style=STATUS_STYLE.get(status, "")),
+                Text(detail if status != "ok" else (profile.description or _model_of(profile))),
+                key=name,
+            )
+        if row:
+            table.move_cursor(row=row)
+
+    def _fill_prompts(self) -> None:
+        from engine.prompts import discover_profiles
+
+        table = self.query_one("#prompts", DataTable)
+        row = table.cursor_row
+        table.clear()
+        profiles, errors = discover_profiles(self.workspace.repo)
+        for p in profiles:
+            active = "●" if p.name == self.workspace.prompt_name else ""
+            table.add_row(active, p.name, p.origin, Text(p.description), key=p.name)
+        for err in errors:
+            table.add_row("", Text("broken", style="bold red"), "", Text(err.message))
+        if row:
+            table.move_cursor(row=row)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="doctor")
+    def check(self) -> None:
+        from engine.doctor import check_profile
+
+        for name, profile in sorted(self.workspace.config.models.items()):
+            status, detail = summarise_checks(check_profile(name, profile))
+            self.post_message(ProfilesChecked(name, status, detail))
+
+    def on_profiles_checked(self, message: ProfilesChecked) -> None:
+        self.status[message.name] = (message.status, message.detail)
+        self._fill_models()
+
+    def action_check(self) -> None:
+        self.check()
+
+    def _selected(self, table_id: str) -> str | None:
+        table = self.query_one(f"#{table_id}", DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return str(key.value) if key.value is not None else None
+
+    def action_use(self) -> None:
+        focused = self.focused
+        if isinstance(focused, DataTable) and focused.id == "prompts":
+            name = self._selected("prompts")
+            if name:
+                self.workspace.prompt_name = name
+                self._fill_prompts()
+                self.notify(f"prompt profile: {name}", timeout=3)
+            return
+        name = self._selected("models")
+        if name:
+            self.app.set_model(name)  # type: ignore[attr-defined]
+            self._fill_models()
+            self.notify(f"model: {name} (loads when first needed; l loads it now)", timeout=4)
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_use()
+
+    def action_load(self) -> None:
+        self.app.load_model()  # type: ignore[attr-defined]

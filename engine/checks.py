@@ -65,7 +65,11 @@ RULES: dict[str, Rule] = _rules(
     Rule("too-many-files", "error", "more files than the limit (generation.max_files)"),
     # paths
     Rule("path-empty", "error", "a file path is empty"),
-    Rule("path-control-char", "error", "a path holds NUL, control or unencodable characters"),
+    Rule(
+        "path-control-char",
+        "error",
+        "a path holds NUL, control, invisible or unencodable characters",
+    ),
     Rule("path-backslash", "error", "a path uses backslashes"),
     Rule("path-absolute", "error", "a path is absolute"),
     Rule("path-drive", "error", "a path starts with a drive letter (C:)"),
@@ -236,6 +240,21 @@ def _is_git_segment(segment: str) -> bool:
     return segment.rstrip(". ").casefold() == ".git"
 
 
+#: invisible characters that make a path look like another one ("Trojan Source" bidi
+#: overrides, zero-width characters, the byte order mark)
+_INVISIBLE = {
+    *map(chr, range(0x202A, 0x202F)),
+    *map(chr, range(0x2066, 0x206A)),
+    "\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\ufeff",
+}  # fmt: skip
+
+
+def _bad_path_char(c: str) -> bool:
+    """C0/C1 controls, DEL, lone surrogates (unencodable) and invisible direction marks."""
+    o = ord(c)
+    return o < 32 or 0x7F <= o <= 0x9F or 0xD800 <= o <= 0xDFFF or c in _INVISIBLE
+
+
 def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Finding], str | None]:
     """Rules that need only the string. Returns (findings, normalised path or None).
 
@@ -255,7 +274,7 @@ def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findi
         ], None
     out: list[Finding] = []
     safe = True
-    bad = [c for c in raw if ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF]
+    bad = [c for c in raw if _bad_path_char(c)]
     if bad:
         out.append(
             _finding(
@@ -767,16 +786,19 @@ def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
 # content rules
 # --------------------------------------------------------------------------------------
 
+#: a comment opener (Python, C-like, SQL, HTML, block-comment continuation)
+_COMMENT = r"(#|//|/\*|<!--|--|^\s*\*)"
 _PLACEHOLDER_PATTERNS = [
     re.compile(p, re.IGNORECASE)
     for p in (
         r"\b(rest|remainder) of (the )?(file|code|class|module|function|implementation|methods?"
         r"|content|routes?|tests?)\b.*\b(unchanged|same|as (before|is)|remains?|omitted|here|"
         r"stays?)\b",
-        r"\.\.\.\s*[(\[]?\s*(existing|previous|other|remaining|original|rest|unchanged|same|more)\b",
-        r"\b(existing|previous|original|remaining|other) (code|implementation|methods|functions"
-        r"|routes|endpoints|imports|content|tests)\s*(here|goes here|remains?|unchanged|omitted"
-        r"|as before|\.\.\.)",
+        _COMMENT + r".*\.\.\.\s*[(\[]?\s*(existing|previous|other|remaining|original|rest"
+        r"|unchanged|same)\b",
+        _COMMENT + r".*\b(existing|previous|original|remaining|other) (code|implementation"
+        r"|methods|functions|routes|endpoints|imports|content|tests)\s*(here|goes here|remains?"
+        r"|unchanged|omitted|as before|\.\.\.)",
         r"\bpass\s*#\s*(TODO|FIXME|implement)",
         r"\b(omitted|elided|truncated|skipped) for brevity\b",
         r"\bunchanged from (the )?(original|previous|before|existing)\b",

@@ -219,6 +219,8 @@ CORPUS: list[Case] = [
     ("path-control-char", lambda: make(files=one("a\x00b.py")), {}),
     ("path-control-char", lambda: make(files=one("a\nb.py")), {}),
     ("path-control-char", lambda: make(files=one("a\udc80.py")), {}),
+    ("path-control-char", lambda: make(files=one("invoice\u202egnp.py")), {}),
+    ("path-control-char", lambda: make(files=one("a\x9b31m.py")), {}),
     ("path-backslash", lambda: make(files=one("backend\\app\\x.py")), {}),
     ("path-backslash", lambda: make(files=one("..\\..\\x.py")), {}),
     ("path-absolute", lambda: make(files=one("/etc/passwd")), {}),
@@ -503,6 +505,7 @@ def test_every_rule_is_documented_in_the_readme() -> None:
         ("docs/notes.md", "Some text, with a comma at the end,\n"),
         ("backend/app/os_env.py", 'import os\n\nPASSWORD = os.getenv("DB_PASSWORD")\n'),
         ("backend/app/calls.py", "def f():\n    return g(\n        1,\n    )\n"),
+        ("backend/app/ui.py", 'MSG = "Loading... more items, see ... other docs"\n'),
         ("web/app.js", "function f() {\n  const s = '{';\n  return s; // }\n}\n"),
     ],
 )

@@ -90,6 +90,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     pr_reused INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT '',
+    test_command TEXT,
+    test_timeout REAL NOT NULL DEFAULT 600,
+    tests_in_body INTEGER NOT NULL DEFAULT 0,
     test_summary TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
@@ -164,6 +167,10 @@ class PublishJob:
     pr_reused: bool = False
     attempts: int = 0
     last_error: str = ""
+    test_command: str | None = None
+    """Run in the worktree before committing (a failure stops the job)."""
+    test_timeout: float = 600.0
+    tests_in_body: bool = False
     test_summary: str = ""
     id: int | None = None
     created_at: str = ""
@@ -176,7 +183,7 @@ class PublishJob:
 
 
 _JOB_JSON = {"proposal", "labels"}
-_JOB_BOOL = {"draft", "update_existing", "pr_reused"}
+_JOB_BOOL = {"draft", "update_existing", "pr_reused", "tests_in_body"}
 _GEN_JSON = {"proposal", "findings", "stats"}
 
 

@@ -32,7 +32,7 @@ import re
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -151,27 +151,43 @@ class FakeGitHub:
             raise RuntimeError("FakeGitHub(git_root=...) is needed for git")
         return self.git_root / self.owner / f"{self.repo}.git"
 
+    def reset(self, *, git_root: Path | None = None) -> None:
+        """Forget every issue, pull request, request and failure; defaults back (same port)."""
+        with self._lock:
+            for f in fields(self):
+                if f.name in ("port", "git_root"):
+                    continue
+                if f.default is not MISSING:
+                    setattr(self, f.name, f.default)
+                elif f.default_factory is not MISSING:
+                    setattr(self, f.name, f.default_factory())
+            self.git_root = git_root
+            self._failures.clear()
+            self._tick = 0
+            self._next_id = 1
+
     # -- setup helpers --------------------------------------------------------------------
 
     def connect_repo(self, repo_dir: Path, *, remote: str = "origin", push: bool = True) -> None:
         """Create the bare repository, make it ``remote`` of ``repo_dir``, push the default branch.
 
-        The push runs with a one-off auth header (never stored in the repository).
+        The seed push goes straight to the bare repository's path (no token involved); the
+        remote-tracking refs are set as a fetch would set them.
         """
         bare = self.bare_path
         bare.parent.mkdir(parents=True, exist_ok=True)
         _git(bare.parent, "init", "-q", "--bare", "-b", self.default_branch, bare.name)
         _git(repo_dir, "remote", "add", remote, self.git_url)
         if push:
-            auth = base64.b64encode(f"x-access-token:{self.token}".encode()).decode()
-            env = {
-                "GIT_CONFIG_COUNT": "1",
-                "GIT_CONFIG_KEY_0": "http.extraHeader",
-                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {auth}",
-            }
-            _git(repo_dir, "push", "-q", remote, f"HEAD:refs/heads/{self.default_branch}", env=env)
-            _git(repo_dir, "fetch", "-q", remote)
-            _git(repo_dir, "remote", "set-head", remote, self.default_branch)
+            branch = self.default_branch
+            _git(repo_dir, "push", "-q", str(bare), f"HEAD:refs/heads/{branch}")
+            _git(repo_dir, "update-ref", f"refs/remotes/{remote}/{branch}", "HEAD")
+            _git(
+                repo_dir,
+                "symbolic-ref",
+                f"refs/remotes/{remote}/HEAD",
+                f"refs/remotes/{remote}/{branch}",
+            )
 
     def config_toml(self, **publish: Any) -> str:
         """A config file's text pointing ``[github]`` at the fake (plus ``[publish]`` keys)."""
@@ -884,11 +900,27 @@ def _git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return proc.stdout
 
 
-@pytest.fixture
-def github_fake(tmp_path: Path) -> Iterator[FakeGitHub]:
-    """A running :class:`FakeGitHub` (``acme/widgets``, token ``FAKE_TOKEN``) with git storage."""
-    fake = FakeGitHub(git_root=tmp_path / "github-git").start()
+@pytest.fixture(scope="session")
+def github_fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGitHub]:
+    """One server per test session: a stable port lets clients (ghapi) be reused."""
+    fake = FakeGitHub(git_root=tmp_path_factory.mktemp("github-git")).start()
     try:
         yield fake
     finally:
         fake.stop()
+
+
+@pytest.fixture
+def github_fake(github_fake_server: FakeGitHub, tmp_path: Path) -> Iterator[FakeGitHub]:
+    """A running :class:`FakeGitHub` (``acme/widgets``, token ``FAKE_TOKEN``), fresh state,
+    git storage under this test's ``tmp_path``."""
+    fake = github_fake_server
+    fake.reset(git_root=tmp_path / "github-git")
+    if not fake.running:
+        fake.start()
+    try:
+        yield fake
+    finally:
+        if not fake.running:
+            fake.start()
+        fake.reset(git_root=tmp_path / "github-git")

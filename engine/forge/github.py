@@ -18,11 +18,13 @@ never put in a message, a log or the cache. Without one, reads are anonymous (an
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -372,6 +374,27 @@ def _next_link(header: str) -> bool:
     return any('rel="next"' in part for part in header.split(","))
 
 
+@functools.lru_cache(maxsize=16)
+def _ghapi(api_url: str, owner: str, name: str, token: str | None) -> tuple[Any, threading.Lock]:
+    """One ghapi client per repository and token per process.
+
+    Why: ghapi builds its whole API surface (about a thousand operations) at construction,
+    which costs about a second; the TUI and a publish make many calls.
+    """
+    from ghapi.all import GhApi  # imported late: ghapi loads GitHub's API description
+
+    api = GhApi(
+        owner=owner,
+        repo=name,
+        token=token,
+        gh_host=api_url,
+        authenticate=token is not None,
+        sync=True,
+    )
+    api.headers["X-GitHub-Api-Version"] = "2022-11-28"
+    return api, threading.Lock()
+
+
 class GitHubClient:
     """The few GitHub REST calls agent-tui makes, through ghapi, with errors in GitHub's words.
 
@@ -390,21 +413,13 @@ class GitHubClient:
         timeout: float = 30.0,
         retries: int = 1,
     ) -> None:
-        from ghapi.all import GhApi  # imported late: ghapi builds its API surface at import
-
         self.repo = repo
         self.token = token
-        self.api = GhApi(
-            owner=repo.owner,
-            repo=repo.name,
-            token=token.value if token else None,
-            gh_host=repo.api_url.rstrip("/"),
-            authenticate=token is not None,
-            timeout=timeout,
-            sync=True,
+        self.api, self._lock = _ghapi(
+            repo.api_url.rstrip("/"), repo.owner, repo.name, token.value if token else None
         )
+        self.api.transport.timeout = timeout
         self.api.transport.retries = retries
-        self.api.headers["X-GitHub-Api-Version"] = "2022-11-28"
 
     @property
     def anonymous(self) -> bool:
@@ -424,11 +439,12 @@ class GitHubClient:
     def _pages(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Every item of a list endpoint, following ``Link: rel="next"`` page by page."""
         for page in range(1, MAX_PAGES + 1):
-            items = self._call(what, fn, per_page=PER_PAGE, page=page, **kwargs)
+            with self._lock:  # the response headers live on the shared transport
+                items = self._call(what, fn, per_page=PER_PAGE, page=page, **kwargs)
+                link = str(self.api.recv_hdrs.get("link", "") or "")
             if not isinstance(items, list):
                 return
             yield from (i for i in items if isinstance(i, dict))
-            link = str(self.api.recv_hdrs.get("link", "") or "")
             if not items or not _next_link(link):
                 return
 

@@ -1,0 +1,209 @@
+"""``agent-tui publish``: a proposal file -> branch, commit, push and pull request.
+
+Why headless: the TUI's publish screen and scripts share one path (``engine.publish``). The
+checks run first and any error finding refuses the publish (exit status 1); the plan is
+printed, and on a terminal the user must type ``yes`` (a bare Enter never publishes); without
+a terminal ``--yes`` is required. A network failure queues the job in the outbox (exit 8,
+``agent-tui sync`` retries it); GitHub's and git's refusals are printed in their own words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.checks import has_errors, load_proposal_file, run_checks
+from engine.cli.common import add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, OK, QUEUED
+from engine.errors import PublishError
+from engine.gitops import toplevel
+from engine.publish import (
+    BranchChoice,
+    Provenance,
+    PublishPlan,
+    PublishProgress,
+    build_plan,
+    execute,
+    model_ref_for,
+    provenance_from_history,
+)
+from engine.store import Store
+
+NAME = "publish"
+HELP = "publish a proposal JSON file: branch, commit, push and pull request (asks first)"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("proposal", type=Path, metavar="PROPOSAL.json", help="the proposal file")
+    parser.add_argument(
+        "--issue", type=_positive, required=True, metavar="N", help="the issue it closes"
+    )
+    add_repo_argument(parser)
+    add_json_argument(parser)
+    draft = parser.add_mutually_exclusive_group()
+    draft.add_argument(
+        "--draft",
+        dest="draft",
+        action="store_true",
+        default=None,
+        help="open the pull request as a draft (default: [publish] draft)",
+    )
+    draft.add_argument(
+        "--ready", dest="draft", action="store_false", help="open the pull request ready for review"
+    )
+    parser.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="do not ask for confirmation (required without a terminal)",
+    )
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="L",
+        help="add this label to the pull request (repeatable)",
+    )
+    parser.add_argument(
+        "--base",
+        metavar="BRANCH",
+        help="base branch (default: [publish] base, else GitHub's default)",
+    )
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--new-branch",
+        dest="on_existing",
+        action="store_const",
+        const="new",
+        help="if the branch exists, publish on the next free suffix (-2, -3...)",
+    )
+    existing.add_argument(
+        "--update-branch",
+        dest="on_existing",
+        action="store_const",
+        const="update",
+        help="if the branch exists, commit on top of it and reuse its PR",
+    )
+    parser.add_argument("--no-tests", action="store_true", help="skip [publish] test_command")
+    parser.add_argument(
+        "--tests-in-body",
+        action="store_true",
+        default=None,
+        help="append the test result to the pull request body",
+    )
+    parser.add_argument(
+        "--generation",
+        type=_positive,
+        metavar="ID",
+        help="the history entry the proposal came from (its provenance "
+        "goes into the commit trailers, its outcome is updated)",
+    )
+    parser.add_argument("--model", metavar="PROFILE", help="model profile that produced it")
+    parser.add_argument("--prompt", metavar="PROFILE", help="prompt profile that produced it")
+    parser.add_argument("--seed", type=int, help="the sampling seed used")
+
+
+def _ask(question: str) -> str:
+    try:
+        return input(question).strip().lower()
+    except EOFError:
+        return ""
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load(args)
+    repo = toplevel(repo_dir(args))
+    proposal = load_proposal_file(args.proposal)
+    findings = run_checks(proposal, repo, args.issue)
+    for finding in findings:
+        print(finding.render(), file=sys.stderr)
+    if has_errors(findings):
+        count = sum(1 for f in findings if f.severity == "error")
+        print(
+            f"refusing to publish: {count} error finding(s) remain "
+            "(`agent-tui check --fix` fixes some)",
+            file=sys.stderr,
+        )
+        return FAILED_CHECK
+    store = Store.for_repo(repo)
+    if args.generation:
+        provenance = provenance_from_history(store, args.generation, config)
+    else:
+        model_ref = model_ref_for(config.profile(args.model), store) if args.model else ""
+        provenance = Provenance(args.model or "", model_ref, args.prompt or "", "", args.seed)
+    interactive = sys.stdin.isatty() and not args.json
+
+    def plan_for(choice: BranchChoice | None) -> PublishPlan:
+        return build_plan(
+            repo,
+            config,
+            proposal,
+            args.issue,
+            findings=findings,
+            provenance=provenance,
+            generation_id=args.generation,
+            draft=args.draft,
+            labels=args.label,
+            base=args.base,
+            on_existing=choice,
+            run_tests=False if args.no_tests else None,
+            tests_in_body=args.tests_in_body,
+        )
+
+    plan = plan_for(args.on_existing)
+    if plan.branch_conflict and interactive:
+        answer = _ask(
+            f"branch {plan.branch} already exists: [n]ew branch {plan.suggested_branch}, "
+            "[u]pdate it (commit on top), or [a]bort? "
+        )
+        if answer in ("n", "new"):
+            plan = plan_for("new")
+        elif answer in ("u", "update"):
+            plan = plan_for("update")
+    print(plan.describe(), file=sys.stderr)
+    if not plan.ready:
+        raise PublishError(
+            "cannot publish: " + "; ".join(plan.errors),
+            hint="--new-branch or --update-branch resolves an existing branch"
+            if plan.branch_conflict
+            else "",
+        )
+    if not args.yes:
+        if not interactive:
+            raise PublishError(
+                "refusing to publish without confirmation: stdin is not a terminal",
+                hint="pass --yes to publish from a script",
+            )
+        if _ask("Publish? type 'yes' to push and open the pull request: ") not in ("y", "yes"):
+            print("not published", file=sys.stderr)
+            return CANCELLED
+
+    def show(p: PublishProgress) -> None:
+        print(f"  {p.step:<13} {p.state:<8} {p.detail}", file=sys.stderr)
+
+    result = execute(plan, progress=show)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    elif result.published:
+        print(result.pr_url)
+    else:
+        print(result.message, file=sys.stderr)
+    if result.published:
+        return OK
+    if result.queued:
+        return QUEUED
+    if result.status == "cancelled":
+        return CANCELLED
+    return ERROR

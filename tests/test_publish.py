@@ -1,0 +1,486 @@
+"""Publishing against real git and the loopback GitHub: worktree isolation, outbox, crashes.
+
+Every test uses a real repository whose ``origin`` is a bare repository served over git smart
+HTTP by the fake GitHub (``git http-backend``), so pushes are real pushes that need the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main as cli_main
+from engine.config import load_config
+from engine.errors import PublishError, UnsafePathError
+from engine.gitops import write_files
+from engine.models import ChangeProposal
+from engine.publish import (
+    PublishProgress,
+    PublishResult,
+    build_plan,
+    execute,
+    outbox,
+    sync,
+)
+from engine.store import Store
+from tests.conftest import git
+from tests.github_fake import FAKE_TOKEN, FakeGitHub
+
+PROPOSAL = {
+    "branch_suffix": "health-endpoint",
+    "commit_message": "feat: add a health endpoint",
+    "pr_title": "Add a health endpoint",
+    "pr_body": "Adds `GET /health`.",
+    "files": [
+        {"path": "app/health.py", "content": 'def health() -> dict:\n    return {"ok": True}\n'},
+        {"path": "README.md", "content": "# test repo\n\nNow with /health.\n"},
+    ],
+}
+#: what the checks accept without an error finding (the CLI runs them)
+CLEAN = {**PROPOSAL, "pr_title": "feat: add a health endpoint", "pr_body": "Adds it.\n\nCloses #1"}
+
+
+@dataclass
+class Project:
+    repo: Path
+    fake: FakeGitHub
+    config_path: Path
+
+    def config(self):  # type: ignore[no-untyped-def]
+        return load_config(self.repo)
+
+    def plan(self, **kwargs):  # type: ignore[no-untyped-def]
+        proposal = ChangeProposal.model_validate(kwargs.pop("proposal", PROPOSAL))
+        return build_plan(self.repo, self.config(), proposal, 1, **kwargs)
+
+    def remote_sha(self, branch: str) -> str:
+        return git(self.fake.bare_path, "rev-parse", f"refs/heads/{branch}").strip()
+
+
+@pytest.fixture
+def project(
+    git_repo: Path, github_fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Project:
+    for var in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.delenv(var, raising=False)  # the author must come from git config
+    git(git_repo, "config", "user.name", "Config Author")
+    git(git_repo, "config", "user.email", "config@example.com")
+    github_fake.connect_repo(git_repo)
+    config = github_fake.write_config(tmp_path / "config.toml", labels=["agent-tui"])
+    monkeypatch.setenv("AGENT_TUI_CONFIG", str(config))
+    monkeypatch.setenv("GH_TOKEN", FAKE_TOKEN)
+    github_fake.add_issue("Add a health endpoint", labels=["api"])
+    return Project(git_repo, github_fake, config)
+
+
+def snapshot(repo: Path) -> dict[str, str]:
+    """What must not change: HEAD, the index, the stash, config and every working file."""
+    gitdir = repo / ".git"
+    files = {}
+    for path in sorted(repo.rglob("*")):
+        rel = path.relative_to(repo)
+        if rel.parts[0] == ".git" or not path.is_file():
+            continue
+        files[rel.as_posix()] = f"{path.stat().st_mode:o}:" + _sha(path.read_bytes())
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    stash = subprocess.run(
+        ["git", "stash", "list", "--format=%H %s"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
+    return {
+        "HEAD": (gitdir / "HEAD").read_text(),
+        "head_commit": git(repo, "rev-parse", "HEAD"),
+        "index": _sha((gitdir / "index").read_bytes()),
+        "config": _sha((gitdir / "config").read_bytes()),
+        "stash": stash,
+        "files": _sha(json.dumps(files).encode()),
+    }
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _make_dirty(repo: Path) -> None:
+    (repo / "notes.txt").write_text("to stash\n")
+    git(repo, "add", "notes.txt")
+    git(repo, "stash", "push", "-q", "-m", "wip")
+    (repo / "README.md").write_text("# test repo\n\nstaged change\n")
+    git(repo, "add", "README.md")
+    (repo / "README.md").write_text("# test repo\n\nstaged, then an unstaged change\n")
+    (repo / "untracked.py").write_text("print('not in git')\n")
+    (repo / "app").mkdir()
+    (repo / "app" / "scratch.txt").write_text("untracked in a directory the proposal uses\n")
+
+
+def _token_free(root: Path, *texts: str) -> None:
+    """The token (raw or Basic-encoded) appears in no file under ``root`` and no text."""
+    forms = [FAKE_TOKEN.encode(), base64.b64encode(f"x-access-token:{FAKE_TOKEN}".encode())]
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(f in data for f in forms), f"token found in {path}"
+    for text in texts:
+        assert FAKE_TOKEN not in text and forms[1].decode() not in text
+
+
+def test_publish_dirty_tree_untouched_pr_opened(
+    project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    repo, fake = project.repo, project.fake
+    _make_dirty(repo)
+    before = snapshot(repo)
+    steps: list[PublishProgress] = []
+    plan = project.plan(draft=True)
+    assert plan.ready, plan.errors
+    assert (plan.branch, plan.base, plan.remote) == ("agent/1-health-endpoint", "main", "origin")
+    assert plan.labels == ["agent-tui"] and plan.token_source == "GH_TOKEN"
+    assert "Closes #1" in plan.body and any("Closes #1" in w for w in plan.warnings)
+
+    result = execute(plan, progress=steps.append)
+
+    assert result.published, result.message
+    assert snapshot(repo) == before  # tree, index, HEAD, stash, untracked: byte-identical
+    assert [s.step for s in steps if s.state == "done"] == [
+        "fetch",
+        "commit",
+        "branch",
+        "push",
+        "pull_request",
+        "labels",
+    ]
+    (pull,) = fake.open_pulls("agent/1-health-endpoint")
+    assert pull["html_url"] == result.pr_url and pull["draft"] is True
+    assert pull["base"]["ref"] == "main" and pull["title"] == "Add a health endpoint"
+    assert pull["body"].endswith("Closes #1\n")
+    assert [lab["name"] for lab in pull["labels"]] == ["agent-tui"]
+    assert project.remote_sha(plan.branch) == result.head_sha == pull["head"]["sha"]
+    assert git(repo, "rev-parse", plan.branch).strip() == result.head_sha
+    # the commit: on the base, the proposal's message, author from git config, trailers
+    log = git(repo, "log", "-1", "--format=%an <%ae>%n%P%n%B", plan.branch)
+    author, parent, *message = log.splitlines()
+    assert author == "Config Author <config@example.com>"
+    assert parent == git(repo, "rev-parse", "main").strip()
+    assert message[0] == "feat: add a health endpoint"
+    assert git(repo, "show", f"{plan.branch}:README.md") == PROPOSAL["files"][1]["content"]
+    assert git(repo, "show", f"{plan.branch}:app/health.py") == PROPOSAL["files"][0]["content"]
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    # history: published, linked to its job and PR
+    store = Store.for_repo(repo)
+    (record,) = store.generations()
+    assert (record.outcome, record.pr_url, record.issue_number) == (
+        "published",
+        pull["html_url"],
+        1,
+    )
+    assert record.proposal == PROPOSAL
+    # the push authenticated with the token, which is written nowhere
+    pushes = [r for r in fake.requests if r.kind == "git" and "receive-pack" in r.path]
+    assert pushes and all(r.authenticated for r in pushes)
+    _token_free(repo / ".git", caplog.text, json.dumps(result.to_json()))
+
+
+def test_trailers_record_provenance(project: Project) -> None:
+    from engine.publish import Provenance
+
+    prov = Provenance("coder-7b", "sha256:abc123", "backend-dev", "sha256:def456", 7)
+    result = execute(project.plan(provenance=prov))
+    assert result.published
+    trailers = git(
+        project.repo, "log", "-1", "--format=%(trailers:only,unfold)", result.branch
+    ).strip()
+    assert trailers.splitlines() == [
+        "Agent-Tui-Model-Profile: coder-7b",
+        "Agent-Tui-Model: sha256:abc123",
+        "Agent-Tui-Prompt-Profile: backend-dev",
+        "Agent-Tui-Prompt-Hash: sha256:def456",
+        "Agent-Tui-Seed: 7",
+    ]
+
+
+@dataclass
+class _Finding:
+    severity: str
+    message: str
+
+
+def test_error_findings_refuse_and_nothing_is_created(project: Project) -> None:
+    findings = [_Finding("warning", "style"), _Finding("error", "writes outside the repo")]
+    plan = project.plan(findings=findings)
+    assert not plan.ready
+    assert any("1 error finding(s) remain" in e for e in plan.errors)
+    with pytest.raises(PublishError, match="error finding"):
+        execute(plan)
+    assert Store.for_repo(project.repo).jobs() == []
+    assert git(project.repo, "branch", "--list", "agent/*") == ""
+    assert project.fake.api_requests("POST") == []
+    # warnings alone do not block
+    assert project.plan(findings=findings[:1]).ready
+
+
+def test_existing_branch_choice_new_suffix_or_update_reuses_pr(project: Project) -> None:
+    first = execute(project.plan())
+    assert first.published
+    conflict = project.plan()
+    assert conflict.branch_conflict and not conflict.ready
+    assert conflict.suggested_branch == "agent/1-health-endpoint-2"
+
+    second = execute(project.plan(on_existing="new"))
+    assert second.published and second.branch == "agent/1-health-endpoint-2"
+    assert second.pr_url != first.pr_url
+
+    changed = {**PROPOSAL, "files": [{"path": "app/health.py", "content": "def health():\n"}]}
+    update = project.plan(proposal=changed, on_existing="update")
+    assert update.update_existing and update.existing_pr == first.pr_url
+    third = execute(update)
+    assert third.published and third.pr_reused and third.pr_url == first.pr_url
+    assert len(project.fake.open_pulls("agent/1-health-endpoint")) == 1  # never duplicated
+    parent = git(project.repo, "rev-parse", f"{third.head_sha}^").strip()
+    assert parent == first.head_sha  # committed on top: a fast-forward push
+    assert project.remote_sha(first.branch) == third.head_sha
+
+
+def test_github_422_shown_in_its_words_branch_kept(project: Project) -> None:
+    message = "No commits between main and agent/1-health-endpoint"
+    project.fake.fail(
+        422,
+        method="POST",
+        path="/pulls$",
+        errors=[{"resource": "PullRequest", "code": "custom", "message": message}],
+    )
+    result = execute(project.plan())
+    assert result.status == "failed" and result.state == "pushed"
+    assert "GitHub answered 422" in result.message and message in result.message
+    assert "branch agent/1-health-endpoint is kept" in result.message
+    assert result.error is not None and result.error.title == "GitHub rejected the request"
+    store = Store.for_repo(project.repo)
+    (record,) = store.generations()
+    assert record.outcome == "failed" and message in record.detail
+    assert sync(project.repo, project.config()) == []  # failed jobs wait for the user
+    (retried,) = sync(project.repo, project.config(), include_failed=True)
+    assert retried.published and len(project.fake.open_pulls()) == 1
+
+
+def test_rate_limited_pr_is_queued_then_synced(project: Project) -> None:
+    project.fake.rate_limit(method="GET")  # the lookup for an existing PR
+    result = execute(project.plan(ask_github=False))
+    assert result.queued and result.state == "pushed"
+    assert "rate limit" in result.message
+    (done,) = sync(project.repo, project.config())
+    assert done.published and len(project.fake.open_pulls()) == 1
+
+
+def test_network_cut_between_push_and_pr_queues_then_sync_completes(project: Project) -> None:
+    fake = project.fake
+
+    def cut_after_push(step: PublishProgress) -> None:
+        if step.step == "push" and step.state == "done":
+            fake.stop()
+
+    result = execute(project.plan(), progress=cut_after_push)
+    assert result.queued and result.state == "pushed", result.message
+    assert "GitHub unreachable" in result.message or "cannot reach GitHub" in result.message
+    (job,) = outbox(project.repo)
+    assert job.status == "pending" and job.head_sha == result.head_sha
+    assert git(project.repo, "rev-parse", job.branch).strip() == job.head_sha  # branch intact
+    assert Store.for_repo(project.repo).generations()[0].outcome == "queued"
+
+    (still,) = sync(project.repo, project.config())  # still offline: stays pending
+    assert still.queued
+    fake.start()
+    (done,) = sync(project.repo, project.config())
+    assert done.published and done.pr_url
+    assert len(fake.open_pulls(job.branch)) == 1
+    assert outbox(project.repo) == []
+    assert Store.for_repo(project.repo).generations()[0].outcome == "published"
+    assert sync(project.repo, project.config()) == []
+
+
+def _publish_cli(project: Project, tmp_path: Path, kill_at: str | None = None):  # type: ignore[no-untyped-def]
+    proposal = tmp_path / "proposal.json"
+    proposal.write_text(json.dumps(CLEAN))
+    env = {k: v for k, v in os.environ.items() if k != "AGENT_TUI_KILL_AT"}
+    if kill_at:
+        env["AGENT_TUI_KILL_AT"] = kill_at
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "publish",
+            str(proposal),
+            "--issue",
+            "1",
+            "--yes",
+            "--base",
+            "main",
+            "--repo",
+            str(project.repo),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "state"),
+    [("commit_created", "planned"), ("committed", "committed"), ("pr_created", "pushed")],
+)
+def test_killed_at_any_step_sync_finishes_exactly_one_pr(
+    project: Project, tmp_path: Path, kill_at: str, state: str
+) -> None:
+    proc = _publish_cli(project, tmp_path, kill_at)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (job,) = outbox(project.repo)
+    assert (job.status, job.state) == ("pending", state)
+    if job.head_sha:  # once committed, the commit is safe (the branch may be created by sync)
+        assert git(project.repo, "cat-file", "-t", job.head_sha).strip() == "commit"
+
+    (done,) = sync(project.repo, project.config())
+    assert done.published, done.message
+    pulls = project.fake.open_pulls("agent/1-health-endpoint")
+    assert len(pulls) == 1 and pulls[0]["html_url"] == done.pr_url
+    assert project.remote_sha(done.branch) == done.head_sha == pulls[0]["head"]["sha"]
+    assert git(project.repo, "rev-parse", done.branch).strip() == done.head_sha
+    assert git(project.repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    _token_free(project.repo / ".git", proc.stdout, proc.stderr)
+
+
+def test_cli_publish_refuses_without_terminal_and_on_error_findings(
+    project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(CLEAN))
+    args = ["publish", str(good), "--issue", "1", "--repo", str(project.repo)]
+    assert cli_main(args) == 7  # stdin is not a terminal and no --yes
+    assert "pass --yes" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**CLEAN, "files": [{"path": ".git/config", "content": "x"}]}))
+    assert (
+        cli_main(["publish", str(bad), "--issue", "1", "--yes", "--repo", str(project.repo)]) == 1
+    )
+    assert "refusing to publish" in capsys.readouterr().err
+    assert Store.for_repo(project.repo).jobs() == [] and project.fake.pulls == {}
+
+
+def test_cli_publish_then_history_and_sync_commands(
+    project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proposal = tmp_path / "p.json"
+    proposal.write_text(json.dumps(CLEAN))
+    base = ["--repo", str(project.repo)]
+    code = cli_main(
+        [
+            "publish",
+            str(proposal),
+            "--issue",
+            "1",
+            "--yes",
+            "--ready",
+            "--json",
+            "--label",
+            "bot",
+            *base,
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["status"] == "done"
+    (pull,) = project.fake.open_pulls()
+    assert pull["draft"] is False
+    assert [lab["name"] for lab in pull["labels"]] == ["agent-tui", "bot"]
+    assert cli_main(["history", "--json", *base]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["outcome"] == "published" and entry["pr_url"] == out["pr_url"]
+    assert cli_main(["history", "--jobs", *base]) == 0
+    assert "done" in capsys.readouterr().out
+    assert cli_main(["sync", *base]) == 0
+    assert "outbox is empty" in capsys.readouterr().out
+
+
+def test_test_command_gates_the_commit(project: Project, tmp_path: Path) -> None:
+    cfg = project.fake.write_config(
+        project.config_path,
+        test_command="test -f app/health.py && echo 3 passed",
+        tests_in_body=True,
+    )
+    assert cfg.exists()
+    result = execute(project.plan())
+    assert result.published and "passed" in result.test_summary
+    (pull,) = project.fake.open_pulls()
+    assert "3 passed" in pull["body"] and "**Tests:**" in pull["body"]
+
+    project.fake.write_config(project.config_path, test_command="echo boom; exit 3")
+    failed = execute(project.plan(on_existing="new"))
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.title == "Tests failed" and "exit 3" in failed.message
+    assert failed.head_sha is None  # nothing committed, no branch
+    assert git(project.repo, "branch", "--list", failed.branch) == ""
+    assert len(project.fake.open_pulls()) == 1
+
+
+def test_no_github_remote_pushes_and_queues_pr_until_configured(
+    git_repo: Path, github_fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    github_fake.connect_repo(git_repo)
+    git(git_repo, "remote", "set-url", "origin", str(github_fake.bare_path))  # a plain path
+    config_path = tmp_path / "config.toml"
+    monkeypatch.setenv("AGENT_TUI_CONFIG", str(config_path))
+    config_path.write_text("[publish]\nbase = 'main'\n")
+    plan = build_plan(git_repo, load_config(git_repo), ChangeProposal.model_validate(PROPOSAL), 1)
+    assert plan.ready and plan.github is None and plan.token_source is None
+    result = execute(plan)
+    assert result.queued and result.state == "pushed"
+    assert "no GitHub repository" in result.message
+    assert git(github_fake.bare_path, "rev-parse", plan.branch).strip() == result.head_sha
+
+    config_path.write_text(f"[github]\napi_url = '{github_fake.api_url}'\nrepo = 'acme/widgets'\n")
+    monkeypatch.setenv("GH_TOKEN", FAKE_TOKEN)
+    (done,) = sync(git_repo, load_config(git_repo))
+    assert done.published and len(github_fake.open_pulls(plan.branch)) == 1
+
+
+def test_cancel_before_push_keeps_branch_and_pushes_nothing(project: Project) -> None:
+    cancel = threading.Event()
+    plan = project.plan()
+    seen = len(project.fake.requests)
+
+    def cancel_after_commit(step: PublishProgress) -> None:
+        if step.step == "commit" and step.state == "done":
+            cancel.set()
+
+    result: PublishResult = execute(plan, progress=cancel_after_commit, cancel=cancel)
+    assert result.status == "cancelled" and result.head_sha
+    assert git(project.repo, "rev-parse", result.branch).strip() == result.head_sha
+    assert "receive-pack" not in " ".join(r.path for r in project.fake.requests[seen:])
+    assert outbox(project.repo) == []  # not retried by sync
+
+
+def test_unsafe_paths_are_never_written(tmp_path: Path) -> None:
+    root = tmp_path / "wt"
+    root.mkdir()
+    (tmp_path / "outside").mkdir()
+    (root / "link").symlink_to(tmp_path / "outside")
+    for path in ("../escape.py", "link/escape.py", ".git/hooks/post-commit", "/etc/passwd"):
+        with pytest.raises(UnsafePathError):
+            write_files(root, [(path, "x")])
+    assert list((tmp_path / "outside").iterdir()) == []
+    assert write_files(root, [("ok/file.txt", "a\r\nb")]) == ["ok/file.txt"]
+    assert (root / "ok" / "file.txt").read_bytes() == b"a\r\nb"  # no newline translation

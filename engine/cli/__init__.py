@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from engine import __version__
-from engine.cli.exitcodes import ERROR, INTERRUPTED
+from engine.cli.exitcodes import ERROR, INTERRUPTED, OK
 from engine.errors import AgentTuiError
 
 
@@ -63,6 +63,13 @@ def dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) went away: not an error of ours; silence the flush at exit
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

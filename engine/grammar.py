@@ -115,11 +115,45 @@ def tokenizer_for(model_key: str, vocab: Any, n_vocab: int | None = None) -> llg
     with _tok_lock:
         tok = _tokenizer_cache.get(model_key)
         if tok is None:
-            from llguidance.llamacpp import lltokenizer_from_vocab
-
-            tok = lltokenizer_from_vocab(vocab, n_vocab=n_vocab)
+            tok = _lltokenizer_from_vocab(vocab, n_vocab)
             _tokenizer_cache[model_key] = tok
         return tok
+
+
+def _lltokenizer_from_vocab(vocab: Any, n_vocab: int | None) -> llguidance.LLTokenizer:
+    """``llguidance.llamacpp.lltokenizer_from_vocab``, with llama.cpp's current attribute call.
+
+    The upstream helper calls the deprecated ``llama_token_get_attr``, which issues one
+    ``DeprecationWarning`` per token (262,144 of them for Gemma 3, slow wherever warnings are
+    recorded); this is the same construction with ``llama_vocab_get_attr``.
+    """
+    import ctypes
+
+    import llama_cpp
+
+    ntok = llama_cpp.llama_vocab_n_tokens(vocab)
+    eos_token = llama_cpp.llama_vocab_eos(vocab)
+    buffer_len = 16 * 1024
+    buffer = ctypes.create_string_buffer(buffer_len + 1)
+    control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+    user_defined = llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+    tokens: list[bytes] = []
+    for token in range(ntok):
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, buffer_len, 0, True)
+        if n < 0:
+            raise GrammarError(f"llama.cpp could not write token {token} ({n})")
+        tok = buffer.raw[:n]
+        attr = llama_cpp.llama_vocab_get_attr(vocab, token)
+        # control tokens (and user-defined ones that look like them) are marked special
+        if attr & control or (attr & user_defined and tok.startswith(b"<") and tok.endswith(b">")):
+            tok = b"\xff" + tok
+        tokens.append(tok)
+    if n_vocab is not None:
+        tokens.extend(b"" for _ in range(n_vocab - len(tokens)))
+    fptr = ctypes.cast(llama_cpp.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
+    return llguidance.LLTokenizer.from_llamacpp(  # type: ignore[attr-defined]
+        tokens=tokens, vocab_ptr=vocab, tokenize_fptr=fptr, eos_token=eos_token, slices=None
+    )
 
 
 def new_matcher(tokenizer: llguidance.LLTokenizer, grammar: str) -> llguidance.LLMatcher:

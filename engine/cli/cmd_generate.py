@@ -1,0 +1,327 @@
+"""``agent-tui generate``: one constrained generation, headless, progress on stderr.
+
+Why a headless command: the same stream of events the TUI's Generating screen shows, for
+scripts and CI. The proposal JSON goes to stdout (or ``--out``); progress goes to stderr; the
+exit status says what happened (``engine.cli.exitcodes``: truncated, looping, cancelled and
+invalid each have their own). Ctrl-C cancels the generation cleanly (within one token) rather
+than killing the process mid-decode.
+
+The pieces are reusable by other commands (the issue-aware ``generate ISSUE`` builds its own
+messages and calls the same functions): ``run_generation`` drives a backend in a worker thread
+and renders progress with ``ProgressRenderer``; ``exit_code`` and ``final_to_json`` turn the
+final event into the process's answer; ``write_result`` prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine.backends import Backend, GenerationRequest, get_backend
+from engine.cli.common import add_json_argument, add_repo_argument, load
+from engine.cli.exitcodes import CANCELLED, ERROR, INVALID, LOOPING, OK, TRUNCATED
+from engine.errors import ConfigError
+from engine.events import (
+    Cancelled,
+    FinalEvent,
+    Finished,
+    GenerationEvent,
+    GenerationFailed,
+    InvalidAnswer,
+    Looping,
+    PromptProcessed,
+    ProposalUpdated,
+    TokensGenerated,
+    Truncated,
+)
+from engine.stream import json_location
+
+NAME = "generate"
+HELP = "generate a change proposal from a prompt file with a model profile"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_repo_argument(parser)
+    add_json_argument(parser)
+    parser.add_argument(
+        "--prompt-file",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the prompt: plain text (one user message) or a .json list of "
+        '{"role", "content"} messages',
+    )
+    parser.add_argument("--profile", default=None, help="model profile (default: default_model)")
+    parser.add_argument("--out", type=Path, default=None, help="write the result to FILE")
+    parser.add_argument(
+        "--max-tokens", type=int, default=None, help="answer token budget (default: profile's)"
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Reusable pieces
+
+
+class ProgressRenderer:
+    """Turns generation events into one short progress line.
+
+    ``update`` returns the line to show now, or None when nothing worth showing changed
+    (lines are throttled to ``interval_s``; prompt and final events always render).
+    """
+
+    def __init__(self, interval_s: float = 0.25) -> None:
+        self.interval_s = interval_s
+        self.prompt = ""
+        self.tokens = 0
+        self.rate = 0.0
+        self.where = "(start)"
+        self._last = 0.0
+
+    def update(self, event: GenerationEvent) -> str | None:
+        """The progress line after ``event``, if due."""
+        now = time.monotonic()
+        if isinstance(event, PromptProcessed):
+            cached = f", {event.cached_prompt_tokens} cached" if event.cached_prompt_tokens else ""
+            self.prompt = f"prompt {event.prompt_tokens} tok{cached} in {event.seconds:.2f}s"
+            self._last = now
+            return self.line()
+        if isinstance(event, TokensGenerated):
+            self.tokens = event.completion_tokens
+            self.rate = event.tokens_per_s
+        elif isinstance(event, ProposalUpdated):
+            self.where = json_location(event.partial)
+        elif isinstance(event, Finished | GenerationFailed):
+            return self.final_line(event)
+        if now - self._last >= self.interval_s:
+            self._last = now
+            return self.line()
+        return None
+
+    def line(self) -> str:
+        """The current progress line."""
+        parts = [p for p in (self.prompt,) if p]
+        if self.tokens:
+            parts.append(f"{self.tokens} tok at {self.rate:.1f} tok/s")
+            parts.append(f"writing {self.where}")
+        return " | ".join(parts) or "processing the prompt..."
+
+    @staticmethod
+    def final_line(event: FinalEvent) -> str:
+        """One line summing up the final event."""
+        s = event.stats
+        nums = (
+            f"{s.completion_tokens} tok, {s.tokens_per_s:.1f} tok/s, TTFT {s.ttft_s:.2f}s, "
+            f"{s.elapsed_s:.1f}s"
+        )
+        if isinstance(event, Finished):
+            files = len(event.proposal.files)
+            return f"done: {files} file(s), {nums}"
+        return f"stopped, {event.kind} ({nums})"
+
+
+def exit_code(event: FinalEvent) -> int:
+    """The process exit status for a final event (``engine.cli.exitcodes``)."""
+    if isinstance(event, Finished):
+        return OK
+    if isinstance(event, Truncated):
+        return TRUNCATED
+    if isinstance(event, Looping):
+        return LOOPING
+    if isinstance(event, Cancelled):
+        return CANCELLED
+    if isinstance(event, InvalidAnswer):
+        return INVALID
+    return ERROR
+
+
+def final_to_json(event: FinalEvent) -> dict[str, Any]:
+    """A JSON-able summary of a final event: ``status``, the proposal or what was produced."""
+    stats = asdict(event.stats)
+    if isinstance(event, Finished):
+        return {
+            "status": "finished",
+            "proposal": event.proposal.model_dump(mode="json"),
+            "stats": stats,
+        }
+    out: dict[str, Any] = {
+        "status": event.kind,
+        "message": event.message,
+        "hint": event.hint,
+        "partial": event.partial,
+        "raw": event.raw,
+        "stats": stats,
+    }
+    for extra in ("limit", "where", "errors", "prompt_tokens", "n_ctx", "reserved"):
+        if hasattr(event, extra):
+            value = getattr(event, extra)
+            out[extra] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def run_generation(
+    backend: Backend,
+    request: GenerationRequest,
+    *,
+    progress: TextIO | None = None,
+    cancel: threading.Event | None = None,
+) -> FinalEvent:
+    """Run one generation in a worker thread, rendering progress; Ctrl-C cancels it.
+
+    Args:
+        backend: the model backend.
+        request: what to generate.
+        progress: where progress lines go (stderr); None for silence.
+        cancel: an event to cancel from elsewhere (one is made if None).
+
+    Returns:
+        The final event (``Finished`` or a ``GenerationFailed``).
+    """
+    cancel = cancel or threading.Event()
+    events: queue.Queue[GenerationEvent | BaseException | None] = queue.Queue()
+
+    def worker() -> None:
+        try:
+            for ev in backend.generate(request, cancel):
+                events.put(ev)
+        except BaseException as exc:  # handed to the main thread, raised there
+            events.put(exc)
+        finally:
+            events.put(None)
+
+    thread = threading.Thread(target=worker, name="agent-tui-generate", daemon=True)
+    thread.start()
+    renderer = ProgressRenderer()
+    tty = bool(progress is not None and progress.isatty())
+    final: FinalEvent | None = None
+    error: BaseException | None = None
+    while True:
+        try:
+            item = events.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        except KeyboardInterrupt:
+            cancel.set()
+            if progress is not None:
+                print("\ncancelling...", file=progress, flush=True)
+            continue
+        if item is None:
+            break
+        if isinstance(item, BaseException):
+            error = item
+            continue
+        if isinstance(item, Finished | GenerationFailed):
+            final = item
+        line = renderer.update(item)
+        if line is not None and progress is not None:
+            if tty:
+                end = "\n" if item is final else ""
+                print(f"\r\x1b[2K{line}", end=end, file=progress, flush=True)
+            elif item is final or isinstance(item, PromptProcessed):
+                print(line, file=progress, flush=True)
+    thread.join()
+    if error is not None:
+        raise error
+    if final is None:
+        raise RuntimeError("the backend ended its stream without a final event")
+    return final
+
+
+def write_result(
+    event: FinalEvent, *, as_json: bool, out: Path | None, stdout: TextIO, stderr: TextIO
+) -> int:
+    """Print or save the result of a generation; returns the exit status.
+
+    Success writes the proposal JSON (``--json``: the summary with stats) to ``out`` or
+    stdout. A failure prints its message and hint to stderr; with ``--json`` the summary
+    (partial proposal and raw text included) still goes to ``out``/stdout, and without it the
+    raw answer is kept in ``OUT.partial`` when ``out`` is given, so nothing is lost.
+    """
+    code = exit_code(event)
+    if as_json:
+        text = json.dumps(final_to_json(event), indent=2, ensure_ascii=False)
+    elif isinstance(event, Finished):
+        text = event.proposal.model_dump_json(indent=2)
+    else:
+        text = ""
+    if isinstance(event, GenerationFailed):
+        print(f"{event.kind}: {event.message}", file=stderr)
+        if event.hint:
+            print(f"  hint: {event.hint}", file=stderr)
+    if text:
+        if out is not None:
+            out.write_text(text + "\n", encoding="utf-8")
+        else:
+            print(text, file=stdout)
+    elif out is not None and isinstance(event, GenerationFailed) and event.raw:
+        keep = out.with_name(out.name + ".partial")
+        keep.write_text(event.raw, encoding="utf-8")
+        print(f"  the answer so far is in {keep}", file=stderr)
+    return code
+
+
+def read_prompt_file(path: Path) -> list[dict[str, str]]:
+    """Messages from a prompt file: plain text, or a JSON list of role/content messages.
+
+    Raises:
+        ConfigError: unreadable, empty, or a malformed message list.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the prompt file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the prompt file {path} is not UTF-8 text") from None
+    if not text.strip():
+        raise ConfigError(f"the prompt file {path} is empty")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+        ok = (
+            isinstance(data, list)
+            and data
+            and all(
+                isinstance(m, dict)
+                and m.get("role") in ("system", "user", "assistant")
+                and isinstance(m.get("content"), str)
+                for m in data
+            )
+        )
+        if not ok:
+            raise ConfigError(
+                f"{path}: expected a list of messages",
+                hint='e.g. [{"role": "system", "content": "..."}, {"role": "user", '
+                '"content": "..."}]; or use a plain-text file for one user message',
+            )
+        return [{"role": m["role"], "content": m["content"]} for m in data]
+    return [{"role": "user", "content": text}]
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load(args)
+    name = args.profile or config.default_model
+    profile = config.profile(name)
+    messages = read_prompt_file(args.prompt_file)
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise ConfigError("--max-tokens must be at least 1")
+    backend = get_backend(name, profile)
+    request = GenerationRequest(
+        messages=messages,
+        max_files=config.generation.max_files,
+        max_tokens=args.max_tokens,
+    )
+    final = run_generation(backend, request, progress=sys.stderr)
+    return write_result(
+        final, as_json=args.json, out=args.out, stdout=sys.stdout, stderr=sys.stderr
+    )

@@ -122,12 +122,12 @@ class GitHubSettings(_Strict):
     """API base URL; GitHub Enterprise: ``https://HOST/api/v3``."""
     remote: str = "origin"
     """The remote whose URL names owner/repo."""
-    repo: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    repo: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
     """``owner/name`` on GitHub; default: parsed from the remote's URL."""
     issues: Literal["auto", "github", "local"] = "auto"
     """Issue source: ``auto`` uses GitHub when the remote is on GitHub (or ``repo`` is set),
     else the Markdown issues in ``.agent-tui/issues/``."""
-    timeout: float = Field(30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0)
     """Seconds before a GitHub API request gives up (then the cache is served)."""
 
 
@@ -141,7 +141,7 @@ class PublishSettings(_Strict):
     draft: bool = True
     test_command: str | None = None
     """Run in the temporary worktree before pushing, e.g. ``pytest -q``."""
-    test_timeout: float = Field(600.0, gt=0)
+    test_timeout: float = Field(default=600.0, gt=0)
     tests_in_body: bool = False
     """Append the test command's result to the pull request's body."""
     labels: list[str] = Field(default_factory=list)
@@ -151,7 +151,7 @@ class PublishSettings(_Strict):
 class GenerationSettings(_Strict):
     """Bounds on what one generation may produce."""
 
-    max_files: int = Field(12, ge=1, le=100)
+    max_files: int = Field(default=12, ge=1, le=100)
 
 
 class TuiSettings(_Strict):

@@ -12,13 +12,15 @@ and answers with the real llama.cpp engine (``LlamaCppBackend.decode`` of the em
 model) under the JSON schema the request carried (``format`` / ``response_format``): every
 token on the wire was sampled by the model, nothing is canned. Knobs (``ServerKnobs``)
 simulate what real servers do wrong: a missing model, a context cap that cuts long prompts
-(reporting the smaller, true ``prompt_eval_count``), ignoring the schema (the same model,
-unconstrained), a server-side output cap, slow streams, the ``json_schema`` rejection of
-llama-cpp-python's server, and an API key.
+(reporting the smaller, true ``prompt_eval_count``), ignoring the schema (the same model held
+to any JSON object, or unconstrained), a server-side output cap, slow streams, a connection
+dropped mid-answer, the ``json_schema`` rejection of llama-cpp-python's server, an API key.
 
 Reuse: ``FakeModelServer(backend, knobs).start()`` (a context manager too), its ``url``
-(Ollama host), ``v1`` (OpenAI base URL), ``requests`` (bodies received), ``max_in_flight``,
-``disconnects``. The pytest fixtures live in ``tests/conftest.py`` (``fake_model_server``).
+(Ollama host), ``v1`` (OpenAI base URL), ``bodies(path)`` (JSON received), ``log`` (in-flight
+high-water mark, disconnects, answers). ``PROPOSAL_MESSAGES`` is a prompt the embedded model
+answers with a valid proposal in ~50 tokens. The pytest fixture ``fake_model_server`` (in
+``tests/conftest.py``) starts servers with knobs and stops them after the test.
 """
 
 from __future__ import annotations
@@ -50,6 +52,19 @@ JSON_SCHEMA_REJECTION = (
     "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
     "'ctx': {'expected': \"'text' or 'json_object'\"}}\n"
 )
+#: A prompt the embedded model answers with a valid proposal in about 50 tokens.
+PROPOSAL_MESSAGES: list[dict[str, str]] = [
+    {
+        "role": "user",
+        "content": "Reply with this JSON exactly: "
+        '{"branch_suffix":"add-hello","commit_message":"feat: add hello","pr_title":"Add hello",'
+        '"pr_body":"Closes #1","files":[{"path":"hello.txt","content":"hi"}]}',
+    }
+]
+#: A prompt whose answer, held to "any JSON object", is not a proposal.
+GREETING_MESSAGES: list[dict[str, str]] = [
+    {"role": "user", "content": 'Reply with this JSON exactly: {"greeting": "hello"}'}
+]
 #: Tokens kept at the start when a prompt is cut (Ollama's ``num_keep``: BOS and the turn head).
 NUM_KEEP = 4
 
@@ -65,8 +80,9 @@ class ServerKnobs:
     context_cap: int | None = None
     """Cut prompts longer than this many tokens (keep ``NUM_KEEP`` + the tail), whatever
     ``num_ctx`` said, and report the true, smaller ``prompt_eval_count``."""
-    ignore_schema: bool = False
-    """Generate with the same model unconstrained, whatever format was asked."""
+    ignore_schema: str | None = None
+    """Drop the schema it was sent, as some servers silently do: ``"json"`` answers any JSON
+    object (the "fall back to JSON mode" servers), ``"text"`` generates unconstrained."""
     max_tokens_cap: int | None = None
     """A server-side output cap: the answer stops with ``length``."""
     delay_s: float = 0.0
@@ -75,6 +91,8 @@ class ServerKnobs:
     """Answer HTTP 500 "Input should be 'text' or 'json_object'" to ``json_schema``."""
     api_key: str | None = None
     """Require ``Authorization: Bearer <api_key>`` on the OpenAI routes."""
+    drop_after: int | None = None
+    """Close the connection after this many streamed chunks (a server that crashes)."""
     enforce_context: bool = False
     """OpenAI routes: answer HTTP 400 (vLLM's words) when prompt + max_tokens exceeds
     ``context_length``."""
@@ -102,8 +120,10 @@ class ServerLog:
     disconnects: int = 0
     """Streams the client closed before the end (cancel)."""
     completed: int = 0
+    answers: list[tuple[str, int, str]] = field(default_factory=list)
+    """``(text, completion_tokens, finish reason)`` of every answer the model finished."""
     loaded_ctx: int | None = None
-    """The ``num_ctx`` of the last Ollama request (what ``/api/ps`` reports)."""
+    """The context the last Ollama request ran with (what ``/api/ps`` reports)."""
 
 
 class FakeModelServer:
@@ -114,12 +134,14 @@ class FakeModelServer:
         knobs: behaviour switches.
     """
 
-    def __init__(self, backend: LlamaCppBackend, knobs: ServerKnobs | None = None) -> None:
+    def __init__(
+        self, backend: LlamaCppBackend, knobs: ServerKnobs | None = None, *, port: int = 0
+    ) -> None:
         self.backend = backend
         self.knobs = knobs or ServerKnobs()
         self.log = ServerLog()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -135,7 +157,9 @@ class FakeModelServer:
         return self.url + "/v1"
 
     def start(self) -> FakeModelServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -186,7 +210,9 @@ class FakeModelServer:
         cancel: threading.Event,
     ) -> Generator[str | _Answer, None, None]:
         """Text deltas from the real model, then one ``_Answer`` with the counts."""
-        if self.knobs.ignore_schema:
+        if self.knobs.ignore_schema == "json":
+            schema = {"type": "object"}
+        elif self.knobs.ignore_schema == "text":
             schema = None
         if self.knobs.max_tokens_cap is not None:
             max_tokens = min(max_tokens, self.knobs.max_tokens_cap)
@@ -220,6 +246,8 @@ class FakeModelServer:
             yield tail
         assert done is not None
         reason = {"context": "length"}.get(done.reason, done.reason)
+        with self._lock:
+            self.log.answers.append(("".join(text), done.completion_tokens, reason))
         yield _Answer(
             text="".join(text),
             prompt_tokens=len(prompt),
@@ -259,9 +287,14 @@ class _ClientGone(Exception):
     pass
 
 
+class _ServerDrop(Exception):
+    """The server "crashes": the connection closes without the end of the chunked body."""
+
+
 def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        _sent = 0
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
             pass
@@ -296,6 +329,15 @@ def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
             except OSError as exc:
                 raise _ClientGone from exc
+
+        def _pace(self) -> None:
+            """After a streamed chunk: slow down, or die mid-answer."""
+            self._sent += 1
+            if server.knobs.drop_after is not None and self._sent >= server.knobs.drop_after:
+                self.close_connection = True
+                raise _ServerDrop
+            if server.knobs.delay_s:
+                time.sleep(server.knobs.delay_s)
 
         def _body(self) -> dict[str, Any]:
             length = int(self.headers.get("Content-Length") or 0)
@@ -382,14 +424,15 @@ def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             )
 
         def _ollama_chat(self, body: dict[str, Any]) -> None:
+            self._sent = 0
             model = str(body.get("model") or "")
             if model not in _served(server):
                 self._json(404, {"error": f'model "{model}" not found, try pulling it first'})
                 return
             opts = body.get("options") or {}
             num_ctx = int(opts.get("num_ctx") or 2048)  # Ollama's default when none is sent
-            server.log.loaded_ctx = num_ctx
             cap = num_ctx if server.knobs.context_cap is None else server.knobs.context_cap
+            server.log.loaded_ctx = cap
             fmt = body.get("format")
             schema = fmt if isinstance(fmt, dict) else ({"type": "object"} if fmt else None)
             num_predict = int(opts.get("num_predict") or -1)
@@ -429,14 +472,15 @@ def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
                             "done": False,
                         }
                         self._chunk(json.dumps(line).encode() + b"\n")
-                        if server.knobs.delay_s:
-                            time.sleep(server.knobs.delay_s)
+                        self._pace()
                 self._end_chunked()
                 completed = True
             except _ClientGone:
                 cancel.set()
                 gone = True
                 self.close_connection = True
+            except _ServerDrop:
+                cancel.set()
             finally:
                 if gen is not None:
                     gen.close()
@@ -461,6 +505,7 @@ def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             return False
 
         def _openai_chat(self, body: dict[str, Any]) -> None:
+            self._sent = 0
             if not self._authorized():
                 return
             model = str(body.get("model") or "")
@@ -549,8 +594,7 @@ def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
                             delta["role"] = "assistant"
                             first = False
                         self._chunk(_sse(_openai_chunk(cid, created, model, delta, None)))
-                        if server.knobs.delay_s:
-                            time.sleep(server.knobs.delay_s)
+                        self._pace()
                 self._chunk(b"data: [DONE]\n\n")
                 self._end_chunked()
                 completed = True
@@ -558,6 +602,8 @@ def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
                 cancel.set()
                 gone = True
                 self.close_connection = True
+            except _ServerDrop:
+                cancel.set()
             finally:
                 if gen is not None:
                     gen.close()
@@ -653,6 +699,8 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 __all__ = [
     "FakeModelServer",
+    "GREETING_MESSAGES",
+    "PROPOSAL_MESSAGES",
     "JSON_SCHEMA_REJECTION",
     "NUM_KEEP",
     "OLLAMA_MODEL",

@@ -238,6 +238,12 @@ def remote_url(repo_dir: Path, remote: str) -> str | None:
     return config_get(repo_dir, f"remote.{remote}.url")
 
 
+def fetch_url(repo_dir: Path, remote: str) -> str | None:
+    """The URL git fetches from for ``remote``, after ``insteadOf`` rewriting."""
+    proc = run_git(repo_dir, "remote", "get-url", remote, check=False)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
 def push_url(repo_dir: Path, remote: str) -> str | None:
     """The URL git pushes to for ``remote``, after ``pushurl`` and ``insteadOf`` rewriting."""
     proc = run_git(repo_dir, "remote", "get-url", "--push", remote, check=False)
@@ -576,7 +582,7 @@ def fetch_branch(repo_dir: Path, remote: str, branch: str, *, token: str | None)
     Returns:
         None on success, else git's (redacted) message.
     """
-    url = remote_url(repo_dir, remote) or ""
+    url = fetch_url(repo_dir, remote) or ""
     env = auth_env(url, token)
     refspec = f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}"
     try:

@@ -484,3 +484,19 @@ def test_unsafe_paths_are_never_written(tmp_path: Path) -> None:
     assert list((tmp_path / "outside").iterdir()) == []
     assert write_files(root, [("ok/file.txt", "a\r\nb")]) == ["ok/file.txt"]
     assert (root / "ok" / "file.txt").read_bytes() == b"a\r\nb"  # no newline translation
+
+
+def test_model_ref_hashes_the_gguf_once_and_tags_served_models(tmp_path: Path) -> None:
+    from engine.config import parse_profile
+    from engine.publish import model_ref_for
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(4096))
+    store = Store(tmp_path / "store.sqlite")
+    ref = model_ref_for(parse_profile({"backend": "llama_cpp", "model_path": str(gguf)}), store)
+    assert ref == "sha256:" + _sha(gguf.read_bytes())
+    assert store.cached_hash(gguf) == ref  # the next publish does not read 4 GB again
+    ollama = parse_profile({"backend": "ollama", "model": "qwen2.5-coder:7b"})
+    assert model_ref_for(ollama) == "ollama:qwen2.5-coder:7b"
+    missing = parse_profile({"backend": "llama_cpp", "model_path": str(tmp_path / "no.gguf")})
+    assert model_ref_for(missing) == ""

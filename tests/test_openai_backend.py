@@ -254,6 +254,17 @@ def test_cancel_closes_the_stream(fake_model_server: StartServer) -> None:
     assert srv.log.disconnects == 1 and srv.log.completed == 0
 
 
+def test_a_stream_that_dies_mid_answer_is_reported_never_resent(
+    fake_model_server: StartServer,
+) -> None:
+    srv = fake_model_server(drop_after=4)
+    backend = OpenAICompatBackend("a", profile(srv.v1))
+    final = run(backend, GenerationRequest(PROPOSAL_MESSAGES, max_files=1))[-1]
+    assert isinstance(final, BackendFailed), final
+    assert "not retried" in final.message and final.raw
+    assert len(srv.bodies("/v1/chat/completions")) == 1
+
+
 def test_concurrency_is_bounded_per_server(fake_model_server: StartServer) -> None:
     srv = fake_model_server(delay_s=0.02)
     backend = OpenAICompatBackend("a", profile(srv.v1, concurrency=2))

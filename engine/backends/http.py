@@ -176,6 +176,8 @@ class CancellableStream(Generic[T]):
     def _read(self) -> None:
         stream: Iterator[T] | None = None
         try:
+            if self._stop.is_set():  # cancelled before the request went out
+                return
             stream = self._open()
             for item in stream:
                 if self._stop.is_set():

@@ -140,6 +140,8 @@ class _Chunk:
     text: str = ""
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
+    done: bool = False
+    """The ``data: [DONE]`` line: the server ended the stream on purpose."""
 
 
 def _error_text(body: str) -> str:
@@ -299,6 +301,7 @@ class OpenAICompatBackend(Backend):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    yield _Chunk(done=True)
                     return
                 event = json.loads(data)
                 if "error" in event:
@@ -448,6 +451,7 @@ class OpenAICompatBackend(Backend):
         chunks = 0
         finish: str | None = None
         usage: dict[str, Any] | None = None
+        ended = False
 
         def stats_now(reason: str) -> GenerationStats:
             now = time.monotonic()
@@ -477,6 +481,7 @@ class OpenAICompatBackend(Backend):
             reader = CancellableStream(open_stream, cancel, on_close=drop)
             try:
                 for chunk in reader:
+                    ended = ended or chunk.done
                     if chunk.usage:
                         usage = chunk.usage
                     if chunk.finish_reason:
@@ -549,6 +554,14 @@ class OpenAICompatBackend(Backend):
             return
         if proposal.loop is not None:
             yield proposal.finish("loop", stats_now("loop"))
+            return
+        if not ended and finish is None:
+            yield self._broken(
+                f"the stream from {self.base_url} ended after {chunks} chunks without a "
+                "finish_reason or [DONE]: the server stopped mid-answer",
+                proposal,
+                stats_now("error"),
+            )
             return
         stats = stats_now(finish or "stop")
         evaluated: int | None = None

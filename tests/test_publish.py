@@ -361,6 +361,8 @@ def test_killed_at_any_step_sync_finishes_exactly_one_pr(
     assert project.remote_sha(done.branch) == done.head_sha == pulls[0]["head"]["sha"]
     assert git(project.repo, "rev-parse", done.branch).strip() == done.head_sha
     assert git(project.repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    (record,) = Store.for_repo(project.repo).generations()
+    assert (record.outcome, record.pr_url) == ("published", done.pr_url)
     _token_free(project.repo / ".git", proc.stdout, proc.stderr)
 
 

@@ -38,6 +38,7 @@ import threading
 from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -374,6 +375,12 @@ class _Snapshot:
     content_index: _Postings
     path_index: _Postings
     by_name: dict[str, list[int]]
+    secret_named: list[tuple[str, str]]
+    """(path, reason) of the files whose name marks them as secret."""
+    hidden: frozenset[str]
+    """Files never shown, listed or ranked: secret by name, or agent-tui's own data."""
+    visible: list[str]
+    visible_set: frozenset[str]
     trees: dict[int, tuple[str, bool]] = field(default_factory=dict)
 
 
@@ -384,6 +391,7 @@ class _RepoCache:
         self.lock = threading.Lock()
         self.snapshot: _Snapshot | None = None
         self.docs: dict[str, _Doc] = {}
+        self.path_terms: dict[str, tuple[array[int], array[int]]] = {}
         self.vocab: dict[str, int] = {}
 
 
@@ -569,33 +577,46 @@ def _snapshot(root: Path, options: ContextOptions) -> tuple[_Snapshot, bool]:
         if snap is not None and snap.state_key == state_key:
             return snap, True
         files, ids = _list_files(root, status)
+        vocab = cache.vocab
+        no_terms: array[int] = array("i")
         docs: list[_Doc] = []
         content_ids: list[str] = []
         kept: dict[str, _Doc] = {}
+        path_terms: dict[str, tuple[array[int], array[int]]] = {}
+        secret_named: list[tuple[str, str]] = []
+        hidden: set[str] = set()
         for path in files:
             content_id = ids[path]
-            key = f"{content_id}:{options.max_file_bytes}"
-            if sensitive_path_reason(path) is not None:
-                doc = _Doc(REASON_SECRET_FILE, 0, array("i"), array("i"))
+            reason = sensitive_path_reason(path)
+            if reason is not None:
+                secret_named.append((path, reason))
+                hidden.add(path)
+            elif path.startswith(_OWN_DIR):  # local issues, prompt profiles: not the project
+                hidden.add(path)
+            if path in hidden:  # never opened, never indexed
+                doc = _Doc(REASON_SECRET_FILE, 0, no_terms, no_terms)
             else:
+                key = f"{content_id}:{options.max_file_bytes}"
                 cached = cache.docs.get(key)
                 if cached is None:
-                    doc, text = _read_doc(root, path, content_id, options.max_file_bytes)
+                    cached, text = _read_doc(root, path, content_id, options.max_file_bytes)
                     if text is not None:
-                        doc.terms, doc.tfs = _index_terms(_text_terms(text), cache.vocab)
-                    cached = doc
-                doc = cached
-                kept[key] = doc
+                        cached.terms, cached.tfs = _index_terms(_text_terms(text), vocab)
+                doc = kept[key] = cached
             docs.append(doc)
             content_ids.append(content_id)
+            terms = cache.path_terms.get(path)
+            if terms is None:
+                terms = _index_terms(_text_terms(_path_text(path)), vocab)
+            path_terms[path] = terms
         cache.docs = kept
-        vocab = cache.vocab
+        cache.path_terms = path_terms
         content_index = _Postings(len(files), [(d.terms, d.tfs) for d in docs])
-        path_terms = [_index_terms(_text_terms(_path_text(p)), vocab) for p in files]
-        path_index = _Postings(len(files), path_terms)
+        path_index = _Postings(len(files), [path_terms[p] for p in files])
         by_name: dict[str, list[int]] = {}
         for i, path in enumerate(files):
-            by_name.setdefault(PurePosixPath(path).name.lower(), []).append(i)
+            by_name.setdefault(path.rsplit("/", 1)[-1].lower(), []).append(i)
+        visible = [p for p in files if p not in hidden]
         snap = _Snapshot(
             root=root,
             state_key=state_key,
@@ -607,6 +628,10 @@ def _snapshot(root: Path, options: ContextOptions) -> tuple[_Snapshot, bool]:
             content_index=content_index,
             path_index=path_index,
             by_name=by_name,
+            secret_named=secret_named,
+            hidden=frozenset(hidden),
+            visible=visible,
+            visible_set=frozenset(visible),
         )
         cache.snapshot = snap
         return snap, False
@@ -675,30 +700,38 @@ def render_tree(files: Sequence[str], max_lines: int) -> tuple[str, bool]:
         queue = nxt_queue
     out: list[str] = []
 
-    def emit(node: _Dir, depth: int, limit: int | None) -> None:
+    def dir_line(pad: str, name: str, child: _Dir) -> str:
+        plural = "s" if child.count != 1 else ""
+        return f"{pad}{name}/ ({child.count} file{plural})"
+
+    def emit(node: _Dir, depth: int) -> None:
         pad = "  " * depth
         for name in sorted(node.dirs):
             child = node.dirs[name]
             if id(child) in expanded:
                 out.append(f"{pad}{name}/")
-                emit(child, depth + 1, None)
+                emit(child, depth + 1)
             else:
-                plural = "s" if child.count != 1 else ""
-                out.append(f"{pad}{name}/ ({child.count} file{plural})")
-        names = sorted(node.files)
-        if limit is not None and len(names) > limit:
-            shown = names[: max(0, limit)]
-            out.extend(f"{pad}{n}" for n in shown)
-            out.append(f"{pad}... and {len(names) - len(shown)} more files")
-        else:
-            out.extend(f"{pad}{n}" for n in names)
+                out.append(dir_line(pad, name, child))
+        out.extend(f"{pad}{n}" for n in sorted(node.files))
 
-    root_limit = None
-    if lines > max_lines:  # the top level alone is too long: list its first files only
-        summarised = True
-        root_limit = max(0, max_lines - len(root.dirs) - 1)
-    emit(root, 0, root_limit)
-    return "\n".join(out), summarised
+    if lines <= max_lines:
+        emit(root, 0)
+        return "\n".join(out), summarised
+    # The top level alone is too long: list its largest directories, then its first files.
+    room = max(1, max_lines - 1)
+    biggest = sorted(root.dirs, key=lambda n: (-root.dirs[n].count, n))[:room]
+    files_shown = sorted(root.files)[: max(0, room - len(biggest))]
+    out.extend(dir_line("", name, root.dirs[name]) for name in sorted(biggest))
+    out.extend(files_shown)
+    more_dirs = len(root.dirs) - len(biggest)
+    more_files = len(root.files) - len(files_shown)
+    hidden_files = sum(root.dirs[n].count for n in root.dirs if n not in set(biggest))
+    out.append(
+        f"... and {more_dirs} more directories ({hidden_files} files) and {more_files} more "
+        "files at the top level"
+    )
+    return "\n".join(out), True
 
 
 def _tree(snap: _Snapshot, visible: Sequence[str], max_lines: int) -> tuple[str, bool]:
@@ -748,7 +781,9 @@ def _issue_text(issue: Issue, comments: Sequence[IssueComment]) -> str:
     return "\n".join([issue.title, issue.body, *(c.body for c in comments)])
 
 
-def _named_paths(text: str, snap: _Snapshot, visible: set[str]) -> tuple[list[str], list[str]]:
+def _named_paths(
+    text: str, snap: _Snapshot, visible: AbstractSet[str]
+) -> tuple[list[str], list[str]]:
     """Files named in ``text`` (in order of mention) and path-like names matching none."""
     found: list[str] = []
     missing: list[str] = []
@@ -938,15 +973,11 @@ def build_context(
     root = repo_root(repo_dir)
     snap, cache_hit = _snapshot(root, opts)
 
-    left_out: list[LeftOut] = []
-    secret_named = [(p, r) for p in snap.files if (r := sensitive_path_reason(p)) is not None]
-    hidden = {p for p, _r in secret_named}
-    for path, reason in secret_named:
-        left_out.append(LeftOut(path, REASON_SECRET_FILE, f"never sent: {reason}"))
-    # agent-tui's own data (local issues, prompt profiles) is not part of the project.
-    hidden.update(p for p in snap.files if p.startswith(_OWN_DIR))
-    visible = [p for p in snap.files if p not in hidden]
-    visible_set = set(visible)
+    left_out = [
+        LeftOut(path, REASON_SECRET_FILE, f"never sent: {reason}")
+        for path, reason in snap.secret_named
+    ]
+    hidden, visible, visible_set = snap.hidden, snap.visible, snap.visible_set
 
     system = profile.system_prompt.rstrip("\n") + "\n" + _SYSTEM_APPENDIX
     issue_part = render_issue(issue, comments)
@@ -995,20 +1026,29 @@ def build_context(
         if hidden:
             scores[[snap.position[p] for p in sorted(hidden)]] = 0.0
         positive = np.flatnonzero(scores > 0)
+        want = opts.max_candidates + len(seen) + 1
+        if positive.size > want:  # keep the top ``want`` scores and every tie at the edge
+            edge = np.partition(scores[positive], positive.size - want)[positive.size - want]
+            top = positive[scores[positive] >= edge]
+        else:
+            top = positive
         # Highest score first, ties by path (files are sorted, so by index).
-        order = positive[np.lexsort((positive, -scores[positive].astype(np.float64)))]
-        ranked = 0
+        order = top[np.lexsort((top, -scores[top].astype(np.float64)))]
         floor = float(scores[order[0]]) * opts.min_relative_score if order.size else 0.0
+        ranked = 0
         for index in order.tolist():
             path = snap.files[index]
-            if path in seen or path in hidden:
+            if path in seen:
                 continue
             if ranked >= opts.max_candidates or float(scores[index]) < floor:
-                more_matches += 1
-                continue
+                break
             ranked += 1
             seen.add(path)
             candidates.append(_Candidate(path, WHY_RANKED, round(float(scores[index]), 4)))
+        already = sum(
+            1 for c in candidates if c.reason != WHY_RANKED and scores[snap.position[c.path]] > 0
+        )
+        more_matches = int(positive.size) - ranked - already
 
     # Fill the budget greedily in priority order; a file that does not fit is left out whole.
     remaining = budget - base_total

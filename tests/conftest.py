@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.github_fake import github_fake  # noqa: F401  (fixture: a loopback GitHub)
+from tests.github_fake import github_fake, github_fake_server  # noqa: F401  (loopback GitHub)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

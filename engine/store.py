@@ -97,6 +97,32 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 CREATE INDEX IF NOT EXISTS jobs_branch ON jobs (branch);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    key TEXT NOT NULL,
+    settings TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'running'
+);
+CREATE TABLE IF NOT EXISTS batch_items (
+    batch_id INTEGER NOT NULL,
+    issue_number INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    issue_title TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'pending',
+    generation_id INTEGER,
+    job_id INTEGER,
+    pr_url TEXT,
+    errors INTEGER NOT NULL DEFAULT 0,
+    warnings INTEGER NOT NULL DEFAULT 0,
+    tokens_per_s REAL NOT NULL DEFAULT 0,
+    seconds REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    detail TEXT NOT NULL DEFAULT '',
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (batch_id, issue_number)
+);
 CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
 );
@@ -414,6 +440,90 @@ class Store:
     def pending_jobs(self, *, include_failed: bool = False) -> list[PublishJob]:
         """Jobs ``agent-tui sync`` should retry, oldest first."""
         return self.jobs(statuses=["pending", "failed"] if include_failed else ["pending"])
+
+    # -- batches ----------------------------------------------------------------------------
+    # A batch (``agent-tui batch``) and its items, so a killed batch resumes where it stopped;
+    # ``engine.batch`` owns what the states mean.
+
+    def add_batch(
+        self, key: str, settings: dict[str, Any], items: Sequence[tuple[int, str]]
+    ) -> int:
+        """Store a new batch (status ``running``) with one ``pending`` item per issue.
+
+        Args:
+            key: what identifies "the same batch" when a command is run again.
+            settings: the batch's settings (JSON data).
+            items: ``(issue number, title)`` in the order they run.
+
+        Returns:
+            The batch id.
+        """
+        now = _now()
+        with self._connect() as db:
+            cur = db.execute(
+                "INSERT INTO batches (created_at, updated_at, key, settings) VALUES (?,?,?,?)",
+                (now, now, key, json.dumps(settings)),
+            )
+            batch_id = int(cur.lastrowid or 0)
+            db.executemany(
+                "INSERT INTO batch_items (batch_id, issue_number, position, issue_title, "
+                "updated_at) VALUES (?,?,?,?,?)",
+                [(batch_id, n, i, title, now) for i, (n, title) in enumerate(items)],
+            )
+        return batch_id
+
+    def batches(self, *, key: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Batches, latest first (optionally only those with ``key``)."""
+        sql = "SELECT * FROM batches" + (" WHERE key = ?" if key is not None else "")
+        args: tuple[Any, ...] = (key,) if key is not None else ()
+        with self._connect() as db:
+            rows = db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [{**dict(r), "settings": json.loads(r["settings"])} for r in rows]
+
+    def set_batch_status(self, batch_id: int, status: str) -> None:
+        """Set a batch's status (``running``, ``done``, ``interrupted``)."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE batches SET status = ?, updated_at = ? WHERE id = ?",
+                (status, _now(), batch_id),
+            )
+
+    def batch_items(self, batch_id: int) -> list[dict[str, Any]]:
+        """The items of a batch in their order."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM batch_items WHERE batch_id = ? ORDER BY position", (batch_id,)
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def update_batch_item(self, batch_id: int, issue_number: int, **changes: Any) -> None:
+        """Change columns of one batch item in one transaction.
+
+        Raises:
+            ValueError: an unknown column.
+        """
+        allowed = {
+            "state", "generation_id", "job_id", "pr_url", "errors", "warnings",
+            "tokens_per_s", "seconds", "attempts", "detail",
+        }  # fmt: skip
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"not a batch item column: {', '.join(sorted(unknown))}")
+        changes["updated_at"] = _now()
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self._connect() as db:
+            db.execute(
+                f"UPDATE batch_items SET {sets} WHERE batch_id = ? AND issue_number = ?",
+                (*changes.values(), batch_id, issue_number),
+            )
+
+    def jobs_for_generation(self, generation_id: int) -> list[PublishJob]:
+        """The publish jobs made from one generation, oldest first."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE generation_id = ? ORDER BY id", (generation_id,)
+            ).fetchall()
+        return [_job(r) for r in rows]
 
     # -- model file hashes ----------------------------------------------------------------
 

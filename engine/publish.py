@@ -30,7 +30,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -644,6 +644,7 @@ def sync(
     *,
     include_failed: bool = False,
     progress: ProgressCallback | None = None,
+    job_ids: Collection[int] | None = None,
 ) -> list[PublishResult]:
     """Retry every pending job of the outbox (``agent-tui sync``), oldest first.
 
@@ -655,6 +656,7 @@ def sync(
         config: the configuration (for jobs still lacking a GitHub repository).
         include_failed: retry ``failed`` jobs too (after fixing what GitHub refused).
         progress: called at each step.
+        job_ids: only these jobs (a resumed batch finishes its own jobs, not the others).
 
     Returns:
         One result per job tried (empty: nothing to do).
@@ -669,6 +671,8 @@ def sync(
     with publish_lock(repo):
         gitops.cleanup_worktrees(repo)
         for job in store.pending_jobs(include_failed=include_failed):
+            if job_ids is not None and job.id not in job_ids:
+                continue
             if job.github_repo is None and config is not None:
                 github = resolve_repo(
                     gitops.remote_url(repo, config.github.remote),

@@ -1,5 +1,9 @@
 """``agent-tui generate``: one constrained generation, headless, progress on stderr.
 
+Two forms: ``generate ISSUE`` runs an issue the way the TUI does (``engine.session``: context,
+generation, checks, a history entry); ``generate --prompt-file FILE`` sends a prompt of your
+own (no checks, no history).
+
 Why a headless command: the same stream of events the TUI's Generating screen shows, for
 scripts and CI. The proposal JSON goes to stdout (or ``--out``); progress goes to stderr; the
 exit status says what happened (``engine.cli.exitcodes``: truncated, looping, cancelled and
@@ -20,13 +24,14 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
 from engine.backends import Backend, GenerationRequest, get_backend
-from engine.cli.common import add_json_argument, add_repo_argument, load
-from engine.cli.exitcodes import CANCELLED, ERROR, INVALID, LOOPING, OK, TRUNCATED
+from engine.cli.common import add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, INVALID, LOOPING, OK, TRUNCATED
 from engine.errors import ConfigError
 from engine.events import (
     Cancelled,
@@ -44,21 +49,44 @@ from engine.events import (
 from engine.stream import json_location
 
 NAME = "generate"
-HELP = "generate a change proposal from a prompt file with a model profile"
+HELP = "generate a change proposal for an issue (or from a prompt file) with a model profile"
+
+
+def _issue_number(text: str) -> int:
+    try:
+        value = int(text.lstrip("#"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an issue number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("the issue number must be 1 or more")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "issue",
+        nargs="?",
+        type=_issue_number,
+        metavar="ISSUE",
+        help="the issue to solve: context, generation, checks, history (like the TUI)",
+    )
     add_repo_argument(parser)
     add_json_argument(parser)
     parser.add_argument(
         "--prompt-file",
         type=Path,
-        required=True,
+        default=None,
         metavar="FILE",
-        help="the prompt: plain text (one user message) or a .json list of "
+        help="instead of ISSUE, the prompt: plain text (one user message) or a .json list of "
         '{"role", "content"} messages',
     )
     parser.add_argument("--profile", default=None, help="model profile (default: default_model)")
+    parser.add_argument(
+        "--prompt-profile",
+        default=None,
+        metavar="NAME",
+        help="prompt profile for ISSUE (default: default_prompt)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the result to FILE")
     parser.add_argument(
         "--max-tokens", type=int, default=None, help="answer token budget (default: profile's)"
@@ -82,6 +110,7 @@ class ProgressRenderer:
         self.tokens = 0
         self.rate = 0.0
         self.where = "(start)"
+        self.files = 0
         self._last = 0.0
 
     def update(self, event: GenerationEvent) -> str | None:
@@ -97,6 +126,8 @@ class ProgressRenderer:
             self.rate = event.tokens_per_s
         elif isinstance(event, ProposalUpdated):
             self.where = json_location(event.partial)
+            files = event.partial.get("files")
+            self.files = len(files) if isinstance(files, list) else 0
         elif isinstance(event, Finished | GenerationFailed):
             return self.final_line(event)
         if now - self._last >= self.interval_s:
@@ -109,7 +140,7 @@ class ProgressRenderer:
         parts = [p for p in (self.prompt,) if p]
         if self.tokens:
             parts.append(f"{self.tokens} tok at {self.rate:.1f} tok/s")
-            parts.append(f"writing {self.where}")
+            parts.append(f"{self.files} file(s) so far, writing {self.where}")
         return " | ".join(parts) or "processing the prompt..."
 
     @staticmethod
@@ -183,12 +214,34 @@ def run_generation(
     Returns:
         The final event (``Finished`` or a ``GenerationFailed``).
     """
+    return drive(lambda c: backend.generate(request, c), progress=progress, cancel=cancel)
+
+
+def drive(
+    start: Callable[[threading.Event], Iterable[Any]],
+    *,
+    progress: TextIO | None = None,
+    cancel: threading.Event | None = None,
+    observe: Callable[[Any], None] | None = None,
+) -> FinalEvent:
+    """Consume an event stream in a worker thread, rendering progress; Ctrl-C cancels it.
+
+    Args:
+        start: given the cancel event, returns the events (``Backend.generate`` or
+            ``IssueRun.generate``); it is iterated to its end in the worker thread.
+        progress: where progress lines go (stderr); None for silence.
+        cancel: an event to cancel from elsewhere (one is made if None).
+        observe: called in the calling thread with every event (session events included).
+
+    Returns:
+        The final event (``Finished`` or a ``GenerationFailed``).
+    """
     cancel = cancel or threading.Event()
-    events: queue.Queue[GenerationEvent | BaseException | None] = queue.Queue()
+    events: queue.Queue[Any] = queue.Queue()
 
     def worker() -> None:
         try:
-            for ev in backend.generate(request, cancel):
+            for ev in start(cancel):
                 events.put(ev)
         except BaseException as exc:  # handed to the main thread, raised there
             events.put(exc)
@@ -215,6 +268,10 @@ def run_generation(
             break
         if isinstance(item, BaseException):
             error = item
+            continue
+        if observe is not None:
+            observe(item)
+        if not isinstance(item, GenerationEvent):
             continue
         if isinstance(item, Finished | GenerationFailed):
             final = item
@@ -309,12 +366,26 @@ def read_prompt_file(path: Path) -> list[dict[str, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.issue is None) == (args.prompt_file is None):
+        raise ConfigError(
+            "name an issue or a prompt file, not both"
+            if args.issue is not None
+            else "name the issue to solve: agent-tui generate ISSUE",
+            hint="or send a prompt of your own with --prompt-file FILE",
+        )
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise ConfigError("--max-tokens must be at least 1")
+    if args.issue is not None:
+        return run_issue(args)
+    if args.prompt_profile is not None:
+        raise ConfigError(
+            "--prompt-profile applies to ISSUE only",
+            hint="a --prompt-file is sent as it is",
+        )
     config = load(args)
     name = args.profile or config.default_model
     profile = config.profile(name)
     messages = read_prompt_file(args.prompt_file)
-    if args.max_tokens is not None and args.max_tokens < 1:
-        raise ConfigError("--max-tokens must be at least 1")
     backend = get_backend(name, profile)
     request = GenerationRequest(
         messages=messages,
@@ -325,3 +396,107 @@ def run(args: argparse.Namespace) -> int:
     return write_result(
         final, as_json=args.json, out=args.out, stdout=sys.stdout, stderr=sys.stderr
     )
+
+
+# ------------------------------------------------------------------------------------------
+# generate ISSUE
+
+
+def run_issue(args: argparse.Namespace) -> int:
+    """``generate ISSUE``: the TUI's run of one issue, headless (``engine.session``).
+
+    The proposal goes to stdout or ``--out``, the findings to stderr; the generation is
+    recorded in the history (failures too), so ``agent-tui publish --generation ID`` can
+    publish it later with its provenance. Exit status: the generation's (3-6, 7), else 1 when
+    an error finding remains, else 0.
+    """
+    from engine.checks import has_errors
+    from engine.context import repo_root
+    from engine.session import ContextReady, ModelLoading, ModelReady, Review, Reviewed, Workspace
+
+    root = repo_root(repo_dir(args))
+    config = load(args)
+    workspace = Workspace(root, config)
+    workspace.set_model(args.profile or config.default_model)
+    if args.prompt_profile:
+        workspace.prompt_name = args.prompt_profile
+    if args.max_tokens is not None:
+        profile = config.profile(workspace.model_name)
+        config.models[workspace.model_name] = profile.model_copy(
+            update={"max_tokens": args.max_tokens}
+        )
+    source = workspace.issue_source()
+    issue = source.get_issue(args.issue)
+    comments = list(source.comments(issue.number)) if source.HAS_COMMENTS else []
+    run = workspace.start(issue, comments)
+    reviews: list[Review] = []
+    context: dict[str, Any] = {}
+    err = sys.stderr
+
+    def observe(event: Any) -> None:
+        if isinstance(event, ModelLoading):
+            print(f"loading model {event.name}...", file=err, flush=True)
+        elif isinstance(event, ModelReady):
+            print(f"model {event.name} ready in {event.seconds:.1f}s", file=err, flush=True)
+        elif isinstance(event, ContextReady):
+            ctx = event.context
+            context.update(
+                total_tokens=ctx.total_tokens,
+                budget=ctx.budget,
+                shown_files=sorted(ctx.shown_files),
+                left_out=len(ctx.left_out),
+            )
+            print(
+                f"#{issue.number} {issue.title}: prompt {ctx.total_tokens}/{ctx.budget} tokens, "
+                f"{len(ctx.shown)} file(s) shown, {len(ctx.left_out)} left out "
+                f"(model {run.model_name}, prompt profile {run.prompt_name})",
+                file=err,
+                flush=True,
+            )
+        elif isinstance(event, Reviewed):
+            reviews.append(event.review)
+
+    final = drive(run.generate, progress=err, observe=observe)
+    review = reviews[0] if reviews and isinstance(final, Finished) else None
+    if review is None:
+        code = write_result(final, as_json=args.json, out=args.out, stdout=sys.stdout, stderr=err)
+        if not isinstance(final, Cancelled):
+            print("  recorded in `agent-tui history`", file=err)
+        return code
+    for finding in review.findings:
+        print(finding.render(), file=err)
+    counts = {
+        s: sum(1 for f in review.findings if f.severity == s) for s in ("error", "warning", "info")
+    }
+    status = FAILED_CHECK if has_errors(review.findings) else OK
+    where = f"history #{review.generation_id}" if review.generation_id else "not recorded"
+    print(
+        f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info"
+        f" — {review.diff.summary()} — {where}",
+        file=err,
+    )
+    if args.json:
+        data = final_to_json(final)
+        data.update(
+            {
+                "issue": issue.number,
+                "issue_title": issue.title,
+                "model_profile": run.model_name,
+                "prompt_profile": run.prompt_name,
+                "generation_id": review.generation_id,
+                "ok": status == OK,
+                "counts": counts,
+                "findings": [f.to_dict() for f in review.findings],
+                "diff": review.diff.to_dict(),
+                "context": context,
+            }
+        )
+        text = json.dumps(data, indent=2, ensure_ascii=False)
+    else:
+        text = review.proposal.model_dump_json(indent=2)
+    if args.out is not None:
+        args.out.write_text(text + "\n", encoding="utf-8")
+        print(f"written to {args.out}", file=err)
+    else:
+        print(text)
+    return status

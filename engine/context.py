@@ -445,22 +445,49 @@ def repo_root(repo_dir: Path) -> Path:
     return Path(out.stdout.strip()).resolve()
 
 
-def _state(root: Path) -> tuple[str, bytes]:
-    """The state key (HEAD + ``git status`` + stat of dirty paths) and the raw status."""
+def _state(root: Path) -> tuple[str, list[tuple[str, str]]]:
+    """The state key and the ``git status`` entries, untracked directories expanded.
+
+    The key hashes HEAD, the status and the size and mtime of every path it names, so an
+    edit of an already modified file changes the key too. Untracked files are listed in
+    git's ``normal`` mode, which git's untracked cache (``core.untrackedCache``, part of
+    ``feature.manyFiles``) can answer without reading every directory; the untracked
+    directories it reports are then expanded with ``git ls-files --others``.
+    """
     try:
         head = _git(root, "rev-parse", "--verify", "-q", "HEAD").strip()
     except RepoError:
         head = b"(no commit)"
-    status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all")
-    digest = hashlib.sha256(head + b"\0" + status)
-    for path in _status_paths(status):
+    status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=normal")
+    entries = _status_entries(status)
+    dirs = [path for code, path in entries if code == "??" and path.endswith("/")]
+    if dirs:
+        pathspecs = dirs if len(dirs) <= 200 else []  # many: one walk of the whole tree
+        listing = _git(
+            root,
+            "--literal-pathspecs",
+            "ls-files",
+            "--others",
+            "--exclude-standard",
+            "-z",
+            "--",
+            *pathspecs,
+        )
+        entries = [e for e in entries if not (e[0] == "??" and e[1].endswith("/"))]
+        known = {path for _code, path in entries}
+        for raw in listing.split(b"\0"):
+            path = raw.decode("utf-8", "surrogateescape")
+            if path and path not in known:
+                entries.append(("??", path))
+    digest = hashlib.sha256(head + b"\0")
+    for code, path in sorted(entries, key=lambda e: e[1]):
         try:
             st = os.lstat(root / path)
+            stamp = f"{st.st_mtime_ns}:{st.st_size}:{st.st_mode}"
         except OSError:
-            digest.update(b"\0gone:" + path.encode())
-            continue
-        digest.update(f"\0{path}:{st.st_mtime_ns}:{st.st_size}:{st.st_mode}".encode())
-    return digest.hexdigest()[:32], status
+            stamp = "gone"
+        digest.update(f"\0{code}\0{path}\0{stamp}".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:32], entries
 
 
 def _status_entries(status: bytes) -> list[tuple[str, str]]:
@@ -481,11 +508,7 @@ def _status_entries(status: bytes) -> list[tuple[str, str]]:
     return entries
 
 
-def _status_paths(status: bytes) -> list[str]:
-    return [path for _code, path in _status_entries(status)]
-
-
-def _list_files(root: Path, status: bytes) -> tuple[list[str], dict[str, str]]:
+def _list_files(root: Path, entries: list[tuple[str, str]]) -> tuple[list[str], dict[str, str]]:
     """The files of the work tree and a content id for each.
 
     Clean tracked files are identified by their blob id (free from the index); files that
@@ -506,7 +529,7 @@ def _list_files(root: Path, status: bytes) -> tuple[list[str], dict[str, str]]:
             ids[path] = "symlink"
         else:
             ids[path] = "blob:" + blob.decode("ascii")
-    for code, path in _status_entries(status):
+    for code, path in entries:
         if "D" in code:
             ids.pop(path, None)
             continue
@@ -571,12 +594,12 @@ def _snapshot(root: Path, options: ContextOptions) -> tuple[_Snapshot, bool]:
     with _CACHES_LOCK:
         cache = _CACHES.setdefault(root, _RepoCache())
     with cache.lock:
-        state_key, status = _state(root)
+        state_key, entries = _state(root)
         state_key = f"{state_key}:{options.max_file_bytes}"
         snap = cache.snapshot
         if snap is not None and snap.state_key == state_key:
             return snap, True
-        files, ids = _list_files(root, status)
+        files, ids = _list_files(root, entries)
         vocab = cache.vocab
         no_terms: array[int] = array("i")
         docs: list[_Doc] = []

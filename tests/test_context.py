@@ -384,6 +384,17 @@ def test_cache_follows_head_and_working_tree(git_repo: Path, counter: GemmaCount
     assert "edited in the work tree" in user and "EXTRA = 'untracked'" in user
     assert "out.py" not in user and "IGNORED" not in user
 
+    # a file in a new, untracked directory, then a second one next to it
+    (git_repo / "newpkg" / "sub").mkdir(parents=True)
+    (git_repo / "newpkg" / "sub" / "first.py").write_text("FIRST = 1\n")
+    with_dir = build(git_repo, counter, the_issue)
+    assert not with_dir.cache_hit and "first.py" in with_dir.messages[1]["content"]
+    (git_repo / "newpkg" / "sub" / "second.py").write_text("SECOND = 2\n")
+    with_two = build(git_repo, counter, the_issue)
+    assert not with_two.cache_hit and "second.py" in with_two.messages[1]["content"]
+    (git_repo / "newpkg" / "sub" / "second.py").write_text("SECOND = 22\n")
+    assert build(git_repo, counter, the_issue).state_key != with_two.state_key
+
     git(git_repo, "add", "-A")
     git(git_repo, "commit", "-q", "-m", "edit")
     (git_repo / "app" / "extra.py").unlink()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
@@ -59,6 +60,9 @@ def dispatch(args: argparse.Namespace) -> int:
         return int(args._run(args))
     except AgentTuiError as exc:
         print(exc.render(), file=sys.stderr)
+        if getattr(args, "json", False):  # a script reading stdout still gets one JSON object
+            error = {"title": exc.title, "message": exc.message, "hint": exc.hint}
+            print(json.dumps({"ok": False, "error": error}, indent=2))
         return ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

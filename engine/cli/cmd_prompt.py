@@ -24,7 +24,12 @@ HELP = "show the exact messages for an issue, their token counts and what was le
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("issue", nargs="?", type=int, metavar="ISSUE", help="the issue number")
-    parser.add_argument("--profile", help="prompt profile name (default: default_prompt)")
+    parser.add_argument(
+        "--profile",
+        "--prompt-profile",
+        dest="profile",
+        help="prompt profile name (default: default_prompt)",
+    )
     parser.add_argument("--model", help="model profile whose tokenizer and n_ctx apply")
     parser.add_argument(
         "--list", action="store_true", help="list the prompt profiles and where each comes from"

@@ -110,8 +110,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the history entry the proposal came from (its provenance "
         "goes into the commit trailers, its outcome is updated)",
     )
-    parser.add_argument("--model", metavar="PROFILE", help="model profile that produced it")
-    parser.add_argument("--prompt", metavar="PROFILE", help="prompt profile that produced it")
+    parser.add_argument(
+        "--model",
+        "--profile",
+        dest="model",
+        metavar="PROFILE",
+        help="model profile that produced it",
+    )
+    parser.add_argument(
+        "--prompt",
+        "--prompt-profile",
+        dest="prompt",
+        metavar="PROFILE",
+        help="prompt profile that produced it",
+    )
     parser.add_argument("--seed", type=int, help="the sampling seed used")
 
 
@@ -136,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
             "(`agent-tui check --fix` fixes some)",
             file=sys.stderr,
         )
+        if args.json:
+            refused = {
+                "ok": False,
+                "status": "refused",
+                "findings": [f.to_dict() for f in findings],
+            }
+            print(json.dumps(refused, indent=2))
         return FAILED_CHECK
     store = Store.for_repo(repo)
     if args.generation:

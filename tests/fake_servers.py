@@ -16,6 +16,11 @@ simulate what real servers do wrong: a missing model, a context cap that cuts lo
 to any JSON object, or unconstrained), a server-side output cap, slow streams, a connection
 dropped mid-answer, the ``json_schema`` rejection of llama-cpp-python's server, an API key.
 
+Concurrency: one backend is one llama.cpp context, so concurrent requests queue on it (its
+generation lock). ``FakeModelServer([b1, b2, ...])`` gives the server a pool of contexts, one
+per slot like llama-server's ``--parallel``: up to that many requests decode at once (the
+batch benchmark measures what that buys on this machine).
+
 Reuse: ``FakeModelServer(backend, knobs).start()`` (a context manager too), its ``url``
 (Ollama host), ``v1`` (OpenAI base URL), ``bodies(path)`` (JSON received), ``log`` (in-flight
 high-water mark, disconnects, answers). ``PROPOSAL_MESSAGES`` is a prompt the embedded model
@@ -27,10 +32,11 @@ from __future__ import annotations
 
 import codecs
 import json
+import queue
 import threading
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -130,14 +136,25 @@ class FakeModelServer:
     """An HTTP server on 127.0.0.1 answering with the real model.
 
     Args:
-        backend: the llama.cpp backend whose ``decode`` produces the tokens.
+        backend: the llama.cpp backend whose ``decode`` produces the tokens, or a pool of
+            them (one context per slot: that many requests decode at once).
         knobs: behaviour switches.
     """
 
     def __init__(
-        self, backend: LlamaCppBackend, knobs: ServerKnobs | None = None, *, port: int = 0
+        self,
+        backend: LlamaCppBackend | Sequence[LlamaCppBackend],
+        knobs: ServerKnobs | None = None,
+        *,
+        port: int = 0,
     ) -> None:
-        self.backend = backend
+        pool = [backend] if isinstance(backend, LlamaCppBackend) else list(backend)
+        self.backend = pool[0]
+        """Tokenizes every prompt (and decodes when it is the only slot)."""
+        self.backends = pool
+        self._slots: queue.Queue[LlamaCppBackend] = queue.Queue()
+        for slot in pool:
+            self._slots.put(slot)
         self.knobs = knobs or ServerKnobs()
         self.log = ServerLog()
         self._lock = threading.Lock()
@@ -220,7 +237,8 @@ class FakeModelServer:
         text: list[str] = []
         prompt_s = 0.0
         done: DecodeDone | None = None
-        items = self.backend.decode(
+        slot = self._slots.get()  # a free context (waits while every slot decodes)
+        items = slot.decode(
             prompt, schema=schema, sampling=sampling, max_tokens=max_tokens, cancel=cancel
         )
         try:
@@ -240,6 +258,7 @@ class FakeModelServer:
             close = getattr(items, "close", None)
             if close is not None:
                 close()  # releases the model's generation lock at once
+            self._slots.put(slot)
         tail = utf8.decode(b"", final=True)
         if tail:
             text.append(tail)

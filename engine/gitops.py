@@ -513,7 +513,7 @@ _NETWORK_PATTERNS = (
     "502",
     "504",
 )
-_AUTH_PATTERNS = ("authentication failed", "401", "403", "permission denied", "denied to")
+_AUTH_PATTERNS = ("authentication failed", "permission denied", "denied to")
 
 
 @dataclass
@@ -531,8 +531,8 @@ def classify_push_error(stderr: str) -> bool:
     low = stderr.lower()
     if "[rejected]" in low or "[remote rejected]" in low or "non-fast-forward" in low:
         return False
-    if any(p in low for p in _AUTH_PATTERNS):
-        return False
+    if any(p in low for p in _AUTH_PATTERNS) or re.search(r"(?<!\d)40[13](?!\d)", low):
+        return False  # whole numbers only: a port such as 40305 is not an HTTP 403
     return any(p in low for p in _NETWORK_PATTERNS) or not low
 
 

@@ -293,12 +293,36 @@ def _word_terms(word: str) -> tuple[str, ...]:
     return result
 
 
-def _text_terms(text: str) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for word, n in Counter(_WORD_RE.findall(text)).items():
+class _Vectorizer:
+    """Text -> (term ids, frequencies), with term ids and each word's terms memoised."""
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+        self._word_ids: dict[str, tuple[int, ...]] = {}
+
+    def _ids(self, word: str) -> tuple[int, ...]:
+        vocab = self.vocab
+        ids = []
         for term in _word_terms(word):
-            counts[term] += n
-    return counts
+            tid = vocab.get(term)
+            if tid is None:
+                tid = vocab[term] = len(vocab)
+            ids.append(tid)
+        result = tuple(ids)
+        if len(self._word_ids) < 4_000_000:
+            self._word_ids[word] = result
+        return result
+
+    def __call__(self, text: str) -> tuple[array[int], array[int]]:
+        word_ids = self._word_ids
+        acc: dict[int, int] = {}
+        for word, n in Counter(_WORD_RE.findall(text)).items():
+            ids = word_ids.get(word)
+            if ids is None:
+                ids = self._ids(word)
+            for tid in ids:
+                acc[tid] = acc.get(tid, 0) + n
+        return array("i", acc.keys()), array("i", acc.values())
 
 
 def _path_text(path: str) -> str:
@@ -392,7 +416,7 @@ class _RepoCache:
         self.snapshot: _Snapshot | None = None
         self.docs: dict[str, _Doc] = {}
         self.path_terms: dict[str, tuple[array[int], array[int]]] = {}
-        self.vocab: dict[str, int] = {}
+        self.vectorize = _Vectorizer()
 
 
 _CACHES: dict[Path, _RepoCache] = {}
@@ -550,22 +574,16 @@ def _list_files(root: Path, entries: list[tuple[str, str]]) -> tuple[list[str], 
     return files, ids
 
 
-def _read_doc(root: Path, path: str, content_id: str, max_bytes: int) -> tuple[_Doc, str | None]:
-    """Classify and (for text) read one file; secret-named files are never opened."""
+def _read_doc(root: str, path: str, content_id: str, max_bytes: int) -> tuple[_Doc, str | None]:
+    """Classify and (for text) read one file; a symbolic link is never followed."""
     empty: array[int] = array("i")
     if content_id in ("symlink", "submodule"):
         return _Doc(content_id, 0, empty, empty), None
-    full = root / path
-    try:
-        if os.path.islink(full):
-            return _Doc(REASON_SYMLINK, 0, empty, empty), None
-        size = os.stat(full).st_size
-        if size > max_bytes:
-            return _Doc(REASON_TOO_LARGE, size, empty, empty), None
-        with open(full, "rb") as fh:
-            raw = fh.read(max_bytes + 1)
-    except OSError:
+    raw = _read_bytes(f"{root}/{path}", max_bytes)
+    if raw is None:
         return _Doc(REASON_UNREADABLE, 0, empty, empty), None
+    if isinstance(raw, str):
+        return _Doc(raw, 0, empty, empty), None
     if len(raw) > max_bytes:
         return _Doc(REASON_TOO_LARGE, len(raw), empty, empty), None
     if b"\0" in raw[:8192]:
@@ -577,16 +595,17 @@ def _read_doc(root: Path, path: str, content_id: str, max_bytes: int) -> tuple[_
     return _Doc("text", len(raw), empty, empty), text
 
 
-def _index_terms(counts: Counter[str], vocab: dict[str, int]) -> tuple[array[int], array[int]]:
-    ids: array[int] = array("i")
-    tfs: array[int] = array("i")
-    for term, n in sorted(counts.items()):
-        tid = vocab.get(term)
-        if tid is None:
-            tid = vocab[term] = len(vocab)
-        ids.append(tid)
-        tfs.append(min(n, 2**31 - 1))
-    return ids, tfs
+def _read_bytes(full: str, max_bytes: int) -> bytes | str | None:
+    """Up to ``max_bytes + 1`` bytes of ``full``; ``symlink`` for a link, None on failure."""
+    try:
+        fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return REASON_SYMLINK if os.path.islink(full) else None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(max_bytes + 1)
+    except OSError:
+        return None
 
 
 def _snapshot(root: Path, options: ContextOptions) -> tuple[_Snapshot, bool]:
@@ -600,7 +619,7 @@ def _snapshot(root: Path, options: ContextOptions) -> tuple[_Snapshot, bool]:
         if snap is not None and snap.state_key == state_key:
             return snap, True
         files, ids = _list_files(root, entries)
-        vocab = cache.vocab
+        vectorize = cache.vectorize
         no_terms: array[int] = array("i")
         docs: list[_Doc] = []
         content_ids: list[str] = []
@@ -622,15 +641,15 @@ def _snapshot(root: Path, options: ContextOptions) -> tuple[_Snapshot, bool]:
                 key = f"{content_id}:{options.max_file_bytes}"
                 cached = cache.docs.get(key)
                 if cached is None:
-                    cached, text = _read_doc(root, path, content_id, options.max_file_bytes)
+                    cached, text = _read_doc(str(root), path, content_id, options.max_file_bytes)
                     if text is not None:
-                        cached.terms, cached.tfs = _index_terms(_text_terms(text), vocab)
+                        cached.terms, cached.tfs = vectorize(text)
                 doc = kept[key] = cached
             docs.append(doc)
             content_ids.append(content_id)
             terms = cache.path_terms.get(path)
             if terms is None:
-                terms = _index_terms(_text_terms(_path_text(path)), vocab)
+                terms = vectorize(_path_text(path))
             path_terms[path] = terms
         cache.docs = kept
         cache.path_terms = path_terms
@@ -647,7 +666,7 @@ def _snapshot(root: Path, options: ContextOptions) -> tuple[_Snapshot, bool]:
             content_ids=content_ids,
             docs=docs,
             position={p: i for i, p in enumerate(files)},
-            vocab=vocab,
+            vocab=vectorize.vocab,
             content_index=content_index,
             path_index=path_index,
             by_name=by_name,
@@ -1166,14 +1185,10 @@ def _kind_detail(doc: _Doc, opts: ContextOptions) -> str:
 
 
 def _read_text(root: Path, path: str, max_bytes: int) -> str | None:
-    full = root / path
+    raw = _read_bytes(f"{root}/{path}", max_bytes)
+    if not isinstance(raw, bytes) or len(raw) > max_bytes or b"\0" in raw[:8192]:
+        return None
     try:
-        if os.path.islink(full):
-            return None
-        with open(full, "rb") as fh:
-            raw = fh.read(max_bytes + 1)
-        if len(raw) > max_bytes or b"\0" in raw[:8192]:
-            return None
         return raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError):
+    except UnicodeDecodeError:
         return None

@@ -72,11 +72,11 @@ def free_port() -> int:
 
 
 def long_messages() -> list[dict[str, str]]:
-    """A system prompt of ~300 tokens in front of the proposal prompt."""
+    """A system prompt of a few hundred tokens in front of the proposal prompt."""
     rules = "\n".join(
         f"Rule {i}: keep the change small, explain it in the pull request body, and never "
         f"touch files the issue does not mention (rule {i} of the review checklist)."
-        for i in range(1, 13)
+        for i in range(1, 7)
     )
     return [{"role": "system", "content": rules}, *PROPOSAL_MESSAGES]
 

@@ -24,6 +24,7 @@ from engine.context import (
     build_context,
     clear_cache,
     render_file,
+    render_tree,
 )
 from engine.errors import ContextTooLargeError, RepoError
 from engine.models import Issue, IssueComment
@@ -467,3 +468,56 @@ def test_prompt_command_prints_the_messages_and_the_token_table(
 
     assert main(["prompt", "99", "--repo", str(git_repo)]) == 7
     assert "no local issue #99" in capsys.readouterr().err
+
+
+def test_final_count_is_the_judge_when_sections_underestimate(
+    git_repo: Path, counter: GemmaCounter
+) -> None:
+    """A chat template that costs more per file than the sections show: files are dropped
+    (lowest priority first) until the whole prompt, counted again, fits."""
+    files: dict[str, str | bytes] = {".agent-tui/prompts/tiny.md": TINY_PROFILE}
+    for i in range(12):
+        files[f"jobs/job_{i:02d}.py"] = f"def run_job_{i}():\n    return schedule_job({i})\n"
+    write(git_repo, files)
+
+    def costly(messages: Messages) -> int:
+        user = messages[-1]["content"]
+        return counter.count_messages(messages) + 40 * user.count("\n### ")
+
+    the_issue = issue(title="Jobs", body="`schedule_job` runs twice")
+    result = build_context(
+        git_repo,
+        the_issue,
+        load_profile("tiny", git_repo),
+        count_messages=costly,
+        count_text=counter.count_text,
+        n_ctx=1600,
+        max_tokens=512,
+    )
+    assert costly(result.messages) == result.total_tokens <= result.budget
+    dropped = [x for x in result.left_out if x.detail.startswith("dropped to fit")]
+    assert dropped and result.shown
+    assert {x.path for x in dropped}.isdisjoint(result.shown_files)
+    # the lowest-priority files went first: what is left is the head of the full ranking
+    full = build(git_repo, counter, the_issue, n_ctx=8192, max_tokens=512)
+    order = [f.path for f in full.shown]
+    assert len(order) == 12
+    assert [f.path for f in result.shown] == order[: len(result.shown)]
+
+
+def test_tree_is_summarised_by_directory_when_large() -> None:
+    small = ["README.md", "app/main.py", "app/models/base.py"]
+    tree, summarised = render_tree(small, 50)
+    assert not summarised
+    assert tree == "app/\n  models/\n    base.py\n  main.py\nREADME.md"
+
+    many = sorted(f"svc{i:03d}/mod/f{j}.py" for i in range(40) for j in range(5))
+    tree, summarised = render_tree(many, 60)
+    assert summarised and len(tree.splitlines()) <= 60
+    assert "svc000/\n  mod/ (5 files)" in tree
+
+    flat = sorted([f"d{i:04d}/x.py" for i in range(1000)] + ["top.py"])
+    tree, summarised = render_tree(flat, 20)
+    lines = tree.splitlines()
+    assert summarised and len(lines) <= 20
+    assert lines[-1].startswith("... and 981 more directories (981 files)")

@@ -112,12 +112,25 @@ def tokenizer_for(model_key: str, vocab: Any, n_vocab: int | None = None) -> llg
     Returns:
         The cached ``LLTokenizer``.
     """
+    # The tokenizer keeps ``vocab`` (llguidance tokenizes through it): a tokenizer built from
+    # a model that was freed since (a profile edited, the backend replaced) must never serve
+    # another instance of the same file, or llguidance reads freed memory (a segfault).
+    key = f"{model_key}@{ctypes_address(vocab)}"
     with _tok_lock:
-        tok = _tokenizer_cache.get(model_key)
+        tok = _tokenizer_cache.get(key)
         if tok is None:
             tok = _lltokenizer_from_vocab(vocab, n_vocab)
-            _tokenizer_cache[model_key] = tok
+            _tokenizer_cache[key] = tok
         return tok
+
+
+def ctypes_address(pointer: Any) -> int:
+    """The address a ctypes pointer (or a plain int) holds."""
+    import ctypes
+
+    if isinstance(pointer, int):
+        return pointer
+    return int(ctypes.cast(pointer, ctypes.c_void_p).value or 0)
 
 
 def _lltokenizer_from_vocab(vocab: Any, n_vocab: int | None) -> llguidance.LLTokenizer:

@@ -289,6 +289,8 @@ class IssueRun:
         self.last_raw: str = ""
         """The raw text of the last answer (kept for regeneration and failures)."""
         self.attempts: int = 0
+        self.max_tokens: int | None = None
+        """Overrides the profile's answer budget (``generate --max-tokens``)."""
 
     # -- inputs ----------------------------------------------------------------------------
     @property
@@ -325,7 +327,7 @@ class IssueRun:
             return self._build_context(extra_reserve)
 
     def _build_context(self, extra_reserve: int) -> ContextResult:
-        key = (self.model_name, self.prompt_name, extra_reserve)
+        key = (self.model_name, self.prompt_name, extra_reserve + (self.max_tokens or 0))
         if self._context is not None and self._context_key == key:
             return self._context
         from engine.context import build_context
@@ -347,7 +349,7 @@ class IssueRun:
             count_messages=backend.count_tokens,
             count_text=count_text,
             n_ctx=profile.n_ctx,
-            max_tokens=profile.max_tokens + extra_reserve,
+            max_tokens=(self.max_tokens or profile.max_tokens) + extra_reserve,
             comments=self.comments(),
         )
         self._context, self._context_key = context, key
@@ -414,7 +416,7 @@ class IssueRun:
         request = GenerationRequest(
             messages=messages,
             max_files=self.workspace.config.generation.max_files,
-            max_tokens=profile.max_tokens,
+            max_tokens=self.max_tokens or profile.max_tokens,
         )
         self.attempts += 1
         raw: list[str] = []

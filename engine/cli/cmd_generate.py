@@ -420,15 +420,11 @@ def run_issue(args: argparse.Namespace) -> int:
     workspace.set_model(args.profile or config.default_model)
     if args.prompt_profile:
         workspace.prompt_name = args.prompt_profile
-    if args.max_tokens is not None:
-        profile = config.profile(workspace.model_name)
-        config.models[workspace.model_name] = profile.model_copy(
-            update={"max_tokens": args.max_tokens}
-        )
     source = workspace.issue_source()
     issue = source.get_issue(args.issue)
     comments = list(source.comments(issue.number)) if source.HAS_COMMENTS else []
     run = workspace.start(issue, comments)
+    run.max_tokens = args.max_tokens
     reviews: list[Review] = []
     context: dict[str, Any] = {}
     err = sys.stderr

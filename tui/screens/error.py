@@ -21,7 +21,7 @@ class ErrorModal(ModalScreen[None]):
     DEFAULT_CSS = """
     ErrorModal { align: center middle; }
     ErrorModal > #error-box {
-        width: 72; max-width: 95%; height: auto; max-height: 90%;
+        width: 90%; max-width: 76; height: auto; max-height: 90%;
         border: thick $error; background: $surface; padding: 1 2;
     }
     ErrorModal #error-title { text-style: bold; color: $error; margin-bottom: 1; }

@@ -129,6 +129,7 @@ class PublishPlanScreen(ModalScreen[Any]):
         self.plan = plan
         self.state = "ready" if plan.ready else "blocked"
         self._refresh_view()
+        self.refresh_bindings()
 
     def _needs_ack(self) -> bool:
         review = self.run.review

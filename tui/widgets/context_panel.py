@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 
@@ -19,9 +21,9 @@ def render_context(context: Any, model: str, prompt: str) -> RenderableType:
         (f" (n_ctx {context.n_ctx:,}, {context.reserved_tokens:,} reserved for the answer)", ""),
     )
     table = Table.grid(padding=(0, 1), expand=True)
-    table.add_column(ratio=1, overflow="ellipsis", no_wrap=True)
-    table.add_column(justify="right", no_wrap=True)
-    table.add_column(overflow="ellipsis", no_wrap=True, style="dim")
+    table.add_column(ratio=3, overflow="ellipsis", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True, width=7)
+    table.add_column(ratio=2, overflow="ellipsis", no_wrap=True, style="dim")
     table.add_row("system prompt", f"{context.system_tokens:,}", "")
     tree_note = f"{context.tree_files} files" + (", summarised" if context.tree_summarised else "")
     table.add_row("file tree", f"{context.tree_tokens:,}", tree_note)
@@ -31,8 +33,8 @@ def render_context(context: Any, model: str, prompt: str) -> RenderableType:
     parts: list[RenderableType] = [head, table]
     if context.left_out:
         left = Table.grid(padding=(0, 1), expand=True)
-        left.add_column(ratio=1, overflow="ellipsis", no_wrap=True)
-        left.add_column(overflow="ellipsis", no_wrap=True, style="dim")
+        left.add_column(ratio=3, overflow="ellipsis", no_wrap=True)
+        left.add_column(ratio=4, overflow="ellipsis", no_wrap=True, style="dim")
         for item in context.left_out:
             left.add_row(Text(f"- {item.path}"), Text(item.detail or item.reason))
         parts += [Text(f"left out ({len(context.left_out)})", style="bold"), left]
@@ -41,21 +43,26 @@ def render_context(context: Any, model: str, prompt: str) -> RenderableType:
     return Group(*parts)
 
 
-class ContextPanel(Static):
-    """Shows the context summary, or what is being done to get it."""
+class ContextPanel(VerticalScroll):
+    """Shows the context summary, or what is being done to get it (scrolls when long)."""
 
     DEFAULT_CSS = """
     ContextPanel {
         padding: 0 1;
         border-left: vkey $panel;
         height: 1fr;
-        overflow-y: auto;
     }
     """
 
+    def compose(self) -> ComposeResult:
+        yield Static("", id="context-body")
+
+    def _set(self, renderable: RenderableType) -> None:
+        self.query_one("#context-body", Static).update(renderable)
+
     def show_status(self, text: str) -> None:
         """A one-line state: loading the model, building, failed."""
-        self.update(Text.assemble(("Context ", "bold"), (text, "dim")))
+        self._set(Text.assemble(("Context ", "bold"), (text, "dim")))
 
     def show_context(self, context: Any, model: str, prompt: str) -> None:
-        self.update(render_context(context, model, prompt))
+        self._set(render_context(context, model, prompt))

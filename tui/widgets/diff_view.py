@@ -14,7 +14,7 @@ from rich.console import Group, RenderableType
 from rich.style import Style
 from rich.syntax import Syntax
 from rich.table import Table
-from rich.text import Text
+from rich.text import Span, Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
@@ -26,13 +26,24 @@ THEME = "monokai"
 CONTEXT = 3
 
 
+def _without_background(text: Text) -> Text:
+    """``text`` with the theme's background removed, so added/removed lines can be tinted."""
+    spans = [
+        Span(s.start, s.end, Style.from_color(s.style.color) + Style(bold=s.style.bold))
+        if isinstance(s.style, Style)
+        else s
+        for s in text.spans
+    ]
+    return Text(text.plain, spans=spans, end="", no_wrap=text.no_wrap)
+
+
 def _highlight(path: str, text: str) -> list[Text]:
     """``text`` highlighted with the lexer of ``path``, one ``Text`` per line."""
     if not text:
         return []
     lexer = Syntax.guess_lexer(path, text)
     syntax = Syntax("", lexer, theme=THEME, background_color="default")
-    highlighted = syntax.highlight(text.rstrip("\n") + "\n")
+    highlighted = _without_background(syntax.highlight(text.rstrip("\n") + "\n"))
     lines = highlighted.split("\n", allow_blank=True)
     n = len(split_lines(text))
     return list(lines[:n]) + [Text("")] * max(0, n - len(lines))

@@ -13,11 +13,11 @@ BADGES = {"added": ("A", "bold green"), "modified": ("M", "bold yellow"), "uncha
 
 
 def file_label(diff: Any, findings: list[Any]) -> Text:
-    """``A path  +12 -0  ✗1 !2`` for one ``engine.diff.FileDiff``."""
+    """``A ✗1 !2 path  +12 -0`` for one ``engine.diff.FileDiff`` (markers first: they matter
+    most and long paths are cut at the end)."""
     status = getattr(diff.status, "value", str(diff.status))
     letter, style = BADGES.get(status, ("?", ""))
-    label = Text.assemble((letter, style), " ", diff.path)
-    label.append(f"  +{diff.added} -{diff.removed}", style="dim")
+    label = Text.assemble((letter, style), no_wrap=True, overflow="ellipsis")
     counts: dict[str, int] = {}
     for f in findings:
         counts[f.severity] = counts.get(f.severity, 0) + 1
@@ -25,6 +25,8 @@ def file_label(diff: Any, findings: list[Any]) -> Text:
         if counts.get(severity):
             mark, mark_style = MARKS[severity]
             label.append(f" {mark}{counts[severity]}", style=mark_style)
+    label.append(f" {diff.path}")
+    label.append(f"  +{diff.added} -{diff.removed}", style="dim")
     return label
 
 
@@ -32,7 +34,10 @@ class FileList(OptionList):
     """Files of the proposal; the highlighted one is shown in the diff view."""
 
     DEFAULT_CSS = """
-    FileList { width: 34; height: 1fr; border: none; }
+    FileList {
+        width: 30%; min-width: 26; max-width: 60; height: 1fr; border: none;
+        text-wrap: nowrap; text-overflow: ellipsis;
+    }
     FileList:focus { border: none; }
     """
 

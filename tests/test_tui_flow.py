@@ -1,0 +1,369 @@
+"""The whole TUI flow with Pilot: the embedded model, a real repository, the loopback GitHub.
+
+Pick an issue -> generate -> preview -> fix and edit -> publish with the confirm key; the
+branch lands on the fake's bare repository and exactly one pull request is opened. Enter,
+Space and every other key never publish; Esc during generation leaves nothing written; a
+publish with the network cut lands in the outbox.
+
+Every test runs a real generation; the model and its prompt-prefix cache are shared by the
+process (the backend registry), so only the first one pays for the prompt.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input, TextArea
+
+from engine.config import load_config
+from engine.demo import create_demo
+from engine.events import Cancelled
+from engine.prompts import user_prompts_dir
+from engine.store import Store
+from tests.conftest import git
+from tests.github_fake import FAKE_TOKEN, FakeGitHub
+from tui.app import AgentTuiApp
+from tui.screens.details import DetailsModal
+from tui.screens.edit_file import EditFileScreen
+from tui.screens.generating import GeneratingScreen
+from tui.screens.history import HistoryScreen
+from tui.screens.issue import IssueScreen
+from tui.screens.issues import IssuesScreen
+from tui.screens.preview import PreviewScreen
+from tui.screens.publish_plan import PublishPlanScreen
+from tui.widgets.file_list import FileList
+from tui.widgets.issue_table import IssueTable
+
+pytestmark = pytest.mark.model
+
+SIZE = (100, 32)
+HEALTH_BODY = (
+    "Load balancers need a cheap liveness probe.\n\n"
+    'Add `GET /health` returning `{"status": "ok"}` with status 200, in a new file\n'
+    "`app/api/v1/endpoints/health.py`, include its router in `app/main.py`, and add a\n"
+    "test in `tests/test_health.py`.\n"
+)
+HEALTH_PY = '''"""Health endpoint."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
+
+
+@router.get("/health")
+def health() -> dict[str, str]:
+    """Liveness probe."""
+    return {"status": "ok"}
+'''
+
+
+#: A short prompt profile: the flow is under test here, not the prompt, and a short prompt
+#: keeps the CPU's prompt evaluation to seconds.
+TINY_PROMPT = """---
+name: tiny
+description: a short backend prompt for fast tests
+always_include: [app/main.py]
+---
+You are a backend developer on a FastAPI project. Solve the issue with one JSON object:
+branch_suffix (lowercase kebab-case, at most 30 characters), commit_message ("feat: ..."),
+pr_title ("feat: ..."), pr_body (Markdown that contains "Closes #N" for issue N) and files
+(each with its path and its complete content).
+"""
+
+
+def model_profile_toml(model_path: Path) -> str:
+    """A small-context profile on the embedded model, and the short prompt profile."""
+    return (
+        'default_model = "gemma3-test"\n'
+        'default_prompt = "tiny"\n\n'
+        "[models.gemma3-test]\n"
+        'backend = "llama_cpp"\n'
+        f'model_path = "{model_path}"\n'
+        'chat_format = "gemma"\n'
+        "n_ctx = 1536\n"
+        "max_tokens = 512\n"
+        "temperature = 0.0\n"
+    )
+
+
+@pytest.fixture
+def github_repo(
+    tmp_path: Path,
+    github_fake: FakeGitHub,
+    embedded_model_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """The demo backend, its ``origin`` on the loopback GitHub (which has issue #1)."""
+    repo = create_demo(tmp_path / "demo").repo
+    git(repo, "remote", "remove", "origin")
+    github_fake.connect_repo(repo)
+    github_fake.add_issue("Add a /health endpoint", HEALTH_BODY, labels=["enhancement"])
+    prompts = user_prompts_dir()
+    prompts.mkdir(parents=True, exist_ok=True)
+    (prompts / "tiny.md").write_text(TINY_PROMPT)
+    config = tmp_path / "config.toml"
+    config.write_text(model_profile_toml(embedded_model_path) + "\n" + github_fake.config_toml())
+    monkeypatch.setenv("AGENT_TUI_CONFIG", str(config))
+    monkeypatch.setenv("GH_TOKEN", FAKE_TOKEN)
+    return repo
+
+
+def checkout_state(repo: Path) -> tuple[str, str, str, str]:
+    """The user's checkout: HEAD, the current branch, status and index (never touched)."""
+    return (
+        git(repo, "rev-parse", "HEAD"),
+        git(repo, "symbolic-ref", "HEAD"),
+        git(repo, "status", "--porcelain", "--untracked-files=all"),
+        git(repo, "ls-files", "-s"),
+    )
+
+
+def branches(repo: Path) -> list[str]:
+    return git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads").split()
+
+
+def describe(screen: Any) -> str:
+    """What a screen is doing, for failure messages."""
+    parts = [type(screen).__name__]
+    for attr in ("phase", "state", "failure", "running"):
+        if hasattr(screen, attr):
+            parts.append(f"{attr}={getattr(screen, attr)!r}"[:400])
+    return " ".join(parts)
+
+
+async def wait_for(pilot: Pilot[Any], predicate: Callable[[], bool], what: str) -> None:
+    """Let workers run until ``predicate`` holds (no fixed sleeps: each turn waits on them)."""
+    deadline = time.monotonic() + 240
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {describe(pilot.app.screen)}")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+async def open_issue(pilot: Pilot[Any]) -> IssueScreen:
+    app = pilot.app
+    await wait_for(
+        pilot,
+        lambda: (
+            isinstance(app.screen, IssuesScreen) and app.screen.query_one(IssueTable).row_count > 0
+        ),
+        "the issue list",
+    )
+    await pilot.press("slash", *"health", "enter")
+    table = app.screen.query_one(IssueTable)
+    assert [i.number for i in table.visible_issues()] == [1]
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: isinstance(app.screen, IssueScreen), "the issue screen")
+    screen = app.screen
+    assert isinstance(screen, IssueScreen)
+    await wait_for(pilot, lambda: screen.context is not None, "the context")
+    return screen
+
+
+async def generate_to_preview(pilot: Pilot[Any]) -> PreviewScreen:
+    await open_issue(pilot)
+    await pilot.press("g")
+    generating = pilot.app.screen
+    assert isinstance(generating, GeneratingScreen)
+    await wait_for(
+        pilot,
+        lambda: pilot.app.screen is not generating or not generating.running,
+        "the generation",
+    )
+    screen = pilot.app.screen
+    assert isinstance(screen, PreviewScreen), describe(screen)
+    return screen
+
+
+async def make_publishable(pilot: Pilot[Any], preview: PreviewScreen) -> str:
+    """Review like a user: keep one file, write it properly, set the PR details, fix."""
+    run = preview.run
+    files = preview.query_one(FileList)
+    while len(run.review.proposal.files) > 1:  # type: ignore[union-attr]
+        files.focus()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: not preview.busy, "the checks after a drop")
+    path = files.current_path
+    assert path is not None
+    await pilot.press("e")
+    editor = pilot.app.screen
+    assert isinstance(editor, EditFileScreen)
+    editor.query_one(TextArea).text = HEALTH_PY
+    await pilot.press("ctrl+s")
+    await wait_for(pilot, lambda: pilot.app.screen is preview and not preview.busy, "checks")
+    await pilot.press("t")
+    details = pilot.app.screen
+    assert isinstance(details, DetailsModal)
+    details.query_one("#branch_suffix", Input).value = "health-endpoint"
+    details.query_one("#commit_message", Input).value = "feat: add a /health endpoint"
+    details.query_one("#pr_title", Input).value = "feat: add a /health endpoint"
+    details.query_one("#pr_body", TextArea).text = "Adds GET /health.\n\nCloses #1\n"
+    await pilot.press("ctrl+s")
+    await wait_for(pilot, lambda: pilot.app.screen is preview and not preview.busy, "checks")
+    review = run.review
+    assert review is not None
+    assert review.errors == [], [f.render() for f in review.errors]
+    return path
+
+
+async def open_plan(pilot: Pilot[Any]) -> PublishPlanScreen:
+    await pilot.press("p")
+    plan = pilot.app.screen
+    assert isinstance(plan, PublishPlanScreen)
+    await wait_for(pilot, lambda: plan.state != "planning", "the publish plan")
+    assert plan.state == "ready", plan.plan.errors
+    return plan
+
+
+def published_nothing(github_fake: FakeGitHub, repo: Path) -> bool:
+    return (
+        github_fake.open_pulls() == []
+        and git(github_fake.bare_path, "branch", "--list").split() == ["*", "main"]
+        and Store.for_repo(repo).jobs() == []
+    )
+
+
+async def test_issue_to_pull_request(github_repo: Path, github_fake: FakeGitHub) -> None:
+    before = checkout_state(github_repo)
+    app = AgentTuiApp(github_repo, load_config(github_repo))
+    async with app.run_test(size=SIZE) as pilot:
+        preview = await generate_to_preview(pilot)
+        run = preview.run
+        review = run.review
+        assert review is not None and review.proposal.files
+        # the preview lists exactly the proposal's files, the first one's diff on screen
+        listed = [
+            preview.query_one(FileList).get_option_at_index(i).id
+            for i in range(preview.query_one(FileList).option_count)
+        ]
+        assert listed == [f.path for f in review.proposal.files]
+        path = await make_publishable(pilot, preview)
+        plan = await open_plan(pilot)
+        branch = plan.plan.branch
+        assert branch == "agent/1-health-endpoint"
+        if plan._needs_ack():
+            await pilot.press("a")
+        await pilot.press("ctrl+y")
+        await wait_for(pilot, lambda: plan.state not in ("ready", "publishing"), "publishing")
+        assert plan.state == "done", plan.result and plan.result.message
+        assert plan.result.pr_url
+    # the branch is on the bare remote with the edited file; one PR for it on the server
+    assert git(github_fake.bare_path, "branch", "--list", branch).strip() == branch
+    pushed = git(github_fake.bare_path, "show", f"{branch}:{path}")
+    assert pushed == HEALTH_PY
+    pulls = github_fake.open_pulls()
+    assert len(pulls) == 1 and pulls[0]["head"]["ref"] == branch
+    assert "Closes #1" in pulls[0]["body"]
+    # the user's checkout is untouched; the commit is kept on its local branch too
+    assert checkout_state(github_repo) == before
+    assert sorted(branches(github_repo)) == [branch, "main"]
+
+
+NOT_CONFIRM_KEYS = [
+    "enter",
+    "space",
+    "tab",
+    "shift+tab",
+    "y",
+    "Y",
+    "p",
+    "P",
+    "c",
+    "g",
+    "ctrl+s",
+    "ctrl+enter",
+    "ctrl+j",
+    "ctrl+m",
+    "up",
+    "down",
+    *"abcdefghijklmnrstvwxz0123456789",
+]
+
+
+async def test_only_the_confirm_key_publishes(github_repo: Path, github_fake: FakeGitHub) -> None:
+    app = AgentTuiApp(github_repo, load_config(github_repo))
+    async with app.run_test(size=SIZE) as pilot:
+        preview = await generate_to_preview(pilot)
+        await make_publishable(pilot, preview)
+        plan = await open_plan(pilot)
+        for key in NOT_CONFIRM_KEYS:
+            await pilot.press(key)
+            await pilot.app.workers.wait_for_complete()
+            if pilot.app.screen is not plan:  # a key opened something else: close it
+                await pilot.press("escape")
+            await wait_for(pilot, lambda: plan.state in ("ready", "blocked"), "re-planning")
+            assert plan.state == "ready", key
+            assert published_nothing(github_fake, github_repo), key
+        # the command palette cannot publish either: it never lists the confirmation
+        await pilot.press("ctrl+p", *"publish", "enter")
+        await pilot.app.workers.wait_for_complete()
+        while pilot.app.screen is not plan:
+            await pilot.press("escape")
+        assert published_nothing(github_fake, github_repo)
+        # ... and the confirm key does
+        if plan._needs_ack():
+            await pilot.press("a")
+        await pilot.press("ctrl+y")
+        await wait_for(pilot, lambda: plan.state not in ("ready", "publishing"), "publishing")
+        assert plan.state == "done"
+    assert len(github_fake.open_pulls()) == 1
+
+
+async def test_cancel_during_generation_writes_nothing(
+    github_repo: Path, github_fake: FakeGitHub
+) -> None:
+    before = checkout_state(github_repo)
+    app = AgentTuiApp(github_repo, load_config(github_repo))
+    async with app.run_test(size=SIZE) as pilot:
+        await open_issue(pilot)
+        await pilot.press("g")
+        screen = pilot.app.screen
+        assert isinstance(screen, GeneratingScreen)
+        # wait for the first tokens, then Esc: the engine stops within a token
+        deadline = time.monotonic() + 240
+        while screen.numbers is None or screen.numbers.completion_tokens < 1:
+            assert screen.running and time.monotonic() < deadline
+            await pilot.pause(0.02)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not screen.running, "the cancellation")
+        assert isinstance(screen.failure, Cancelled)
+        assert pilot.app.screen is screen  # still on screen, with what to do next
+        assert screen.run.review is None
+        await pilot.press("escape")
+        assert isinstance(pilot.app.screen, IssueScreen)
+    assert checkout_state(github_repo) == before
+    assert branches(github_repo) == ["main"]
+    assert published_nothing(github_fake, github_repo)
+    assert Store.for_repo(github_repo).generations() == []
+
+
+async def test_offline_publish_lands_in_the_outbox(
+    github_repo: Path, github_fake: FakeGitHub
+) -> None:
+    app = AgentTuiApp(github_repo, load_config(github_repo))
+    async with app.run_test(size=SIZE) as pilot:
+        preview = await generate_to_preview(pilot)
+        await make_publishable(pilot, preview)
+        plan = await open_plan(pilot)
+        github_fake.stop()  # the network goes away between the plan and the confirmation
+        if plan._needs_ack():
+            await pilot.press("a")
+        await pilot.press("ctrl+y")
+        await wait_for(pilot, lambda: plan.state not in ("ready", "publishing"), "publishing")
+        assert plan.state == "queued", plan.result and plan.result.message
+        jobs = Store.for_repo(github_repo).pending_jobs()
+        assert len(jobs) == 1 and jobs[0].branch == plan.plan.branch
+        # the outbox is visible in the History screen
+        await pilot.press("escape")
+        await pilot.press("H")
+        history = pilot.app.screen
+        assert isinstance(history, HistoryScreen)
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        assert history.query_one("#outbox").row_count == 1  # type: ignore[attr-defined]

@@ -7,7 +7,17 @@ and loaded in-process models are kept per profile for the life of the process.
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
+
+# httpx (used by the server backends and the ollama client) imports its optional command-line
+# tool, httpx._main, from its package __init__ whenever click, pygments and rich happen to be
+# installed -- and rich is, because the TUI needs it. That would load ~50 rich modules into
+# every headless process and break the rule that the engine runs without UI libraries. httpx
+# guards that import with ``except ImportError``; marking the CLI module as absent before httpx
+# is first imported keeps rich out and costs nothing but httpx's own CLI, which we never use.
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 from typing import Any
 
 from engine.backends.base import Backend, GenerationRequest

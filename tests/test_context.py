@@ -98,7 +98,7 @@ def write(repo: Path, files: dict[str, str | bytes], *, commit: bool = True) -> 
         else:
             path.write_text(content, encoding="utf-8")
     if commit:
-        git(repo, "add", "-A", "-f", *files)
+        git(repo, "add", "-A", "-f", ".")
         git(repo, "commit", "-q", "-m", "files")
 
 

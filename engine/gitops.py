@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
-from engine.checks import safe_target
 from engine.errors import RepoError, UnsafePathError
 from engine.models import PATH_PATTERN
 
@@ -339,6 +338,8 @@ def target_path(root: Path, path: str) -> Path:
     """
     check_path(path)
     root_resolved = root.resolve()
+    from engine.checks import safe_target  # lazy: the checks are heavy to import (TUI start)
+
     target = safe_target(root_resolved, path).resolve()
     if not target.is_relative_to(root_resolved) or target == root_resolved:
         raise UnsafePathError(f"{path!r} resolves to {target}, outside the repository's files")

@@ -914,33 +914,37 @@ def _scan(path: str, text: str) -> list[SecretFinding]:
     return found
 
 
-def _count(count_text: CountText, text: str) -> int:
-    key = (count_text, hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+def _memo(counter: Callable[[Any], int], digest: str, arg: Any) -> int:
+    """``counter(arg)``, memoised by (counter, digest of arg) for exact tokenizers.
+
+    An estimating backend (``EXACT_TOKEN_COUNT = False``, calibrated as the server reports
+    counts) is asked every time, so a recalibrated estimate is never served stale.
+    """
+    owner = getattr(counter, "__self__", None)
+    if owner is not None and not getattr(owner, "EXACT_TOKEN_COUNT", True):
+        return int(counter(arg))
+    key = (counter, digest)
     try:
         cached = _COUNT_CACHE.get(key)
     except TypeError:  # an unhashable counter: count every time
-        return int(count_text(text))
+        return int(counter(arg))
     if cached is None:
-        cached = int(count_text(text))
+        cached = int(counter(arg))
         _COUNT_CACHE[key] = cached
         while len(_COUNT_CACHE) > _SMALL_CACHE_MAX:
             _COUNT_CACHE.popitem(last=False)
     return cached
+
+
+def _count(count_text: CountText, text: str) -> int:
+    digest = "t:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return _memo(count_text, digest, text)
 
 
 def _count_messages(count_messages: CountMessages, messages: list[dict[str, str]]) -> int:
     blob = "\0".join(f"{m['role']}\0{m['content']}" for m in messages)
-    key = (count_messages, "m:" + hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest())
-    try:
-        cached = _COUNT_CACHE.get(key)
-    except TypeError:  # an unhashable counter: count every time
-        return int(count_messages(messages))
-    if cached is None:
-        cached = int(count_messages(messages))
-        _COUNT_CACHE[key] = cached
-        while len(_COUNT_CACHE) > _SMALL_CACHE_MAX:
-            _COUNT_CACHE.popitem(last=False)
-    return cached
+    digest = "m:" + hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+    return _memo(count_messages, digest, messages)
 
 
 def _assemble(system: str, tree: str, files: Sequence[str], issue: str) -> list[dict[str, str]]:

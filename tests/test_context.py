@@ -521,3 +521,41 @@ def test_tree_is_summarised_by_directory_when_large() -> None:
     lines = tree.splitlines()
     assert summarised and len(lines) <= 20
     assert lines[-1].startswith("... and 981 more directories (981 files)")
+
+
+class _Backendish:
+    """Counts like a backend: bound methods, with the backend's EXACT_TOKEN_COUNT flag."""
+
+    def __init__(self, counter: GemmaCounter, exact: bool) -> None:
+        self.EXACT_TOKEN_COUNT = exact
+        self.counter = counter
+        self.extra = 0
+
+    def count_tokens(self, messages: Messages) -> int:
+        return self.counter.count_messages(messages) + self.extra
+
+    def count_text(self, text: str) -> int:
+        return self.counter.count_text(text)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_estimated_counts_are_never_served_from_the_cache(
+    git_repo: Path, counter: GemmaCounter, exact: bool
+) -> None:
+    backend_repo(git_repo)
+    backend = _Backendish(counter, exact)
+
+    def run() -> ContextResult:
+        return build_context(
+            git_repo,
+            issue(),
+            load_profile("tiny", git_repo),
+            count_messages=backend.count_tokens,
+            count_text=backend.count_text,
+            n_ctx=8192,
+            max_tokens=1024,
+        )
+
+    first = run().total_tokens
+    backend.extra = 7  # a recalibrated estimate (or, for an exact tokenizer, impossible)
+    assert run().total_tokens == (first if exact else first + 7)

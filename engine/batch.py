@@ -13,12 +13,14 @@ in issue order; the backend reuses the KV cache of the shared prompt prefix (sys
 file tree, files) from one issue to the next. Publishing is one job at a time per repository
 (the publisher's lock), overlapping with the other generations.
 
-Resumable: the batch and each item's state live in the history database (``engine.store``),
-every change committed as it happens. Running the same batch again (same selection, model,
-prompt profile and publish mode) continues it: items already generated are not generated
-again (their proposal is read back from the history), a publish interrupted mid-way is
-finished through its outbox job (``engine.publish.sync``), which never opens a second pull
-request for a branch. A lock file makes sure two processes never run the same batch.
+Resumable and idempotent: the batch and each item's state live in the history database
+(``engine.store``), every change committed as it happens. Running the same batch again (same
+selection, model, prompt profile and publish mode) continues it: items already generated are
+not generated again (their proposal is read back from the history), a publish interrupted
+mid-way is finished through its outbox job (``engine.publish.sync``), which never opens a
+second pull request for a branch. A complete batch run again does nothing, except that a
+label batch takes in the issues labelled since (so a nightly job only does the new ones);
+``fresh`` starts over. A lock file makes sure two processes never run the same batch.
 
 Item states::
 
@@ -374,12 +376,28 @@ class BatchRunner:
         return chosen
 
     def _resumable(self) -> dict[str, Any] | None:
+        """The latest batch with the same identity (finished or not), unless ``fresh``."""
         if self.options.fresh:
             return None
-        for batch in self.store.batches(key=self.key(), limit=1):
-            if batch["status"] != "done":
-                return batch
-        return None
+        batches = self.store.batches(key=self.key(), limit=1)
+        return batches[0] if batches else None
+
+    def _add_new_matches(self, batch_id: int) -> None:
+        """A label batch run again takes in the issues that got the labels since."""
+        if not self.options.labels:
+            return
+        known = {r["issue_number"] for r in self.store.batch_items(batch_id)}
+        try:
+            fresh = [i for i in self.select() if i.number not in known]
+        except ConfigError:  # no open issue has the labels any more
+            return
+        if fresh:
+            self.store.add_batch_items(batch_id, [(i.number, i.title) for i in fresh])
+            self._issues.update({i.number: i for i in fresh})
+            self.notes.append(
+                f"{len(fresh)} issue(s) labelled since the last run added: "
+                + ", ".join(f"#{i.number}" for i in fresh)
+            )
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -399,6 +417,7 @@ class BatchRunner:
         if previous is not None:
             batch_id = int(previous["id"])
             resumed = True
+            self._add_new_matches(batch_id)
         else:
             issues = self.select()
             batch_id = self.store.add_batch(
@@ -420,6 +439,11 @@ class BatchRunner:
                 self.notes.append(note)
             self._finish_interrupted_publishes(batch_id, items)
             todo = [i for i in items if i.state not in goal]
+            if resumed and not todo:
+                self.notes.append(
+                    f"batch #{batch_id} was already complete: nothing to do "
+                    "(--fresh starts a new batch)"
+                )
             self._prefetch(todo)
             verb = "resumed" if resumed else "started"
             self.progress(

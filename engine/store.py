@@ -472,6 +472,20 @@ class Store:
             )
         return batch_id
 
+    def add_batch_items(self, batch_id: int, items: Sequence[tuple[int, str]]) -> None:
+        """Append ``pending`` items (issues newly matching a label batch); known ones are kept."""
+        now = _now()
+        with self._connect() as db:
+            start = db.execute(
+                "SELECT COALESCE(MAX(position) + 1, 0) FROM batch_items WHERE batch_id = ?",
+                (batch_id,),
+            ).fetchone()[0]
+            db.executemany(
+                "INSERT OR IGNORE INTO batch_items (batch_id, issue_number, position, "
+                "issue_title, updated_at) VALUES (?,?,?,?,?)",
+                [(batch_id, n, start + i, title, now) for i, (n, title) in enumerate(items)],
+            )
+
     def batches(self, *, key: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """Batches, latest first (optionally only those with ``key``)."""
         sql = "SELECT * FROM batches" + (" WHERE key = ?" if key is not None else "")

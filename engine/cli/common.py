@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from engine.config import AppConfig, load_config
+from engine.errors import ConfigError
 
 
 def add_repo_argument(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,18 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def repo_dir(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "repo", None) or Path.cwd()).resolve()
+    """The command's directory (``--repo``, else the current one).
+
+    Raises:
+        ConfigError: it does not exist (a typo must not read as "no issues").
+    """
+    path = Path(getattr(args, "repo", None) or Path.cwd()).resolve()
+    if not path.is_dir():
+        raise ConfigError(
+            f"{path} is not a directory",
+            hint="pass the repository with --repo (default: the current directory)",
+        )
+    return path
 
 
 def load(args: argparse.Namespace) -> AppConfig:

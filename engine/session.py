@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,9 @@ class Workspace:
         self.model_name = config.default_model
         self.prompt_name = config.default_prompt
         self._store: Store | None = None
+        self._source_lock = threading.Lock()
+        self._prefetch_lock = threading.Lock()
+        self._prefetch: Future[tuple[IssueSource, list[Issue]]] | None = None
 
     def set_model(self, name: str) -> None:
         """Make profile ``name`` the active model.
@@ -132,13 +136,49 @@ class Workspace:
         self.config.profile(name)
         self.model_name = name
 
+    def prefetch_issues(self) -> None:
+        """Start reading the cached issue list in a background thread (see ``cached_issues``).
+
+        Why: at startup the UI toolkit and the issue source (its imports, the cache read) can
+        overlap; the first paint then shows the issues sooner.
+        """
+        with self._prefetch_lock:
+            if self._prefetch is not None:
+                return
+            future: Future[tuple[IssueSource, list[Issue]]] = Future()
+            self._prefetch = future
+
+        def run() -> None:
+            try:
+                source = self.issue_source()
+                future.set_result((source, source.list_issues()))
+            except BaseException as exc:  # handed to whoever asks for the list
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="agent-tui-prefetch", daemon=True).start()
+
+    def cached_issues(self) -> tuple[IssueSource, list[Issue]]:
+        """The issue source and its cached issues (instant: no network), prefetched once.
+
+        Raises:
+            AgentTuiError: the source cannot be chosen or its cache/files cannot be read.
+        """
+        with self._prefetch_lock:
+            future = self._prefetch
+            self._prefetch = None
+        if future is not None:
+            return future.result()
+        source = self.issue_source()
+        return source, source.list_issues()
+
     def issue_source(self) -> IssueSource:
         """The issue source of this repository (chosen once, on first use)."""
-        if self._source is None:
-            from engine.forge.registry import issue_source_for
+        with self._source_lock:
+            if self._source is None:
+                from engine.forge.registry import issue_source_for
 
-            self._source = issue_source_for(self.repo, self.config)
-        return self._source
+                self._source = issue_source_for(self.repo, self.config)
+            return self._source
 
     def store(self) -> Store | None:
         """The history/outbox database of the repository (None outside a git repository)."""

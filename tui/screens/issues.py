@@ -68,8 +68,7 @@ class IssuesScreen(Screen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="issues")
     def load_issues(self) -> None:
         """Read the cached issues, then refresh from the forge in the background."""
-        source = self.app.workspace.issue_source()  # type: ignore[attr-defined]
-        cached = source.list_issues()
+        source, cached = self.app.workspace.cached_issues()  # type: ignore[attr-defined]
         last_refresh = getattr(source, "last_refresh", None)
         when = last_refresh() if callable(last_refresh) else None
         self.post_message(IssuesLoaded(cached, source.name, when))
@@ -83,6 +82,9 @@ class IssuesScreen(Screen[None]):
             self.refresh_note = f"refreshed {message.refreshed_at:%Y-%m-%d %H:%M}"
         self._show(message.issues)
         self.loaded = True
+        mark = getattr(self.app, "mark_first_paint", None)
+        if mark is not None:
+            self.call_after_refresh(mark)
 
     def on_issues_refreshed(self, message: IssuesRefreshed) -> None:
         result = message.result
@@ -121,7 +123,7 @@ class IssuesScreen(Screen[None]):
         text = " · ".join(p for p in parts if p)
         if total == 0 and self.loaded is False and not self.issues:
             text = "no open issues" if self.source_name else "loading issues…"
-        self.query_one("#summary", Static).update(text)
+        self.query_one("#summary", Static).update(text, layout=False)  # one fixed line
 
     def apply_filter(self, text: str) -> int:
         """Filter the table by ``text``; returns how many issues match."""

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
+from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.geometry import Size
@@ -78,6 +79,18 @@ class IssueTable(ScrollView, can_focus=True):
         super().__init__(id=id)
         self._issues: list[Issue] = []
         self._rows: list[int] = []
+        self._styles: dict[str, Style] = {}
+
+    def notify_style_update(self) -> None:
+        self._styles.clear()
+        super().notify_style_update()
+
+    def _style(self, name: str) -> Style:
+        """A component style (cached: ``render_line`` runs for every visible line)."""
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = self.get_component_rich_style(name)
+        return style
 
     # -- data ------------------------------------------------------------------------------
     def set_issues(self, issues: Sequence[Issue], rows: Sequence[int] | None = None) -> None:
@@ -176,7 +189,7 @@ class IssueTable(ScrollView, can_focus=True):
         width = self.scrollable_content_region.width
         base = self.rich_style
         if y == 0:
-            style = base + self.get_component_rich_style("issue-table--header")
+            style = base + self._style("issue-table--header")
             text = self._line(("#", "Title", "Labels", "Updated", "Cmt"), width)
             return Strip([Segment(text, style)], width)
         index = y - 1 + round(self.scroll_y)
@@ -185,11 +198,11 @@ class IssueTable(ScrollView, can_focus=True):
         issue = self._issues[self._rows[index]]
         style = base
         if index == self.cursor:
-            style = base + self.get_component_rich_style("issue-table--cursor")
+            style = base + self._style("issue-table--cursor")
         n, t, lab, upd, com = self._columns(width)
         labels_style = style
         if index != self.cursor:
-            labels_style = style + self.get_component_rich_style("issue-table--labels")
+            labels_style = style + self._style("issue-table--labels")
         segments = [
             Segment(f"{_fit('#' + str(issue.number), n)} {_fit(issue.title, t)} ", style),
             Segment(_fit(", ".join(issue.labels), lab), labels_style),
@@ -198,4 +211,5 @@ class IssueTable(ScrollView, can_focus=True):
         used = n + t + lab + upd + com + 4
         if used < width:
             segments.append(Segment(" " * (width - used), style))
-        return Strip(segments, width).crop(0, width).simplify()
+        strip = Strip(segments, max(width, used))
+        return strip.crop(0, width) if used > width else strip

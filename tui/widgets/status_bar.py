@@ -47,7 +47,7 @@ class StatusBar(Static):
         room = max(0, width - right.cell_len - 1)
         left.truncate(room, overflow="ellipsis")
         pad = max(1, width - left.cell_len - right.cell_len)
-        self.update(Text.assemble(left, " " * pad, right))
+        self.update(Text.assemble(left, " " * pad, right), layout=False)  # always one line
 
     def on_resize(self) -> None:
         self._render_bar()

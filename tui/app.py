@@ -71,16 +71,20 @@ def binding_catalogue() -> list[tuple[str, str, list[Binding]]]:
     ]
 
 
-def check_keymap(keymap: dict[str, str]) -> list[str]:
-    """Problems with a ``[tui] keymap`` table: unknown binding ids, and an unsafe publish key.
+def split_keymap(keymap: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """A ``[tui] keymap`` table split into what can be applied and what is refused.
+
+    Refused: unknown binding ids, and any ``confirm_publish`` key that could be pressed by
+    accident (Enter, Space, Tab, Escape or a plain character).
 
     Args:
         keymap: binding id -> comma-separated keys.
 
     Returns:
-        One line per problem (empty when the keymap is fine).
+        (the safe entries, one line per refused entry).
     """
     known = {b.id for _t, _c, bs in binding_catalogue() for b in bs if b.id}
+    safe: dict[str, str] = {}
     problems = []
     for binding_id, keys in sorted(keymap.items()):
         if binding_id not in known:
@@ -89,13 +93,25 @@ def check_keymap(keymap: dict[str, str]) -> list[str]:
             )
             continue
         if binding_id == CONFIRM_PUBLISH_ID:
-            for key in (k.strip().lower() for k in keys.split(",")):
-                if key in _UNSAFE_CONFIRM_KEYS or len(key) == 1:
-                    problems.append(
-                        f"{CONFIRM_PUBLISH_ID} cannot be {key!r}: publishing needs a key that "
-                        "is never pressed by accident (e.g. ctrl+y)"
-                    )
-    return problems
+            unsafe = [
+                key
+                for key in (k.strip().lower() for k in keys.split(","))
+                if key in _UNSAFE_CONFIRM_KEYS or len(key) == 1
+            ]
+            if unsafe:
+                problems += [
+                    f"{CONFIRM_PUBLISH_ID} cannot be {key!r}: publishing needs a key that is "
+                    "never pressed by accident (e.g. ctrl+y)"
+                    for key in unsafe
+                ]
+                continue
+        safe[binding_id] = keys
+    return safe, problems
+
+
+def check_keymap(keymap: dict[str, str]) -> list[str]:
+    """Problems with a ``[tui] keymap`` table (empty when it is fine); see ``split_keymap``."""
+    return split_keymap(keymap)[1]
 
 
 class AgentTuiApp(App[int]):
@@ -145,15 +161,10 @@ class AgentTuiApp(App[int]):
 
     # -- startup ---------------------------------------------------------------------------
     def on_mount(self) -> None:
-        keymap = dict(self.config.tui.keymap)
-        problems = check_keymap(keymap) if keymap else []
-        if problems:
-            # keep the safe part of the keymap; the user learns what was ignored
-            for line in problems:
-                for binding_id in list(keymap):
-                    if repr(binding_id) in line:
-                        keymap.pop(binding_id, None)
-        self.set_keymap(keymap)
+        keymap, problems = (
+            split_keymap(self.config.tui.keymap) if self.config.tui.keymap else ({}, [])
+        )
+        self.set_keymap(keymap)  # the safe part; the user learns what was ignored
         from tui.screens.issues import IssuesScreen
 
         self.push_screen(IssuesScreen())

@@ -18,7 +18,6 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from engine.events import (
@@ -41,6 +40,7 @@ from tui.messages import (
     ProposalReady,
     ProposalStreamed,
 )
+from tui.screens.base import AgentScreen
 from tui.widgets.status_bar import StatusBar
 
 RAW_TAIL = 6000
@@ -101,7 +101,7 @@ def _failure_text(failure: GenerationFailed) -> RenderableType:
     return Group(*parts)
 
 
-class GeneratingScreen(Screen[None]):
+class GeneratingScreen(AgentScreen):
     """Watch a proposal stream in; cancel with Esc."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -268,11 +268,9 @@ class GeneratingScreen(Screen[None]):
         self._render_stats()
         self.refresh_bindings()
 
-    def on_worker_state_changed(self, event: Any) -> None:
-        from textual.worker import WorkerState
-
-        if event.worker.group == "generate" and event.state == WorkerState.ERROR:
-            # the error modal (shown by the app) says why; here we only stop
+    def on_worker_error(self, worker: Any) -> None:
+        if worker.group == "generate":
+            # the error modal says why; here generation just stops
             self.running = False
             self._stop_ticker()
             self.phase = "failed"

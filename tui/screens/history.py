@@ -8,10 +8,10 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from tui.messages import HistoryLoaded
+from tui.screens.base import AgentScreen
 from tui.widgets.status_bar import StatusBar
 
 
@@ -20,7 +20,7 @@ def _when(stamp: str) -> str:
     return stamp[:16].replace("T", " ") if stamp else ""
 
 
-class HistoryScreen(Screen[None]):
+class HistoryScreen(AgentScreen):
     """Generations (newest first) and pending publish jobs."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -14,13 +14,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Markdown, Static
 
 from engine.errors import AgentTuiError
 from engine.models import Issue, IssueComment
 from engine.session import IssueRun
 from tui.messages import ContextBuilt, IssueCommentsLoaded, ModelLoaded, ModelLoadStarted
+from tui.screens.base import AgentScreen
 from tui.widgets.context_panel import ContextPanel
 from tui.widgets.status_bar import StatusBar
 
@@ -33,7 +33,7 @@ def _comments_markdown(comments: list[IssueComment]) -> str:
     return "\n\n---\n\n".join(parts)
 
 
-class IssueScreen(Screen[None]):
+class IssueScreen(AgentScreen):
     """One issue, ready to generate."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

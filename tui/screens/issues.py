@@ -12,17 +12,17 @@ from typing import ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from engine.issuefilter import SORT_KEYS, IssueFilter, SortKey, sort_issues
 from engine.models import Issue
 from tui.messages import IssuesLoaded, IssuesRefreshed
+from tui.screens.base import AgentScreen
 from tui.widgets.issue_table import IssueTable
 from tui.widgets.status_bar import StatusBar
 
 
-class IssuesScreen(Screen[None]):
+class IssuesScreen(AgentScreen):
     """Pick an issue to work on."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -12,10 +12,10 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from tui.messages import ProfilesChecked
+from tui.screens.base import AgentScreen
 from tui.widgets.status_bar import StatusBar
 
 STATUS_STYLE = {"ok": "bold green", "warn": "bold yellow", "fail": "bold red", "info": "dim"}
@@ -41,7 +41,7 @@ def _model_of(profile: Any) -> str:
     return ""
 
 
-class ModelsScreen(Screen[None]):
+class ModelsScreen(AgentScreen):
     """Pick the active model and prompt profiles."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

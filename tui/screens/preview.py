@@ -19,18 +19,18 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
 
 from engine.session import IssueRun, Review
 from tui.messages import ChecksCompleted
+from tui.screens.base import AgentScreen
 from tui.widgets.diff_view import DiffView
 from tui.widgets.file_list import FileList
 from tui.widgets.findings_panel import FindingsPanel
 from tui.widgets.status_bar import StatusBar
 
 
-class PreviewScreen(Screen[None]):
+class PreviewScreen(AgentScreen):
     """The proposal: files, diffs, findings, and what can be done about them."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -131,6 +131,11 @@ class PreviewScreen(Screen[None]):
         finally:
             self.busy = False
         self.post_message(ChecksCompleted(review))
+
+    def on_worker_error(self, worker: Any) -> None:
+        if worker.group == "checks":
+            self.busy = False
+            self.show_review(self.review)
 
     def on_checks_completed(self, message: ChecksCompleted) -> None:
         self.busy = False

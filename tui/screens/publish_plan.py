@@ -19,11 +19,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from engine.session import IssueRun
 from tui.messages import PublishQueued, PublishStepped, PullRequestOpened, WorkerFailed
+from tui.screens.base import AgentModal
 
 STEP_MARKS = {"started": "…", "done": "✓", "failed": "✗", "skipped": "-"}
 
@@ -65,7 +65,7 @@ def render_plan(plan: Any, run: IssueRun, acknowledged: bool) -> RenderableType:
     return Group(*parts)
 
 
-class PublishPlanScreen(ModalScreen[Any]):
+class PublishPlanScreen(AgentModal):
     """Returns the engine's ``PublishResult`` once published or queued, else None."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -227,11 +227,9 @@ class PublishPlanScreen(ModalScreen[Any]):
         if self.state == "failed" and error is not None:
             self.post_message(WorkerFailed(error))
 
-    def on_worker_state_changed(self, event: Any) -> None:
-        from textual.worker import WorkerState
-
-        if event.state == WorkerState.ERROR and event.worker.group in ("plan", "publish"):
-            self.state = "failed" if event.worker.group == "publish" else "blocked"
+    def on_worker_error(self, worker: Any) -> None:
+        if worker.group in ("plan", "publish"):
+            self.state = "failed" if worker.group == "publish" else "blocked"
             self._refresh_view()
             self.refresh_bindings()
 

@@ -39,7 +39,10 @@ CONFIRM_PUBLISH_ID = "confirm_publish"
 
 def binding_catalogue() -> list[tuple[str, str, list[Binding]]]:
     """Every screen's bindings: (screen title, class name, bindings), for Help and keymaps."""
+    from tui.screens.details import DetailsModal
+    from tui.screens.edit_file import EditFileScreen
     from tui.screens.error import ErrorModal
+    from tui.screens.feedback import FeedbackModal
     from tui.screens.generating import GeneratingScreen
     from tui.screens.help import HelpScreen
     from tui.screens.history import HistoryScreen
@@ -63,6 +66,9 @@ def binding_catalogue() -> list[tuple[str, str, list[Binding]]]:
         ("Issue", "IssueScreen", bindings(IssueScreen)),
         ("Generating", "GeneratingScreen", bindings(GeneratingScreen)),
         ("Preview", "PreviewScreen", bindings(PreviewScreen)),
+        ("Edit file", "EditFileScreen", bindings(EditFileScreen)),
+        ("Edit details", "DetailsModal", bindings(DetailsModal)),
+        ("Regenerate", "FeedbackModal", bindings(FeedbackModal)),
         ("Publish plan", "PublishPlanScreen", bindings(PublishPlanScreen)),
         ("History", "HistoryScreen", bindings(HistoryScreen)),
         ("Models", "ModelsScreen", bindings(ModelsScreen)),

@@ -185,7 +185,8 @@ def main() -> int:
     )
     print(
         f"    last run: {c.completion_tokens} tokens = {c.sampled} sampled + {c.forced} "
-        f"fast-forwarded, {c.rejections} rejections (full mask computed), finish {c.reason}"
+        f"fast-forwarded; {c.masks} full masks computed ({c.rejections} rejections), "
+        f"finish {c.reason}"
     )
     fm = details["full_mask"]
     print(

@@ -332,6 +332,10 @@ class DecodeDone:
     sampled: int
     forced: int
     rejections: int
+    """Sampled tokens the grammar refused (then sampled again from the masked logits)."""
+    masks: int
+    """Full vocabulary masks computed (rejections, forced text, or every token without
+    check-first)."""
     prompt_seconds: float
     decode_seconds: float
     error: str = ""
@@ -441,7 +445,14 @@ class LoadedModel:
             self._abort_cb = None
             return
         self._abort_flag = flag
-        self._abort_cb = lc.ggml_abort_callback(lambda _data: flag.is_set())
+
+        def should_abort(_data: Any) -> bool:
+            try:
+                return flag.is_set()
+            except BaseException:  # an exception cannot cross into C: abort the batch instead
+                return True
+
+        self._abort_cb = lc.ggml_abort_callback(should_abort)
         lc.llama_set_abort_callback(self.llm.ctx, self._abort_cb, None)
 
     def eval_prompt(self, tokens: list[int], cancel: threading.Event) -> bool:
@@ -496,7 +507,7 @@ def decode(
     llm = model.llm
     n_ctx = model.n_ctx
     t0 = time.perf_counter()
-    sampled = forced = rejections = completion = 0
+    sampled = forced = rejections = masks = completion = 0
     sampler = TokenSampler(sampling, model.n_vocab)
     prompt_seconds = 0.0
     t_decode = t0
@@ -509,6 +520,7 @@ def decode(
             sampled=sampled,
             forced=forced,
             rejections=rejections,
+            masks=masks,
             prompt_seconds=prompt_seconds,
             decode_seconds=now - t_decode if completion else 0.0,
             error=error,
@@ -576,13 +588,18 @@ def decode(
                     yield done("stop")
                     return
             else:
-                if options.check_first:
+                # Where the grammar forces bytes, llguidance's mask allows only their canonical
+                # tokenization while validate_tokens() accepts any token spelling them: mask
+                # there (cheap, few tokens allowed) so both paths pick the very same token.
+                if options.check_first and not matcher.compute_ff_bytes():
                     tok = sampler.sample(logits)
                     if matcher.validate_tokens([tok]) != 1:
                         rejected = True
                         rejections += 1
+                        masks += 1
                         tok = sampler.sample(logits, allowed_tokens())
                 else:
+                    masks += 1
                     tok = sampler.sample(logits, allowed_tokens())
                 if not matcher.consume_token(tok):
                     yield done("error", f"the grammar refused token {tok}: {matcher.get_error()}")

@@ -14,6 +14,7 @@ from engine.demo import create_demo
 from engine.forge.local import LocalIssueSource
 from engine.issuefilter import IssueFilter, sort_issues
 from engine.models import ChangeProposal, FileChange, Issue
+from engine.store import Store
 from tests.conftest import git
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 from tui.app import AgentTuiApp, binding_catalogue, check_keymap
@@ -225,3 +226,41 @@ def test_sort_keys(key: Any) -> None:
         assert [i.number for i in out] == [120, 12, 2, 1]
     if key == "title":
         assert out[0].title == "Add a /health endpoint"
+
+
+# -- the demo: publishing without GitHub ---------------------------------------------------
+
+
+async def test_demo_publish_pushes_to_the_bare_origin_and_queues_the_pr(demo_repo: Path) -> None:
+    app = AgentTuiApp(demo_repo, load_config(demo_repo), source=LocalIssueSource(demo_repo))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await app.workers.wait_for_complete()
+        run = app.workspace.start(app.workspace.issue_source().get_issue(1), comments=[])
+        run.review = run._review(
+            ChangeProposal(
+                branch_suffix="health",
+                commit_message="feat: add a /health endpoint",
+                pr_title="feat: add a /health endpoint",
+                pr_body="Closes #1",
+                files=[FileChange(path="app/health.py", content='"""Health."""\n')],
+            )
+        )
+        await app.push_screen(PreviewScreen(run))
+        await pilot.press("p")
+        plan = app.screen
+        assert isinstance(plan, PublishPlanScreen)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert plan.state == "ready" and plan.plan.github is None
+        await pilot.press("ctrl+y")  # warnings not acknowledged yet: nothing happens
+        await app.workers.wait_for_complete()
+        assert plan.state == "ready"
+        await pilot.press("a", "ctrl+y")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert plan.state == "queued", plan.result.message
+        assert "outbox" in str(plan.query_one("#plan-confirm").render())
+    origin = demo_repo.parent / "origin.git"
+    assert git(origin, "branch", "--list", "agent/1-health").strip() == "agent/1-health"
+    jobs = Store.for_repo(demo_repo).pending_jobs()
+    assert [j.branch for j in jobs] == ["agent/1-health"] and jobs[0].state == "pushed"

@@ -11,6 +11,7 @@ process (the backend registry), so only the first one pays for the prompt.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,7 @@ from tui.screens.preview import PreviewScreen
 from tui.screens.publish_plan import PublishPlanScreen
 from tui.widgets.file_list import FileList
 from tui.widgets.issue_table import IssueTable
+from tui.widgets.status_bar import StatusBar
 
 pytestmark = pytest.mark.model
 
@@ -367,3 +369,15 @@ async def test_offline_publish_lands_in_the_outbox(
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
         assert history.query_one("#outbox").row_count == 1  # type: ignore[attr-defined]
+
+
+async def test_preload_model_loads_it_at_startup(github_repo: Path) -> None:
+    config = Path(os.environ["AGENT_TUI_CONFIG"])
+    config.write_text(config.read_text() + "\n[tui]\npreload_model = true\n")
+    app = AgentTuiApp(github_repo, load_config(github_repo))
+    assert app.config.tui.preload_model
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.model_state == "loaded", "the preloaded model")
+        assert app.models.is_loaded("gemma3-test")
+        bar = app.screen.query_one("#status", StatusBar)
+        assert bar.badge("model") == "gemma3-test: loaded"

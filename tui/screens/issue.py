@@ -150,6 +150,18 @@ class IssueScreen(AgentScreen):
         return True
 
     def on_screen_resume(self) -> None:
+        run = self._run
+        workspace = self.app.workspace  # type: ignore[attr-defined]
+        if (
+            run is not None
+            and run.review is None
+            and (run.model_name != workspace.model_name or run.prompt_name != workspace.prompt_name)
+        ):
+            # the active model or prompt profile changed (Models screen): start afresh
+            self._run = None
+            self.context = None
+            if self.auto_context:
+                self.action_build_context()
         self.refresh_bindings()
 
     def action_view_proposal(self) -> None:

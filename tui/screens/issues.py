@@ -80,8 +80,8 @@ class IssuesScreen(AgentScreen):
         self.source_name = message.source
         if message.refreshed_at is not None:
             self.refresh_note = f"refreshed {message.refreshed_at:%Y-%m-%d %H:%M}"
-        self._show(message.issues)
         self.loaded = True
+        self._show(message.issues)
         mark = getattr(self.app, "mark_first_paint", None)
         if mark is not None:
             self.call_after_refresh(mark)
@@ -121,8 +121,16 @@ class IssuesScreen(AgentScreen):
             "OFFLINE (cached)" if self.offline else "",
         ]
         text = " · ".join(p for p in parts if p)
-        if total == 0 and self.loaded is False and not self.issues:
-            text = "no open issues" if self.source_name else "loading issues…"
+        if total == 0 and not self.issues:
+            if not self.loaded:
+                text = "loading issues…"
+            elif self.source_name == "local":
+                text = (
+                    "no open issues: add Markdown issues in .agent-tui/issues/ (see the README), "
+                    "or try `agent-tui demo`"
+                )
+            else:
+                text = f"no open {self.source_name} issues (r refreshes)"
         self.query_one("#summary", Static).update(text, layout=False)  # one fixed line
 
     def apply_filter(self, text: str) -> int:

@@ -193,7 +193,15 @@ class Workspace:
         return self._store
 
     def start(self, issue: Issue, comments: list[IssueComment] | None = None) -> IssueRun:
-        """A run for ``issue`` with the active model and prompt profiles."""
+        """A run for ``issue`` with the active model and prompt profiles.
+
+        Args:
+            issue: the issue to solve.
+            comments: its comments when already known (else read on demand).
+
+        Returns:
+            A new run (nothing is loaded or built yet).
+        """
         return IssueRun(self, issue, comments)
 
 
@@ -358,6 +366,9 @@ class IssueRun:
         Args:
             extra_reserve: tokens kept free beyond the answer's budget (the previous answer
                 and the feedback of a regeneration).
+
+        Returns:
+            The messages with their token numbers, shown and left-out files.
 
         Raises:
             ModelLoadError, PromptProfileError, UnknownProfileError, ContextTooLargeError,
@@ -570,7 +581,17 @@ class IssueRun:
         return self._replace(apply_fixes(self._current().proposal, self.issue.number))
 
     def edit(self, **fields: str) -> Review:
-        """Change ``branch_suffix``, ``commit_message``, ``pr_title`` and/or ``pr_body``."""
+        """Change ``branch_suffix``, ``commit_message``, ``pr_title`` and/or ``pr_body``.
+
+        Args:
+            **fields: the new values (an invalid value is kept and reported by the checks).
+
+        Returns:
+            The new review.
+
+        Raises:
+            ValueError: a field that cannot be edited this way.
+        """
         allowed = {"branch_suffix", "commit_message", "pr_title", "pr_body"}
         unknown = set(fields) - allowed
         if unknown:
@@ -580,7 +601,18 @@ class IssueRun:
         return self._replace(_rebuild(data))
 
     def edit_file(self, path: str, content: str) -> Review:
-        """Replace the content of the proposal's file ``path``."""
+        """Replace the content of the proposal's file ``path``.
+
+        Args:
+            path: a path of the proposal.
+            content: its new complete content.
+
+        Returns:
+            The new review.
+
+        Raises:
+            KeyError: the proposal has no such file.
+        """
         data = self._current().proposal.model_dump()
         for item in data["files"]:
             if item["path"] == path:
@@ -591,7 +623,14 @@ class IssueRun:
         return self._replace(_rebuild(data))
 
     def drop_file(self, path: str) -> Review:
-        """Remove file ``path`` from the proposal (nothing on disk changes)."""
+        """Remove file ``path`` from the proposal (nothing on disk changes).
+
+        Args:
+            path: a path of the proposal.
+
+        Returns:
+            The new review (the checks report a proposal left without files).
+        """
         data = self._current().proposal.model_dump()
         data["files"] = [f for f in data["files"] if f["path"] != path]
         return self._replace(_rebuild(data))

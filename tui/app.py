@@ -13,8 +13,7 @@ the publish plan; a keymap that would put it on Enter, Space or a plain characte
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -127,7 +126,7 @@ class AgentTuiApp(App[int]):
         repo: the repository directory.
         config: the loaded configuration.
         source: the issue source (default: chosen by the engine for this repository).
-        clock: the time shown as "now" (snapshots pass a fixed one).
+        workspace: an existing engine workspace (tests, the demo).
     """
 
     CSS_PATH = "app.tcss"
@@ -146,13 +145,11 @@ class AgentTuiApp(App[int]):
         config: AppConfig,
         *,
         source: IssueSource | None = None,
-        clock: Callable[[], datetime] | None = None,
         workspace: Workspace | None = None,
     ) -> None:
         super().__init__()
         self.repo = repo
         self.config = config
-        self.clock = clock or (lambda: datetime.now().astimezone())
         self.workspace = workspace or Workspace(repo, config, source=source)
         # read the issue cache while Textual starts (the first paint shows it)
         self.workspace.prefetch_issues()

@@ -668,7 +668,8 @@ class BatchRunner:
             waiting[job.id] = item
         if not waiting:
             return
-        self.notes.append(f"finishing {len(waiting)} interrupted publish job(s)")
+        message = f"finishing {len(waiting)} interrupted publish job(s) through the outbox"
+        self.progress(BatchProgress("note", None, message=message))
         for result in sync(self.workspace.repo, self.workspace.config, job_ids=set(waiting)):
             item = waiting[result.job_id]
             self._apply_result(batch_id, item, result)

@@ -2,7 +2,7 @@
 
 Why: end-to-end tests of ``generate ISSUE`` and ``batch`` need real generations that finish in
 a few seconds on a CPU. Each issue's body asks for one exact proposal, which the embedded
-Gemma 3 270M copies under the schema in about 70 tokens; the tiny prompt profile keeps the
+Gemma 3 270M copies under the schema in about 45 tokens; the tiny prompt profile keeps the
 prompt near 300 tokens, so the prompt prefix (system + tree) is shared between issues.
 
 Every test uses the same llama.cpp profile text (``LLAMA_PROFILE`` named ``t``), so the
@@ -28,13 +28,11 @@ SERVER_NAME = "srv"
 def proposal_for(number: int, *, path: str | None = None, content: str | None = None) -> str:
     """The JSON the issue asks for (a clean proposal unless ``content`` breaks it)."""
     data = {
-        "branch_suffix": f"add-file-{number}",
-        "commit_message": f"feat: add file {number}",
-        "pr_title": f"feat: add file {number}",
-        "pr_body": f"Adds it.\n\nCloses #{number}",
-        "files": [
-            {"path": path or f"notes/file{number}.txt", "content": content or f"hello {number}\n"}
-        ],
+        "branch_suffix": f"file-{number}",
+        "commit_message": f"feat: file {number}",
+        "pr_title": f"feat: file {number}",
+        "pr_body": f"Closes #{number}",
+        "files": [{"path": path or f"f{number}.txt", "content": content or f"{number}\n"}],
     }
     return json.dumps(data, separators=(",", ":"))
 
@@ -44,7 +42,7 @@ def issue_body(number: int, **kwargs: Any) -> str:
 
 
 #: an issue whose answer has an error finding (a Python file that does not parse)
-BROKEN = {"path": "notes/broken.py", "content": "def broken(:\n"}
+BROKEN = {"path": "b.py", "content": "def b(:\n"}
 
 
 def write_local_issues(repo: Path, issues: dict[int, dict[str, Any]]) -> None:
@@ -106,9 +104,9 @@ def write_config(path: Path, text: str) -> Path:
 
 
 def issue_of(body: dict[str, Any]) -> int | None:
-    """Which test issue a chat request is for (its ``add-file-N`` marker)."""
+    """Which test issue a chat request is for (its ``file-N`` branch suffix)."""
     text = json.dumps(body.get("messages", []))
     for n in range(1, 50):
-        if f"add-file-{n}\\" in text:
+        if f'\\"file-{n}\\"' in text:
             return n
     return None

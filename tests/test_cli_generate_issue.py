@@ -38,8 +38,8 @@ def test_generate_issue_writes_the_proposal_and_records_it(
     assert main(["generate", "1", "--repo", str(repo), "--out", str(out)]) == OK
     captured = capsys.readouterr()
     proposal = json.loads(out.read_text())
-    assert proposal["branch_suffix"] == "add-file-1"
-    assert proposal["files"] == [{"path": "notes/file1.txt", "content": "hello 1\n"}]
+    assert proposal["branch_suffix"] == "file-1"
+    assert proposal["files"] == [{"path": "f1.txt", "content": "1\n"}]
     assert captured.out == ""  # the proposal went to --out, not stdout
     err = captured.err
     assert "#1 Add file 1: prompt" in err and "prompt profile tiny" in err
@@ -61,7 +61,7 @@ def test_generate_issue_json_with_an_error_finding_exits_1(
     assert code == FAILED_CHECK
     assert data["status"] == "finished" and data["ok"] is False
     assert data["issue"] == 3 and data["prompt_profile"] == "tiny"
-    assert data["proposal"]["files"][0]["path"] == "notes/broken.py"
+    assert data["proposal"]["files"][0]["path"] == "b.py"
     codes = {f["code"] for f in data["findings"] if f["severity"] == "error"}
     assert "python-syntax-error" in codes and data["counts"]["error"] >= 1
     assert data["context"]["total_tokens"] <= data["context"]["budget"]
@@ -78,7 +78,7 @@ def test_generate_issue_truncated_exits_3_and_is_recorded_as_failed(
         TRUNCATED
     )
     data = json.loads(capsys.readouterr().out)
-    assert data["status"] == "truncated" and data["partial"]["branch_suffix"] == "add-file-2"
+    assert data["status"] == "truncated" and data["partial"]["branch_suffix"] == "file-2"
     [record] = Store.for_repo(repo).generations(issue=2)
     assert record.outcome == "failed" and record.detail.startswith("truncated")
 
@@ -122,4 +122,4 @@ def test_a_profile_edited_between_runs_reloads_the_model_safely(
     assert main(["generate", "2", "--repo", str(repo), "--max-tokens", "12", "--json"]) == (
         TRUNCATED
     )
-    assert json.loads(capsys.readouterr().out)["partial"]["branch_suffix"] == "add-file-2"
+    assert json.loads(capsys.readouterr().out)["partial"]["branch_suffix"] == "file-2"

@@ -111,8 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _Progress:
     """Progress on stderr: a line per issue started/finished; a live line on a terminal."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
+    def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.lock = threading.Lock()
         self.live: dict[int, str] = {}
@@ -200,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
             print("nothing published", file=sys.stderr)
             return CANCELLED
     cancel = threading.Event()
-    progress = _Progress(quiet=False)
+    progress = _Progress()
     outcome: dict[str, Any] = {}
 
     def work() -> None:

@@ -79,6 +79,7 @@ def test_generate_issue_truncated_exits_3_and_is_recorded_as_failed(
     )
     data = json.loads(capsys.readouterr().out)
     assert data["status"] == "truncated" and data["partial"]["branch_suffix"] == "file-2"
+    assert data["issue"] == 2 and data["model_profile"] == "t" and data["context"]["total_tokens"]
     [record] = Store.for_repo(repo).generations(issue=2)
     assert record.outcome == "failed" and record.detail.startswith("truncated")
 

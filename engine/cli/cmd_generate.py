@@ -454,8 +454,24 @@ def run_issue(args: argparse.Namespace) -> int:
 
     final = drive(run.generate, progress=err, observe=observe)
     review = reviews[0] if reviews and isinstance(final, Finished) else None
+    about = {
+        "issue": issue.number,
+        "issue_title": issue.title,
+        "model_profile": run.model_name,
+        "prompt_profile": run.prompt_name,
+    }
     if review is None:
-        code = write_result(final, as_json=args.json, out=args.out, stdout=sys.stdout, stderr=err)
+        if args.json and isinstance(final, GenerationFailed):
+            print(f"{final.kind}: {final.message}", file=err)
+            if final.hint:
+                print(f"  hint: {final.hint}", file=err)
+            data = {**final_to_json(final), **about, "context": context}
+            _emit(json.dumps(data, indent=2, ensure_ascii=False), args.out)
+            code = exit_code(final)
+        else:
+            code = write_result(
+                final, as_json=args.json, out=args.out, stdout=sys.stdout, stderr=err
+            )
         if not isinstance(final, Cancelled):
             print("  recorded in `agent-tui history`", file=err)
         return code
@@ -475,10 +491,7 @@ def run_issue(args: argparse.Namespace) -> int:
         data = final_to_json(final)
         data.update(
             {
-                "issue": issue.number,
-                "issue_title": issue.title,
-                "model_profile": run.model_name,
-                "prompt_profile": run.prompt_name,
+                **about,
                 "generation_id": review.generation_id,
                 "ok": status == OK,
                 "counts": counts,
@@ -490,9 +503,14 @@ def run_issue(args: argparse.Namespace) -> int:
         text = json.dumps(data, indent=2, ensure_ascii=False)
     else:
         text = review.proposal.model_dump_json(indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n", encoding="utf-8")
-        print(f"written to {args.out}", file=err)
+    _emit(text, args.out)
+    return status
+
+
+def _emit(text: str, out: Path | None) -> None:
+    """The command's answer: to ``--out`` (saying so on stderr) or stdout."""
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
+        print(f"written to {out}", file=sys.stderr)
     else:
         print(text)
-    return status

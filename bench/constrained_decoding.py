@@ -1,19 +1,23 @@
 """Constrained vs unconstrained decoding speed, side by side in one run, same model and prompt.
 
-Usage: ``python bench/constrained_decoding.py [--rounds 3] [--max-tokens 256] [--profile NAME]``
+Usage: ``python bench/constrained_decoding.py [--tokens 256] [--profile NAME] [--no-stock]``
 
-What is measured (output tokens per second of decoding, prompt processing excluded; every
-mode decodes the same prompt with the same sampling settings, and the modes run interleaved,
-round after round, so that a noisy machine slows all of them alike):
+Every mode decodes the same prompt (the Backend Dev Agent prompt + an issue) with the same
+sampling settings, each in its own llama.cpp context of the same model. The modes advance in
+**lockstep, one decoding step each in turn**, and each step is timed on its own, so a busy
+machine slows every mode alike (a shared 2-core machine swings 10x within a minute: whole-run
+timings taken one after the other are not comparable there). Only decoding is timed: prompt
+processing is excluded. A mode that ends its answer (the JSON closed, or end of generation)
+starts the same request again, so every mode decodes at least ``--tokens`` tokens.
 
 * ours, constrained: the engine's loop with the proposal grammar, check-first sampling plus
   fast-forward of forced tokens (what ``agent-tui`` uses);
 * ours, constrained with the full mask before every token (the reference path of the tests);
-* ours, unconstrained: the *same loop* without a grammar, decoding exactly ``--max-tokens``
-  tokens (end-of-generation ignored): the honest baseline of the final ratio;
+* ours, unconstrained: the *same loop* without a grammar (end of generation ignored): the
+  baseline of the final ratio;
 * llama-cpp-python's own ``create_completion``, unconstrained;
-* llama-cpp-python's stock ``response_format`` path (``json_object`` + schema, its GBNF
-  grammar sampler), for comparison.
+* llama-cpp-python's stock grammar path, what ``response_format`` does (its GBNF grammar from
+  the same schema, applied before sampling), for comparison.
 
 The last line is ``constrained/unconstrained tok/s: R`` (ours constrained / ours unconstrained).
 """
@@ -22,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,7 +40,9 @@ from engine.backends.llama_cpp import (  # noqa: E402
     DecodeDone,
     DecodeOptions,
     LlamaCppBackend,
+    PromptEvaluated,
     SamplingParams,
+    TokensDecoded,
 )
 from engine.config import LlamaCppProfile, load_config  # noqa: E402
 from engine.models import proposal_json_schema  # noqa: E402
@@ -51,34 +59,64 @@ def messages() -> list[dict[str, str]]:
     return [{"role": "system", "content": system}, {"role": "user", "content": ISSUE}]
 
 
-def run_ours(
-    backend: LlamaCppBackend,
-    prompt: list[int],
-    schema: dict | None,
-    sampling: SamplingParams,
-    max_tokens: int,
-    options: DecodeOptions | None = None,
-) -> DecodeDone:
-    done = None
-    for item in backend.decode(
-        prompt,
-        schema=schema,
-        sampling=sampling,
-        max_tokens=max_tokens,
-        options=options or DecodeOptions(),
-        stop_at_eog=False,
-    ):
+@dataclass
+class Mode:
+    """One decoding mode: a restartable stream of steps, each timed."""
+
+    label: str
+    start: Callable[[], Iterator[Any]]
+    count: Callable[[Any], tuple[int, bool]]
+    """item -> (output tokens it carries, whether it is prompt processing, untimed)."""
+    tokens: int = 0
+    seconds: float = 0.0
+    answers: int = 0
+    notes: dict[str, int] = field(default_factory=dict)
+    _it: Iterator[Any] | None = None
+
+    def step(self) -> None:
+        if self._it is None:
+            self._it = self.start()
+        t0 = time.perf_counter()
+        try:
+            item = next(self._it)
+        except StopIteration:
+            self._it = None
+            self.answers += 1
+            return
+        dt = time.perf_counter() - t0
+        n, untimed = self.count(item)
+        if not untimed:
+            self.tokens += n
+            self.seconds += dt
         if isinstance(item, DecodeDone):
-            done = item
-    assert done is not None and done.reason in ("stop", "length"), done
-    return done
+            for key in ("sampled", "forced", "masks", "rejections"):
+                self.notes[key] = self.notes.get(key, 0) + getattr(item, key)
+
+    def close(self) -> None:
+        if self._it is not None and hasattr(self._it, "close"):
+            self._it.close()
+        self._it = None
+
+    @property
+    def rate(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def ours_count(item: Any) -> tuple[int, bool]:
+    if isinstance(item, PromptEvaluated):
+        return 0, True
+    if isinstance(item, TokensDecoded):
+        return len(item.tokens), False
+    return 0, False
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=None, help="llama.cpp profile (default: default)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--tokens", type=int, default=256, help="tokens each mode decodes")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="llama.cpp threads (default: the profile's)"
+    )
     parser.add_argument("--n-ctx", type=int, default=4096)
     parser.add_argument("--no-stock", action="store_true", help="skip llama-cpp-python paths")
     args = parser.parse_args()
@@ -89,127 +127,119 @@ def main() -> int:
     if not isinstance(profile, LlamaCppProfile):
         print(f"profile {name!r} is not a llama.cpp profile", file=sys.stderr)
         return 2
-    profile = profile.model_copy(update={"n_ctx": args.n_ctx})
-    backend = LlamaCppBackend(name, profile)
+    profile = profile.model_copy(
+        update={"n_ctx": args.n_ctx, "n_threads": args.threads or profile.n_threads}
+    )
+    # one context per mode (same weights, mmapped once) so that the modes can interleave
+    backends = [LlamaCppBackend(name, profile) for _ in range(5 if not args.no_stock else 3)]
     t0 = time.perf_counter()
-    model = backend.load()
+    models = [b.load() for b in backends]
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model.tokenizer()
+    models[0].tokenizer()
     tok_s = time.perf_counter() - t0
-    msgs = messages()
-    prompt = backend.prompt_tokens(msgs)
+    prompt = backends[0].prompt_tokens(messages())
     schema = proposal_json_schema()
     sampling = SamplingParams.from_profile(profile)
-    n = args.max_tokens
-    llm = model.llm
+    budget = args.tokens * 2  # per answer; answers restart until --tokens are reached
 
-    stock_grammar = None
+    def ours(backend: LlamaCppBackend, constrained: bool, options: DecodeOptions) -> Mode:
+        return Mode(
+            label="",
+            start=lambda: backend.decode(
+                prompt,
+                schema=schema if constrained else None,
+                sampling=sampling,
+                max_tokens=budget,
+                options=options,
+                stop_at_eog=False,
+            ),
+            count=ours_count,
+        )
+
+    modes = {
+        "constrained": ours(backends[0], True, DecodeOptions()),
+        "full_mask": ours(backends[1], True, DecodeOptions(check_first=False)),
+        "unconstrained": ours(backends[2], False, DecodeOptions()),
+    }
     if not args.no_stock:
         from llama_cpp import LlamaGrammar
 
         stock_grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
 
-    def stock_completion(grammar: object | None) -> tuple[int, float]:
-        """llama-cpp-python's own loop: (completion tokens, seconds from first token)."""
-        first = last = 0.0
-        count = 0
-        for chunk in llm.create_completion(
-            prompt,
-            max_tokens=n,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=0.0,
-            repeat_penalty=sampling.repeat_penalty,
-            seed=sampling.seed,
-            grammar=grammar,
-            stream=True,
-        ):
-            now = time.perf_counter()
-            if not count:
-                first = now
-            last = now
-            count += 1
-            del chunk
-        return count, (last - first)
+        def stock(llm: Any, grammar: Any) -> Mode:
+            def start() -> Iterator[Any]:
+                first = True
+                for chunk in llm.create_completion(
+                    prompt,
+                    max_tokens=budget,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    top_k=sampling.top_k,
+                    min_p=0.0,
+                    repeat_penalty=sampling.repeat_penalty,
+                    seed=sampling.seed,
+                    grammar=grammar,
+                    stream=True,
+                ):
+                    # the first chunk carries prompt processing: untimed, like ours
+                    yield ("prompt" if first else "token", chunk)
+                    first = False
 
-    modes: dict[str, list[tuple[int, float]]] = {
-        "constrained": [],
-        "full_mask": [],
-        "unconstrained": [],
-        "stock_unconstrained": [],
-        "stock_grammar": [],
-    }
-    details: dict[str, DecodeDone] = {}
-    # warm-up: prompt in the KV cache, first-call costs paid
-    run_ours(backend, prompt, schema, sampling, 16)
-    for _ in range(args.rounds):
-        d = run_ours(backend, prompt, schema, sampling, n)
-        details["constrained"] = d
-        modes["constrained"].append((d.completion_tokens, d.decode_seconds))
-        d = run_ours(backend, prompt, None, sampling, n)
-        modes["unconstrained"].append((d.completion_tokens, d.decode_seconds))
-        d = run_ours(backend, prompt, schema, sampling, n, DecodeOptions(check_first=False))
-        details["full_mask"] = d
-        modes["full_mask"].append((d.completion_tokens, d.decode_seconds))
-        if not args.no_stock:
-            # the first streamed chunk follows the first sampled token: count from there
-            c, s = stock_completion(None)
-            modes["stock_unconstrained"].append((c - 1, s))
-            c, s = stock_completion(stock_grammar)
-            modes["stock_grammar"].append((c - 1, s))
+            return Mode(label="", start=start, count=lambda it: (1, it[0] == "prompt"))
 
-    def rate(samples: list[tuple[int, float]]) -> float:
-        return sum(c for c, _ in samples) / sum(s for _, s in samples) if samples else 0.0
+        modes["stock_unconstrained"] = stock(models[3].llm, None)
+        modes["stock_grammar"] = stock(models[4].llm, stock_grammar)
 
-    def spread(samples: list[tuple[int, float]]) -> str:
-        rates = [c / s for c, s in samples if s > 0]
-        if len(rates) < 2:
-            return ""
-        med = statistics.median(rates)
-        return f" (per round {min(rates):.1f}-{max(rates):.1f}, median {med:.1f})"
+    # warm-up: each context holds the prompt, first-call costs are paid
+    for mode in modes.values():
+        for _ in range(3):
+            mode.step()
+        mode.tokens, mode.seconds, mode.notes = 0, 0.0, {}
+    active = list(modes.values())
+    wall = time.perf_counter()
+    while active:
+        for mode in list(active):
+            mode.step()
+            if mode.tokens >= args.tokens:
+                active.remove(mode)
+                mode.close()
+    wall = time.perf_counter() - wall
 
-    c = details["constrained"]
+    llm = models[0].llm
     print(
-        f"model {model.path.name}: vocab {model.n_vocab}, n_ctx {model.n_ctx}, "
-        f"threads {llm.n_threads}; load {load_s:.2f}s, llguidance tokenizer {tok_s:.2f}s"
+        f"model {models[0].path.name}: vocab {models[0].n_vocab}, n_ctx {models[0].n_ctx}, "
+        f"threads {llm.n_threads}; load {load_s:.2f}s ({len(models)} contexts), "
+        f"llguidance tokenizer {tok_s:.2f}s"
     )
     print(
-        f"prompt {len(prompt)} tokens, max_tokens {n}, sampling {sampling}, "
-        f"{args.rounds} interleaved rounds"
+        f"prompt {len(prompt)} tokens, {sampling}; each mode decoded >= {args.tokens} tokens, "
+        f"all modes interleaved step by step ({wall:.0f}s wall)"
     )
-    print(
-        f"ours, constrained (check-first + fast-forward):   {rate(modes['constrained']):6.1f} "
-        f"tok/s{spread(modes['constrained'])}"
-    )
-    print(
-        f"    last run: {c.completion_tokens} tokens = {c.sampled} sampled + {c.forced} "
-        f"fast-forwarded; {c.masks} full masks computed ({c.rejections} rejections), "
-        f"finish {c.reason}"
-    )
-    fm = details["full_mask"]
-    print(
-        f"ours, constrained (full mask every token):        {rate(modes['full_mask']):6.1f} "
-        f"tok/s{spread(modes['full_mask'])}  [{fm.completion_tokens} tokens]"
-    )
-    print(
-        f"ours, unconstrained (same loop, no grammar):      {rate(modes['unconstrained']):6.1f} "
-        f"tok/s{spread(modes['unconstrained'])}"
-    )
+    c = modes["constrained"]
+    rows = [
+        ("ours, constrained (check-first + fast-forward)", c),
+        ("ours, constrained (full mask every token)", modes["full_mask"]),
+        ("ours, unconstrained (same loop, no grammar)", modes["unconstrained"]),
+    ]
     if not args.no_stock:
+        rows += [
+            ("llama-cpp-python create_completion, unconstrained", modes["stock_unconstrained"]),
+            ("llama-cpp-python grammar (response_format path)", modes["stock_grammar"]),
+        ]
+    for label, mode in rows:
+        print(f"{label:<52} {mode.rate:7.1f} tok/s  ({mode.tokens} tokens in {mode.seconds:.1f}s)")
+    n = c.notes
+    if n:
         print(
-            "llama-cpp-python create_completion, unconstrained: "
-            f"{rate(modes['stock_unconstrained']):6.1f} tok/s"
-            f"{spread(modes['stock_unconstrained'])}"
+            f"  constrained answers: {n.get('sampled', 0)} sampled + {n.get('forced', 0)} "
+            f"fast-forwarded tokens; {n.get('masks', 0)} full masks computed "
+            f"({n.get('rejections', 0)} rejections)"
         )
-        print(
-            "llama-cpp-python grammar (response_format path):   "
-            f"{rate(modes['stock_grammar']):6.1f} tok/s{spread(modes['stock_grammar'])}"
-        )
-    ratio = rate(modes["constrained"]) / rate(modes["unconstrained"])
+    ratio = c.rate / modes["unconstrained"].rate
     print(f"constrained/unconstrained tok/s: {ratio:.2f}")
-    backend.close()
+    for b in backends:
+        b.close()
     return 0
 
 

@@ -66,6 +66,9 @@ def main() -> int:
     parser.add_argument("--profile", default=None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--context-lines", type=int, default=120)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="llama.cpp threads (default: the profile's)"
+    )
     parser.add_argument("--n-ctx", type=int, default=8192)
     args = parser.parse_args()
 
@@ -75,7 +78,10 @@ def main() -> int:
     if not isinstance(profile, LlamaCppProfile):
         print(f"profile {name!r} is not a llama.cpp profile", file=sys.stderr)
         return 2
-    backend = LlamaCppBackend(name, profile.model_copy(update={"n_ctx": args.n_ctx}))
+    profile = profile.model_copy(
+        update={"n_ctx": args.n_ctx, "n_threads": args.threads or profile.n_threads}
+    )
+    backend = LlamaCppBackend(name, profile)
     model = backend.load()
     model.tokenizer()
     system = (ROOT / "prompts" / "backend-dev.md").read_text(encoding="utf-8")

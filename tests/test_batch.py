@@ -159,6 +159,26 @@ def test_cancel_leaves_the_running_issue_to_redo(local_repo: tuple[Path, Any]) -
     assert len(server.bodies(CHAT)) == 1
 
 
+def test_a_failed_issue_is_final_unless_retried(local_repo: tuple[Path, Any]) -> None:
+    repo, server = local_repo
+    config_file = Path(os.environ["AGENT_TUI_CONFIG"])
+    text = config_file.read_text()
+    server_budget = "max_tokens = 160\ntemperature = 0.0\nconcurrency"
+    config_file.write_text(text.replace(server_budget, server_budget.replace("160", "16")))
+    options = BatchOptions(issues=[1], model="srv")
+    first = run_batch(Workspace(repo, load_config(repo)), options)
+    [item] = first.items
+    assert item.state == "failed" and item.detail.startswith("truncated") and not first.ok
+    config_file.write_text(text)  # the budget fixed; the batch is the same (same profile name)
+    again = run_batch(Workspace(repo, load_config(repo)), options)
+    assert again.batch_id == first.batch_id and again.items[0].state == "failed"
+    assert len(server.bodies(CHAT)) == 1  # a failure is final unless asked
+    options.retry_failed = True
+    retried = run_batch(Workspace(repo, load_config(repo)), options)
+    assert retried.batch_id == first.batch_id and retried.ok
+    assert retried.items[0].state == "generated" and retried.items[0].attempts == 2
+
+
 @pytest.mark.parametrize(
     ("args", "code", "said"),
     [

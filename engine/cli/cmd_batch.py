@@ -99,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fresh",
         action="store_true",
-        help="start a new batch even if the same one was interrupted (default: resume it)",
+        help="start a new batch instead of continuing the same one (default: continue it; "
+        "a finished batch then does nothing)",
     )
     parser.add_argument(
         "--retry-failed",

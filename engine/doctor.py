@@ -63,12 +63,24 @@ class DoctorReport:
     checks: list[Check] = field(default_factory=list)
     default_profile: str = ""
     default_runnable: bool = False
+    runnable: dict[str, bool] = field(default_factory=dict)
+    """Profile name -> whether it can run (every profile checked)."""
+    selected: list[str] = field(default_factory=list)
+    """The profiles asked for with ``--profile`` (empty: all, judged by the default)."""
+
+    @property
+    def ok(self) -> bool:
+        """The exit verdict: the selected profiles can run, or else the default one can."""
+        if self.selected:
+            return all(self.runnable.get(name, False) for name in self.selected)
+        return self.default_runnable
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "default_profile": self.default_profile,
                 "default_runnable": self.default_runnable,
+                "runnable": self.runnable,
                 "checks": [asdict(c) for c in self.checks],
             },
             indent=2,
@@ -86,8 +98,13 @@ class DoctorReport:
             lines.append(f"  {marks[c.status]} {c.name}: {c.detail}")
             if c.hint and c.status in ("warn", "fail"):
                 lines.append(f"      → {c.hint}")
-        verdict = "can run" if self.default_runnable else "CANNOT run"
-        lines.append(f"\nDefault profile {self.default_profile!r} {verdict}.")
+        if self.selected:
+            for name in self.selected:
+                verdict = "can run" if self.runnable.get(name) else "CANNOT run"
+                lines.append(f"\nProfile {name!r} {verdict}.")
+        else:
+            verdict = "can run" if self.default_runnable else "CANNOT run"
+            lines.append(f"\nDefault profile {self.default_profile!r} {verdict}.")
         return "\n".join(lines).lstrip("\n")
 
 
@@ -385,10 +402,12 @@ def run_doctor(
     report.checks.append(Check("Configuration", "files read", "ok", files))
     report.checks.append(Check("Configuration", "user config", "info", str(user_config_path())))
     for name in profiles or sorted(config.models):
-        rows = check_profile(name, config.models[name])
+        rows = check_profile(name, config.profile(name))  # an unknown name lists the known
         report.checks.extend(rows)
+        report.runnable[name] = all(r.status != "fail" for r in rows)
         if name == config.default_model:
-            report.default_runnable = all(r.status != "fail" for r in rows)
+            report.default_runnable = report.runnable[name]
+    report.selected = list(profiles or [])
     report.checks.extend(check_repo(repo_dir))
     report.checks.extend(check_github())
     return report

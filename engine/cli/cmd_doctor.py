@@ -22,4 +22,4 @@ def run(args: argparse.Namespace) -> int:
     config = load(args)
     report = run_doctor(config, repo_dir(args), args.profile)
     print(report.to_json() if args.json else report.render())
-    return OK if report.default_runnable else FAILED_CHECK
+    return OK if report.ok else FAILED_CHECK

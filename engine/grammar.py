@@ -124,6 +124,17 @@ def tokenizer_for(model_key: str, vocab: Any, n_vocab: int | None = None) -> llg
         return tok
 
 
+def forget_tokenizer(model_key: str, vocab: Any) -> None:
+    """Drop the tokenizer of a vocabulary about to be freed (and the matchers built on it)."""
+    key = f"{model_key}@{ctypes_address(vocab)}"
+    with _tok_lock:
+        tok = _tokenizer_cache.pop(key, None)
+    if tok is not None:
+        with _lock:
+            for mkey in [k for k in _matcher_cache if k[0] == str(id(tok))]:
+                del _matcher_cache[mkey]
+
+
 def ctypes_address(pointer: Any) -> int:
     """The address a ctypes pointer (or a plain int) holds."""
     import ctypes
@@ -209,6 +220,7 @@ __all__ = [
     "GrammarError",
     "build_grammar",
     "forced_prefix",
+    "forget_tokenizer",
     "new_matcher",
     "proposal_grammar",
     "tokenizer_for",

@@ -52,7 +52,7 @@ from engine.events import (
     PromptTooLong,
     TokensGenerated,
 )
-from engine.grammar import build_grammar, new_matcher, tokenizer_for
+from engine.grammar import build_grammar, forget_tokenizer, new_matcher, tokenizer_for
 from engine.modelfile import resolve_gguf
 from engine.stream import ProposalStream, partial_parse
 
@@ -456,15 +456,24 @@ class LoadedModel:
         lc.llama_set_abort_callback(self.llm.ctx, self._abort_cb, None)
 
     def eval_prompt(self, tokens: list[int], cancel: threading.Event) -> bool:
-        """Evaluate ``tokens`` in chunks of ``n_batch``; False when cancelled part-way."""
+        """Evaluate ``tokens`` in chunks of ``n_batch``; False when cancelled part-way.
+
+        The last token is always evaluated on its own: llama.cpp's CPU kernels round
+        differently for one token than for a batch, so a prompt whose prefix was cached (only
+        its last token evaluated) must see the same logits as the same prompt evaluated cold,
+        or a sampled answer would not reproduce with the same seed.
+        """
         step = self.n_batch
+        body = len(tokens) - 1
+        chunks = [tokens[i : min(i + step, body)] for i in range(0, body, step)]
+        chunks.append(tokens[body:])
         self._set_abort(cancel)
         try:
-            for i in range(0, len(tokens), step):
+            for chunk in chunks:
                 if cancel.is_set():
                     return False
                 try:
-                    self.llm.eval(tokens[i : i + step])
+                    self.llm.eval(chunk)
                 except RuntimeError:
                     if cancel.is_set():
                         return False
@@ -474,6 +483,10 @@ class LoadedModel:
         return not cancel.is_set()
 
     def close(self) -> None:
+        """Free the model; its llguidance tokenizer goes too (it points into the vocab)."""
+        if self._tok_thread is not None:
+            self._tok_thread.join()
+        forget_tokenizer(self.model_key, self.vocab)
         self.llm.close()
 
 

@@ -88,9 +88,15 @@ class Mode:
         if not untimed:
             self.tokens += n
             self.seconds += dt
+        if isinstance(item, TokensDecoded):
+            for key, value in (
+                ("sampled", len(item.tokens) - item.forced),
+                ("forced", item.forced),
+                ("rejections", int(item.rejected)),
+            ):
+                self.notes[key] = self.notes.get(key, 0) + value
         if isinstance(item, DecodeDone):
-            for key in ("sampled", "forced", "masks", "rejections"):
-                self.notes[key] = self.notes.get(key, 0) + getattr(item, key)
+            self.notes[item.reason] = self.notes.get(item.reason, 0) + 1
 
     def close(self) -> None:
         if self._it is not None and hasattr(self._it, "close"):
@@ -232,9 +238,9 @@ def main() -> int:
     n = c.notes
     if n:
         print(
-            f"  constrained answers: {n.get('sampled', 0)} sampled + {n.get('forced', 0)} "
-            f"fast-forwarded tokens; {n.get('masks', 0)} full masks computed "
-            f"({n.get('rejections', 0)} rejections)"
+            f"  constrained: {n.get('sampled', 0)} sampled + {n.get('forced', 0)} "
+            f"fast-forwarded tokens, {n.get('rejections', 0)} sampled tokens refused by the "
+            f"grammar (full mask computed); answers closed: {n.get('stop', 0)}"
         )
     ratio = c.rate / modes["unconstrained"].rate
     print(f"constrained/unconstrained tok/s: {ratio:.2f}")

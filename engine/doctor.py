@@ -8,7 +8,6 @@ status is non-zero when the default profile cannot run: scripts can gate on it.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -358,19 +357,19 @@ def default_branch(repo: Any, remote: str = "origin") -> str:
 
 
 def github_token_source() -> tuple[str, str]:
-    """Where a GitHub token would come from, never the token: (source, detail)."""
-    for var in ("GH_TOKEN", "GITHUB_TOKEN"):
-        if os.environ.get(var):
-            return var, f"${var} is set"
-    gh = shutil.which("gh")
-    if gh:
-        try:
-            out = subprocess.run([gh, "auth", "token"], capture_output=True, text=True, timeout=10)
-            if out.returncode == 0 and out.stdout.strip():
-                return "gh", "`gh auth token` provides one"
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    return "anonymous", "no token: GitHub is read anonymously (60 requests/hour, no publishing)"
+    """Where a GitHub token would come from, never the token: (source, detail).
+
+    The same lookup publishing uses (``engine.forge.github.resolve_token``), so doctor
+    reports the token that would really be sent.
+    """
+    from engine.forge.github import resolve_token
+
+    token = resolve_token()
+    if token is None:
+        return "anonymous", "no token: GitHub is read anonymously (60 requests/hour, no publishing)"
+    if token.source == "gh auth token":
+        return "gh", "`gh auth token` provides one"
+    return token.source, f"${token.source} is set"
 
 
 def check_github() -> list[Check]:

@@ -113,6 +113,11 @@ RULES: dict[str, Rule] = _rules(
     Rule("destructive-removed-definitions", "warning", "existing functions/classes/routes removed"),
     Rule("unseen-file-rewritten", "warning", "an existing file rewritten though not shown"),
     Rule("unchanged-file", "info", "a file identical to its base (a no-op)"),
+    Rule(
+        "uncommitted-changes",
+        "warning",
+        "a file with uncommitted local changes (shown to the model; the PR starts from the base)",
+    ),
     # the seed's rules (prompts/backend-dev.md)
     Rule("branch-suffix-invalid", "error", "branch_suffix not lowercase-hyphen, <= 30", True),
     Rule("closes-missing", "error", "pr_body lacks 'Closes #N' for this issue", True),
@@ -1592,6 +1597,8 @@ def run_checks(
 
     for f in files:
         findings += _file_findings(f, limits, shown_norm)
+    if wanted("uncommitted-changes"):
+        findings += _uncommitted_findings(files, base)
 
     if wanted("secret-in-content", "secret-high-entropy", "secret-in-message"):
         findings += _secret_findings(proposal, files)
@@ -1698,6 +1705,44 @@ def _file_findings(f: _File, limits: CheckLimits, shown: set[str] | None) -> lis
                                 fix="keep them, unless the issue asks for their removal",
                             )
                         )
+    return out
+
+
+_SHOWN_LOCAL = (
+    "; the model was shown that version, but the pull request is built on the base branch, "
+    "so any local change the model kept is published with it"
+)
+_UNCOMMITTED_WHAT = {
+    "modified": "this file has uncommitted edits in your working tree" + _SHOWN_LOCAL,
+    "added": "this file is staged but not committed" + _SHOWN_LOCAL,
+    "untracked": "this file exists only in your working tree (untracked)" + _SHOWN_LOCAL,
+    "deleted": "this file is deleted in your working tree but not in the last commit; the "
+    "pull request writes it with the proposed content",
+}
+
+
+def _uncommitted_findings(files: list[_File], base: RepoBase) -> list[Finding]:
+    """Files the user changed locally: the model saw that version, the PR will not start there.
+
+    The context shows the model the working tree, while publishing commits on a fresh
+    checkout of the base branch. Whatever of the local version the model copied into its
+    answer goes into the pull request with it, so the user is told to look at the diff.
+    """
+    states = base.uncommitted(f.norm for f in files)
+    out = []
+    for f in files:
+        state = states.get(f.norm)
+        if state is None:
+            continue
+        out.append(
+            _finding(
+                "uncommitted-changes",
+                _UNCOMMITTED_WHAT[state],
+                path=f.raw,
+                fix="review the diff for local work you do not mean to publish, or commit "
+                "or stash it first and regenerate",
+            )
+        )
     return out
 
 

@@ -268,6 +268,51 @@ class RepoBase:
         except UnicodeDecodeError:
             return None
 
+    def uncommitted(self, paths: Iterable[str]) -> dict[str, str]:
+        """Which of ``paths`` differ between the working tree and ``HEAD``, and how.
+
+        The model is shown the working tree while a pull request is built on the base
+        branch, so a file the user has edited (or created) without committing is where a
+        proposal can carry local work into a pull request. Values are ``modified``,
+        ``untracked``, ``deleted`` or ``added`` (staged, not committed). Empty when the base
+        is not a git tree, or git cannot answer (the caller has nothing to warn about).
+        """
+        norms = sorted({n for n in (lexical_repo_path(p) for p in paths) if n is not None})
+        if self._entries is None or not norms:
+            return {}
+        prefix_out = self._git("rev-parse", "--show-prefix")
+        out = self._git(
+            "--literal-pathspecs",
+            "status",
+            "--porcelain=v1",
+            "-z",
+            "--untracked-files=all",
+            "--no-renames",
+            "--",
+            *norms,
+        )
+        if prefix_out.returncode != 0 or out.returncode != 0:
+            return {}
+        prefix = os.fsdecode(prefix_out.stdout.strip())
+        found: dict[str, str] = {}
+        for record in out.stdout.split(b"\x00"):
+            if len(record) < 4:
+                continue
+            code = record[:2].decode("ascii", "replace")
+            path = os.fsdecode(record[3:])
+            if prefix and path.startswith(prefix):
+                path = path[len(prefix) :]
+            if code == "??":
+                state = "untracked"
+            elif "D" in code:
+                state = "deleted"
+            elif code[0] == "A":
+                state = "added"
+            else:
+                state = "modified"
+            found[path] = state
+        return found
+
     def _blob(self, sha: str) -> bytes | None:
         if sha in self._blobs:
             return self._blobs[sha]

@@ -136,6 +136,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _commit(repo, "initial")
     (repo / "tree_only_out").unlink()
     os.mkfifo(repo / "fifo")
+    (repo / "docs" / "scratch.md").write_text("local notes, never committed\n")
     return {"repo": repo, "outside": outside}
 
 
@@ -374,6 +375,7 @@ CORPUS: list[Case] = [
     ),
     ("unseen-file-rewritten", lambda: make(), {"shown_files": set()}),
     ("unchanged-file", lambda: make(files=one("README.md", "# demo\n")), {}),
+    ("uncommitted-changes", lambda: make(files=one("docs/scratch.md", "notes\n")), {}),
     # the seed's rules
     ("branch-suffix-invalid", lambda: make(branch_suffix="Add_Items"), {}),
     ("branch-suffix-invalid", lambda: make(branch_suffix="a" * 31), {}),
@@ -777,3 +779,45 @@ def test_run_checks_accepts_only_paths_inside(
     for raw in raws:
         if raw not in refused:
             assert _resolves_inside(repo, raw), (raw, findings)
+
+
+def test_uncommitted_changes_name_how_each_file_differs_from_head(tmp_path: Path) -> None:
+    """Edited, staged, untracked and deleted files are flagged; a committed one is not."""
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    for name in ("edited.py", "clean.py", "gone.py"):
+        (repo / "pkg" / name).write_text(f"NAME = {name!r}\n")
+    _commit(repo, "initial")
+    (repo / "pkg" / "edited.py").write_text("NAME = 'local edit'\n")
+    (repo / "pkg" / "staged.py").write_text("NAME = 'staged'\n")
+    git(repo, "add", "pkg/staged.py")
+    (repo / "pkg" / "untracked.py").write_text("NAME = 'untracked'\n")
+    (repo / "pkg" / "gone.py").unlink()
+    names = ["edited", "clean", "gone", "staged", "untracked"]
+    proposal = make(files=[(f"pkg/{n}.py", f"NAME = {n!r}  # proposed\n") for n in names])
+    found = {
+        f.path: f.message
+        for f in run_checks(proposal, repo, ISSUE, enabled={"uncommitted-changes"})
+    }
+    assert set(found) == {"pkg/edited.py", "pkg/gone.py", "pkg/staged.py", "pkg/untracked.py"}
+    assert "uncommitted edits" in found["pkg/edited.py"]
+    assert "deleted in your working tree" in found["pkg/gone.py"]
+    assert "staged but not committed" in found["pkg/staged.py"]
+    assert "untracked" in found["pkg/untracked.py"]
+    # the same from a subdirectory: paths are relative to it, as the proposal's are
+    sub = run_checks(
+        make(files=[("edited.py", "x = 1\n"), ("clean.py", "x = 2\n")]),
+        repo / "pkg",
+        ISSUE,
+        enabled={"uncommitted-changes"},
+    )
+    assert [f.path for f in sub] == ["edited.py"]
+    # compared with the working tree itself (no git base), nothing is "uncommitted"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "a.py").write_text("x = 0\n")
+    assert (
+        run_checks(make(files=[("a.py", "x = 1\n")]), plain, ISSUE, enabled={"uncommitted-changes"})
+        == []
+    )

@@ -100,6 +100,8 @@ CASES: list[tuple[str, list[str], int, Callable[[Any], bool]]] = [
     ("check", ["@missing.json", "--issue", "3"], ERROR, lambda d: d["ok"] is False),
     ("prompt", ["--list"], OK, lambda d: "tiny" in [p["name"] for p in d["profiles"]]),
     ("prompt", ["1", "--model", "srv"], OK, lambda d: d["issue"] == 1 and d["messages"]),
+    ("prompt", ["1", "--profile", "srv"], OK, lambda d: d["issue"] == 1 and d["messages"]),
+    ("prompt", ["1", "--profile", "nope"], ERROR, lambda d: "nope" in d["error"]["message"]),
     ("prompt", [], ERROR, lambda d: "name the issue" in d["error"]["message"]),
     ("sync", [], OK, lambda d: d == []),
     (

@@ -449,7 +449,7 @@ def test_prompt_command_prints_the_messages_and_the_token_table(
             ),
         },
     )
-    assert main(["prompt", "5", "--repo", str(git_repo), "--profile", "tiny", "--json"]) == 0
+    assert main(["prompt", "5", "--repo", str(git_repo), "--prompt-profile", "tiny", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["total_tokens"] <= data["budget"] == 8192 - 2048
     assert data["exact_token_count"] is True and data["prompt_profile"] == "tiny"
@@ -460,7 +460,7 @@ def test_prompt_command_prints_the_messages_and_the_token_table(
     kinds = [s["kind"] for s in data["sections"]]
     assert kinds[:2] == ["system", "tree"] and kinds[-3:] == ["issue", "overhead", "reserved"]
 
-    assert main(["prompt", "5", "--repo", str(git_repo), "--profile", "tiny"]) == 0
+    assert main(["prompt", "5", "--repo", str(git_repo), "--prompt-profile", "tiny"]) == 0
     text = capsys.readouterr().out
     assert "===== system =====" in text and "===== user =====" in text
     assert "prompt total" in text and "reserved for the answer" in text

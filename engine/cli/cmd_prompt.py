@@ -25,12 +25,19 @@ HELP = "show the exact messages for an issue, their token counts and what was le
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("issue", nargs="?", type=int, metavar="ISSUE", help="the issue number")
     parser.add_argument(
-        "--profile",
         "--prompt-profile",
-        dest="profile",
+        dest="prompt_profile",
+        metavar="NAME",
         help="prompt profile name (default: default_prompt)",
     )
-    parser.add_argument("--model", help="model profile whose tokenizer and n_ctx apply")
+    # --profile names the model profile, as in generate, batch and publish
+    parser.add_argument(
+        "--profile",
+        "--model",
+        dest="model",
+        metavar="PROFILE",
+        help="model profile whose tokenizer and n_ctx apply (default: default_model)",
+    )
     parser.add_argument(
         "--list", action="store_true", help="list the prompt profiles and where each comes from"
     )
@@ -120,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     root = repo_root(directory)
     model_name = args.model or config.default_model
     model = config.profile(model_name)
-    profile = load_profile(args.profile or config.default_prompt, root)
+    profile = load_profile(args.prompt_profile or config.default_prompt, root)
 
     from engine.forge.registry import issue_source_for
 

@@ -136,6 +136,63 @@ RULES: dict[str, Rule] = _rules(
 )
 
 
+#: The convention rules a prompt profile selects with its ``checks:`` list, by group id. A
+#: profile is one team's way of working (its branch names, title style, test policy), so its
+#: rules are opt-in per profile. Every other rule guards safety or correctness (paths, sizes,
+#: secrets, sensitive files, destructive rewrites) and runs whatever the profile says.
+CHECK_GROUPS: dict[str, tuple[str, ...]] = {
+    "branch-suffix": ("branch-suffix-invalid",),
+    "closes-issue": ("closes-missing", "closes-other-issue"),
+    "conventional-title": ("commit-message-style", "pr-title-style"),
+    "complete-files": (
+        "placeholder-content",
+        "truncated-content",
+        "python-syntax-error",
+        "data-syntax-error",
+        "missing-final-newline",
+    ),
+    "endpoint-tests": ("endpoint-without-test",),
+    "requirements": ("missing-requirement",),
+    "route-docstrings": ("route-missing-docstring",),
+    "orm-responses": ("orm-returned-raw",),
+}
+CONVENTION_CODES: frozenset[str] = frozenset(c for codes in CHECK_GROUPS.values() for c in codes)
+ALWAYS_ON_CODES: frozenset[str] = frozenset(RULES) - CONVENTION_CODES
+"""Rules no profile can turn off."""
+
+
+def check_ids_problem(ids: Iterable[str]) -> str | None:
+    """Why a profile's ``checks:`` list is wrong (an unknown id), or None when it is fine."""
+    unknown = [i for i in ids if i not in CHECK_GROUPS and i not in RULES]
+    if not unknown:
+        return None
+    return (
+        f"unknown check id(s) {', '.join(map(repr, unknown))}; a check id is a group "
+        f"({', '.join(CHECK_GROUPS)}) or a rule code (the README's Checks table)"
+    )
+
+
+def enabled_for_profile(ids: Iterable[str]) -> set[str] | None:
+    """The rule codes that run for a profile whose ``checks:`` lists ``ids``.
+
+    An empty list means every rule (a profile that says nothing opts out of nothing).
+    Otherwise: the always-on rules plus the named groups and rule codes.
+
+    Raises:
+        ConfigError: an id is neither a group nor a rule code.
+    """
+    ids = list(ids)
+    if not ids:
+        return None
+    problem = check_ids_problem(ids)
+    if problem is not None:
+        raise ConfigError(problem, hint="fix the prompt profile's checks: list")
+    enabled = set(ALWAYS_ON_CODES)
+    for i in ids:
+        enabled.update(CHECK_GROUPS.get(i, (i,)))
+    return enabled
+
+
 @dataclass(frozen=True)
 class Finding:
     """One thing wrong (or worth knowing) about a proposal.

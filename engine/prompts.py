@@ -189,6 +189,11 @@ def parse_profile(path: Path, origin: Origin = "bundled") -> PromptProfile:
             f"{path}: check ids are lowercase kebab-case (bad: {', '.join(map(repr, bad))})",
             hint=_HINT,
         )
+    from engine.checks import check_ids_problem  # the rules are the checks' to define
+
+    problem = check_ids_problem(checks)
+    if problem is not None:
+        raise PromptProfileError(f"{path}: {problem}", hint=_HINT)
     always = _string_list(path, "always_include", data.get("always_include"))
     for pattern in always:
         if pattern.startswith("/") or "\\" in pattern or ".." in pattern.split("/"):

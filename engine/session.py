@@ -498,12 +498,21 @@ class IssueRun:
         messages: list[dict[str, str]] | None = None,
         generation_id: int | None = None,
     ) -> Review:
-        from engine.checks import run_checks
+        from engine.checks import CheckLimits, enabled_for_profile, run_checks
         from engine.diff import RepoBase, diff_proposal
+        from engine.prompts import load_profile
 
         base = RepoBase(self.repo, "HEAD")
         shown = self._context.shown_files if self._context is not None else None
-        findings = run_checks(proposal, self.repo, self.issue.number, shown_files=shown, base=base)
+        findings = run_checks(
+            proposal,
+            self.repo,
+            self.issue.number,
+            shown_files=shown,
+            base=base,
+            limits=CheckLimits.from_config(self.workspace.config),
+            enabled=enabled_for_profile(load_profile(self.prompt_name, self.repo).checks),
+        )
         diff = diff_proposal(proposal, base=base)
         if messages is not None:
             generation_id = self._record(proposal, findings, stats, messages)

@@ -19,10 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.checks import (
+    ALWAYS_ON_CODES,
+    CHECK_GROUPS,
     RULES,
     CheckLimits,
     Finding,
     apply_fixes,
+    enabled_for_profile,
     has_errors,
     path_findings,
     proposal_from_data,
@@ -821,3 +824,61 @@ def test_uncommitted_changes_name_how_each_file_differs_from_head(tmp_path: Path
         run_checks(make(files=[("a.py", "x = 1\n")]), plain, ISSUE, enabled={"uncommitted-changes"})
         == []
     )
+
+
+def test_profile_check_groups_name_real_rules_and_never_safety_ones() -> None:
+    grouped = [c for codes in CHECK_GROUPS.values() for c in codes]
+    assert len(grouped) == len(set(grouped)), "a rule in two groups"
+    assert set(grouped) <= set(RULES)
+    for code in ALWAYS_ON_CODES:
+        assert code.startswith(
+            ("path-", "secret-", "sensitive-", "destructive-", "content-")
+        ) or code in {
+            "proposal-malformed",
+            "no-files",
+            "too-many-files",
+            "file-too-large",
+            "total-too-large",
+            "unseen-file-rewritten",
+            "unchanged-file",
+            "uncommitted-changes",
+        }, code
+    # the README's group table is the same as the code's
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("### Which rules a profile turns on", 1)[1].split("\n### ", 1)[0]
+    documented = {
+        row.split("|")[1].strip().strip("`"): [
+            c.strip().strip("`") for c in row.split("|")[2].split(",")
+        ]
+        for row in table.splitlines()
+        if row.startswith("| `")
+    }
+    assert documented == {g: list(codes) for g, codes in CHECK_GROUPS.items()}
+
+
+def test_a_profile_selects_its_convention_rules_and_keeps_the_safety_ones(
+    world: dict[str, Path], base: RepoBase
+) -> None:
+    assert enabled_for_profile([]) is None
+    enabled = enabled_for_profile(["branch-suffix", "missing-final-newline"])
+    assert enabled is not None
+    assert {"branch-suffix-invalid", "missing-final-newline", "path-traversal"} <= enabled
+    assert "closes-missing" not in enabled and "endpoint-without-test" not in enabled
+    sloppy = make(
+        branch_suffix="Bad_Suffix",
+        pr_body="no closing keyword",
+        files=[("../escape.py", "x = 1\n"), ("docs/new.md", "no newline")],
+    )
+    found = codes(check(world, base, sloppy, enabled=enabled))
+    assert {"branch-suffix-invalid", "missing-final-newline", "path-traversal"} <= found
+    assert "closes-missing" not in found
+    assert "closes-missing" in codes(check(world, base, sloppy))
+    with pytest.raises(ConfigError, match="'nope'"):
+        enabled_for_profile(["nope"])
+
+
+def test_the_default_profile_turns_on_every_rule() -> None:
+    from engine.prompts import load_profile
+
+    enabled = enabled_for_profile(load_profile().checks)
+    assert enabled == set(RULES)

@@ -211,3 +211,25 @@ def test_console_script_end_to_end(git_repo: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == FAILED_CHECK, proc.stderr
     assert [f["code"] for f in json.loads(proc.stdout)["findings"]] == ["path-absolute"]
+
+
+def test_prompt_profile_selects_the_convention_rules(
+    git_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = git_repo / ".agent-tui" / "prompts"
+    prompts.mkdir(parents=True)
+    (prompts / "lenient.md").write_text(
+        "---\nname: lenient\nchecks: [complete-files]\n---\nWrite docs.\n"
+    )
+    no_closes = write(tmp_path, {**GOOD, "pr_body": "Adds notes.\n"})
+    repo = ["--issue", "3", "--repo", str(git_repo)]
+    code, out, _ = run_check(capsys, str(no_closes), *repo)
+    assert code == FAILED_CHECK and "closes-missing" in out  # default_prompt: every rule
+    code, out, _ = run_check(capsys, str(no_closes), *repo, "--prompt-profile", "lenient")
+    assert code == OK and "closes-missing" not in out
+    # the safety checks run whatever the profile says
+    escape = write(tmp_path, {**GOOD, "files": [{"path": "../x.md", "content": "x\n"}]}, "e.json")
+    code, out, _ = run_check(capsys, str(escape), *repo, "--prompt-profile", "lenient")
+    assert code == FAILED_CHECK and "path-traversal" in out
+    code, _, err = run_check(capsys, str(no_closes), *repo, "--prompt-profile", "missing")
+    assert code == ERROR and "missing" in err

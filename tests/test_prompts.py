@@ -84,6 +84,7 @@ def test_nearest_profile_wins(git_repo: Path) -> None:
         ("---\nname: broken\n---\n\n  \n", "no text after its front matter"),
         ("---\nchecks: [1, 2]\n---\nbody\n", "'checks' must be a list"),
         ("---\nchecks: [Closes Issue]\n---\nbody\n", "kebab-case"),
+        ("---\nchecks: [complete-files, no-such-rule]\n---\nbody\n", "'no-such-rule'"),
         ("---\nalways_include: [/etc/passwd]\n---\nbody\n", "repository-relative"),
         ("---\nalways_include: [../up.py]\n---\nbody\n", "repository-relative"),
         ("---\ndescription: [1]\n---\nbody\n", "'description' must be a string"),

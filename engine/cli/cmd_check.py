@@ -16,6 +16,7 @@ from typing import Any
 from engine.checks import (
     CheckLimits,
     apply_fixes,
+    enabled_for_profile,
     has_errors,
     load_proposal_file,
     proposal_to_data,
@@ -25,6 +26,7 @@ from engine.cli.common import add_json_argument, add_repo_argument, load, repo_d
 from engine.cli.exitcodes import FAILED_CHECK, OK
 from engine.diff import RepoBase, diff_proposal
 from engine.errors import ConfigError
+from engine.prompts import load_profile
 
 NAME = "check"
 HELP = "check a proposal JSON file: findings (safety + the prompt's rules) and the diff summary"
@@ -64,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the git ref the proposal is compared with (default: HEAD)",
     )
     parser.add_argument(
+        "--prompt-profile",
+        metavar="NAME",
+        help="the prompt profile whose rules apply (default: default_prompt); the safety "
+        "checks always run",
+    )
+    parser.add_argument(
         "--shown",
         action="append",
         metavar="PATH",
@@ -76,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if not repo.is_dir():
         raise ConfigError(f"{repo} is not a directory", hint="pass the repository with --repo")
     proposal = load_proposal_file(args.proposal)
-    limits = CheckLimits.from_config(load(args))
+    config = load(args)
+    limits = CheckLimits.from_config(config)
+    prompt = load_profile(args.prompt_profile or config.default_prompt, repo)
     if args.fix:
         proposal = apply_fixes(proposal, args.issue)
     base = RepoBase(repo, args.base)
@@ -87,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         shown_files=set(args.shown) if args.shown is not None else None,
         limits=limits,
         base=base,
+        enabled=enabled_for_profile(prompt.checks),
     )
     diff = diff_proposal(proposal, base=base)
     status = FAILED_CHECK if has_errors(findings) else OK

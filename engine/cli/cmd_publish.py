@@ -14,11 +14,18 @@ import json
 import sys
 from pathlib import Path
 
-from engine.checks import has_errors, load_proposal_file, run_checks
+from engine.checks import (
+    CheckLimits,
+    enabled_for_profile,
+    has_errors,
+    load_proposal_file,
+    run_checks,
+)
 from engine.cli.common import add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, OK, QUEUED
 from engine.errors import PublishError
 from engine.gitops import toplevel
+from engine.prompts import load_profile
 from engine.publish import (
     BranchChoice,
     Provenance,
@@ -138,7 +145,15 @@ def run(args: argparse.Namespace) -> int:
     config = load(args)
     repo = toplevel(repo_dir(args))
     proposal = load_proposal_file(args.proposal)
-    findings = run_checks(proposal, repo, args.issue)
+    findings = run_checks(
+        proposal,
+        repo,
+        args.issue,
+        limits=CheckLimits.from_config(config),
+        enabled=enabled_for_profile(
+            load_profile(args.prompt or config.default_prompt, repo).checks
+        ),
+    )
     for finding in findings:
         print(finding.render(), file=sys.stderr)
     if has_errors(findings):

@@ -39,17 +39,45 @@ class LoopPolicy:
     covers at least ``min_chars`` characters and repeats at least ``min_repeats`` times.
     Units made of one or two distinct characters (``====``, indentation) need ``min_chars_short``
     so that a ruler line or indentation never trips it.
+
+    Longer units (``max_period`` < p <= ``max_long_period``: a whole function, a file entry
+    written again and again) need only ``min_long_repeats`` copies: at that length an exact
+    copy back to back is already a loop in code, and waiting for six would spend thousands
+    of tokens.
     """
 
     max_period: int = 64
     min_repeats: int = 6
     min_chars: int = 160
     min_chars_short: int = 400
-    window: int = 2048
+    max_long_period: int = 1024
+    min_long_repeats: int = 4
+    window: int = 4096
+
+
+_NEEDLE = 32
+"""Characters of the tail searched for earlier in the text to find long candidate periods."""
+
+
+def _repeats(tail: str, p: int) -> int:
+    """How many times the last ``p`` characters of ``tail`` repeat back to back at its end."""
+    n = len(tail)
+    unit = tail[n - p :]
+    reps = 1
+    pos = n - 2 * p
+    while pos >= 0 and tail.startswith(unit, pos):
+        reps += 1
+        pos -= p
+    return reps
 
 
 def repeated_tail(text: str, policy: LoopPolicy = LoopPolicy()) -> tuple[str, int] | None:
     """The repeating unit at the end of ``text`` and its count, when it is a loop.
+
+    Short periods are tried one by one. Long ones are found by searching the last
+    ``_NEEDLE`` characters earlier in the tail (a C-speed ``rfind``): only where they recur
+    can a period end, so a text without repetition costs a few searches, not a thousand
+    comparisons.
 
     Returns:
         ``(unit, repeats)`` or ``None``.
@@ -57,17 +85,39 @@ def repeated_tail(text: str, policy: LoopPolicy = LoopPolicy()) -> tuple[str, in
     tail = text[-policy.window :]
     n = len(tail)
     for p in range(1, min(policy.max_period, n // policy.min_repeats) + 1):
+        reps = _repeats(tail, p)
         unit = tail[n - p :]
-        reps = 1
-        pos = n - 2 * p
-        while pos >= 0 and tail[pos : pos + p] == unit:
-            reps += 1
-            pos -= p
-        covered = reps * p
         need = policy.min_chars_short if len(set(unit)) <= 2 else policy.min_chars
-        if reps >= policy.min_repeats and covered >= need:
+        if reps >= policy.min_repeats and reps * p >= need:
             return unit, reps
-    return None
+    longest = min(policy.max_long_period, n // policy.min_long_repeats)
+    if longest <= policy.max_period or n < 2 * _NEEDLE:
+        return None
+    needle = tail[n - _NEEDLE :]
+    lowest = n - longest - _NEEDLE  # where a needle ending a period of `longest` starts
+    end = n - 1  # search strictly before the tail's own needle
+    while True:
+        j = tail.rfind(needle, max(0, lowest), end)
+        if j < 0:
+            return None
+        p = n - (j + _NEEDLE)
+        if p > policy.max_period:
+            unit = tail[n - p :]
+            # a unit that is itself a short unit repeated was the short rules' to judge
+            short = any(
+                p % d == 0 and unit.startswith(unit[d:]) for d in range(1, policy.max_period + 1)
+            )
+            reps = 0 if short else _repeats(tail, p)
+            if reps >= policy.min_long_repeats:
+                return unit, reps
+        end = j + _NEEDLE - 1
+
+
+def describe_unit(unit: str, limit: int = 48) -> str:
+    """A repeated unit for a message: quoted whole when short, else its start and length."""
+    if len(unit) <= limit:
+        return repr(unit)
+    return f"a {len(unit)}-character block starting {unit[:limit]!r}"
 
 
 def partial_parse(text: str) -> dict[str, Any] | None:
@@ -154,7 +204,8 @@ class ProposalStream:
                 partial = partial_parse(self.text)
                 where = json_location(partial)
                 self.loop = Looping(
-                    message=f"the model repeated {unit!r} {reps} times in {where}; stopped",
+                    message=f"the model repeated {describe_unit(unit)} {reps} times in "
+                    f"{where}; stopped",
                     hint="regenerate with a higher repeat_penalty or temperature, "
                     "or use a larger model",
                     partial=partial,

@@ -104,6 +104,54 @@ print(repr(imported), repr(app.first_paint_at), app.first_paint_rows)
 """
 
 
+BARE_CHILD = """
+import time
+from textual.app import App
+from textual.widgets import Footer, Header, Static
+imported = time.perf_counter()
+
+
+class Bare(App):
+    def compose(self):
+        yield Header()
+        yield Static("hello")
+        yield Footer()
+
+    def on_mount(self):
+        self.call_after_refresh(self.painted)
+
+    def painted(self):
+        self.painted_at = time.perf_counter()
+        self.exit()
+
+
+app = Bare()
+app.run(headless=True, size=(100, 40))
+print(repr(imported), repr(app.painted_at), 0)
+"""
+
+
+def bare_textual(runs: int) -> tuple[float, float]:
+    """Medians of (spawn -> first paint, app start -> first paint) of a bare Textual app.
+
+    The floor on this machine: the interpreter, Textual's import and a header, a line and a
+    footer. Run interleaved with agent-tui's own runs, so both see the same machine.
+    """
+    times = []
+    app_times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-c", BARE_CHILD], capture_output=True, text=True, timeout=120
+        )
+        if out.returncode != 0:
+            raise SystemExit(f"bare child failed: {out.stderr[-2000:]}")
+        imported, painted, _ = out.stdout.strip().splitlines()[-1].split()
+        times.append(float(painted) - start)
+        app_times.append(float(painted) - float(imported))
+    return statistics.median(times), statistics.median(app_times)
+
+
 def first_paint(repo: Path, runs: int) -> tuple[float, float, int]:
     """Medians of (process spawn -> first paint, app start -> first paint) and the rows shown.
 
@@ -252,6 +300,7 @@ def main() -> None:
         empty = make_repo(Path(tmp), 0)
         total_empty, paint_empty, _ = first_paint(empty, args.runs)
         total_full, paint_full, rows = first_paint(full, args.runs)
+        bare_total, bare_app = bare_textual(args.runs)
     numbers = asyncio.run(filter_keystrokes(args.issues))
 
     print("startup to the first paint of the issue list (median of runs):")
@@ -261,6 +310,9 @@ def main() -> None:
     print(f"  app start -> paint, empty cache:          {paint_empty:.3f} s")
     print(f"  app start -> paint, {rows} issues:          {paint_full:.3f} s")
     print(f"  ratio 1000 issues / empty (app start):    {paint_full / paint_empty:.2f}x")
+    print(f"  bare Textual app, process spawn -> paint: {bare_total:.3f} s")
+    print(f"  bare Textual app, app start -> paint:     {bare_app:.3f} s")
+    print(f"  ratio agent-tui / bare Textual (spawn):   {total_full / bare_total:.2f}x")
     print(
         f"filter {args.issues} issues, query {QUERY!r} typed key by key "
         f"({int(numbers['matches'])} matches at the end):"

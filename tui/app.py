@@ -26,6 +26,11 @@ from textual.worker import Worker, WorkerState
 from engine.config import AppConfig
 from engine.errors import AgentTuiError, ConfigError
 from engine.forge.base import IssueSource
+
+# Imported here, not lazily by the issue prefetch thread: an import in that thread holds
+# Python's import lock while the UI thread imports Textual's widgets during its first
+# compose, so the two serialise and the first paint came ~0.3 s later (bench/tui_bench.py).
+from engine.forge.registry import issue_source_for  # noqa: F401
 from engine.session import ModelHost, Workspace
 from tui.messages import ModelLoaded, ModelLoadStarted, WorkerFailed
 from tui.screens.error import ErrorModal

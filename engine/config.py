@@ -29,6 +29,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from engine.errors import ConfigError, UnknownProfileError
+from engine.models import DEFAULT_MAX_FILES, MAX_FILES_LIMIT
 from engine.resources import bundled_models_toml
 
 CONFIG_ENV_VAR = "AGENT_TUI_CONFIG"
@@ -151,7 +152,7 @@ class PublishSettings(_Strict):
 class GenerationSettings(_Strict):
     """Bounds on what one generation may produce."""
 
-    max_files: int = Field(default=12, ge=1, le=100)
+    max_files: int = Field(default=DEFAULT_MAX_FILES, ge=1, le=MAX_FILES_LIMIT)
 
 
 class TuiSettings(_Strict):

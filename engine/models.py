@@ -30,6 +30,8 @@ PATH_MAX = 200
 COMMIT_MESSAGE_MAX = 120
 PR_TITLE_MAX = 120
 DEFAULT_MAX_FILES = 12
+MAX_FILES_LIMIT = 100
+"""The most files any configuration may allow (``[generation] max_files`` <= this)."""
 
 
 class FileChange(BaseModel):
@@ -59,7 +61,10 @@ class ChangeProposal(BaseModel):
     )
     pr_title: str = Field(min_length=1, max_length=PR_TITLE_MAX)
     pr_body: str = Field(description="Markdown; must contain 'Closes #N'.")
-    files: list[FileChange] = Field(min_length=1, max_length=DEFAULT_MAX_FILES)
+    # The model itself only bounds what any configuration allows; the configured limit
+    # (``[generation] max_files``) is the grammar's ``maxItems`` and is enforced again on the
+    # final answer (``engine.stream.ProposalStream``) and by the ``too-many-files`` check.
+    files: list[FileChange] = Field(min_length=1, max_length=MAX_FILES_LIMIT)
 
 
 def proposal_json_schema(max_files: int = DEFAULT_MAX_FILES) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from engine.events import (
     ProposalUpdated,
     Truncated,
 )
-from engine.models import ChangeProposal
+from engine.models import DEFAULT_MAX_FILES, ChangeProposal
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,9 @@ class ProposalStream:
         partial_interval_s: float = 0.1,
         loop_policy: LoopPolicy | None = LoopPolicy(),
         loop_check_every: int = 16,
+        max_files: int = DEFAULT_MAX_FILES,
     ) -> None:
+        self.max_files = max_files
         self.text = ""
         self.stats = stats or GenerationStats()
         self._interval = partial_interval_s
@@ -257,6 +259,18 @@ class ProposalStream:
                 raw=self.text,
                 stats=stats,
                 errors=errors,
+            )
+        if len(proposal.files) > self.max_files:
+            # a server that ignored the schema (the grammar bounds files by max_files)
+            error = f"files: {len(proposal.files)} files; the limit is {self.max_files}"
+            return InvalidAnswer(
+                message=f"the answer of {stats.backend or 'the backend'} "
+                f"({stats.model or 'model'}) is not a valid proposal: {error}",
+                hint="ask for a smaller change, or raise [generation] max_files",
+                partial=partial,
+                raw=self.text,
+                stats=stats,
+                errors=(error,),
             )
         return Finished(proposal=proposal, stats=stats, raw=self.text)
 

@@ -24,7 +24,7 @@ from engine.grammar import (
     proposal_grammar,
     tokenizer_for,
 )
-from engine.models import ChangeProposal, proposal_json_schema
+from engine.models import DEFAULT_MAX_FILES, ChangeProposal, proposal_json_schema
 
 pytestmark = pytest.mark.model
 
@@ -63,11 +63,12 @@ def compact(data: dict[str, Any]) -> str:
 
 
 def pydantic_ok(data: dict[str, Any]) -> bool:
+    """What the final validation accepts: the model, then the (default) configured file limit."""
     try:
-        ChangeProposal.model_validate(data)
+        proposal = ChangeProposal.model_validate(data)
     except ValidationError:
         return False
-    return True
+    return len(proposal.files) <= DEFAULT_MAX_FILES
 
 
 CASES: list[tuple[str, dict[str, Any]]] = [

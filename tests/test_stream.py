@@ -6,7 +6,7 @@ import random
 import string
 import time
 
-from engine.events import Looping
+from engine.events import Finished, GenerationStats, InvalidAnswer, Looping
 from engine.stream import (
     LoopPolicy,
     ProposalStream,
@@ -94,3 +94,28 @@ def test_partial_parse_and_location_follow_the_writer() -> None:
     assert partial is not None
     assert json_location(partial) == "files[0].content"
     assert partial["files"][0]["content"] == "import o"
+
+
+def answer(n_files: int) -> str:
+    files = ", ".join(f'{{"path": "app/m{i}.py", "content": "X = {i}\\n"}}' for i in range(n_files))
+    return HEAD + f'"pr_body": "Closes #1", "files": [{files}]}}'
+
+
+def test_the_configured_file_limit_applies_to_the_final_answer() -> None:
+    """Above the built-in 12 when configured so; below it, a schema-ignoring server is caught."""
+    stats = GenerationStats(backend="openai", model="m")
+    big = ProposalStream(max_files=20)
+    big.feed(answer(13))
+    final = big.finish("stop", stats)
+    assert isinstance(final, Finished) and len(final.proposal.files) == 13
+    small = ProposalStream(max_files=2)
+    small.feed(answer(3))
+    final = small.finish("stop", stats)
+    assert isinstance(final, InvalidAnswer)
+    assert "3 files; the limit is 2" in final.message
+    # raw newlines and control characters inside strings (the grammar allows them) parse
+    lenient = ProposalStream()
+    lenient.feed(answer(1).replace("X = 0\\n", "X = 0\n\tY = 1\n"))
+    final = lenient.finish("stop", stats)
+    assert isinstance(final, Finished)
+    assert final.proposal.files[0].content == "X = 0\n\tY = 1\n"

@@ -894,7 +894,7 @@ class LlamaCppBackend(Backend):
         stats: GenerationStats,
         t0: float,
     ) -> Iterator[GenerationEvent]:
-        stream = ProposalStream(stats)
+        stream = ProposalStream(stats, max_files=request.max_files)
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tokens: list[int] = []
         self.last_tokens = tokens

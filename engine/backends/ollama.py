@@ -338,7 +338,7 @@ class OllamaBackend(Backend):
             cancel,
             on_close=lambda: shutdown_socket(response[-1] if response else None),
         )
-        proposal = ProposalStream(base)
+        proposal = ProposalStream(base, max_files=request.max_files)
         first_at: float | None = None
         chunks = 0
         final: ollama.ChatResponse | None = None

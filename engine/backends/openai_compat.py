@@ -446,7 +446,7 @@ class OpenAICompatBackend(Backend):
         base: GenerationStats,
     ) -> Iterator[GenerationEvent]:
         flavour = server_flavour(self.base_url)
-        proposal = ProposalStream(base)
+        proposal = ProposalStream(base, max_files=request.max_files)
         first_at: float | None = None
         chunks = 0
         finish: str | None = None

@@ -719,11 +719,15 @@ class IssueRun:
         return execute(plan, progress, cancel)
 
     def discard(self) -> None:
-        """Mark the current generation as discarded in the history."""
+        """Mark the current generation as discarded in the history (left unpublished).
+
+        Only a generation still ``generated`` changes: one that was published or queued
+        meanwhile keeps its outcome.
+        """
         review = self.review
         store = self.workspace.store()
         if review is not None and review.generation_id is not None and store is not None:
-            store.set_outcome(review.generation_id, "discarded")
+            store.set_outcome(review.generation_id, "discarded", only_if="generated")
 
 
 def _stats_dict(stats: GenerationStats | None) -> dict[str, Any]:

@@ -325,19 +325,32 @@ class Store:
         detail: str = "",
         job_id: int | None = None,
         pr_url: str | None = None,
-    ) -> None:
+        only_if: Outcome | None = None,
+    ) -> bool:
         """Update a generation's outcome (and link its publish job / pull request).
+
+        Args:
+            only_if: change it only while the outcome is still this one (leaving a preview
+                discards a proposal, but never one that was published meanwhile).
+
+        Returns:
+            Whether a row was changed.
 
         Raises:
             ValueError: an unknown outcome.
         """
         _check_outcome(outcome)
+        sql = (
+            "UPDATE generations SET outcome = ?, detail = ?, updated_at = ?, "
+            "job_id = COALESCE(?, job_id), pr_url = COALESCE(?, pr_url) WHERE id = ?"
+        )
+        args: list[Any] = [outcome, detail, _now(), job_id, pr_url, generation_id]
+        if only_if is not None:
+            _check_outcome(only_if)
+            sql += " AND outcome = ?"
+            args.append(only_if)
         with self._connect() as db:
-            db.execute(
-                "UPDATE generations SET outcome = ?, detail = ?, updated_at = ?, "
-                "job_id = COALESCE(?, job_id), pr_url = COALESCE(?, pr_url) WHERE id = ?",
-                (outcome, detail, _now(), job_id, pr_url, generation_id),
-            )
+            return db.execute(sql, args).rowcount > 0
 
     def generation(self, generation_id: int) -> GenerationRecord | None:
         """One generation, or None."""

@@ -77,6 +77,12 @@ def test_generations_recorded_filtered_and_updated(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown outcome"):
         again.set_outcome(first, "shipped")  # type: ignore[arg-type]
     assert again.generation(999) is None
+    # leaving a preview discards only what is still merely generated
+    assert not again.set_outcome(first, "discarded", only_if="generated")
+    assert again.generation(first).outcome == "published"  # type: ignore[union-attr]
+    assert again.set_outcome(second, "generated")
+    assert again.set_outcome(second, "discarded", only_if="generated")
+    assert again.generation(second).outcome == "discarded"  # type: ignore[union-attr]
 
 
 def test_jobs_move_forward_and_reload_exactly(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ process (the backend registry), so only the first one pays for the prompt.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -33,6 +34,7 @@ from tests.github_fake import FAKE_TOKEN, FakeGitHub
 from tui.app import AgentTuiApp
 from tui.screens.details import DetailsModal
 from tui.screens.edit_file import EditFileScreen
+from tui.screens.feedback import FeedbackModal
 from tui.screens.generating import GeneratingScreen
 from tui.screens.history import HistoryScreen
 from tui.screens.issue import IssueScreen
@@ -408,3 +410,52 @@ async def test_preload_model_loads_it_at_startup(github_repo: Path) -> None:
         assert app.models.is_loaded("gemma3-test")
         bar = app.screen.query_one("#status", StatusBar)
         assert bar.badge("model") == "gemma3-test: loaded"
+
+
+async def test_regenerate_with_feedback_sends_the_answer_and_the_feedback(
+    github_repo: Path, github_fake: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`r` on the preview: the previous answer and the reviewer's words go to the model; the
+    replaced proposal and the one left unpublished are both recorded as discarded."""
+    sent: list[list[dict[str, str]]] = []
+    real = LlamaCppBackend.generate
+
+    def generate(
+        self: LlamaCppBackend, request: Any, cancel: threading.Event | None = None
+    ) -> Iterator[GenerationEvent]:
+        sent.append(request.messages)
+        yield from real(self, request, cancel)
+
+    monkeypatch.setattr(LlamaCppBackend, "generate", generate)
+    app = AgentTuiApp(github_repo, load_config(github_repo))
+    async with app.run_test(size=SIZE) as pilot:
+        first = await generate_to_preview(pilot)
+        review = first.run.review
+        assert review is not None and review.generation_id is not None
+        first_id = review.generation_id
+        answer = json.dumps(review.proposal.model_dump(), ensure_ascii=False)
+        await pilot.press("r")
+        modal = pilot.app.screen
+        assert isinstance(modal, FeedbackModal)
+        modal.query_one(TextArea).text = "Name the route /healthz and add a test for it."
+        await pilot.press("ctrl+s")
+        await wait_for(
+            pilot,
+            lambda: isinstance(pilot.app.screen, PreviewScreen) and pilot.app.screen is not first,
+            "the second answer",
+        )
+        second = pilot.app.screen
+        assert isinstance(second, PreviewScreen)
+        assert len(sent) == 2
+        # the same system prompt and a context (which may show fewer files: the follow-up
+        # needs room in n_ctx), then the previous answer and the feedback
+        assert sent[1][0] == sent[0][0] and len(sent[1]) == len(sent[0]) + 2
+        assistant, user = sent[1][len(sent[0]) :]
+        assert assistant == {"role": "assistant", "content": answer}
+        assert user["role"] == "user" and "/healthz and add a test" in user["content"]
+        store = Store.for_repo(github_repo)
+        outcomes = {g.id: g.outcome for g in store.generations()}
+        assert outcomes[first_id] == "discarded" and len(outcomes) == 2
+        await pilot.press("escape")  # leave the second one unpublished
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, IssueScreen), "the issue")
+        assert {g.outcome for g in store.generations()} == {"discarded"}

@@ -218,6 +218,7 @@ class PreviewScreen(AgentScreen):
 
         def done(feedback: str | None) -> None:
             if feedback:
+                self.run.discard()  # the new answer replaces this one
                 self.app.switch_screen(GeneratingScreen(self.run, feedback))
 
         self.app.push_screen(FeedbackModal(), done)
@@ -229,4 +230,5 @@ class PreviewScreen(AgentScreen):
         self._show_diff()
 
     def action_back(self) -> None:
+        self.run.discard()  # left without publishing (a published one keeps its outcome)
         self.app.pop_screen()

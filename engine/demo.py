@@ -349,6 +349,24 @@ def _has_identity(repo: Path) -> bool:
     return bool(out.stdout.strip())
 
 
+#: The demo repository's own config: the repository layer wins over the user's config, so
+#: the demo runs on the embedded model with its local issues whatever else is configured.
+DEMO_CONFIG = """\
+# agent-tui demo: the embedded model, the shipped prompt profile and the local issues in
+# .agent-tui/issues/, whatever your own config says (this file is the repository's layer).
+default_model = "gemma3-270m"
+default_prompt = "backend-dev"
+
+[github]
+issues = "local"
+remote = "origin"
+
+[publish]
+remote = "origin"
+base = "main"
+"""
+
+
 def create_demo(directory: Path | None = None) -> DemoRepo:
     """Create the demo repository, its bare ``origin`` and its issues.
 
@@ -410,6 +428,7 @@ def create_demo(directory: Path | None = None) -> DemoRepo:
         path = issues_dir / name
         path.write_text(issue_text(number, title, labels, body), encoding="utf-8")
         issue_paths.append(path)
+    (repo / ".agent-tui.toml").write_text(DEMO_CONFIG, encoding="utf-8")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "Initial FastAPI backend")
     _git(repo, "remote", "add", "origin", str(remote))

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.config import load_config
 from engine.demo import DEMO_ISSUES, create_demo
+from engine.forge.local import LocalIssueSource
+from engine.forge.registry import issue_source_for
 from engine.errors import RepoError
 from tests.conftest import REPO_ROOT, git
 
@@ -86,3 +89,24 @@ def test_demo_error_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     out = _cli("demo", "--dir", str(tmp_path), "--no-tui")
     assert out.returncode == 7
     assert "Repository error" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_pins_the_embedded_model_and_its_local_issues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user config that points elsewhere does not change what the demo runs on."""
+    user = tmp_path / "user.toml"
+    user.write_text(
+        'default_model = "remote"\ndefault_prompt = "backend-dev"\n\n'
+        '[models.remote]\nbackend = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        'model = "m"\n\n[github]\nissues = "github"\n\n[publish]\nbase = "develop"\n'
+    )
+    monkeypatch.setenv("AGENT_TUI_CONFIG", str(user))
+    demo = create_demo(tmp_path / "demo")
+    config = load_config(demo.repo)
+    assert config.default_model == "gemma3-270m"
+    assert config.github.issues == "local" and config.publish.base == "main"
+    source = issue_source_for(demo.repo, config)
+    assert isinstance(source, LocalIssueSource)
+    assert sorted(i.number for i in source.list_issues()) == sorted(n for _, n, *_ in DEMO_ISSUES)
+    assert git(demo.repo, "status", "--porcelain").strip() == ""  # the file is committed

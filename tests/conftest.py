@@ -45,6 +45,17 @@ def git(cwd: Path, *args: str) -> str:
     return out.stdout
 
 
+def unpin_demo(repo: Path) -> Path:
+    """Drop the demo's own ``.agent-tui.toml`` (committed), so the test's config decides.
+
+    The demo pins the embedded model and its local issues; tests that put a demo repository
+    on the loopback GitHub need the GitHub issue source instead.
+    """
+    git(repo, "rm", "-q", ".agent-tui.toml")
+    git(repo, "commit", "-q", "-m", "use the configured issue source")
+    return repo
+
+
 @pytest.fixture
 def git_repo(tmp_path: Path) -> Path:
     """A real git repository with one commit on ``main``."""

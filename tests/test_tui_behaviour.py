@@ -17,7 +17,7 @@ from engine.forge.local import LocalIssueSource
 from engine.issuefilter import IssueFilter, sort_issues
 from engine.models import ChangeProposal, FileChange, Issue
 from engine.store import Store
-from tests.conftest import git
+from tests.conftest import git, unpin_demo
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 from tui.app import AgentTuiApp, binding_catalogue, check_keymap
 from tui.screens.error import ErrorModal
@@ -157,7 +157,7 @@ async def test_a_broken_issue_file_shows_the_error_modal(demo_repo: Path) -> Non
 async def test_cached_github_issues_stay_usable_offline(
     tmp_path: Path, github_fake: FakeGitHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = create_demo(tmp_path / "demo").repo
+    repo = unpin_demo(create_demo(tmp_path / "demo").repo)
     git(repo, "remote", "remove", "origin")
     github_fake.connect_repo(repo)
     for n in range(3):

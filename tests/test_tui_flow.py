@@ -29,7 +29,7 @@ from engine.demo import create_demo
 from engine.events import Cancelled, GenerationEvent, TokensGenerated
 from engine.prompts import user_prompts_dir
 from engine.store import Store
-from tests.conftest import git
+from tests.conftest import git, unpin_demo
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 from tui.app import AgentTuiApp
 from tui.screens.details import DetailsModal
@@ -105,7 +105,7 @@ def github_repo(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Path:
     """The demo backend, its ``origin`` on the loopback GitHub (which has issue #1)."""
-    repo = create_demo(tmp_path / "demo").repo
+    repo = unpin_demo(create_demo(tmp_path / "demo").repo)
     git(repo, "remote", "remove", "origin")
     github_fake.connect_repo(repo)
     github_fake.add_issue("Add a /health endpoint", HEALTH_BODY, labels=["enhancement"])

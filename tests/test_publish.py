@@ -342,27 +342,48 @@ def _publish_cli(project: Project, tmp_path: Path, kill_at: str | None = None): 
 
 @pytest.mark.parametrize(
     ("kill_at", "state"),
-    [("commit_created", "planned"), ("committed", "committed"), ("pr_created", "pushed")],
+    [
+        ("planned", "planned"),
+        ("commit_created", "planned"),
+        ("committed", "committed"),
+        ("push_done", "committed"),
+        ("pushed", "pushed"),
+        ("pr_created", "pushed"),
+        ("pr_opened", "pr_opened"),
+    ],
 )
 def test_killed_at_any_step_sync_finishes_exactly_one_pr(
     project: Project, tmp_path: Path, kill_at: str, state: str
 ) -> None:
+    from engine.publish import CHECKPOINTS
+
+    assert kill_at in CHECKPOINTS  # a renamed checkpoint would never kill: the test would lie
+    fake = project.fake
     proc = _publish_cli(project, tmp_path, kill_at)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     (job,) = outbox(project.repo)
     assert (job.status, job.state) == ("pending", state)
     if job.head_sha:  # once committed, the commit is safe (the branch may be created by sync)
         assert git(project.repo, "cat-file", "-t", job.head_sha).strip() == "commit"
+    if kill_at in ("push_done", "pushed", "pr_created", "pr_opened"):  # pushed before the kill
+        assert project.remote_sha(job.branch) == job.head_sha
+    if kill_at == "pr_opened":  # the PR is recorded, its labels are not added yet
+        (opened,) = fake.open_pulls(job.branch)
+        assert job.pr_number == opened["number"] and opened["labels"] == []
 
     (done,) = sync(project.repo, project.config())
     assert done.published, done.message
-    pulls = project.fake.open_pulls("agent/1-health-endpoint")
+    pulls = fake.open_pulls("agent/1-health-endpoint")
     assert len(pulls) == 1 and pulls[0]["html_url"] == done.pr_url
+    assert len(fake.api_requests("POST", "/pulls$")) == len(fake.pulls) == 1  # never twice
+    assert [lab["name"] for lab in pulls[0]["labels"]] == ["agent-tui"]
+    assert len(fake.api_requests("POST", "/labels$")) == 1
     assert project.remote_sha(done.branch) == done.head_sha == pulls[0]["head"]["sha"]
     assert git(project.repo, "rev-parse", done.branch).strip() == done.head_sha
     assert git(project.repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     (record,) = Store.for_repo(project.repo).generations()
     assert (record.outcome, record.pr_url) == ("published", done.pr_url)
+    assert outbox(project.repo) == []
     _token_free(project.repo / ".git", proc.stdout, proc.stderr)
 
 

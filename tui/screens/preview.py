@@ -34,13 +34,14 @@ class PreviewScreen(AgentScreen):
     """The proposal: files, diffs, findings, and what can be done about them."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("p", "publish", "Publish…", id="publish"),
-        Binding("e", "edit_file", "Edit file", id="edit_file"),
-        Binding("E", "external_edit", "Edit in $EDITOR", id="external_edit", show=False),
-        Binding("d", "drop_file", "Drop file", id="drop_file"),
-        Binding("t", "edit_details", "Title/branch", id="edit_details"),
-        Binding("f", "apply_fixes", "Fix", id="apply_fixes"),
+        # most used first, short labels: at 80 columns the footer shows them all
+        Binding("p", "publish", "Publish", id="publish"),
         Binding("r", "regenerate", "Regenerate", id="regenerate"),
+        Binding("e", "edit_file", "Edit", id="edit_file"),
+        Binding("d", "drop_file", "Drop", id="drop_file"),
+        Binding("f", "apply_fixes", "Fix", id="apply_fixes"),
+        Binding("t", "edit_details", "Details", id="edit_details"),
+        Binding("E", "external_edit", "Edit in $EDITOR", id="external_edit", show=False),
         Binding("c", "recheck", "Re-check", id="recheck", show=False),
         Binding("v", "toggle_split", "Split/unified", id="toggle_split", show=False),
         Binding("escape", "back", "Back", id="back_preview"),

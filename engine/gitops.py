@@ -373,7 +373,8 @@ class TestRun:
     def summary(self) -> str:
         """One line for a plan, a progress message or a log."""
         if self.returncode is None:
-            return f"`{self.command}` timed out after {self.seconds:.0f} s"
+            waited = f"{self.seconds:.1f}" if self.seconds < 10 else f"{self.seconds:.0f}"
+            return f"`{self.command}` timed out after {waited} s"  # 0.5 s, not "0 s"
         verdict = "passed" if self.passed else f"failed (exit {self.returncode})"
         return f"`{self.command}` {verdict} in {self.seconds:.1f} s"
 

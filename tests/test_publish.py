@@ -11,10 +11,12 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -457,6 +459,72 @@ def test_test_command_gates_the_commit(project: Project, tmp_path: Path) -> None
     assert failed.head_sha is None  # nothing committed, no branch
     assert git(project.repo, "branch", "--list", failed.branch) == ""
     assert len(project.fake.open_pulls()) == 1
+
+
+def test_test_command_timeout_kills_the_process_group_and_commits_nothing(
+    project: Project, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    # the shell (the group's leader) and a background grandchild that would outlive a plain
+    # kill (its output does not hold the pipe: only the group kill ends it)
+    command = f"sleep 60 >/dev/null 2>&1 & echo $! > {pids}; echo $$ >> {pids}; wait"
+    project.fake.write_config(project.config_path, test_command=command, test_timeout=0.5)
+    plan = project.plan()
+    assert plan.test_timeout == 0.5
+    started = time.monotonic()
+    result = execute(plan)
+    assert time.monotonic() - started < 30  # not waiting for the grandchild's 60 s
+    assert result.status == "failed" and result.error is not None
+    assert result.error.title == "Tests failed"
+    waited = re.search(r"timed out after ([\d.]+) s; nothing was committed", result.message)
+    assert waited and 0.5 <= float(waited[1]) < 30, result.message
+    assert "timed out" in result.test_summary
+    assert result.head_sha is None and git(project.repo, "branch", "--list", "agent/*") == ""
+    assert project.fake.api_requests("POST") == []
+    assert git(project.repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    grandchild, leader = (int(line) for line in pids.read_text().split())
+    deadline = time.monotonic() + 5
+    while (alive := [p for p in (grandchild, leader) if _running(p)]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert alive == [], f"processes of the test command survived: {alive}"
+    with pytest.raises(ProcessLookupError):  # the group is gone (zombies aside)
+        _signal_live_group(leader)
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _signal_live_group(pgid: int) -> None:
+    """``killpg(pgid, 0)``, raising ProcessLookupError when only zombies (or nothing) remain."""
+    members = []
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+        if not members:
+            raise ProcessLookupError(pgid)
+    os.killpg(pgid, 0)
 
 
 def test_no_github_remote_pushes_and_queues_pr_until_configured(

@@ -527,6 +527,75 @@ def _signal_live_group(pgid: int) -> None:
     os.killpg(pgid, 0)
 
 
+def test_base_is_githubs_default_branch_not_the_local_one(project: Project) -> None:
+    repo, fake = project.repo, project.fake
+    # develop: one commit ahead of main, only on the remote (the local checkout is on main)
+    tree = git(repo, "rev-parse", "HEAD^{tree}").strip()
+    develop = git(repo, "commit-tree", tree, "-p", "HEAD", "-m", "develop work").strip()
+    git(repo, "push", "-q", str(fake.bare_path), f"{develop}:refs/heads/develop")
+    fake.default_branch = "develop"
+    assert git(repo, "branch", "--show-current").strip() == "main"
+    assert git(repo, "symbolic-ref", "refs/remotes/origin/HEAD").strip().endswith("/main")
+
+    plan = project.plan()
+    assert plan.base == "develop" and "base       develop" in plan.describe()
+    assert fake.api_requests("GET", "^/repos/acme/widgets$")  # asked GitHub
+    result = execute(plan)
+    assert result.published, result.message
+    (pull,) = fake.open_pulls(plan.branch)
+    assert pull["base"]["ref"] == "develop" and pull["base"]["sha"] == develop
+    assert git(repo, "rev-parse", f"{result.head_sha}^").strip() == develop  # built on it
+    assert git(repo, "branch", "--show-current").strip() == "main"
+    # [publish] base wins over GitHub's answer
+    project.fake.write_config(project.config_path, base="main")
+    assert project.plan(on_existing="new").base == "main"
+
+
+def test_custom_branch_prefix_names_the_pushed_branch(project: Project) -> None:
+    project.fake.write_config(project.config_path, branch_prefix="bots/tui-")
+    plan = project.plan()
+    assert plan.branch == "bots/tui-1-health-endpoint"
+    result = execute(plan)
+    assert result.published and result.branch == plan.branch
+    assert project.remote_sha(plan.branch) == result.head_sha
+    assert git(project.repo, "rev-parse", plan.branch).strip() == result.head_sha
+    (pull,) = project.fake.open_pulls()
+    assert pull["head"]["ref"] == plan.branch
+    refs = git(project.fake.bare_path, "for-each-ref", "--format=%(refname)", "refs/heads")
+    assert sorted(refs.split()) == ["refs/heads/bots/tui-1-health-endpoint", "refs/heads/main"]
+    # an invalid prefix is refused at the plan, before anything is created
+    project.fake.write_config(project.config_path, branch_prefix="bad..prefix/")
+    bad = project.plan()
+    assert not bad.ready and any("branch_prefix" in e for e in bad.errors)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "title"),
+    [
+        (401, "Bad credentials", "GitHub authentication failed"),
+        (404, "Not Found", "Not found on GitHub"),
+    ],
+)
+def test_github_401_404_at_pr_time_shown_in_its_words_branch_kept(
+    project: Project, status: int, message: str, title: str
+) -> None:
+    project.fake.fail(status, method="POST", path="/pulls$", message=message)
+    result = execute(project.plan())
+    assert result.status == "failed" and result.state == "pushed"
+    assert f"GitHub answered {status}" in result.message and message in result.message
+    assert "branch agent/1-health-endpoint is kept" in result.message
+    assert result.error is not None and result.error.title == title
+    assert project.fake.pulls == {}
+    assert project.remote_sha(result.branch) == result.head_sha
+    assert git(project.repo, "rev-parse", result.branch).strip() == result.head_sha
+    (record,) = Store.for_repo(project.repo).generations()
+    assert record.outcome == "failed" and message in record.detail
+    assert sync(project.repo, project.config()) == []  # failed jobs wait for the user
+    (retried,) = sync(project.repo, project.config(), include_failed=True)
+    assert retried.published and retried.head_sha == result.head_sha
+    assert len(project.fake.open_pulls()) == 1
+
+
 def test_no_github_remote_pushes_and_queues_pr_until_configured(
     git_repo: Path, github_fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -145,14 +145,20 @@ def run(args: argparse.Namespace) -> int:
     config = load(args)
     repo = toplevel(repo_dir(args))
     proposal = load_proposal_file(args.proposal)
+    store = Store.for_repo(repo)
+    if args.generation:
+        provenance = provenance_from_history(store, args.generation, config)
+    else:
+        model_ref = model_ref_for(config.profile(args.model), store) if args.model else ""
+        provenance = Provenance(args.model or "", model_ref, args.prompt or "", "", args.seed)
+    # the rules of the prompt profile that produced it (as the TUI and generate applied them)
+    prompt_name = args.prompt or provenance.prompt_profile or config.default_prompt
     findings = run_checks(
         proposal,
         repo,
         args.issue,
         limits=CheckLimits.from_config(config),
-        enabled=enabled_for_profile(
-            load_profile(args.prompt or config.default_prompt, repo).checks
-        ),
+        enabled=enabled_for_profile(load_profile(prompt_name, repo).checks),
     )
     for finding in findings:
         print(finding.render(), file=sys.stderr)
@@ -171,12 +177,6 @@ def run(args: argparse.Namespace) -> int:
             }
             print(json.dumps(refused, indent=2))
         return FAILED_CHECK
-    store = Store.for_repo(repo)
-    if args.generation:
-        provenance = provenance_from_history(store, args.generation, config)
-    else:
-        model_ref = model_ref_for(config.profile(args.model), store) if args.model else ""
-        provenance = Provenance(args.model or "", model_ref, args.prompt or "", "", args.seed)
     interactive = sys.stdin.isatty() and not args.json
 
     def plan_for(choice: BranchChoice | None) -> PublishPlan:

@@ -14,7 +14,9 @@ token on the wire was sampled by the model, nothing is canned. Knobs (``ServerKn
 simulate what real servers do wrong: a missing model, a context cap that cuts long prompts
 (reporting the smaller, true ``prompt_eval_count``), ignoring the schema (the same model held
 to any JSON object, or unconstrained), a server-side output cap, slow streams, a connection
-dropped mid-answer, the ``json_schema`` rejection of llama-cpp-python's server, an API key.
+dropped mid-answer, the ``json_schema`` rejection of llama-cpp-python's server, an API key;
+and what real Ollama builds report differently: the prefix cache's ``prompt_eval_cached_count``
+(counted in ``prompt_eval_count`` or not), a given ``eval_duration``.
 
 Concurrency: one backend is one llama.cpp context, so concurrent requests queue on it (its
 generation lock). ``FakeModelServer([b1, b2, ...])`` gives the server a pool of contexts, one
@@ -102,6 +104,15 @@ class ServerKnobs:
     enforce_context: bool = False
     """OpenAI routes: answer HTTP 400 (vLLM's words) when prompt + max_tokens exceeds
     ``context_length``."""
+    prompt_cache: str | None = None
+    """Ollama route: report the prefix shared with the previous request's prompt (Ollama keeps
+    one slot's KV cache; the last prompt token is always evaluated again) as
+    ``prompt_eval_cached_count``. ``"included"``: ``prompt_eval_count`` is still the whole prompt
+    (Ollama's own definition, the field is "how many of prompt_eval_count came from the cache");
+    ``"excluded"``: ``prompt_eval_count`` counts only the newly evaluated tokens, as builds that
+    pass llama-server's ``prompt_n`` through do. ``None``: no cached count (older Ollama)."""
+    eval_duration_s: float | None = None
+    """Ollama route: report this ``eval_duration`` instead of the measured decode time."""
 
 
 @dataclass
@@ -129,7 +140,10 @@ class ServerLog:
     answers: list[tuple[str, int, str]] = field(default_factory=list)
     """``(text, completion_tokens, finish reason)`` of every answer the model finished."""
     loaded_ctx: int | None = None
-    """The context the last Ollama request ran with (what ``/api/ps`` reports)."""
+    """The context the last Ollama request ran with (what ``/api/ps`` reports); set it to
+    simulate a model another client loaded."""
+    last_prompt: list[int] = field(default_factory=list)
+    """The tokens of the last Ollama prompt (its KV cache: what the next one can reuse)."""
 
 
 class FakeModelServer:
@@ -181,7 +195,10 @@ class FakeModelServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving, after the generations still running end (a test that failed mid-stream
+        must not leave a decode running into the model's teardown: llama.cpp segfaults)."""
         self._httpd.shutdown()
+        self.wait_idle(timeout=30.0)
         self._httpd.server_close()
 
     def __enter__(self) -> FakeModelServer:
@@ -217,6 +234,21 @@ class FakeModelServer:
         if cap is not None and len(tokens) > cap:
             tokens = tokens[:NUM_KEEP] + tokens[len(tokens) - (cap - NUM_KEEP) :]
         return tokens
+
+    def cache_hit(self, prompt: list[int]) -> int:
+        """Tokens of ``prompt`` an Ollama runner reuses from the previous prompt's KV cache.
+
+        The longest shared prefix, less one when it is the whole prompt (the last token is
+        evaluated again for its logits); the prompt becomes the cache.
+        """
+        with self._lock:
+            last, self.log.last_prompt = self.log.last_prompt, list(prompt)
+        shared = 0
+        for a, b in zip(last, prompt, strict=False):
+            if a != b:
+                break
+            shared += 1
+        return min(shared, max(len(prompt) - 1, 0))
 
     def generate(
         self,
@@ -470,18 +502,21 @@ def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             gen: Generator[str | _Answer, None, None] | None = None
             try:
                 prompt = server.prompt_tokens(body.get("messages") or [], cap)
+                cached = server.cache_hit(prompt)
                 gen = server.generate(prompt, schema, sampling, max_tokens, cancel)
                 if body.get("stream", True) is False:
                     parts = list(gen)
                     answer = parts[-1]
                     assert isinstance(answer, _Answer)
-                    self._json(200, _ollama_final(model, answer, t0, answer.text))
+                    self._json(
+                        200, _ollama_final(model, answer, t0, answer.text, server.knobs, cached)
+                    )
                     completed = True
                     return
                 self._start_chunked("application/x-ndjson")
                 for part in gen:
                     if isinstance(part, _Answer):
-                        final = _ollama_final(model, part, t0, "")
+                        final = _ollama_final(model, part, t0, "", server.knobs, cached)
                         self._chunk(json.dumps(final).encode() + b"\n")
                     else:
                         line = {
@@ -657,8 +692,11 @@ def _ollama_model_entry(name: str) -> dict[str, Any]:
     }
 
 
-def _ollama_final(model: str, answer: _Answer, t0_ns: int, content: str) -> dict[str, Any]:
-    return {
+def _ollama_final(
+    model: str, answer: _Answer, t0_ns: int, content: str, knobs: ServerKnobs, cached: int
+) -> dict[str, Any]:
+    decode_s = answer.decode_s if knobs.eval_duration_s is None else knobs.eval_duration_s
+    final: dict[str, Any] = {
         "model": model,
         "created_at": _now(),
         "message": {"role": "assistant", "content": content},
@@ -669,8 +707,13 @@ def _ollama_final(model: str, answer: _Answer, t0_ns: int, content: str) -> dict
         "prompt_eval_count": answer.prompt_tokens,
         "prompt_eval_duration": int(answer.prompt_s * 1e9),
         "eval_count": answer.completion_tokens,
-        "eval_duration": int(answer.decode_s * 1e9),
+        "eval_duration": int(decode_s * 1e9),
     }
+    if knobs.prompt_cache is not None:
+        final["prompt_eval_cached_count"] = cached
+        if knobs.prompt_cache == "excluded":
+            final["prompt_eval_count"] = answer.prompt_tokens - cached
+    return final
 
 
 def _usage(answer: _Answer) -> dict[str, int]:

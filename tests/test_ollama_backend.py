@@ -209,6 +209,23 @@ def test_an_uncut_prompt_is_not_flagged_and_calibrates_the_estimate(
     assert abs(backend.count_tokens(messages) - true_count) <= 0.05 * true_count
 
 
+def test_a_free_text_answer_is_an_invalid_answer_naming_the_model_stopped_early(
+    fake_model_server: StartServer,
+) -> None:
+    srv = fake_model_server(ignore_schema="text")  # the server drops `format`
+    backend = OllamaBackend("o", profile(srv.url, max_tokens=400))
+    final = run(backend, GenerationRequest(messages=GREETING_MESSAGES, max_files=1))[-1]
+    assert isinstance(final, InvalidAnswer), final
+    assert f"Ollama model {OLLAMA_MODEL!r}" in final.message
+    assert "not a JSON object: the answer starts with 'Reply with" in final.message
+    assert "format" in final.hint
+    assert final.errors and final.errors[0].startswith("not a JSON object")
+    assert final.raw.startswith("Reply with") and len(final.raw) < 200
+    assert final.stats.completion_tokens < 100  # stopped after a preview, not at max_tokens
+    assert srv.wait_idle()
+    assert srv.log.disconnects == 1 and srv.log.completed == 0
+
+
 def test_an_answer_ignoring_the_schema_is_an_invalid_answer_naming_the_model(
     fake_model_server: StartServer,
 ) -> None:

@@ -210,6 +210,22 @@ def test_an_answer_ignoring_the_schema_names_the_server(fake_model_server: Start
     assert final.raw == srv.log.answers[-1][0]
 
 
+def test_a_free_text_answer_is_an_invalid_answer_naming_the_model_stopped_early(
+    fake_model_server: StartServer,
+) -> None:
+    srv = fake_model_server(ignore_schema="text")  # the server drops response_format
+    backend = OpenAICompatBackend("a", profile(srv.v1, max_tokens=400))
+    final = run(backend, GenerationRequest(GREETING_MESSAGES, max_files=1))[-1]
+    assert isinstance(final, InvalidAnswer), final
+    assert f"the answer of {OPENAI_MODEL!r} served at {srv.v1}" in final.message
+    assert "not a JSON object: the answer starts with 'Reply with" in final.message
+    assert "JSON-schema constraint" in final.hint
+    assert final.errors and final.errors[0].startswith("not a JSON object")
+    assert final.raw.startswith("Reply with") and len(final.raw) < 200
+    assert srv.wait_idle()
+    assert srv.log.disconnects == 1 and srv.log.completed == 0  # stopped, not read to 400
+
+
 def test_length_truncation(fake_model_server: StartServer) -> None:
     srv = fake_model_server()
     backend = OpenAICompatBackend("a", profile(srv.v1))

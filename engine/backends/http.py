@@ -310,6 +310,31 @@ def prompt_was_cut(expected: int, evaluated: int | None, tolerance: float) -> bo
     return evaluated < expected - slack
 
 
+#: Characters of an answer that is not a JSON object read before the stream is stopped: enough
+#: to show what the model wrote instead, without waiting for ``max_tokens`` of it.
+NOT_JSON_PREVIEW_CHARS = 80
+
+
+def not_a_json_object(text: str) -> str | None:
+    """Why the answer ``text`` can never become a proposal, or ``None`` while it still can.
+
+    An answer held to the proposal schema starts with ``{`` (after whitespace), and the final
+    parse accepts nothing else, so any other start means the server dropped the constraint
+    (free text, a Markdown fence, an array): waiting for the rest, or calling it truncated or
+    looping, would only hide that.
+    """
+    stripped = text.lstrip()
+    if not stripped or stripped.startswith("{"):
+        return None
+    start = " ".join(stripped[:40].split())
+    return f"not a JSON object: the answer starts with {start!r}"
+
+
+def stop_reading_answer(text: str) -> bool:
+    """Whether enough of a non-JSON answer was read to stop the stream (see the preview)."""
+    return len(text.strip()) >= NOT_JSON_PREVIEW_CHARS and not_a_json_object(text) is not None
+
+
 @dataclass
 class ServerProbe:
     """What a model server says about itself and a profile's model (``agent-tui doctor``)."""

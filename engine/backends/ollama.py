@@ -37,9 +37,11 @@ from engine.backends.http import (
     TokenCalibration,
     http_timeout,
     is_connect_error,
+    not_a_json_object,
     open_with_retry,
     prompt_was_cut,
     shutdown_socket,
+    stop_reading_answer,
 )
 from engine.config import OllamaProfile
 from engine.errors import BackendError
@@ -377,7 +379,7 @@ class OllamaBackend(Backend):
                         elapsed_s=now - t0,
                     )
                     yield from proposal.feed(text)
-                    if proposal.loop is not None:
+                    if proposal.loop is not None or stop_reading_answer(proposal.text):
                         reader.close()
                         break
         except ollama.ResponseError as exc:
@@ -412,6 +414,17 @@ class OllamaBackend(Backend):
                 partial=partial_parse(proposal.text),
                 raw=proposal.text,
                 stats=stats_now("cancelled"),
+            )
+            return
+        not_json = not_a_json_object(proposal.text)
+        if not_json is not None:
+            yield self._invalid(
+                InvalidAnswer(
+                    message=not_json,
+                    raw=proposal.text,
+                    stats=stats_now("error"),
+                    errors=(not_json,),
+                )
             )
             return
         if proposal.loop is not None:
@@ -481,14 +494,18 @@ class OllamaBackend(Backend):
             self.calibration.observe(request.messages, evaluated)
         result = proposal.finish(reason if reason in ("stop", "length") else "stop", stats)
         if isinstance(result, InvalidAnswer):
-            return replace(
-                result,
-                message=f"the answer of the Ollama model {self.profile.model!r} is not a valid "
-                f"proposal: {result.errors[0] if result.errors else 'invalid'}",
-                hint=f"{self.profile.model} may ignore `format` (structured output needs Ollama "
-                "0.5 or newer); update Ollama or use a model that follows the JSON schema",
-            )
+            return self._invalid(result)
         return result
+
+    def _invalid(self, result: InvalidAnswer) -> InvalidAnswer:
+        """``result`` naming the model and the likely cause (``format`` ignored)."""
+        return replace(
+            result,
+            message=f"the answer of the Ollama model {self.profile.model!r} is not a valid "
+            f"proposal: {result.errors[0] if result.errors else 'invalid'}",
+            hint=f"{self.profile.model} may ignore `format` (structured output needs Ollama "
+            "0.5 or newer); update Ollama or use a model that follows the JSON schema",
+        )
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -6,7 +6,9 @@ llama-cpp-python's own server rejects the ``json_schema`` form outright (HTTP 50
 should be 'text' or 'json_object'"). So the backend asks with the standard
 ``{"type": "json_schema", ...}``, falls back once to ``{"type": "json_object", "schema": ...}``
 when a server rejects that form (and remembers the server's flavour for the process), and
-validates every answer through ``ProposalStream`` whatever the server claims.
+validates every answer through ``ProposalStream`` whatever the server claims. An answer that
+does not start as a JSON object (free text from a server that dropped the constraint) is
+stopped after a short preview and reported invalid, instead of being read to ``max_tokens``.
 
 Several generations may run at once against one server (the batch mode relies on it); a
 semaphore per server bounds them by the profile's ``concurrency``. The API key is read from
@@ -35,9 +37,11 @@ from engine.backends.http import (
     TokenCalibration,
     http_timeout,
     is_connect_error,
+    not_a_json_object,
     open_with_retry,
     prompt_was_cut,
     shutdown_socket,
+    stop_reading_answer,
 )
 from engine.config import OpenAIProfile
 from engine.errors import BackendError
@@ -503,7 +507,7 @@ class OpenAICompatBackend(Backend):
                         elapsed_s=now - t0,
                     )
                     yield from proposal.feed(chunk.text)
-                    if proposal.loop is not None:
+                    if proposal.loop is not None or stop_reading_answer(proposal.text):
                         reader.close()
                         break
             except _HTTPStatus as exc:
@@ -552,6 +556,18 @@ class OpenAICompatBackend(Backend):
                 stats=stats_now("cancelled"),
             )
             return
+        not_json = not_a_json_object(proposal.text)
+        if not_json is not None:
+            yield self._invalid(
+                InvalidAnswer(
+                    message=not_json,
+                    raw=proposal.text,
+                    stats=stats_now("error"),
+                    errors=(not_json,),
+                ),
+                flavour,
+            )
+            return
         if proposal.loop is not None:
             yield proposal.finish("loop", stats_now("loop"))
             return
@@ -595,15 +611,19 @@ class OpenAICompatBackend(Backend):
             self.calibration.observe(request.messages, evaluated)
         result = proposal.finish("length" if finish == "length" else "stop", stats)
         if isinstance(result, InvalidAnswer):
-            result = replace(
-                result,
-                message=f"the answer of {self.profile.model!r} served at {self.base_url} is not "
-                f"a valid proposal: {result.errors[0] if result.errors else 'invalid'}",
-                hint=f"the server dropped the JSON-schema constraint (response_format "
-                f"{flavour}); use a server build with structured output (vLLM with "
-                "xgrammar/guidance, SGLang, llama-server) and check its log for a schema error",
-            )
+            result = self._invalid(result, flavour)
         yield result
+
+    def _invalid(self, result: InvalidAnswer, flavour: str) -> InvalidAnswer:
+        """``result`` naming the model, the server and the likely cause (schema dropped)."""
+        return replace(
+            result,
+            message=f"the answer of {self.profile.model!r} served at {self.base_url} is not "
+            f"a valid proposal: {result.errors[0] if result.errors else 'invalid'}",
+            hint=f"the server dropped the JSON-schema constraint (response_format "
+            f"{flavour}); use a server build with structured output (vLLM with "
+            "xgrammar/guidance, SGLang, llama-server) and check its log for a schema error",
+        )
 
     def _context_error(
         self, text: str, max_tokens: int, base: GenerationStats

@@ -16,7 +16,7 @@ import pytest
 
 from engine.backends.base import GenerationRequest
 from engine.backends.http import RetryPolicy, TokenCalibration
-from engine.backends.ollama import ALL_GPU_LAYERS, OllamaBackend
+from engine.backends.ollama import ALL_GPU_LAYERS, OllamaBackend, prompt_eval_total
 from engine.config import OllamaProfile, parse_profile
 from engine.doctor import check_ollama
 from engine.events import (
@@ -207,6 +207,59 @@ def test_an_uncut_prompt_is_not_flagged_and_calibrates_the_estimate(
     assert final.stats.prompt_tokens == true_count
     assert backend.calibration.samples == 1
     assert abs(backend.count_tokens(messages) - true_count) <= 0.05 * true_count
+
+
+def test_a_cache_hit_left_out_of_prompt_eval_count_is_not_taken_for_a_cut(
+    fake_model_server: StartServer, embedded_backend: Any
+) -> None:
+    # a build that reports only the newly evaluated tokens, and the cached ones apart
+    messages = long_messages()
+    true_count = embedded_backend.count_tokens(messages)
+    srv = fake_model_server(prompt_cache="excluded")
+    backend = OllamaBackend("o", profile(srv.url))
+    request = GenerationRequest(messages, max_files=1, max_tokens=8)
+    first = run(backend, request)[-1]
+    assert isinstance(first, Truncated), first
+    assert first.stats.prompt_tokens == true_count and first.stats.cached_prompt_tokens == 0
+
+    again = run(backend, request)[-1]  # the same prompt: all but its last token cached
+    assert isinstance(again, Truncated), again  # not PromptTruncated
+    assert again.stats.prompt_tokens == true_count
+    assert again.stats.cached_prompt_tokens == true_count - 1
+    assert backend.calibration.samples == 2
+    assert abs(backend.count_tokens(messages) - true_count) <= 0.05 * true_count
+
+
+def test_a_cached_count_inside_prompt_eval_count_is_counted_once_and_a_cut_still_shows(
+    fake_model_server: StartServer, embedded_backend: Any
+) -> None:
+    # Ollama's own definition: prompt_eval_count is the whole prompt, the cached count a part
+    messages = long_messages()
+    true_count = embedded_backend.count_tokens(messages)
+    srv = fake_model_server(prompt_cache="included")
+    backend = OllamaBackend("o", profile(srv.url))
+    request = GenerationRequest(messages, max_files=1, max_tokens=8)
+    run(backend, request)
+    again = run(backend, request)[-1]
+    assert isinstance(again, Truncated), again
+    assert again.stats.prompt_tokens == true_count  # not true_count + the cached tokens
+    assert again.stats.cached_prompt_tokens == true_count - 1
+    assert abs(backend.count_tokens(messages) - true_count) <= 0.05 * true_count
+
+    # the same cut prompt sent again: its kept part is cached, the cut must still show (a new
+    # backend each time, e.g. a new process)
+    cut = fake_model_server(context_cap=48, prompt_cache="included")
+    first, again = (run(OllamaBackend("o", profile(cut.url)), request)[-1] for _ in range(2))
+    assert isinstance(first, PromptTruncated), first
+    assert isinstance(again, PromptTruncated), again
+    assert first.evaluated_tokens == again.evaluated_tokens == 48
+    assert "from its prompt cache" not in first.message
+    assert "(47 of them from its prompt cache)" in again.message
+
+    assert prompt_eval_total(None, None) is None
+    assert prompt_eval_total(0, 300) == 300  # an old build that omits the count on a hit
+    assert prompt_eval_total(5, 295) == 300
+    assert prompt_eval_total(300, 299) == 300
 
 
 def test_a_free_text_answer_is_an_invalid_answer_naming_the_model_stopped_early(

@@ -7,8 +7,10 @@ without the issue text or the files it changes looks plausible and is wrong, so 
 * always sends ``num_ctx`` (from the profile) and ``num_predict`` (the output budget);
 * reads the model's context length (``show``) before sending and refuses a prompt that
   does not fit (``PromptTooLong``);
-* compares the server's ``prompt_eval_count`` with the count it expected after the answer,
-  and reports ``PromptTruncated`` with both numbers instead of passing the answer on.
+* compares the server's ``prompt_eval_count`` (with the prefix cache's
+  ``prompt_eval_cached_count`` where the server left the cached tokens out of it) with the
+  count it expected after the answer, and reports ``PromptTruncated`` with both numbers
+  instead of passing the answer on.
 
 The exact tokenizer of an arbitrary Ollama model is not available client-side (Ollama has no
 tokenize endpoint), so ``count_tokens`` is an estimate: ``EXACT_TOKEN_COUNT`` is ``False``.
@@ -19,6 +21,7 @@ loose on the first request and strict after that.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -76,6 +79,64 @@ def ollama_host(profile: OllamaProfile) -> str:
 
 def _full_tag(model: str) -> str:
     return model if ":" in model else model + ":latest"
+
+
+#: The final chunk's count of prompt tokens reused from the prefix cache (Ollama 0.12+; the
+#: ``ollama`` client's ``ChatResponse`` does not declare it, so it is read off the raw body).
+CACHED_COUNT_FIELD = "prompt_eval_cached_count"
+
+
+def prompt_eval_total(count: int | None, cached: int | None) -> int | None:
+    """The prompt's size from the final chunk's ``prompt_eval_count`` and cached count.
+
+    Ollama counts the cached tokens in ``prompt_eval_count`` (its cached count says how many of
+    them came from the cache), so the count alone is the prompt. A build that reports only the
+    newly evaluated tokens (llama-server's ``prompt_n`` passed through) shows it with a cached
+    count larger than the count, which a count that includes the cache cannot be; there the two
+    are added, so a cache hit is not taken for a cut prompt. A smaller cached count is read the
+    way Ollama defines it: adding it anyway would double-count every ordinary answer and let a
+    cut prompt sent again (its kept part now cached) pass as whole.
+    """
+    if cached and cached > (count or 0):
+        return (count or 0) + cached
+    return count
+
+
+class _CachedCountTee(httpx.SyncByteStream):
+    """Passes a streamed ``/api/chat`` body through and records its cached prompt count.
+
+    Only a line that names the field is parsed (the final one), so the stream costs a substring
+    search per line. A compressed body (a proxy's gzip) is not read: the count stays unknown.
+    """
+
+    _NEEDLE = CACHED_COUNT_FIELD.encode()
+
+    def __init__(self, stream: httpx.SyncByteStream, found: dict[str, int]) -> None:
+        self._stream = stream
+        self._found = found
+        self._tail = b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            self._scan(chunk)
+            yield chunk
+        self._scan(b"\n")
+
+    def _scan(self, chunk: bytes) -> None:
+        lines = (self._tail + chunk).split(b"\n")
+        self._tail = lines.pop()
+        for line in lines:
+            if self._NEEDLE not in line:
+                continue
+            try:
+                value = json.loads(line).get(CACHED_COUNT_FIELD)
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(value, int) and not isinstance(value, bool):
+                self._found[CACHED_COUNT_FIELD] = value
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 @dataclass(frozen=True)
@@ -311,12 +372,18 @@ class OllamaBackend(Backend):
             return
 
         response: list[httpx.Response] = []
+        counts: dict[str, int] = {}
+
+        def on_response(r: httpx.Response) -> None:
+            response.append(r)
+            if isinstance(r.stream, httpx.SyncByteStream):
+                r.stream = _CachedCountTee(r.stream, counts)
 
         def open_stream() -> Iterator[ollama.ChatResponse]:
             client = ollama.Client(
                 host=self.host,
                 timeout=http_timeout(READ_TIMEOUT_S),
-                event_hooks={"response": [response.append]},
+                event_hooks={"response": [on_response]},
             )
             try:
                 stream = open_with_retry(
@@ -438,7 +505,8 @@ class OllamaBackend(Backend):
                 stats_now("error"),
             )
             return
-        yield self._final(request, final, proposal, stats_now("stop"), expected)
+        cached = counts.get(CACHED_COUNT_FIELD)
+        yield self._final(request, final, proposal, stats_now("stop"), expected, cached)
 
     def _broken(
         self, message: str, proposal: ProposalStream, stats: GenerationStats
@@ -458,13 +526,15 @@ class OllamaBackend(Backend):
         proposal: ProposalStream,
         stats: GenerationStats,
         expected: int,
+        cached: int | None = None,
     ) -> GenerationEvent:
-        evaluated = final.prompt_eval_count
+        evaluated = prompt_eval_total(final.prompt_eval_count, cached)
         eval_count = final.eval_count or stats.completion_tokens
         eval_s = (final.eval_duration or 0) / 1e9
         stats = replace(
             stats,
             prompt_tokens=evaluated or expected,
+            cached_prompt_tokens=cached or 0,
             completion_tokens=eval_count,
             tokens_per_s=eval_count / eval_s if eval_s > 0 else stats.tokens_per_s,
         )
@@ -478,10 +548,11 @@ class OllamaBackend(Backend):
                     loaded = f"; the model is loaded with a context of {entry.context_length}"
             except BackendError:
                 pass
+            from_cache = f" ({cached} of them from its prompt cache)" if cached else ""
             return PromptTruncated(
                 message=f"Ollama evaluated {evaluated} prompt tokens but about {expected} were "
-                f"sent: the server cut the prompt, so the answer was written without part of "
-                f"it{loaded}",
+                f"sent{from_cache}: the server cut the prompt, so the answer was written "
+                f"without part of it{loaded}",
                 hint=f"make the server honour num_ctx={self.profile.n_ctx} (check "
                 "OLLAMA_CONTEXT_LENGTH and the model's Modelfile), or include fewer files",
                 partial=partial_parse(proposal.text),

@@ -65,6 +65,7 @@ REASON_BUDGET = "budget"
 
 #: why a file was shown (``ShownFile.reason``)
 WHY_NAMED = "named in the issue"
+WHY_DEFINES = "defines an identifier named in the issue"
 WHY_ALWAYS = "always included by the profile"
 WHY_RANKED = "lexical relevance"
 
@@ -117,6 +118,14 @@ _WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{1,63}")
 _CAMEL_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 _PATHISH_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_./-]*")
 _BACKTICK_RE = re.compile(r"`([^`\n]{1,200})`")
+_IDENT_RE = re.compile(r"(?<![A-Za-z0-9_])[A-Za-z_][A-Za-z0-9_]{2,63}(?![A-Za-z0-9_])")
+#: keywords that introduce a definition in the usual languages (Python, JS/TS, Go, Rust...)
+_DEF_WORDS = "def|class|function|func|fn|interface|struct|type|trait|enum"
+_MAX_IDENTIFIERS = 12
+_DEFINERS_PER_IDENTIFIER = 3
+_MAX_DEFINERS = 6
+_MAX_HOLDERS_READ = 400
+"""Files read per identifier when looking for its definition (a common name is capped)."""
 
 
 @dataclass(frozen=True)
@@ -860,6 +869,61 @@ def _named_paths(
     return found, missing
 
 
+def _code_identifiers(text: str) -> list[str]:
+    """Identifiers written in the issue's code spans (`like_this`), in order of mention."""
+    found: list[str] = []
+    for span in _BACKTICK_RE.findall(text):
+        for word in _IDENT_RE.findall(span):
+            if word not in found and word not in _DEF_WORDS.split("|"):
+                found.append(word)
+    return found[:_MAX_IDENTIFIERS]
+
+
+def _defining_files(
+    snap: _Snapshot, names: Sequence[str], visible: AbstractSet[str], max_bytes: int
+) -> list[str]:
+    """Files that define one of ``names`` (``def name``, ``class name``, ``func name``...).
+
+    Why: an issue that says "fix `get_db`" names the file that defines it as surely as one
+    that names its path, yet BM25 only sees a word. The index already knows which files
+    hold each identifier (it is one of the word's terms), so only those are read and
+    searched for a definition: a handful of files, not the repository. At most three files
+    per name and six in all, in the order the names were mentioned, shallowest path first.
+    """
+    if not names:
+        return []
+    index = snap.content_index
+    definition = re.compile(
+        rf"(?<![A-Za-z0-9_])(?:{_DEF_WORDS})\s+({'|'.join(re.escape(n) for n in names)})"
+        r"(?![A-Za-z0-9_])"
+    )
+    holders: set[int] = set()
+    for name in names:
+        term = snap.vocab.get(name.lower().strip("_"))
+        if term is None:
+            continue
+        lo = int(np.searchsorted(index.terms_sorted, term, side="left"))
+        hi = int(np.searchsorted(index.terms_sorted, term, side="right"))
+        holders.update(index.docs[lo : min(hi, lo + _MAX_HOLDERS_READ)].tolist())
+    by_name: dict[str, list[str]] = {}
+    for doc in sorted(holders):
+        path = snap.files[doc]
+        if path not in visible or snap.docs[doc].kind != "text":
+            continue
+        text = _read_text(snap.root, path, max_bytes)
+        for match in definition.finditer(text or ""):
+            paths = by_name.setdefault(match.group(1), [])
+            if path not in paths:
+                paths.append(path)
+    result: list[str] = []
+    for name in names:
+        ranked = sorted(by_name.get(name, []), key=lambda p: (p.count("/"), p))
+        for path in ranked[:_DEFINERS_PER_IDENTIFIER]:
+            if path not in result and len(result) < _MAX_DEFINERS:
+                result.append(path)
+    return result
+
+
 def _query(
     issue: Issue, comments: Sequence[IssueComment], vocab: dict[str, int]
 ) -> dict[int, float]:
@@ -1051,9 +1115,16 @@ def build_context(
         )
 
     # Candidates, in priority order: named in the issue, always included, ranked.
-    named, named_missing = _named_paths(_issue_text(issue, comments), snap, visible_set)
+    issue_text = _issue_text(issue, comments)
+    named, named_missing = _named_paths(issue_text, snap, visible_set)
     candidates: list[_Candidate] = [_Candidate(p, WHY_NAMED) for p in named]
     seen = set(named)
+    for path in _defining_files(
+        snap, _code_identifiers(issue_text), visible_set, opts.max_file_bytes
+    ):
+        if path not in seen:
+            seen.add(path)
+            candidates.append(_Candidate(path, WHY_DEFINES))
     for pattern in profile.always_include:
         if any(ch in pattern for ch in "*?["):
             rx = re.compile(fnmatch.translate(pattern))

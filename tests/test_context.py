@@ -17,6 +17,7 @@ from engine.context import (
     REASON_SYMLINK,
     REASON_TOO_LARGE,
     WHY_ALWAYS,
+    WHY_DEFINES,
     WHY_NAMED,
     WHY_RANKED,
     ContextOptions,
@@ -180,6 +181,40 @@ def test_named_paths_first_then_profile_files_then_lexical_ranking(
     # the unrelated helper modules share no word with the issue
     assert not any(p.startswith("app/services/misc_") for p in order)
     assert result.shown_files == set(order)
+
+
+def test_files_defining_identifiers_named_in_the_issue_come_next(
+    git_repo: Path, counter: GemmaCounter
+) -> None:
+    backend_repo(git_repo)
+    write(
+        git_repo,
+        {
+            # a definition in a file whose path and words share nothing with the issue
+            "app/core/zz_helpers.py": "class PaginationParams:\n    limit: int = 20\n",
+            "app/core/other.py": "from app.core.zz_helpers import PaginationParams\n",
+            "web/src/table.ts": "export function renderRows(rows) {\n  return rows;\n}\n",
+            "notes/legacy.py": "def renderRows():\n    pass\n",
+        },
+    )
+    write(git_repo, {"scratch/wip.py": "def get_item_cached(db):\n    pass\n"}, commit=False)
+    the_issue = issue(
+        title="Reuse the params",
+        body="Use `PaginationParams` for the list endpoints and `renderRows()` in the web "
+        "table; `get_item_cached` should call `get_item`. Also `nonexistent_helper`.",
+    )
+    result = build(git_repo, counter, the_issue)
+    reasons = {f.path: f.reason for f in result.shown}
+    assert reasons["app/core/zz_helpers.py"] == WHY_DEFINES  # class, not the import
+    assert "app/core/other.py" not in reasons or reasons["app/core/other.py"] != WHY_DEFINES
+    assert reasons["web/src/table.ts"] == WHY_DEFINES  # `renderRows()`: a JS function
+    assert reasons["notes/legacy.py"] == WHY_DEFINES
+    assert reasons["scratch/wip.py"] == WHY_DEFINES  # untracked files count (the tree does)
+    assert reasons["app/crud/item.py"] == WHY_DEFINES  # `get_item`
+    defines = [f.path for f in result.shown if f.reason == WHY_DEFINES]
+    # in the order the names were mentioned
+    assert defines.index("app/core/zz_helpers.py") < defines.index("web/src/table.ts")
+    assert defines.index("web/src/table.ts") < defines.index("app/crud/item.py")
 
 
 def test_lexical_ranking_finds_the_file_about_the_issue(

@@ -16,8 +16,9 @@ The prompt is exact, explainable and safe:
   records which existing files the model saw in full, so a rewrite of an unseen file can be
   flagged by the checks.
 
-Relevance: paths named in the issue first, then the profile's ``always_include`` files, then
-the rest ranked by BM25 over paths and contents (identifiers named in the issue weigh more).
+Relevance: paths named in the issue first, then the files defining an identifier the issue
+writes in a code span, then the profile's ``always_include`` files, then the rest ranked by
+BM25 over paths and contents (identifiers named in the issue weigh more).
 
 Determinism and speed: the same repository state, issue and profile give byte-identical
 messages, with the stable parts first (system prompt, tree, files, then the issue), so the

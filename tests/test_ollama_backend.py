@@ -147,6 +147,33 @@ def test_preflight_reads_show_and_ps_honours_ollama_host_and_refuses_a_long_prom
     assert "256" in rows["context length"].detail
 
 
+def test_preflight_refuses_a_prompt_the_loaded_context_would_cut(
+    fake_model_server: StartServer,
+) -> None:
+    # the server runs 200 tokens whatever num_ctx says (a Modelfile/env override)
+    srv = fake_model_server(context_cap=200)
+    srv.log.loaded_ctx = 64  # another client loaded the model with a smaller context
+    backend = OllamaBackend("o", profile(srv.url))
+    short = GenerationRequest(PROPOSAL_MESSAGES, max_files=1, max_tokens=8)
+    assert backend.count_tokens(PROPOSAL_MESSAGES) + 8 > 64
+
+    # first request: the loaded context is not this backend's (Ollama reloads with num_ctx)
+    assert isinstance(run(backend, short)[-1], Truncated)
+    assert srv.bodies("/api/chat")[0]["options"]["num_ctx"] == 2048
+    assert srv.log.loaded_ctx == 200  # after num_ctx=2048 was sent: the server kept 200
+
+    long = GenerationRequest(long_messages(), max_files=1, max_tokens=8)
+    assert backend.count_tokens(long.messages) + 8 > 200  # fits 2048, not 200
+    (final,) = run(backend, long)
+    assert isinstance(final, PromptTooLong), final
+    assert final.n_ctx == 200 and final.reserved == 8
+    assert "loaded with a context of 200 although num_ctx=2048 was sent" in final.message
+    assert "honour num_ctx=2048" in final.hint
+    assert len(srv.bodies("/api/chat")) == 1  # refused before sending: never cut
+
+    assert isinstance(run(backend, short)[-1], Truncated)  # a prompt that fits still goes
+
+
 def test_server_down_is_an_actionable_failure() -> None:
     port = free_port()
     backend = OllamaBackend("o", profile(f"http://127.0.0.1:{port}"), retry=FAST_RETRY)
@@ -247,7 +274,7 @@ def test_a_cached_count_inside_prompt_eval_count_is_counted_once_and_a_cut_still
     assert abs(backend.count_tokens(messages) - true_count) <= 0.05 * true_count
 
     # the same cut prompt sent again: its kept part is cached, the cut must still show (a new
-    # backend each time, e.g. a new process)
+    # backend each time, e.g. a new process: one that already sent it refuses it before, by ps)
     cut = fake_model_server(context_cap=48, prompt_cache="included")
     first, again = (run(OllamaBackend("o", profile(cut.url)), request)[-1] for _ in range(2))
     assert isinstance(first, PromptTruncated), first

@@ -5,8 +5,9 @@ fit the context it runs with, it cuts the prompt and answers anyway. A proposal 
 without the issue text or the files it changes looks plausible and is wrong, so this backend
 
 * always sends ``num_ctx`` (from the profile) and ``num_predict`` (the output budget);
-* reads the model's context length (``show``) before sending and refuses a prompt that
-  does not fit (``PromptTooLong``);
+* reads the model's context length (``show``) before sending, and the context the model is
+  loaded with (``ps``) once one of its own requests has run, and refuses a prompt that does
+  not fit (``PromptTooLong``);
 * compares the server's ``prompt_eval_count`` (with the prefix cache's
   ``prompt_eval_cached_count`` where the server left the cached tokens out of it) with the
   count it expected after the answer, and reports ``PromptTruncated`` with both numbers
@@ -178,6 +179,8 @@ class OllamaBackend(Backend):
         self.calibration = TokenCalibration()
         self._info: OllamaModelInfo | None = None
         self._info_lock = threading.Lock()
+        self._sent = False
+        """Whether a chat request of this backend (with its ``num_ctx``) reached the server."""
         self._client = ollama.Client(host=self.host, timeout=http_timeout(30.0))
 
     # -- counting ---------------------------------------------------------------------------
@@ -272,6 +275,23 @@ class OllamaBackend(Backend):
             return info.context_length
         return self.profile.n_ctx
 
+    def loaded_context(self) -> int | None:
+        """The context the model is loaded with (``ps``) once this backend's ``num_ctx`` was
+        sent, else ``None``.
+
+        Before this backend's first request a loaded model may be another client's, and Ollama
+        reloads it with the ``num_ctx`` a request sends; after it, a smaller loaded context
+        means the server does not honour ``num_ctx`` and would cut a longer prompt. A server
+        that cannot answer ``ps`` is not a reason to refuse: the answer's count is checked.
+        """
+        if not self._sent:
+            return None
+        try:
+            entry = self.loaded()
+        except BackendError:
+            return None
+        return entry.context_length if entry is not None and entry.context_length else None
+
     def probe(self) -> ServerProbe:
         """Reachable? Model pulled? Context length, loaded context, GPU share (for doctor)."""
         probe = ServerProbe(url=self.host, reachable=False, model=self.profile.model)
@@ -357,13 +377,26 @@ class OllamaBackend(Backend):
             yield fail(exc)
             return
         n_ctx = self.effective_context(info)
+        capped = f" (the model's own context is {n_ctx})" if n_ctx < self.profile.n_ctx else ""
+        hint = "raise n_ctx in the profile, lower max_tokens, or include fewer files"
+        loaded = self.loaded_context()
+        if loaded is not None and loaded < n_ctx:
+            n_ctx = loaded
+            capped = (
+                f" (the model is loaded with a context of {loaded} although "
+                f"num_ctx={self.profile.n_ctx} was sent: the server does not honour num_ctx)"
+            )
+            hint = (
+                f"make the server honour num_ctx={self.profile.n_ctx} (check "
+                "OLLAMA_CONTEXT_LENGTH and the model's Modelfile), lower max_tokens, or include "
+                "fewer files"
+            )
         expected = self.count_tokens(request.messages)
         if expected + max_tokens > n_ctx:
-            capped = f" (the model's own context is {n_ctx})" if n_ctx < self.profile.n_ctx else ""
             yield PromptTooLong(
                 message=f"the prompt takes about {expected} tokens (estimated) and the answer "
                 f"needs {max_tokens}: more than the context of {n_ctx}{capped}",
-                hint="raise n_ctx in the profile, lower max_tokens, or include fewer files",
+                hint=hint,
                 stats=replace(base, prompt_tokens=expected, finish_reason="error"),
                 prompt_tokens=expected,
                 n_ctx=n_ctx,
@@ -402,6 +435,7 @@ class OllamaBackend(Backend):
             finally:
                 client.close()
 
+        self._sent = True
         reader = CancellableStream(
             open_stream,
             cancel,

@@ -289,6 +289,21 @@ def test_a_cached_count_inside_prompt_eval_count_is_counted_once_and_a_cut_still
     assert prompt_eval_total(300, 299) == 300
 
 
+def test_tokens_per_s_is_the_servers_eval_count_over_eval_duration(
+    fake_model_server: StartServer,
+) -> None:
+    srv = fake_model_server(eval_duration_s=40.0)  # far slower than the chunks really came
+    backend = OllamaBackend("o", profile(srv.url))
+    events = run(backend, GenerationRequest(PROPOSAL_MESSAGES, max_files=1))
+    final = events[-1]
+    assert isinstance(final, Finished), final
+    eval_count = srv.log.answers[-1][1]
+    assert final.stats.completion_tokens == eval_count
+    assert final.stats.tokens_per_s == pytest.approx(eval_count / 40.0)
+    streamed = [e.tokens_per_s for e in events if isinstance(e, TokensGenerated)]
+    assert streamed[-1] > 2 * final.stats.tokens_per_s  # the chunk rate was not used
+
+
 def test_a_free_text_answer_is_an_invalid_answer_naming_the_model_stopped_early(
     fake_model_server: StartServer,
 ) -> None:

@@ -47,7 +47,8 @@ RAW_TAIL = 6000
 
 
 def proposal_tree(partial: dict[str, Any] | None, *, done: bool = False) -> Tree:
-    """The (partial) proposal as a tree: branch, commit, PR title, then the files so far."""
+    """The (partial) proposal as a tree: branch, commit, PR title, then the files so far,
+    grouped under their directories as their paths stream in."""
     tree = Tree(Text("proposal", style="bold"), guide_style="dim")
     data = partial or {}
     for key, name in (
@@ -61,19 +62,28 @@ def proposal_tree(partial: dict[str, Any] | None, *, done: bool = False) -> Tree
     files = data.get("files")
     if isinstance(files, list):
         node = tree.add(Text(f"files ({len(files)})", style="bold"))
+        folders: dict[str, Tree] = {}  # one node per directory, in order of appearance
         for index, item in enumerate(files):
             if not isinstance(item, dict):
                 continue
             path = item.get("path")
             content = item.get("content")
             writing = not done and index == len(files) - 1
-            entry = Text(str(path) if isinstance(path, str) else "…")
+            parent = node
+            name = "…"
+            if isinstance(path, str):
+                folder, _sep, name = path.rpartition("/")
+                if folder:
+                    if folder not in folders:
+                        folders[folder] = node.add(Text(f"{folder}/", style="bold"))
+                    parent = folders[folder]
+            entry = Text(name or "…")
             if isinstance(content, str):
                 lines = content.count("\n") + (1 if content and not content.endswith("\n") else 0)
                 entry.append(f"  {lines} lines", style="dim")
             if writing:
                 entry.append("  writing…", style="italic")
-            node.add(entry)
+            parent.add(entry)
     elif not data:
         tree.add(Text("waiting for the first token…", style="dim italic"))
     return tree

@@ -8,10 +8,13 @@ stderr, the exit status documented in the README, the history entry.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from engine.backends.llama_cpp import LlamaCppBackend
 from engine.cli import main
 from engine.cli.exitcodes import ERROR, FAILED_CHECK, OK, TRUNCATED, USAGE
 from engine.store import Store
@@ -124,3 +127,40 @@ def test_a_profile_edited_between_runs_reloads_the_model_safely(
         TRUNCATED
     )
     assert json.loads(capsys.readouterr().out)["partial"]["branch_suffix"] == "file-2"
+
+
+def test_generate_with_feedback_revises_the_latest_proposal(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TUI's `r`, scripted: the previous answer and the feedback reach the model."""
+    sent: list[list[dict[str, str]]] = []
+    real = LlamaCppBackend.generate
+
+    def spy(self: LlamaCppBackend, request: Any, cancel: Any = None) -> Iterator[Any]:
+        sent.append(request.messages)
+        yield from real(self, request, cancel)
+
+    monkeypatch.setattr(LlamaCppBackend, "generate", spy)
+    base = ["generate", "1", "--repo", str(repo), "--json"]
+    assert main(base) == OK
+    first = json.loads(capsys.readouterr().out)
+    assert main([*base, "--feedback", "Also write f1b.txt."]) == OK
+    second = json.loads(capsys.readouterr().out)
+    assert len(sent) == 2 and len(sent[1]) == len(sent[0]) + 2
+    assistant, user = sent[1][-2:]
+    assert json.loads(assistant["content"]) == first["proposal"]
+    assert user["role"] == "user" and "Also write f1b.txt." in user["content"]
+    store = Store.for_repo(repo)
+    outcomes = {r.id: r.outcome for r in store.generations(issue=1)}
+    assert outcomes == {first["generation_id"]: "discarded", second["generation_id"]: "generated"}
+    # --previous names the entry; a wrong one is a clear error, and nothing is generated
+    for argv, message in (
+        (["--previous", "999"], "no generation #999"),
+        (["--previous", str(second["generation_id"]), "--feedback", " "], "--feedback is empty"),
+    ):
+        args = [*base, *argv] if "--feedback" in argv else [*base, "--feedback", "x", *argv]
+        assert main(args) == ERROR
+        assert message in capsys.readouterr().err
+    assert main(["generate", "2", "--repo", str(repo), "--feedback", "x"]) == ERROR
+    assert "no earlier proposal for issue #2" in capsys.readouterr().err
+    assert len(sent) == 2

@@ -87,6 +87,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="prompt profile for ISSUE (default: default_prompt)",
     )
+    parser.add_argument(
+        "--feedback",
+        default=None,
+        metavar="TEXT",
+        help="regenerate ISSUE with this review feedback: the model gets its previous answer "
+        "(--previous, default: this issue's latest proposal in the history) and TEXT",
+    )
+    parser.add_argument(
+        "--previous",
+        type=_issue_number,
+        default=None,
+        metavar="ID",
+        help="with --feedback: the history entry whose proposal is the previous answer",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the result to FILE")
     parser.add_argument(
         "--max-tokens", type=int, default=None, help="answer token budget (default: profile's)"
@@ -377,6 +391,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--max-tokens must be at least 1")
     if args.issue is not None:
         return run_issue(args)
+    if args.feedback is not None or args.previous is not None:
+        raise ConfigError(
+            "--feedback and --previous apply to ISSUE only",
+            hint="a --prompt-file is sent as it is: put the previous answer and the feedback "
+            "in it as messages",
+        )
     if args.prompt_profile is not None:
         raise ConfigError(
             "--prompt-profile applies to ISSUE only",
@@ -402,6 +422,49 @@ def run(args: argparse.Namespace) -> int:
 # generate ISSUE
 
 
+def _previous_answer(args: argparse.Namespace, workspace: Any, run: Any) -> str:
+    """Load the answer ``--feedback`` revises into ``run``; returns the feedback text.
+
+    The previous answer is the proposal of history entry ``--previous``, else the latest
+    entry of this issue that has one; that entry is marked discarded (still ``generated``
+    only), as the TUI does when it regenerates.
+    """
+    feedback = args.feedback.strip()
+    if not feedback:
+        raise ConfigError("--feedback is empty", hint="say what the new answer should change")
+    store = workspace.store()
+    if store is None:
+        raise ConfigError("--feedback needs the history, which lives in a git repository")
+    if args.previous is not None:
+        record = store.generation(args.previous)
+        if record is None:
+            raise ConfigError(
+                f"no generation #{args.previous} in the history",
+                hint="`agent-tui history` lists them",
+            )
+        if record.issue_number != args.issue:
+            raise ConfigError(
+                f"generation #{record.id} answered issue #{record.issue_number}, not #{args.issue}",
+                hint=f"`agent-tui history --issue {args.issue}` lists this issue's",
+            )
+    else:
+        record = next((r for r in store.generations(issue=args.issue) if r.proposal), None)
+        if record is None:
+            raise ConfigError(
+                f"no earlier proposal for issue #{args.issue} in the history",
+                hint=f"run `agent-tui generate {args.issue}` first, or pass --previous ID",
+            )
+    if not record.proposal:
+        raise ConfigError(
+            f"generation #{record.id} has no proposal (it failed: {record.detail or 'no answer'})",
+            hint="pick one with a proposal: `agent-tui history --issue N`",
+        )
+    run.last_raw = json.dumps(record.proposal, ensure_ascii=False)
+    store.set_outcome(record.id, "discarded", only_if="generated")
+    print(f"regenerating from generation #{record.id} with your feedback", file=sys.stderr)
+    return str(feedback)
+
+
 def run_issue(args: argparse.Namespace) -> int:
     """``generate ISSUE``: the TUI's run of one issue, headless (``engine.session``).
 
@@ -425,6 +488,7 @@ def run_issue(args: argparse.Namespace) -> int:
     comments = list(source.comments(issue.number)) if source.HAS_COMMENTS else []
     run = workspace.start(issue, comments)
     run.max_tokens = args.max_tokens
+    feedback = _previous_answer(args, workspace, run) if args.feedback is not None else None
     reviews: list[Review] = []
     context: dict[str, Any] = {}
     err = sys.stderr
@@ -452,7 +516,7 @@ def run_issue(args: argparse.Namespace) -> int:
         elif isinstance(event, Reviewed):
             reviews.append(event.review)
 
-    final = drive(run.generate, progress=err, observe=observe)
+    final = drive(lambda c: run.generate(c, feedback), progress=err, observe=observe)
     review = reviews[0] if reviews and isinstance(final, Finished) else None
     about = {
         "issue": issue.number,

@@ -10,9 +10,9 @@ import pytest
 
 from engine.config import load_config
 from engine.demo import DEMO_ISSUES, create_demo
+from engine.errors import RepoError
 from engine.forge.local import LocalIssueSource
 from engine.forge.registry import issue_source_for
-from engine.errors import RepoError
 from tests.conftest import REPO_ROOT, git
 
 

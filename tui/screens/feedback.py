@@ -25,6 +25,7 @@ class FeedbackModal(ModalScreen[str | None]):
         width: 90%; max-width: 100; height: 14; border: thick $accent;
         background: $surface; padding: 0 1;
     }
+    FeedbackModal Label { width: 1fr; }
     FeedbackModal TextArea { height: 1fr; }
     """
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.screen import Screen
+from textual.widgets import Input, TextArea
 
 from engine.config import load_config
 from engine.context import ContextResult, LeftOut, ShownFile
@@ -24,7 +26,10 @@ from engine.models import ChangeProposal, FileChange
 from engine.store import GenerationRecord, PublishJob
 from tui.app import AgentTuiApp
 from tui.messages import ContextBuilt, ProposalStreamed
+from tui.screens.details import DetailsModal
+from tui.screens.edit_file import EditFileScreen
 from tui.screens.error import ErrorModal
+from tui.screens.feedback import FeedbackModal
 from tui.screens.generating import GeneratingScreen
 from tui.screens.help import HelpScreen
 from tui.screens.history import HistoryScreen
@@ -220,6 +225,64 @@ def test_preview_screen(snap_compare: Any, demo_repo: Path, size: tuple[int, int
         press=["down"],  # the second file: a modification, diffed
         terminal_size=size,
         run_before=push(lambda app: PreviewScreen(reviewed_run(app))),
+    )
+
+
+def test_preview_screen_no_color(
+    snap_compare: Any, demo_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without colour the diff still reads: ``+``/``-`` markers, findings' marks."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(demo_repo)
+    assert app.no_color
+    assert snap_compare(
+        app,
+        press=["down"],  # the modification: removed and added lines
+        run_before=push(lambda app: PreviewScreen(reviewed_run(app))),
+    )
+
+
+def steady_cursors(screen: Screen[Any]) -> None:
+    """No blinking cursor in the text fields (a blink would make the screenshot flaky)."""
+    for area in screen.query(TextArea):
+        area.cursor_blink = False
+    for field in screen.query(Input):
+        field.cursor_blink = False
+
+
+def over_preview(modal: Screen[Any]) -> Any:
+    """A ``run_before`` that opens the Preview of ``PROPOSAL``, then ``modal`` over it."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pilot.app.push_screen(PreviewScreen(reviewed_run(pilot.app)))  # type: ignore[arg-type]
+        await settle(pilot)
+        await pilot.app.push_screen(modal)
+        await settle(pilot)
+        steady_cursors(modal)
+        await settle(pilot)
+
+    return run_before
+
+
+def test_edit_file_screen(snap_compare: Any, demo_repo: Path) -> None:
+    """The in-app editor on a Python file: highlighted, line numbers, Save/Discard keys."""
+    screen = EditFileScreen("app/main.py", MAIN_PY)
+    assert snap_compare(make_app(demo_repo), run_before=over_preview(screen))
+
+
+def test_details_modal(snap_compare: Any, demo_repo: Path) -> None:
+    modal = DetailsModal(
+        PROPOSAL.branch_suffix, PROPOSAL.commit_message, PROPOSAL.pr_title, PROPOSAL.pr_body
+    )
+    assert snap_compare(make_app(demo_repo), run_before=over_preview(modal))
+
+
+def test_feedback_modal(snap_compare: Any, demo_repo: Path) -> None:
+    assert snap_compare(
+        make_app(demo_repo),
+        press=[*"add a test"],
+        run_before=over_preview(FeedbackModal()),
     )
 
 

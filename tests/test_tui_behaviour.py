@@ -1,14 +1,18 @@
 """TUI behaviour that needs no model: key maps, the command palette, errors, offline issues,
-and the issue filter behind the Issues screen."""
+the issue filter behind the Issues screen, the Preview's keys and the Models screen."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import Input
+from rich.console import Console
+from textual.pilot import Pilot
+from textual.widget import Widget
+from textual.widgets import DataTable, Input, Static
 from textual.worker import WorkerFailed
 
 from engine.config import load_config
@@ -23,8 +27,10 @@ from tui.app import AgentTuiApp, binding_catalogue, check_keymap
 from tui.screens.error import ErrorModal
 from tui.screens.help import HelpScreen
 from tui.screens.issues import IssuesScreen
+from tui.screens.models import ModelsScreen
 from tui.screens.preview import PreviewScreen
 from tui.screens.publish_plan import PublishPlanScreen
+from tui.widgets.findings_panel import render_findings
 from tui.widgets.issue_table import IssueTable
 from tui.widgets.status_bar import StatusBar
 
@@ -269,3 +275,150 @@ async def test_demo_publish_pushes_to_the_bare_origin_and_queues_the_pr(demo_rep
     assert git(origin, "branch", "--list", "agent/1-health").strip() == "agent/1-health"
     jobs = Store.for_repo(demo_repo).pending_jobs()
     assert [j.branch for j in jobs] == ["agent/1-health"] and jobs[0].state == "pushed"
+
+
+# -- the Preview's keys: fix, re-check, split/unified ------------------------------------------
+
+MAIN_PY = (
+    '"""FastAPI application entry point."""\n\nfrom fastapi import FastAPI\n\n'
+    "from app.api.v1.endpoints import items\nfrom app.config import settings\n"
+    "from app.database import Base, engine\n\nBase.metadata.create_all(bind=engine)\n\n"
+    "app = FastAPI(title=settings.app_name, version='1.0')\n"
+    'app.include_router(items.router, prefix="/api/v1/items", tags=["items"])\n'
+)
+
+
+def plain(renderable: Any, width: int = 200) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None, record=True)
+    console.print(renderable)
+    return console.export_text()
+
+
+def shown_text(widget: Widget) -> str:
+    """What a ``Static`` shows, as plain text."""
+    assert isinstance(widget, Static)
+    return plain(widget.content)
+
+
+async def open_preview(pilot: Pilot[Any], pr_body: str = "Closes #1") -> PreviewScreen:
+    """The Preview of a one-file proposal (a change to app/main.py) for demo issue 1."""
+    app: Any = pilot.app
+    await app.workers.wait_for_complete()
+    run = app.workspace.start(app.workspace.issue_source().get_issue(1), comments=[])
+    run.review = run._review(
+        ChangeProposal(
+            branch_suffix="app-version",
+            commit_message="feat: give the app a version",
+            pr_title="feat: give the app a version",
+            pr_body=pr_body,
+            files=[FileChange(path="app/main.py", content=MAIN_PY)],
+        )
+    )
+    screen = PreviewScreen(run)
+    await app.push_screen(screen)
+    await pilot.pause()
+    return screen
+
+
+async def press_and_check(pilot: Pilot[Any], key: str) -> None:
+    """Press ``key``, then wait for the checks' worker and the screen's update."""
+    await pilot.press(key)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def local_app(repo: Path) -> AgentTuiApp:
+    return AgentTuiApp(repo, load_config(repo), source=LocalIssueSource(repo))
+
+
+async def test_preview_f_applies_the_deterministic_fixes(demo_repo: Path) -> None:
+    app = local_app(demo_repo)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_preview(pilot, pr_body="Shows the version in the OpenAPI page.")
+        findings = screen.query_one("#findings-body")
+        assert "closes-missing" in shown_text(findings)
+        await press_and_check(pilot, "f")
+        proposal = screen.review.proposal
+        assert "Closes #1" in proposal.pr_body
+        assert proposal.pr_body.startswith("Shows the version")  # the rest is kept
+        assert "closes-missing" not in {f.code for f in screen.review.findings}
+        # the panel shows the new review (not "checking…", not the old findings)
+        assert shown_text(findings) == plain(render_findings(screen.review.findings))
+        assert "closes-missing" not in shown_text(findings)
+        await press_and_check(pilot, "f")  # nothing left to fix: the proposal stays as is
+        assert screen.review.proposal == proposal
+
+
+async def test_preview_c_rechecks_against_the_repository_as_it_is_now(demo_repo: Path) -> None:
+    app = local_app(demo_repo)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_preview(pilot)
+        findings = screen.query_one("#findings-body")
+        assert "uncommitted-changes" not in shown_text(findings)
+        # the user edits the file the proposal changes, outside agent-tui
+        main = demo_repo / "app" / "main.py"
+        main.write_text(main.read_text() + "# local experiment\n")
+        await pilot.pause()
+        assert "uncommitted-changes" not in shown_text(findings)  # nothing re-ran by itself
+        await press_and_check(pilot, "c")
+        codes = {f.code for f in screen.review.findings}
+        assert "uncommitted-changes" in codes
+        assert "uncommitted-changes app/main.py" in shown_text(findings)
+
+
+async def test_preview_v_toggles_unified_and_side_by_side(demo_repo: Path) -> None:
+    app = local_app(demo_repo)
+    async with app.run_test(size=(100, 30)) as pilot:  # narrow: unified by default
+        screen = await open_preview(pilot)
+        body = screen.query_one("#diff-body")
+        context = "Base.metadata.create_all(bind=engine)"  # unchanged: shown on both sides
+
+        def layout() -> str:
+            text = shown_text(body)
+            assert "title=settings.app_name, version='1.0'" in text
+            assert context in text
+            unified = "@@ -" in text
+            split = any(line.count(context) == 2 for line in text.splitlines())
+            assert unified != split, text
+            return "unified" if unified else "side by side"
+
+        assert layout() == "unified"
+        await pilot.press("v")
+        await pilot.pause()
+        assert layout() == "side by side"
+        await pilot.press("v")
+        await pilot.pause()
+        assert layout() == "unified"
+
+
+# -- the Models screen -------------------------------------------------------------------------
+
+
+async def test_models_enter_makes_the_highlighted_profile_active(
+    demo_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[models.served-coder]\ndescription = "a second profile"\nbackend = "ollama"\n'
+        'model = "qwen2.5-coder:7b"\nhost = "http://127.0.0.1:9"\n'
+    )
+    monkeypatch.setenv("AGENT_TUI_CONFIG", str(config))
+    app = local_app(demo_repo)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await app.workers.wait_for_complete()
+        assert app.model_name == "gemma3-270m"  # the demo's default_model
+        screen = ModelsScreen(run_doctor=False)
+        await app.push_screen(screen)
+        await pilot.pause()
+        table = screen.query_one("#models", DataTable)
+        assert [str(k.value) for k in table.rows] == ["gemma3-270m", "served-coder"]
+        assert table.get_row("gemma3-270m")[0] == "●"
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert app.model_name == "served-coder"
+        assert app.workspace.model_name == "served-coder"  # what the next generation uses
+        assert screen.query_one(StatusBar).badge("model") == "served-coder: not loaded"
+        assert table.get_row("served-coder")[0] == "●" and table.get_row("gemma3-270m")[0] == ""
+        await pilot.press("escape")
+        assert isinstance(app.screen, IssuesScreen)
+        assert app.screen.query_one(StatusBar).badge("model") == "served-coder: not loaded"

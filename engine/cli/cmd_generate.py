@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import signal
 import sys
 import threading
 import time
@@ -263,39 +264,58 @@ def drive(
             events.put(None)
 
     thread = threading.Thread(target=worker, name="agent-tui-generate", daemon=True)
-    thread.start()
     renderer = ProgressRenderer()
     tty = bool(progress is not None and progress.isatty())
     final: FinalEvent | None = None
     error: BaseException | None = None
-    while True:
-        try:
-            item = events.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        except KeyboardInterrupt:
+    said_cancelling = False
+    # Ctrl-C sets the cancel event wherever the main thread is (waiting for an event or
+    # rendering one), not only inside ``events.get``: a KeyboardInterrupt raised while an
+    # event is handled would escape and leave the generation running (exit 130, not 5).
+    previous_handler: Any = None
+    if threading.current_thread() is threading.main_thread():
+
+        def on_sigint(_signum: int, _frame: Any) -> None:
+            if cancel.is_set():  # a second Ctrl-C: quit now, without waiting for the engine
+                raise KeyboardInterrupt
             cancel.set()
-            if progress is not None:
-                print("\ncancelling...", file=progress, flush=True)
-            continue
-        if item is None:
-            break
-        if isinstance(item, BaseException):
-            error = item
-            continue
-        if observe is not None:
-            observe(item)
-        if not isinstance(item, GenerationEvent):
-            continue
-        if isinstance(item, Finished | GenerationFailed):
-            final = item
-        line = renderer.update(item)
-        if line is not None and progress is not None:
-            if tty:
-                end = "\n" if item is final else ""
-                print(f"\r\x1b[2K{line}", end=end, file=progress, flush=True)
-            elif item is final or isinstance(item, PromptProcessed):
-                print(line, file=progress, flush=True)
+
+        previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    thread.start()
+    try:
+        while True:
+            if cancel.is_set() and not said_cancelling:
+                said_cancelling = True
+                if progress is not None:
+                    print("\ncancelling... (Ctrl-C again quits at once)", file=progress, flush=True)
+            try:
+                item = events.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            except KeyboardInterrupt:  # no handler of ours (not the main thread)
+                cancel.set()
+                continue
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                error = item
+                continue
+            if observe is not None:
+                observe(item)
+            if not isinstance(item, GenerationEvent):
+                continue
+            if isinstance(item, Finished | GenerationFailed):
+                final = item
+            line = renderer.update(item)
+            if line is not None and progress is not None:
+                if tty:
+                    end = "\n" if item is final else ""
+                    print(f"\r\x1b[2K{line}", end=end, file=progress, flush=True)
+                elif item is final or isinstance(item, PromptProcessed):
+                    print(line, file=progress, flush=True)
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
     thread.join()
     if error is not None:
         raise error

@@ -22,6 +22,9 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+from engine.events import Cancelled, GenerationStats, InvalidAnswer
+from engine.stream import partial_parse
+
 T = TypeVar("T")
 
 #: Default characters per token of the documented estimate (BPE vocabularies of current
@@ -328,6 +331,29 @@ def not_a_json_object(text: str) -> str | None:
         return None
     start = " ".join(stripped[:40].split())
     return f"not a JSON object: the answer starts with {start!r}"
+
+
+def cut_short(
+    text: str, cancelled: bool, tokens: int, stats_now: Callable[[str], GenerationStats]
+) -> Cancelled | InvalidAnswer | None:
+    """The final event of a server stream that ended before its answer could be judged.
+
+    Cancelled by the user, or not a JSON object at all (the server dropped the schema):
+    both server backends end these the same way; None lets the caller validate the answer.
+    """
+    if cancelled:
+        return Cancelled(
+            message=f"cancelled after {tokens} tokens",
+            partial=partial_parse(text),
+            raw=text,
+            stats=stats_now("cancelled"),
+        )
+    not_json = not_a_json_object(text)
+    if not_json is not None:
+        return InvalidAnswer(
+            message=not_json, raw=text, stats=stats_now("error"), errors=(not_json,)
+        )
+    return None
 
 
 def stop_reading_answer(text: str) -> bool:

@@ -39,9 +39,9 @@ from engine.backends.http import (
     RetryPolicy,
     ServerProbe,
     TokenCalibration,
+    cut_short,
     http_timeout,
     is_connect_error,
-    not_a_json_object,
     open_with_retry,
     prompt_was_cut,
     shutdown_socket,
@@ -51,7 +51,6 @@ from engine.config import OllamaProfile
 from engine.errors import BackendError
 from engine.events import (
     BackendFailed,
-    Cancelled,
     GenerationEvent,
     GenerationStats,
     InvalidAnswer,
@@ -509,24 +508,9 @@ class OllamaBackend(Backend):
         finally:
             reader.close()
 
-        if reader.cancelled:
-            yield Cancelled(
-                message=f"cancelled after {chunks} tokens",
-                partial=partial_parse(proposal.text),
-                raw=proposal.text,
-                stats=stats_now("cancelled"),
-            )
-            return
-        not_json = not_a_json_object(proposal.text)
-        if not_json is not None:
-            yield self._invalid(
-                InvalidAnswer(
-                    message=not_json,
-                    raw=proposal.text,
-                    stats=stats_now("error"),
-                    errors=(not_json,),
-                )
-            )
+        short = cut_short(proposal.text, reader.cancelled, chunks, stats_now)
+        if short is not None:
+            yield self._invalid(short) if isinstance(short, InvalidAnswer) else short
             return
         if proposal.loop is not None:
             yield proposal.finish("loop", stats_now("loop"))

@@ -202,18 +202,24 @@ def run(args: argparse.Namespace) -> int:
     cancel = threading.Event()
     progress = _Progress()
     outcome: dict[str, Any] = {}
+    done = threading.Event()
 
     def work() -> None:
         try:
             outcome["summary"] = run_batch(workspace, options, progress=progress, cancel=cancel)
         except BaseException as exc:  # handed to the main thread, raised there
             outcome["error"] = exc
+        finally:
+            done.set()
 
     thread = threading.Thread(target=work, name="agent-tui-batch", daemon=True)
     thread.start()
-    while thread.is_alive():
+    # wait on an event, not on thread.join(): on Python 3.11 a Ctrl-C that interrupts join()
+    # marks the still-running thread as stopped (is_alive() turns False), and the summary was
+    # read before the cancelled batch had written it (a KeyError traceback instead of 130)
+    while not done.is_set():
         try:
-            thread.join(timeout=0.5)
+            done.wait(timeout=0.5)
         except KeyboardInterrupt:
             if not cancel.is_set():
                 print("\ncancelling (rerun the same command to resume)...", file=sys.stderr)

@@ -75,6 +75,16 @@ ISSUES = [
     "Issue #8: add a .gitignore for Python.",
     "Issue #9: log every request in app/main.py middleware.",
     "Issue #10: add a version field to the settings.",
+    "Issue #11: paginate GET /api/v1/items with limit and offset query parameters.",
+    "Issue #12: add CORS middleware configured from settings.allowed_origins.",
+    "Issue #13: hash passwords with bcrypt in app/services/auth.py.",
+    "Issue #14: add an Alembic migration that creates the orders table.",
+    "Issue #15: rename the field `qty` to `quantity` in the Item schema.",
+    "Issue #16: add requirements.txt entries for httpx and pytest-asyncio.",
+    "Issue #17: return 422 with a clear message for a negative price.",
+    "Issue #18: add a README section on running the tests.",
+    "Issue #19: cache GET /api/v1/items for 30 seconds.",
+    "Issue #20: add DELETE /api/v1/items/{id} with a test.",
 ]
 
 
@@ -129,7 +139,9 @@ def test_twenty_prompts_every_finished_answer_validates(embedded_backend: Any, m
         else SamplingParams(temperature=0.8, top_p=0.95, top_k=40, seed=7)
     )
     outcomes: dict[str, int] = {}
-    for n, issue in enumerate(ISSUES):
+    # twenty distinct prompts in all: each mode answers ten of them (half with the full
+    # system prompt, half with a plain one)
+    for n, issue in enumerate(ISSUES[0 if mode == "greedy" else 1 :: 2]):
         request = ask(issue, SYSTEM if n % 2 == 0 else PLAIN_SYSTEM)
         events = run(embedded_backend, request, sampling=sampling)
         final = check_final_stream(events)

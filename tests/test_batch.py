@@ -323,3 +323,32 @@ def test_a_killed_batch_resumes_without_redoing_or_duplicating(
         [record] = store.generations(issue=n)
         assert record.outcome == "published" and record.pr_url
     assert [j.status for j in store.jobs()] == ["done"] * 2
+
+
+def test_batch_on_an_ollama_server_runs_k_generations_at_once(
+    git_repo: Path,
+    fake_model_server: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ollama is a CONCURRENT backend too: K requests on the wire together, real answers."""
+    prepare_repo(git_repo, simple_issues(1, 2))
+    server = fake_model_server()
+    config = git_repo.parent / "config.toml"
+    config.write_text(
+        'default_model = "oll"\ndefault_prompt = "tiny"\n\n[models.oll]\nbackend = "ollama"\n'
+        f'host = "{server.url}"\nmodel = "gemma-3-270m"\nn_ctx = 1024\nmax_tokens = 160\n'
+        "temperature = 0.0\n"
+    )
+    monkeypatch.setenv("AGENT_TUI_CONFIG", str(config))
+    argv = ["batch", "--issues", "1,2", "--concurrency", "2", "--repo", str(git_repo), "--json"]
+    assert main(argv) == OK
+    data = json.loads(capsys.readouterr().out)
+    assert data["concurrency"] == 2 and data["complete"] and data["ok"]
+    assert [i["state"] for i in data["items"]] == ["generated", "generated"]
+    assert server.log.max_in_flight == 2
+    assert Counter(issue_of(b) for b in server.bodies("/api/chat")) == {1: 1, 2: 1}
+    store = Store.for_repo(git_repo)
+    for item in data["items"]:
+        record = store.generation(item["generation_id"])
+        assert record is not None and record.model_profile == "oll" and record.proposal

@@ -247,11 +247,9 @@ async def test_issue_to_pull_request(github_repo: Path, github_fake: FakeGitHub)
         review = run.review
         assert review is not None and review.proposal.files
         # the preview lists exactly the proposal's files, the first one's diff on screen
-        listed = [
-            preview.query_one(FileList).get_option_at_index(i).id
-            for i in range(preview.query_one(FileList).option_count)
-        ]
-        assert listed == [f.path for f in review.proposal.files]
+        listed = preview.query_one(FileList).paths
+        assert sorted(listed) == sorted(f.path for f in review.proposal.files)
+        assert preview.query_one(FileList).current_path == listed[0]
         path = await make_publishable(pilot, preview)
         plan = await open_plan(pilot)
         branch = plan.plan.branch

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.diff import status_entries
 from engine.errors import ContextTooLargeError, RepoError
 from engine.models import Issue, IssueComment
 from engine.prompts import PromptProfile
@@ -493,7 +494,7 @@ def _state(root: Path) -> tuple[str, list[tuple[str, str]]]:
     except RepoError:
         head = b"(no commit)"
     status = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=normal")
-    entries = _status_entries(status)
+    entries = status_entries(status)
     dirs = [path for code, path in entries if code == "??" and path.endswith("/")]
     if dirs:
         pathspecs = dirs if len(dirs) <= 200 else []  # many: one walk of the whole tree
@@ -522,24 +523,6 @@ def _state(root: Path) -> tuple[str, list[tuple[str, str]]]:
             stamp = "gone"
         digest.update(f"\0{code}\0{path}\0{stamp}".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:32], entries
-
-
-def _status_entries(status: bytes) -> list[tuple[str, str]]:
-    """(XY code, path) of every ``git status -z`` entry (renames: the new path)."""
-    entries = []
-    fields = status.split(b"\0")
-    i = 0
-    while i < len(fields):
-        item = fields[i]
-        i += 1
-        if len(item) < 4:
-            continue
-        code = item[:2].decode("ascii", "replace")
-        path = item[3:].decode("utf-8", "surrogateescape")
-        entries.append((code, path))
-        if code[0] in "RC":
-            i += 1  # the original path follows a rename or copy
-    return entries
 
 
 def _list_files(root: Path, entries: list[tuple[str, str]]) -> tuple[list[str], dict[str, str]]:

@@ -68,6 +68,25 @@ def lexical_repo_path(path: object) -> str | None:
     return norm
 
 
+def status_entries(status: bytes) -> list[tuple[str, str]]:
+    """(XY code, path) of every ``git status --porcelain=v1 -z`` entry (renames: the new
+    path); paths are relative to the top of the work tree, as git prints them."""
+    entries = []
+    fields = status.split(b"\0")
+    i = 0
+    while i < len(fields):
+        item = fields[i]
+        i += 1
+        if len(item) < 4:
+            continue
+        code = item[:2].decode("ascii", "replace")
+        path = item[3:].decode("utf-8", "surrogateescape")
+        entries.append((code, path))
+        if code[0] in "RC":
+            i += 1  # the original path follows a rename or copy
+    return entries
+
+
 class RepoBase:
     """Read-only view of the content a proposal is compared with.
 
@@ -99,6 +118,8 @@ class RepoBase:
         self._dirs: set[str] = set()
         self._cache: dict[str, bytes | None] = {}
         self._blobs: dict[str, bytes | None] = {}
+        self._prefix = ""
+        """``repo_dir`` relative to the top of its work tree, with a trailing ``/`` (or "")."""
         self.ref: str | None = None
         if ref is not None:
             entries = self._ls_tree(ref)
@@ -141,6 +162,7 @@ class RepoBase:
             # a subdirectory of a repository: paths are relative to repo_dir, so read the
             # tree under it (git's "HEAD:sub/dir" syntax) with the same relative paths.
             rel = self.repo_dir.relative_to(toplevel).as_posix()
+            self._prefix = rel + "/"
             treeish = f"{ref}:{rel}"
         else:
             treeish = f"{ref}^{{tree}}"
@@ -280,7 +302,6 @@ class RepoBase:
         norms = sorted({n for n in (lexical_repo_path(p) for p in paths) if n is not None})
         if self._entries is None or not norms:
             return {}
-        prefix_out = self._git("rev-parse", "--show-prefix")
         out = self._git(
             "--literal-pathspecs",
             "status",
@@ -291,17 +312,12 @@ class RepoBase:
             "--",
             *norms,
         )
-        if prefix_out.returncode != 0 or out.returncode != 0:
+        if out.returncode != 0:
             return {}
-        prefix = os.fsdecode(prefix_out.stdout.strip())
         found: dict[str, str] = {}
-        for record in out.stdout.split(b"\x00"):
-            if len(record) < 4:
-                continue
-            code = record[:2].decode("ascii", "replace")
-            path = os.fsdecode(record[3:])
-            if prefix and path.startswith(prefix):
-                path = path[len(prefix) :]
+        for code, path in status_entries(out.stdout):
+            if self._prefix and path.startswith(self._prefix):
+                path = path[len(self._prefix) :]  # git reports paths from the top
             if code == "??":
                 state = "untracked"
             elif "D" in code:

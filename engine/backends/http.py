@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import queue
+import re
 import socket
 import threading
 import time
@@ -356,9 +357,20 @@ def cut_short(
     return None
 
 
+_LEADING_SPACE = re.compile(r"\s*")
+
+
 def stop_reading_answer(text: str) -> bool:
-    """Whether enough of a non-JSON answer was read to stop the stream (see the preview)."""
-    return len(text.strip()) >= NOT_JSON_PREVIEW_CHARS and not_a_json_object(text) is not None
+    """Whether enough of a non-JSON answer was read to stop the stream (see the preview).
+
+    Called after every chunk with the whole answer so far: it looks only at the start (and,
+    for a non-JSON answer, at the few characters read before it stops), never copies the text.
+    """
+    start = _LEADING_SPACE.match(text)
+    first = start.end() if start is not None else 0
+    if first == len(text) or text[first] == "{":
+        return False  # nothing yet, or a JSON object: the schema is being followed
+    return text[first + NOT_JSON_PREVIEW_CHARS - 1 :].strip() != ""
 
 
 @dataclass

@@ -123,6 +123,7 @@ _BACKTICK_RE = re.compile(r"`([^`\n]{1,200})`")
 _IDENT_RE = re.compile(r"(?<![A-Za-z0-9_])[A-Za-z_][A-Za-z0-9_]{2,63}(?![A-Za-z0-9_])")
 #: keywords that introduce a definition in the usual languages (Python, JS/TS, Go, Rust...)
 _DEF_WORDS = "def|class|function|func|fn|interface|struct|type|trait|enum"
+_DEF_KEYWORDS = frozenset(_DEF_WORDS.split("|"))
 _MAX_IDENTIFIERS = 12
 _DEFINERS_PER_IDENTIFIER = 3
 _MAX_DEFINERS = 6
@@ -858,7 +859,7 @@ def _code_identifiers(text: str) -> list[str]:
     found: list[str] = []
     for span in _BACKTICK_RE.findall(text):
         for word in _IDENT_RE.findall(span):
-            if word not in found and word not in _DEF_WORDS.split("|"):
+            if word not in found and word not in _DEF_KEYWORDS:
                 found.append(word)
     return found[:_MAX_IDENTIFIERS]
 
@@ -1098,7 +1099,8 @@ def build_context(
             hint="use a model profile with a larger n_ctx, lower max_tokens, or shorten the issue",
         )
 
-    # Candidates, in priority order: named in the issue, always included, ranked.
+    # Candidates, in priority order: named in the issue, defining a name the issue writes in
+    # a code span, always included, ranked.
     issue_text = _issue_text(issue, comments)
     named, named_missing = _named_paths(issue_text, snap, visible_set)
     candidates: list[_Candidate] = [_Candidate(p, WHY_NAMED) for p in named]

@@ -243,6 +243,18 @@ class ProposalStream:
                 stats=stats,
                 limit=limit,
             )
+
+        def invalid(errors: tuple[str, ...], hint: str) -> InvalidAnswer:
+            return InvalidAnswer(
+                message=f"the answer of {stats.backend or 'the backend'} "
+                f"({stats.model or 'model'}) is not a valid proposal: {errors[0]}",
+                hint=hint,
+                partial=partial,
+                raw=self.text,
+                stats=stats,
+                errors=errors,
+            )
+
         try:
             proposal = parse_final(self.text)
         except ValueError as exc:
@@ -250,27 +262,16 @@ class ProposalStream:
                 errors = validation_messages(exc)
             else:
                 errors = (f"not valid JSON: {exc}",)
-            return InvalidAnswer(
-                message=f"the answer of {stats.backend or 'the backend'} "
-                f"({stats.model or 'model'}) is not a valid proposal: {errors[0]}",
-                hint="the server may have ignored the JSON schema; see the backend's docs on "
+            return invalid(
+                errors,
+                "the server may have ignored the JSON schema; see the backend's docs on "
                 "structured output",
-                partial=partial,
-                raw=self.text,
-                stats=stats,
-                errors=errors,
             )
         if len(proposal.files) > self.max_files:
             # a server that ignored the schema (the grammar bounds files by max_files)
-            error = f"files: {len(proposal.files)} files; the limit is {self.max_files}"
-            return InvalidAnswer(
-                message=f"the answer of {stats.backend or 'the backend'} "
-                f"({stats.model or 'model'}) is not a valid proposal: {error}",
-                hint="ask for a smaller change, or raise [generation] max_files",
-                partial=partial,
-                raw=self.text,
-                stats=stats,
-                errors=(error,),
+            return invalid(
+                (f"files: {len(proposal.files)} files; the limit is {self.max_files}",),
+                "ask for a smaller change, or raise [generation] max_files",
             )
         return Finished(proposal=proposal, stats=stats, raw=self.text)
 

@@ -131,25 +131,35 @@ print(repr(imported), repr(app.painted_at), 0)
 """
 
 
+def _paint_once(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
+    """Spawn one child that prints ``imported painted rows``: (spawn -> paint, app start ->
+    paint, rows)."""
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, env=env, timeout=120
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"child failed: {out.stderr[-2000:]}")
+    imported, painted, rows = out.stdout.strip().splitlines()[-1].split()
+    return float(painted) - start, float(painted) - float(imported), int(rows)
+
+
+def _medians(samples: list[tuple[float, float, int]]) -> tuple[float, float, int]:
+    return (
+        statistics.median(s[0] for s in samples),
+        statistics.median(s[1] for s in samples),
+        samples[-1][2],
+    )
+
+
 def bare_textual(runs: int) -> tuple[float, float]:
     """Medians of (spawn -> first paint, app start -> first paint) of a bare Textual app.
 
     The floor on this machine: the interpreter, Textual's import and a header, a line and a
-    footer. Run interleaved with agent-tui's own runs, so both see the same machine.
+    footer. Measured in the same run as agent-tui's own first paint, right after it.
     """
-    times = []
-    app_times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-c", BARE_CHILD], capture_output=True, text=True, timeout=120
-        )
-        if out.returncode != 0:
-            raise SystemExit(f"bare child failed: {out.stderr[-2000:]}")
-        imported, painted, _ = out.stdout.strip().splitlines()[-1].split()
-        times.append(float(painted) - start)
-        app_times.append(float(painted) - float(imported))
-    return statistics.median(times), statistics.median(app_times)
+    total, app, _rows = _medians([_paint_once(["-c", BARE_CHILD]) for _ in range(runs)])
+    return total, app
 
 
 def first_paint(repo: Path, runs: int) -> tuple[float, float, int]:
@@ -158,26 +168,8 @@ def first_paint(repo: Path, runs: int) -> tuple[float, float, int]:
     "App start" is after the interpreter has imported Python, Textual, pydantic and the
     engine: from loading the configuration to the first frame showing the issue rows.
     """
-    times = []
-    app_times = []
-    rows = 0
     env = {**os.environ, "GH_TOKEN": "", "GITHUB_TOKEN": "", "PYTHONPATH": str(ROOT)}
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-c", CHILD, str(repo)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
-        if out.returncode != 0:
-            raise SystemExit(f"child failed: {out.stderr[-2000:]}")
-        imported, painted, rows_text = out.stdout.strip().splitlines()[-1].split()
-        times.append(float(painted) - start)
-        app_times.append(float(painted) - float(imported))
-        rows = int(rows_text)
-    return statistics.median(times), statistics.median(app_times), rows
+    return _medians([_paint_once(["-c", CHILD, str(repo)], env) for _ in range(runs)])
 
 
 async def filter_keystrokes(n: int) -> dict[str, float]:

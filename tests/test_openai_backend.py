@@ -37,6 +37,7 @@ from engine.events import (
     TokensGenerated,
     Truncated,
 )
+from tests.conftest import REPO_ROOT
 from tests.fake_servers import (
     FREE_TEXT_ANSWER,
     GREETING_MESSAGES,
@@ -308,14 +309,18 @@ def test_concurrency_is_bounded_per_server(fake_model_server: StartServer) -> No
 
 @pytest.fixture
 def llama_cpp_server(embedded_model_path: Path, tmp_path: Path) -> Iterator[str]:
-    """``python -m llama_cpp.server`` on the embedded model; yields its ``/v1`` URL."""
+    """``python -m llama_cpp.server`` on the embedded model; yields its ``/v1`` URL.
+
+    Started through ``tests/llama_server_main.py``, which gives the server's model load the
+    engine's AMX safeguard (nothing else changes).
+    """
     pytest.importorskip("uvicorn", reason="llama-cpp-python[server] extras are not installed")
     pytest.importorskip("sse_starlette")
     port = free_port()
     cmd = [
         sys.executable,
         "-m",
-        "llama_cpp.server",
+        "tests.llama_server_main",
         "--model",
         str(embedded_model_path),
         "--model_alias",
@@ -333,7 +338,9 @@ def llama_cpp_server(embedded_model_path: Path, tmp_path: Path) -> Iterator[str]
     ]
     log = tmp_path / "llama_cpp_server.log"
     with log.open("wb") as sink:  # a file, not a pipe: a full pipe would block the server
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=dict(os.environ))
+        proc = subprocess.Popen(
+            cmd, stdout=sink, stderr=subprocess.STDOUT, env=dict(os.environ), cwd=REPO_ROOT
+        )
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 60

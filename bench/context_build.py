@@ -52,22 +52,27 @@ def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
+def make_module(rng: random.Random, i: int) -> tuple[str, str]:
+    """The repository path and content of synthetic module ``i``."""
+    a, b, c, d = rng.sample(WORDS, 4)
+    lines = [f'"""{a.title()} {b} helpers (module {i})."""', "", "import logging", ""]
+    for j in range(rng.randint(2, 5)):
+        lines += [
+            f"def {a}_{b}_{j}({c}_id: int, {d}_repo) -> dict:",
+            f'    """Return the {b} of a {a} for {c} {{{c}_id}}."""',
+            f"    record = {d}_repo.get_{c}({c}_id)",
+            f"    return {{'{a}': record.{b}, 'count': {j}}}",
+            "",
+        ]
+    return f"pkg_{i % 50:02d}/sub_{(i // 50) % 40:02d}/{a}_{b}_{i}.py", "\n".join(lines)
+
+
 def make_repo(root: Path, n_files: int) -> None:
     rng = random.Random(42)
     for i in range(n_files):
-        a, b, c, d = rng.sample(WORDS, 4)
-        directory = root / f"pkg_{i % 50:02d}" / f"sub_{(i // 50) % 40:02d}"
-        directory.mkdir(parents=True, exist_ok=True)
-        lines = [f'"""{a.title()} {b} helpers (module {i})."""', "", "import logging", ""]
-        for j in range(rng.randint(2, 5)):
-            lines += [
-                f"def {a}_{b}_{j}({c}_id: int, {d}_repo) -> dict:",
-                f'    """Return the {b} of a {a} for {c} {{{c}_id}}."""',
-                f"    record = {d}_repo.get_{c}({c}_id)",
-                f"    return {{'{a}': record.{b}, 'count': {j}}}",
-                "",
-            ]
-        (directory / f"{a}_{b}_{i}.py").write_text("\n".join(lines), encoding="utf-8")
+        path, text = make_module(rng, i)
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text, encoding="utf-8")
     (root / "requirements.txt").write_text("fastapi\nsqlalchemy\n")
     git(root, "init", "-q", "-b", "main")
     git(root, "add", "-A")

@@ -178,3 +178,18 @@ def test_small_repositories_are_not_persisted(git_repo: Path) -> None:
     build(git_repo, ISSUES[0])
     context.wait_for_index_saves()
     assert not index_path(git_repo.resolve()).exists()
+
+
+def test_batch_indexing_counts_the_same_terms_as_one_text_at_a_time() -> None:
+    rng = random.Random(3)
+    words = [*WORDS, "refund_shipment_2", "HTTPServer", "getUserID", "the", "x", "__init__"]
+    texts = ["", "   ", *(" ".join(rng.choices(words, k=rng.randint(1, 60))) for _ in range(200))]
+    one, batch = context._Vectorizer(), context._Vectorizer()
+    expected = [dict(zip(*one(text), strict=True)) for text in texts]
+    got = [dict(zip(t, f, strict=True)) for t, f in batch.many(texts)]
+    # term ids are numbered in the order terms are met: compare through the term texts
+    names_one = {i: term for term, i in one.vocab.items()}
+    names_batch = {i: term for term, i in batch.vocab.items()}
+    assert [{names_batch[t]: n for t, n in d.items()} for d in got] == [
+        {names_one[t]: n for t, n in d.items()} for d in expected
+    ]

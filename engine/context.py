@@ -890,98 +890,97 @@ def _build_snapshot(
     entries: list[tuple[str, str]],
 ) -> _Snapshot:
     """A new snapshot of ``root`` in state ``state_key``, reusing ``cache``'s documents."""
-    if True:  # the body keeps its indentation (a smaller diff)
-        files, ids = _list_files(root, entries)
-        if cache.snapshot is None and not cache.docs:  # first build in this process
-            _load_index(root, cache)
-        vectorize = cache.vectorize
-        no_terms: array[int] = array("i")
-        docs: list[_Doc] = []
-        content_ids: list[str] = []
-        kept: dict[str, _Doc] = {}
-        path_terms: dict[str, tuple[array[int], array[int]]] = {}
-        secret_named: list[tuple[str, str]] = []
-        hidden: set[str] = set()
-        for path in files:
-            reason = sensitive_path_reason(path)
-            if reason is not None:
-                secret_named.append((path, reason))
-                hidden.add(path)
-            elif path.startswith(_OWN_DIR):  # local issues, prompt profiles: not the project
-                hidden.add(path)
-        suffix = f":{options.max_file_bytes}"
-        unread: dict[str, str] = {}  # content key -> a path holding that content
-        for path in files:
-            key = f"{ids[path]}{suffix}"
-            if path not in hidden and key not in cache.docs:
-                unread.setdefault(key, path)
-        new_docs: dict[str, _Doc] = {}
-        batch: list[tuple[_Doc, str]] = []
+    files, ids = _list_files(root, entries)
+    if cache.snapshot is None and not cache.docs:  # first build in this process
+        _load_index(root, cache)
+    vectorize = cache.vectorize
+    no_terms: array[int] = array("i")
+    docs: list[_Doc] = []
+    content_ids: list[str] = []
+    kept: dict[str, _Doc] = {}
+    path_terms: dict[str, tuple[array[int], array[int]]] = {}
+    secret_named: list[tuple[str, str]] = []
+    hidden: set[str] = set()
+    for path in files:
+        reason = sensitive_path_reason(path)
+        if reason is not None:
+            secret_named.append((path, reason))
+            hidden.add(path)
+        elif path.startswith(_OWN_DIR):  # local issues, prompt profiles: not the project
+            hidden.add(path)
+    suffix = f":{options.max_file_bytes}"
+    unread: dict[str, str] = {}  # content key -> a path holding that content
+    for path in files:
+        key = f"{ids[path]}{suffix}"
+        if path not in hidden and key not in cache.docs:
+            unread.setdefault(key, path)
+    new_docs: dict[str, _Doc] = {}
+    batch: list[tuple[_Doc, str]] = []
 
-        def index_batch() -> None:
-            for (doc, _text), (terms, tfs) in zip(
-                batch, vectorize.many([text for _doc, text in batch]), strict=True
-            ):
-                doc.terms, doc.tfs = terms, tfs
-            batch.clear()
-
-        keys = list(unread)
-        read = _read_docs(root, [unread[k] for k in keys], ids, options.max_file_bytes)
-        for key, (doc, text) in zip(keys, read, strict=True):
-            new_docs[key] = doc
-            if text is not None:
-                batch.append((doc, text))
-                if len(batch) >= 1024:
-                    index_batch()
-        index_batch()
-        fresh = len(new_docs)
-        new_paths = [path for path in files if path not in cache.path_terms]
-        fresh += len(new_paths)
-        new_path_terms = dict(
-            zip(new_paths, vectorize.many([_path_text(p) for p in new_paths]), strict=True)
-        )
-        for path in files:
-            content_id = ids[path]
-            if path in hidden:  # never opened, never indexed
-                doc = _Doc(REASON_SECRET_FILE, 0, no_terms, no_terms)
-            else:
-                key = f"{content_id}{suffix}"
-                cached = cache.docs.get(key) or new_docs[key]
-                doc = kept[key] = cached
-            docs.append(doc)
-            content_ids.append(content_id)
-            terms = cache.path_terms.get(path)
-            path_terms[path] = new_path_terms[path] if terms is None else terms
-        cache.docs = kept
-        cache.path_terms = path_terms
-        if len(files) >= _PERSIST_MIN_FILES and (
-            fresh >= _PERSIST_MIN_FRESH or (fresh and not index_path(root).exists())
+    def index_batch() -> None:
+        for (doc, _text), (terms, tfs) in zip(
+            batch, vectorize.many([text for _doc, text in batch]), strict=True
         ):
-            _save_index(root, cache)  # a few edited files are cheaper to read again
-        content_index = _Postings(len(files), [(d.terms, d.tfs) for d in docs])
-        path_index = _Postings(len(files), [path_terms[p] for p in files])
-        by_name: dict[str, list[int]] = {}
-        for i, path in enumerate(files):
-            by_name.setdefault(path.rsplit("/", 1)[-1].lower(), []).append(i)
-        visible = [p for p in files if p not in hidden]
-        snap = _Snapshot(
-            root=root,
-            state_key=state_key,
-            files=files,
-            content_ids=content_ids,
-            docs=docs,
-            position={p: i for i, p in enumerate(files)},
-            vocab=vectorize.vocab,
-            content_index=content_index,
-            path_index=path_index,
-            by_name=by_name,
-            secret_named=secret_named,
-            hidden=frozenset(hidden),
-            visible=visible,
-            visible_set=frozenset(visible),
-        )
-        cache.snapshot = snap
-        return snap
+            doc.terms, doc.tfs = terms, tfs
+        batch.clear()
+
+    keys = list(unread)
+    read = _read_docs(root, [unread[k] for k in keys], ids, options.max_file_bytes)
+    for key, (doc, text) in zip(keys, read, strict=True):
+        new_docs[key] = doc
+        if text is not None:
+            batch.append((doc, text))
+            if len(batch) >= 1024:
+                index_batch()
+    index_batch()
+    fresh = len(new_docs)
+    new_paths = [path for path in files if path not in cache.path_terms]
+    fresh += len(new_paths)
+    new_path_terms = dict(
+        zip(new_paths, vectorize.many([_path_text(p) for p in new_paths]), strict=True)
+    )
+    for path in files:
+        content_id = ids[path]
+        if path in hidden:  # never opened, never indexed
+            doc = _Doc(REASON_SECRET_FILE, 0, no_terms, no_terms)
+        else:
+            key = f"{content_id}{suffix}"
+            cached = cache.docs.get(key) or new_docs[key]
+            doc = kept[key] = cached
+        docs.append(doc)
+        content_ids.append(content_id)
+        terms = cache.path_terms.get(path)
+        path_terms[path] = new_path_terms[path] if terms is None else terms
+    cache.docs = kept
+    cache.path_terms = path_terms
+    if len(files) >= _PERSIST_MIN_FILES and (
+        fresh >= _PERSIST_MIN_FRESH or (fresh and not index_path(root).exists())
+    ):
+        _save_index(root, cache)  # a few edited files are cheaper to read again
+    content_index = _Postings(len(files), [(d.terms, d.tfs) for d in docs])
+    path_index = _Postings(len(files), [path_terms[p] for p in files])
+    by_name: dict[str, list[int]] = {}
+    for i, path in enumerate(files):
+        by_name.setdefault(path.rsplit("/", 1)[-1].lower(), []).append(i)
+    visible = [p for p in files if p not in hidden]
+    snap = _Snapshot(
+        root=root,
+        state_key=state_key,
+        files=files,
+        content_ids=content_ids,
+        docs=docs,
+        position={p: i for i, p in enumerate(files)},
+        vocab=vectorize.vocab,
+        content_index=content_index,
+        path_index=path_index,
+        by_name=by_name,
+        secret_named=secret_named,
+        hidden=frozenset(hidden),
+        visible=visible,
+        visible_set=frozenset(visible),
+    )
+    cache.snapshot = snap
+    return snap
 
 
 def clear_cache() -> None:

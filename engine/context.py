@@ -29,17 +29,21 @@ changed state re-reads only the files whose content changed.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import gc
 import hashlib
 import math
 import os
 import re
 import subprocess
 import threading
+import zipfile
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -311,6 +315,10 @@ class _Vectorizer:
     def __init__(self) -> None:
         self.vocab: dict[str, int] = {}
         self._word_ids: dict[str, tuple[int, ...]] = {}
+        # for ``many``: word -> number, and each number's term ids (offsets into a flat list)
+        self._word_index: dict[str, int] = {}
+        self._term_flat: array[int] = array("i")
+        self._term_offsets: array[int] = array("q", [0])
 
     def _ids(self, word: str) -> tuple[int, ...]:
         vocab = self.vocab
@@ -335,6 +343,74 @@ class _Vectorizer:
             for tid in ids:
                 acc[tid] = acc.get(tid, 0) + n
         return array("i", acc.keys()), array("i", acc.values())
+
+    def many(self, texts: Sequence[str]) -> list[tuple[array[int], array[int]]]:
+        """``[self(text) for text in texts]`` (terms in another order), for many texts at once.
+
+        Why: on a first build of 50,000 files the per-word Python loop of ``__call__`` is
+        most of the time. Here Python only counts each text's words (``Counter``, in C)
+        and maps them to word numbers (``map(dict.get)``, in C); expanding words into
+        their terms and summing the counts per (text, term) is done by numpy for the whole
+        batch.
+        """
+        if not texts:
+            return []
+        index = self._word_index
+        word_ids: array[int] = array("i")
+        counts: array[int] = array("i")
+        lengths: list[int] = []
+        for text in texts:
+            found = Counter(_WORD_RE.findall(text))
+            numbers = list(map(index.get, found))
+            if None in numbers:
+                numbers = [
+                    self._word_number(word) if n is None else n
+                    for word, n in zip(found, numbers, strict=True)
+                ]
+            word_ids.extend(numbers)  # type: ignore[arg-type]
+            counts.extend(found.values())
+            lengths.append(len(numbers))
+        offsets = np.frombuffer(self._term_offsets, dtype=np.int64)
+        flat = np.frombuffer(self._term_flat, dtype=np.int32)
+        wid = np.frombuffer(word_ids, dtype=np.int32)
+        starts = offsets[wid]
+        per_word = offsets[wid + 1] - starts
+        total = int(per_word.sum())
+        entry = np.repeat(np.arange(len(wid), dtype=np.int64), per_word)
+        position = np.arange(total, dtype=np.int64) - np.repeat(
+            np.cumsum(per_word) - per_word, per_word
+        )
+        terms = flat[starts[entry] + position].astype(np.int64)
+        tfs = np.frombuffer(counts, dtype=np.int32)[entry].astype(np.int64)
+        doc = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)[entry]
+        key = doc * (len(self.vocab) + 1) + terms
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if total else np.zeros(0, int)
+        summed = np.add.reduceat(tfs[order], first) if total else np.zeros(0, np.int64)
+        doc_of = doc[order][first]
+        term_of = terms[order][first].astype(np.int32).tobytes()
+        tf_bytes = summed.astype(np.int32).tobytes()
+        bounds = np.searchsorted(doc_of, np.arange(len(texts) + 1)).tolist()
+        out: list[tuple[array[int], array[int]]] = []
+        for i in range(len(texts)):
+            lo, hi = 4 * bounds[i], 4 * bounds[i + 1]
+            t: array[int] = array("i")
+            f: array[int] = array("i")
+            t.frombytes(term_of[lo:hi])
+            f.frombytes(tf_bytes[lo:hi])
+            out.append((t, f))
+        return out
+
+    def _word_number(self, word: str) -> int:
+        """The number of ``word`` in the batch tables, its terms added to the vocabulary."""
+        ids = self._word_ids.get(word)
+        if ids is None:
+            ids = self._ids(word)
+        number = self._word_index[word] = len(self._word_index)
+        self._term_flat.extend(ids)
+        self._term_offsets.append(len(self._term_flat))
+        return number
 
 
 def _path_text(path: str) -> str:
@@ -383,7 +459,10 @@ class _Postings:
     def score(self, query: dict[int, float], k1: float, b: float) -> np.ndarray:
         scores = np.zeros(self.doc_len.shape[0], dtype=np.float32)
         norm = k1 * (1.0 - b + b * self.doc_len / self.avgdl)
-        for term_id, weight in sorted(query.items()):
+        # In the query's own order (by term text, see ``_query``), never by term id: ids
+        # depend on the order terms were first met (and on a persisted index's history),
+        # and float32 sums must not.
+        for term_id, weight in query.items():
             lo = int(np.searchsorted(self.terms_sorted, term_id, side="left"))
             hi = int(np.searchsorted(self.terms_sorted, term_id, side="right"))
             if hi <= lo:
@@ -602,6 +681,186 @@ def _read_bytes(full: str, max_bytes: int) -> bytes | str | None:
         return None
 
 
+#: files one reader task reads; at most ``2 * _READ_THREADS`` tasks are ahead
+_READ_RUN = 64
+_READ_THREADS = 8
+
+
+def _read_docs(
+    root: Path, paths: list[str], ids: dict[str, str], max_bytes: int
+) -> Iterator[tuple[_Doc, str | None]]:
+    """``_read_doc`` of each path, in order, read by a few threads a little ahead.
+
+    Opening and reading release the GIL, and on a large cold tree ``open`` alone costs
+    ~0.1 ms a file, so threads overlap the waits while the caller indexes what came back.
+    Each task reads a run of files (one future per file costs more than the read).
+    """
+    base = str(root)
+
+    def read(run: list[str]) -> list[tuple[_Doc, str | None]]:
+        return [_read_doc(base, path, ids[path], max_bytes) for path in run]
+
+    if len(paths) < 4 * _READ_RUN:
+        yield from read(paths)
+        return
+    runs = [paths[i : i + _READ_RUN] for i in range(0, len(paths), _READ_RUN)]
+    with ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="agent-tui-read") as pool:
+        pending = [pool.submit(read, run) for run in runs[: 2 * _READ_THREADS]]
+        for i in range(len(runs)):
+            if i + 2 * _READ_THREADS < len(runs):
+                pending.append(pool.submit(read, runs[i + 2 * _READ_THREADS]))
+            yield from pending[i].result()
+            pending[i] = None  # type: ignore[call-overload]
+
+
+# ------------------------------------------------------------------------------------------
+# The index on disk: what was read once is never read again, even across restarts
+
+#: repositories with fewer files are indexed in memory only (they index in well under 1 s)
+_PERSIST_MIN_FILES = 2000
+#: an index on disk is rewritten once this many documents are new (not for every edit)
+_PERSIST_MIN_FRESH = 64
+_INDEX_FORMAT = 1
+_SAVE_LOCK = threading.Lock()
+
+
+def _index_version() -> str:
+    """Changes whenever what a document's terms are made of changes (the tokenizer)."""
+    parts = [
+        str(_INDEX_FORMAT),
+        _WORD_RE.pattern,
+        _CAMEL_RE.pattern,
+        " ".join(sorted(_STOPWORDS)),
+        _word_terms.__code__.co_code.hex(),
+        repr(_word_terms.__code__.co_consts),
+        _Vectorizer.__call__.__code__.co_code.hex(),
+        _path_text.__code__.co_code.hex(),
+        repr(_path_text.__code__.co_consts),
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def index_path(root: Path) -> Path:
+    """Where the persisted index of the repository at ``root`` lives (the user cache dir).
+
+    Entries are keyed by content (git's blob id for a clean tracked file; size and mtime
+    for others) and hold only term ids and counts, never file text.
+    """
+    import platformdirs
+
+    digest = hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    return Path(platformdirs.user_cache_dir("agent-tui")) / "context" / f"{digest}.npz"
+
+
+def _load_index(root: Path, cache: _RepoCache) -> None:
+    """Fill an empty ``cache`` from the persisted index of ``root`` (if any and current)."""
+    wait_for_index_saves()  # this process may be writing it
+    path = index_path(root)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["version"]) != _index_version() or str(data["root"]) != str(root):
+                return
+            vocab = data["vocab"].tolist()
+            doc_keys = data["doc_keys"].tolist()
+            kinds = data["doc_kinds"].tolist()
+            sizes = data["doc_sizes"].tolist()
+            doc_offsets = data["doc_offsets"].tolist()
+            doc_terms = data["doc_terms"].tobytes()
+            doc_tfs = data["doc_tfs"].tobytes()
+            path_keys = data["path_keys"].tolist()
+            path_offsets = data["path_offsets"].tolist()
+            path_terms = data["path_terms"].tobytes()
+            path_tfs = data["path_tfs"].tobytes()
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return  # no index yet, or unreadable: everything is read as on a first run
+    if len(doc_offsets) != len(doc_keys) + 1 or len(path_offsets) != len(path_keys) + 1:
+        return
+
+    def arrays(terms: bytes, tfs: bytes, lo: int, hi: int) -> tuple[array[int], array[int]]:
+        t: array[int] = array("i")
+        f: array[int] = array("i")
+        t.frombytes(terms[4 * lo : 4 * hi])
+        f.frombytes(tfs[4 * lo : 4 * hi])
+        return t, f
+
+    vectorize = cache.vectorize
+    vectorize.vocab.update((term, i) for i, term in enumerate(vocab))
+    for i, key in enumerate(doc_keys):
+        t, f = arrays(doc_terms, doc_tfs, doc_offsets[i], doc_offsets[i + 1])
+        cache.docs[key] = _Doc(kinds[i], sizes[i], t, f)
+    for i, key in enumerate(path_keys):
+        cache.path_terms[key] = arrays(path_terms, path_tfs, path_offsets[i], path_offsets[i + 1])
+
+
+_SAVING: list[threading.Thread] = []
+
+
+def _save_index(root: Path, cache: _RepoCache) -> None:
+    """Persist ``cache``'s documents and path terms in a background thread.
+
+    What is saved is taken now (the next build may grow the vocabulary); writing the file
+    (~1 s on 50,000 files) happens off the build's critical path. The thread is not a
+    daemon, so a CLI command that exits right after its build still leaves a whole file.
+    """
+    vocab = sorted(cache.vectorize.vocab, key=cache.vectorize.vocab.__getitem__)
+    docs = list(cache.docs.items())
+    paths = list(cache.path_terms.items())
+    thread = threading.Thread(
+        target=_write_index, args=(root, vocab, docs, paths), name="agent-tui-index-save"
+    )
+    _SAVING.append(thread)
+    thread.start()
+
+
+def wait_for_index_saves() -> None:
+    """Wait until every persisted-index write started so far is done (tests, benches)."""
+    while _SAVING:
+        _SAVING.pop().join()
+
+
+def _write_index(
+    root: Path,
+    vocab: list[str],
+    docs: list[tuple[str, _Doc]],
+    paths: list[tuple[str, tuple[array[int], array[int]]]],
+) -> None:
+    """Write the persisted index of ``root`` atomically; failures are ignored."""
+
+    def offsets(lengths: list[int]) -> np.ndarray:
+        out = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=out[1:])
+        return out
+
+    def concat(parts: list[array[int]]) -> np.ndarray:
+        return np.frombuffer(b"".join(a.tobytes() for a in parts), dtype=np.int32)
+
+    target = index_path(root)
+    tmp = target.with_name(f"{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _SAVE_LOCK:
+            np.savez(
+                tmp,
+                version=np.array(_index_version()),
+                root=np.array(str(root)),
+                vocab=np.array(vocab, dtype=str),
+                doc_keys=np.array([k for k, _d in docs], dtype=str),
+                doc_kinds=np.array([d.kind for _k, d in docs], dtype=str),
+                doc_sizes=np.array([d.size for _k, d in docs], dtype=np.int64),
+                doc_offsets=offsets([len(d.terms) for _k, d in docs]),
+                doc_terms=concat([d.terms for _k, d in docs]),
+                doc_tfs=concat([d.tfs for _k, d in docs]),
+                path_keys=np.array([k for k, _t in paths], dtype=str),
+                path_offsets=offsets([len(t) for _k, (t, _f) in paths]),
+                path_terms=concat([t for _k, (t, _f) in paths]),
+                path_tfs=concat([f for _k, (_t, f) in paths]),
+            )
+            os.replace(tmp, target)
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def _snapshot(root: Path, options: ContextOptions) -> tuple[_Snapshot, bool]:
     """The cached snapshot of ``root``'s current state (built or refreshed as needed)."""
     with _CACHES_LOCK:
@@ -612,65 +871,116 @@ def _snapshot(root: Path, options: ContextOptions) -> tuple[_Snapshot, bool]:
         snap = cache.snapshot
         if snap is not None and snap.state_key == state_key:
             return snap, True
-        files, ids = _list_files(root, entries)
-        vectorize = cache.vectorize
-        no_terms: array[int] = array("i")
-        docs: list[_Doc] = []
-        content_ids: list[str] = []
-        kept: dict[str, _Doc] = {}
-        path_terms: dict[str, tuple[array[int], array[int]]] = {}
-        secret_named: list[tuple[str, str]] = []
-        hidden: set[str] = set()
-        for path in files:
-            content_id = ids[path]
-            reason = sensitive_path_reason(path)
-            if reason is not None:
-                secret_named.append((path, reason))
-                hidden.add(path)
-            elif path.startswith(_OWN_DIR):  # local issues, prompt profiles: not the project
-                hidden.add(path)
-            if path in hidden:  # never opened, never indexed
-                doc = _Doc(REASON_SECRET_FILE, 0, no_terms, no_terms)
-            else:
-                key = f"{content_id}:{options.max_file_bytes}"
-                cached = cache.docs.get(key)
-                if cached is None:
-                    cached, text = _read_doc(str(root), path, content_id, options.max_file_bytes)
-                    if text is not None:
-                        cached.terms, cached.tfs = vectorize(text)
-                doc = kept[key] = cached
-            docs.append(doc)
-            content_ids.append(content_id)
-            terms = cache.path_terms.get(path)
-            if terms is None:
-                terms = vectorize(_path_text(path))
-            path_terms[path] = terms
-        cache.docs = kept
-        cache.path_terms = path_terms
-        content_index = _Postings(len(files), [(d.terms, d.tfs) for d in docs])
-        path_index = _Postings(len(files), [path_terms[p] for p in files])
-        by_name: dict[str, list[int]] = {}
-        for i, path in enumerate(files):
-            by_name.setdefault(path.rsplit("/", 1)[-1].lower(), []).append(i)
-        visible = [p for p in files if p not in hidden]
-        snap = _Snapshot(
-            root=root,
-            state_key=state_key,
-            files=files,
-            content_ids=content_ids,
-            docs=docs,
-            position={p: i for i, p in enumerate(files)},
-            vocab=vectorize.vocab,
-            content_index=content_index,
-            path_index=path_index,
-            by_name=by_name,
-            secret_named=secret_named,
-            hidden=frozenset(hidden),
-            visible=visible,
-            visible_set=frozenset(visible),
-        )
-        cache.snapshot = snap
-        return snap, False
+        # Building allocates ~10 objects per file and frees almost none: the cyclic garbage
+        # collector would walk the growing heap again and again (seconds on 50,000 files).
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            return _build_snapshot(root, options, cache, state_key, entries), False
+        finally:
+            if gc_was_on:
+                gc.enable()
+
+
+def _build_snapshot(
+    root: Path,
+    options: ContextOptions,
+    cache: _RepoCache,
+    state_key: str,
+    entries: list[tuple[str, str]],
+) -> _Snapshot:
+    """A new snapshot of ``root`` in state ``state_key``, reusing ``cache``'s documents."""
+    files, ids = _list_files(root, entries)
+    if cache.snapshot is None and not cache.docs:  # first build in this process
+        _load_index(root, cache)
+    vectorize = cache.vectorize
+    no_terms: array[int] = array("i")
+    docs: list[_Doc] = []
+    content_ids: list[str] = []
+    kept: dict[str, _Doc] = {}
+    path_terms: dict[str, tuple[array[int], array[int]]] = {}
+    secret_named: list[tuple[str, str]] = []
+    hidden: set[str] = set()
+    for path in files:
+        reason = sensitive_path_reason(path)
+        if reason is not None:
+            secret_named.append((path, reason))
+            hidden.add(path)
+        elif path.startswith(_OWN_DIR):  # local issues, prompt profiles: not the project
+            hidden.add(path)
+    suffix = f":{options.max_file_bytes}"
+    unread: dict[str, str] = {}  # content key -> a path holding that content
+    for path in files:
+        key = f"{ids[path]}{suffix}"
+        if path not in hidden and key not in cache.docs:
+            unread.setdefault(key, path)
+    new_docs: dict[str, _Doc] = {}
+    batch: list[tuple[_Doc, str]] = []
+
+    def index_batch() -> None:
+        for (doc, _text), (terms, tfs) in zip(
+            batch, vectorize.many([text for _doc, text in batch]), strict=True
+        ):
+            doc.terms, doc.tfs = terms, tfs
+        batch.clear()
+
+    keys = list(unread)
+    read = _read_docs(root, [unread[k] for k in keys], ids, options.max_file_bytes)
+    for key, (doc, text) in zip(keys, read, strict=True):
+        new_docs[key] = doc
+        if text is not None:
+            batch.append((doc, text))
+            if len(batch) >= 1024:
+                index_batch()
+    index_batch()
+    fresh = len(new_docs)
+    new_paths = [path for path in files if path not in cache.path_terms]
+    fresh += len(new_paths)
+    new_path_terms = dict(
+        zip(new_paths, vectorize.many([_path_text(p) for p in new_paths]), strict=True)
+    )
+    for path in files:
+        content_id = ids[path]
+        if path in hidden:  # never opened, never indexed
+            doc = _Doc(REASON_SECRET_FILE, 0, no_terms, no_terms)
+        else:
+            key = f"{content_id}{suffix}"
+            cached = cache.docs.get(key) or new_docs[key]
+            doc = kept[key] = cached
+        docs.append(doc)
+        content_ids.append(content_id)
+        terms = cache.path_terms.get(path)
+        path_terms[path] = new_path_terms[path] if terms is None else terms
+    cache.docs = kept
+    cache.path_terms = path_terms
+    if len(files) >= _PERSIST_MIN_FILES and (
+        fresh >= _PERSIST_MIN_FRESH or (fresh and not index_path(root).exists())
+    ):
+        _save_index(root, cache)  # a few edited files are cheaper to read again
+    content_index = _Postings(len(files), [(d.terms, d.tfs) for d in docs])
+    path_index = _Postings(len(files), [path_terms[p] for p in files])
+    by_name: dict[str, list[int]] = {}
+    for i, path in enumerate(files):
+        by_name.setdefault(path.rsplit("/", 1)[-1].lower(), []).append(i)
+    visible = [p for p in files if p not in hidden]
+    snap = _Snapshot(
+        root=root,
+        state_key=state_key,
+        files=files,
+        content_ids=content_ids,
+        docs=docs,
+        position={p: i for i, p in enumerate(files)},
+        vocab=vectorize.vocab,
+        content_index=content_index,
+        path_index=path_index,
+        by_name=by_name,
+        secret_named=secret_named,
+        hidden=frozenset(hidden),
+        visible=visible,
+        visible_set=frozenset(visible),
+    )
+    cache.snapshot = snap
+    return snap
 
 
 def clear_cache() -> None:

@@ -15,10 +15,18 @@ finding can be logged or shown without leaking what it found.
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
+import math
 import re
+import re._constants as _sre
+import re._parser as _sre_parse
 import threading
+from collections import Counter
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import Any
 
 _LOCK = threading.Lock()
 
@@ -127,8 +135,15 @@ def scan_text(path: str, text: str) -> list[SecretFinding]:
     """Suspected secrets in ``text`` (the content of ``path``), in line order.
 
     Uses detect-secrets' full plugin set with its default heuristic filters (UUIDs,
-    templated values, lock files...), plus a private-key-block check. ``path`` matters:
-    some filters judge by the file name (lock files, swagger files).
+    templated values, lock files...), plus a private-key-block check and agent-tui's own
+    rules for what detect-secrets misses (:data:`OWN_KINDS`: token assignments, Google
+    OAuth access tokens, Sentry DSNs...). ``path`` matters: some filters judge by the file
+    name (lock files, swagger files), and unquoted values count as literals only in
+    configuration files.
+
+    One combined pre-filter pass (:class:`_Prefilter`) finds the lines that any
+    detect-secrets plugin could flag; only those are handed to detect-secrets, with their
+    surrounding lines as context, so its verdicts are the ones a full scan gives.
 
     Args:
         path: repository-relative path of the text (used by filters and in findings).
@@ -137,27 +152,493 @@ def scan_text(path: str, text: str) -> list[SecretFinding]:
     Returns:
         The findings, at most one per (line, kind), without secret values.
     """
+    return _scan(path, text, prefilter=True)
+
+
+def scan_text_full(path: str, text: str) -> list[SecretFinding]:
+    """:func:`scan_text` without the pre-filter: every line goes through every plugin.
+
+    The reference the pre-filter is tested and benchmarked against (same findings).
+    """
+    return _scan(path, text, prefilter=False)
+
+
+class _Lines:
+    """A text as detect-secrets reads it: lines without their trailing whitespace.
+
+    Joined with ``"\n"``, a pattern that never spans a line break finds in ``joined``
+    exactly what it finds line by line; :meth:`number` maps an offset to its line.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.stripped = [line.rstrip() for line in self.lines]
+        self.joined = "\n".join(self.stripped)
+        starts = [0]
+        for line in self.stripped[:-1]:
+            starts.append(starts[-1] + len(line) + 1)
+        self._starts = starts
+
+    def number(self, offset: int) -> int:
+        """The 1-based number of the line holding ``offset`` in :attr:`joined`."""
+        return bisect.bisect_right(self._starts, offset)
+
+
+def _scan(path: str, text: str, *, prefilter: bool) -> list[SecretFinding]:
+    view = _Lines(text)
+    if not view.lines:
+        return []
     findings: dict[tuple[int, str], SecretFinding] = {}
-    lines = text.splitlines()
-    for number, line in enumerate(lines, start=1):
-        if _PRIVATE_KEY_RE.search(line):
-            findings[(number, "Private Key")] = SecretFinding(path, number, "Private Key")
-    for number, kind in _detect_secrets(path, lines):
+    for match in _PRIVATE_KEY_RE.finditer(view.joined):
+        number = view.number(match.start())
+        findings[(number, "Private Key")] = SecretFinding(path, number, "Private Key")
+    for number, kind in _own_rules(path, view):
+        findings.setdefault((number, kind), SecretFinding(path, number, kind))
+    for number, kind in _detect_secrets_lines(path, view, prefilter=prefilter):
         findings.setdefault((number, kind), SecretFinding(path, number, kind))
     return [findings[key] for key in sorted(findings)]
 
 
-def _detect_secrets(path: str, lines: list[str]) -> list[tuple[int, str]]:
-    """(line, type) of every detect-secrets finding, under the process-wide lock."""
-    from detect_secrets.core.scan import _process_line_based_plugins
-    from detect_secrets.settings import default_settings
+def detect_secrets_findings(path: str, text: str, *, prefilter: bool) -> list[tuple[int, str]]:
+    """(line, kind) of detect-secrets' findings alone, with or without the pre-filter.
+
+    For tests and benchmarks: with ``prefilter=False`` every line goes through every
+    plugin (detect-secrets' own line scan); with it, only the candidate lines do.
+    """
+    return sorted(set(_detect_secrets_lines(path, _Lines(text), prefilter=prefilter)))
+
+
+def _detect_secrets_lines(path: str, view: _Lines, *, prefilter: bool) -> list[tuple[int, str]]:
+    candidates: set[int] | None = None
+    if prefilter:
+        pre = _prefilter()
+        if pre is not None:
+            candidates = pre.candidates(view)
+            if not candidates:
+                return []  # the common case: detect-secrets is not even set up
+    return _detect_secrets(path, view.lines, candidates)
+
+
+def _detect_secrets(
+    path: str, lines: list[str], candidates: AbstractSet[int] | None
+) -> list[tuple[int, str]]:
+    """(line, type) of every detect-secrets finding, under the process-wide lock.
+
+    ``candidates`` (1-based line numbers) limits the lines handed to the plugins; None
+    scans every line. This is detect-secrets' own line loop
+    (``detect_secrets.core.scan._process_line_based_plugins``) with the same filters,
+    plugins and context of five lines around each line, so a candidate line gets the
+    verdict a full scan gives it.
+    """
+    from detect_secrets.core.scan import _is_filtered_out, _scan_line
+    from detect_secrets.settings import default_settings, get_plugins
+    from detect_secrets.util.code_snippet import get_code_snippet
 
     if not lines:
         return []
+    numbers = range(1, len(lines) + 1) if candidates is None else sorted(candidates)
+    out: list[tuple[int, str]] = []
     with _LOCK, default_settings():
-        return [
-            (int(secret.line_number), str(secret.type))
-            for secret in _process_line_based_plugins(
-                lines=list(enumerate(lines, start=1)), filename=path
-            )
-        ]
+        plugins = get_plugins()
+        for number in numbers:
+            line = lines[number - 1].rstrip()
+            context = get_code_snippet(lines=lines, line_number=number)
+            if _is_filtered_out(
+                required_filter_parameters=["line"], filename=path, line=line, context=context
+            ):
+                continue
+            for plugin in plugins:
+                for secret in _scan_line(
+                    plugin=plugin, filename=path, line=line, line_number=number, context=context
+                ):
+                    if not _is_filtered_out(
+                        required_filter_parameters=["context"],
+                        filename=secret.filename,
+                        secret=secret.secret_value,
+                        plugin=plugin,
+                        line=line,
+                        context=context,
+                    ):
+                        out.append((number, str(secret.type)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# The pre-filter: one pass over the text finds the lines detect-secrets could flag
+
+
+@dataclass(frozen=True)
+class _Gate:
+    """What a line needs before one plugin pattern can flag it.
+
+    ``literals``: strings one of which the pattern's every match contains (text, ignore
+    case), found in one pass over the whole text; empty when the pattern has no selective
+    literal (then every line is a suspect). ``finder``: a regex that every match contains a
+    match of and that never spans a line break (the high-entropy plugins' quoted runs).
+    ``verify``: the plugin's own regexes, run on the suspect lines only; a line is a
+    candidate when one of them matches (none: the literal or finder alone decides).
+    """
+
+    literals: tuple[tuple[str, bool], ...] = ()
+    finder: re.Pattern[str] | None = None
+    verify: tuple[re.Pattern[str], ...] = ()
+
+
+class _Prefilter:
+    """The lines any detect-secrets plugin could flag, found without running the plugins.
+
+    Built from the plugins themselves (:func:`_build_prefilter`): a plugin can only flag a
+    line that one of its patterns matches, and every pattern needs something cheap to
+    find first (a :class:`_Gate`):
+
+    * a regex plugin's pattern needs one of its *required literals*, read from the
+      compiled pattern (``AKIA``, ``eyJ``, ``BEGIN RSA PRIVATE KEY``, ``ghp``...);
+    * the keyword plugin needs one of its keywords (``password``, ``secret``...);
+    * a high-entropy plugin needs a quoted run of its charset long enough to exceed its
+      entropy limit (a string of fewer than ``2**limit`` characters cannot).
+
+    Each literal is searched once over the whole text (case-insensitive ones over the
+    lower-cased text when it is ASCII, where that is the same thing), and only the lines
+    it finds are checked with the plugin's own pattern. A candidate is a line that some
+    plugin pattern matches, so detect-secrets, run on the candidates only, finds what it
+    finds on every line.
+    """
+
+    def __init__(self, gates: list[_Gate]) -> None:
+        self.gates = gates
+        self._exact: dict[tuple[str, bool], re.Pattern[str]] = {}
+        self._lowered: dict[str, re.Pattern[str]] = {}
+        for gate in gates:
+            for text, icase in gate.literals:
+                self._exact[(text, icase)] = re.compile(
+                    re.escape(text), re.IGNORECASE if icase else 0
+                )
+                if icase:
+                    self._lowered[text] = re.compile(re.escape(text.lower()))
+
+    def candidates(self, view: _Lines) -> set[int]:
+        """1-based numbers of the lines to hand to detect-secrets."""
+        joined = view.joined
+        ascii_text = joined.isascii()
+        lowered = joined.lower() if ascii_text else joined
+        found_by: dict[tuple[str, bool], set[int]] = {}
+        found: set[int] = set()
+        stripped = view.stripped
+        every_line = range(1, len(stripped) + 1)
+        for gate in self.gates:
+            suspects: set[int] | range
+            if gate.finder is not None:
+                suspects = {view.number(m.start()) for m in gate.finder.finditer(joined)}
+            elif gate.literals:
+                suspects = set()
+                for key in gate.literals:
+                    lines = found_by.get(key)
+                    if lines is None:
+                        text, icase = key
+                        if icase and ascii_text:
+                            hits = self._lowered[text].finditer(lowered)
+                        else:
+                            hits = self._exact[key].finditer(joined)
+                        lines = found_by[key] = {view.number(m.start()) for m in hits}
+                    suspects |= lines
+            else:
+                suspects = every_line
+            if not gate.verify:
+                found.update(suspects)
+                continue
+            if isinstance(suspects, range) and len(gate.verify) == 1:  # C speed per line
+                verdicts = map(gate.verify[0].search, stripped)
+                found.update(number for number, hit in enumerate(verdicts, start=1) if hit)
+                continue
+            for number in suspects:
+                if number in found:
+                    continue
+                line = stripped[number - 1]
+                if any(rx.search(line) for rx in gate.verify):
+                    found.add(number)
+        return found
+
+
+_PREFILTER: list[_Prefilter | None] = []
+#: required literals shorter than this are not selective: every line is a suspect
+_MIN_LITERAL = 2
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _prefilter() -> _Prefilter | None:
+    """The pre-filter for detect-secrets' default plugins (built once), None if unusable."""
+    if not _PREFILTER:
+        with _LOCK:
+            if not _PREFILTER:
+                _PREFILTER.append(_build_prefilter())
+    return _PREFILTER[0]
+
+
+def _literal_gate(literals: frozenset[tuple[str, bool]] | None) -> tuple[tuple[str, bool], ...]:
+    """The literals as a gate's, or () when they are missing or not selective."""
+    if (
+        not literals
+        or min(len(text) for text, _i in literals) < _MIN_LITERAL
+        or any(ch in _LINE_BREAKS for text, _i in literals for ch in text)
+    ):
+        return ()
+    return tuple(sorted(literals))
+
+
+def _build_prefilter() -> _Prefilter | None:
+    """Derive the pre-filter from the default plugins' own keywords and patterns.
+
+    Returns None (every line is scanned) when a plugin is of a kind it does not know,
+    so a detect-secrets upgrade that adds a new kind of plugin cannot lose findings.
+    """
+    from detect_secrets.plugins import keyword
+    from detect_secrets.plugins.base import RegexBasedDetector
+    from detect_secrets.plugins.high_entropy_strings import HighEntropyStringsPlugin
+    from detect_secrets.settings import default_settings, get_plugins
+
+    gates: list[_Gate] = []
+    with default_settings():
+        plugins = list(get_plugins())
+    for plugin in plugins:
+        if isinstance(plugin, keyword.KeywordDetector):
+            if plugin.keyword_exclude is not None:  # pragma: no cover - not a default
+                return None
+            # Every keyword pattern, for any file type (a superset of the file's own).
+            patterns = {
+                rx
+                for table in (
+                    keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP,
+                    *keyword.REGEX_BY_FILETYPE.values(),
+                )
+                for rx in table
+            }
+            literals: set[tuple[str, bool]] = set()
+            for word in keyword.DENYLIST:
+                found = _required_literals(re.compile(word, re.IGNORECASE))
+                if not found:  # pragma: no cover - every keyword is a literal
+                    return None
+                literals |= found
+            gate_literals = _literal_gate(frozenset(literals))
+            verify = tuple(sorted(patterns, key=lambda rx: rx.pattern))
+            gates.append(_Gate(literals=gate_literals, verify=verify))
+        elif isinstance(plugin, HighEntropyStringsPlugin):
+            # Shannon entropy is at most log2(distinct characters): a string of fewer than
+            # 2**limit characters cannot exceed the limit. The quotes and the charset hold
+            # no line break, so this never spans lines.
+            shortest = math.floor(2**plugin.entropy_limit) + 1
+            charset = re.escape(plugin.charset)
+            finder = re.compile(f"['\"][{charset}]{{{shortest},}}['\"]")
+            gates.append(_Gate(finder=finder))
+        elif isinstance(plugin, RegexBasedDetector):
+            for rx in plugin.denylist:
+                gates.append(_Gate(literals=_literal_gate(_required_literals(rx)), verify=(rx,)))
+        else:
+            return None
+    return _Prefilter(gates)
+
+
+def _required_literals(rx: re.Pattern[str]) -> frozenset[tuple[str, bool]] | None:
+    """Strings one of which every match of ``rx`` contains: (text, ignore case).
+
+    Read from the parsed pattern: a run of literal characters (with the alternatives of a
+    group that follows it: ``A(?:KIA|SIA)`` gives ``AKIA``, ``ASIA``) in the top-level
+    sequence, in a group, in a repeat of at least one, or one per branch of an
+    alternation. The most selective choice (the longest shortest string) is kept; None
+    when the pattern has no required literal.
+    """
+    if not isinstance(rx.pattern, str):  # pragma: no cover - plugins use str patterns
+        return None
+    try:
+        parsed = _sre_parse.parse(rx.pattern, rx.flags)
+    except Exception:  # pragma: no cover - a pattern re compiled parses again
+        return None
+    return _required(list(parsed), bool(rx.flags & re.IGNORECASE))
+
+
+Literals = frozenset[tuple[str, bool]]
+
+
+def _leading(items: list[Any], icase: bool) -> tuple[Literals | None, bool]:
+    """Strings one of which every match of ``items`` starts with, and whether they are all
+    it can match (then what follows a group may extend them: ``(ghp|gho)_`` -> ``ghp_``)."""
+    prefixes = {""}
+    complete = True
+    for op, av in items:
+        if op is _sre.LITERAL:
+            prefixes = {p + chr(av) for p in prefixes}
+            continue
+        options: Literals | None = None
+        if op is _sre.IN and len(av) <= 16 and all(o is _sre.LITERAL for o, _v in av):
+            options, complete = frozenset((chr(v), icase) for _o, v in av), True
+        elif op is _sre.BRANCH:
+            subs = [_leading(list(branch), icase) for branch in av[1]]
+            if all(s for s, _c in subs):
+                options = frozenset().union(*(s for s, _c in subs if s))
+                complete = all(c for _s, c in subs)
+        elif op is _sre.SUBPATTERN and not (av[1] | av[2]) & re.IGNORECASE:
+            options, complete = _leading(list(av[3]), icase)
+        if options is None or len(prefixes) * len(options) > 64:
+            complete = False
+            break
+        prefixes = {p + text for p in prefixes for text, _i in options}
+        if not complete:
+            break
+    if "" in prefixes:
+        return None, False
+    return frozenset((p, icase) for p in prefixes), complete
+
+
+def _required(items: list[Any], icase: bool) -> Literals | None:
+    """Strings one of which every match of the sequence ``items`` contains."""
+    best: Literals | None = None
+
+    def consider(option: Literals | None) -> None:
+        nonlocal best
+        if not option or any(not text for text, _i in option):
+            return
+        if best is None or min(len(t) for t, _i in option) > min(len(t) for t, _i in best):
+            best = option
+
+    for index, (op, av) in enumerate(items):
+        if op in (_sre.LITERAL, _sre.BRANCH, _sre.SUBPATTERN, _sre.IN):
+            consider(_leading(items[index:], icase)[0])
+        if op is _sre.SUBPATTERN:
+            _group, add_flags, del_flags, sub = av
+            sub_icase = icase
+            if add_flags & re.IGNORECASE:
+                sub_icase = True
+            if del_flags & re.IGNORECASE:
+                sub_icase = False
+            consider(_required(list(sub), sub_icase))
+        elif op is _sre.BRANCH:
+            options = [_required(list(branch), icase) for branch in av[1]]
+            if all(options):
+                consider(frozenset().union(*(o for o in options if o)))
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+            low, _high, sub = av
+            if low >= 1:
+                consider(_required(list(sub), icase))
+        elif op is _sre.ATOMIC_GROUP:
+            consider(_required(list(av), icase))
+    return best
+
+
+# ------------------------------------------------------------------------------------------
+# agent-tui's own rules: secrets detect-secrets' defaults let through
+
+#: kinds found by agent-tui's own rules (not detect-secrets)
+OWN_KINDS = frozenset(
+    {
+        "Secret Token Assignment",
+        "Google OAuth Access Token",
+        "Google API Key",
+        "GitHub Fine-Grained Token",
+        "Hugging Face Token",
+        "npm Token",
+        "Sentry DSN",
+    }
+)
+#: (kind, pattern): fixed shapes; no pattern can match across a line break
+_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    # Each starts with its literal (the regex engine's fast search), then looks behind it.
+    ("Google OAuth Access Token", re.compile(r"ya29(?<![\w.]ya29)\.[0-9A-Za-z_-]{20,}")),
+    ("Google API Key", re.compile(r"AIza(?<![\w-]AIza)[0-9A-Za-z_-]{35}(?![\w-])")),
+    ("GitHub Fine-Grained Token", re.compile(r"github_pat_(?<!\wgithub_pat_)[0-9A-Za-z_]{60,}")),
+    ("Hugging Face Token", re.compile(r"hf_(?<![\w-]hf_)[A-Za-z]{34}(?![\w-])")),
+    ("npm Token", re.compile(r"npm_(?<![\w-]npm_)[A-Za-z0-9]{36}(?![\w-])")),
+    # https://<public key>[:<secret key>]@host/<project>: a key as the URL's user name
+    (
+        "Sentry DSN",
+        re.compile(
+            r"://[0-9a-fA-F]{32}(?::[0-9a-fA-F]{32})?@[A-Za-z0-9.-]+(?::[0-9]{1,5})?/[0-9]+"
+        ),
+    ),
+)
+#: a credential-named key assigned a literal: ``api_token: "..."``, ``ACCESS_TOKEN=...``,
+#: ``"authToken": "..."``, ``SENTRY_DSN=...``. The name must *end* in the credential word
+#: (``tokenizer_path`` is no credential); detect-secrets' keyword plugin already covers
+#: password, secret, api_key and the like.
+_TOKEN_ASSIGN = re.compile(
+    r"(?i)(?:token|auth|credential|dsn|access[_-]?key)s?(?![\w-])"
+    r"[\"'\]]{0,2}[ \t]*(?::=|=>|==?|:)[ \t]*"
+    r"(?:(?P<quote>[\"'`])(?P<quoted>[A-Za-z0-9_\-./+=~:@]{16,})(?P=quote)"
+    r"|(?P<bare>[A-Za-z0-9_\-./+=~]{16,})(?=[\s#;,&|)\]}]|$))",
+    re.MULTILINE,
+)
+#: where :data:`_TOKEN_ASSIGN` can start, in lower-cased ASCII text
+_TOKEN_WORD = re.compile(r"token|auth|credential|dsn|access[_-]?key")
+_PLACEHOLDER_RE = re.compile(
+    r"(?i)example|sample|dummy|fake|placeholder|changeme|change_me|your|x{4}|redacted|"
+    r"test|secret_here|token_here|<|\*{3}"
+)
+#: file types whose unquoted values are literals (config files, shell); in code an unquoted
+#: value is a reference (``token = settings.API_TOKEN``)
+_CONFIG_SUFFIXES = frozenset(
+    {
+        "",
+        ".env",
+        ".ini",
+        ".cfg",
+        ".conf",
+        ".config",
+        ".properties",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".sh",
+        ".bash",
+        ".zsh",
+        ".txt",
+        ".tfvars",
+        ".example",
+        ".sample",
+        ".dist",
+        ".local",
+    }
+)
+
+
+def _shannon(value: str) -> float:
+    counts = Counter(value)
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def _token_like(value: str) -> bool:
+    """A literal that looks generated: letters and digits, varied, not a placeholder/path."""
+    if not (any(c.isdigit() for c in value) and any(c.isalpha() for c in value)):
+        return False
+    if "://" in value or value.startswith(("/", "./", "../", "~/")):
+        return False
+    if re.search(r"\.[A-Za-z]{2,5}$", value):  # a file name
+        return False
+    if _PLACEHOLDER_RE.search(value):
+        return False
+    return _shannon(value) > 3.0
+
+
+def _own_rules(path: str, view: _Lines) -> list[tuple[int, str]]:
+    """(line, kind) of agent-tui's own rules over the (stripped, joined) text."""
+    out: list[tuple[int, str]] = []
+    for kind, rx in _SHAPES:
+        out.extend((view.number(m.start()), kind) for m in rx.finditer(view.joined))
+    name = path.rsplit("/", 1)[-1].lower()
+    dot = name.rfind(".")
+    suffix = name[dot:] if dot > 0 else ""
+    unquoted_ok = suffix in _CONFIG_SUFFIXES or name.startswith(".env")
+    joined = view.joined
+    matches: Iterable[re.Match[str] | None]
+    if joined.isascii():  # find the key words case-sensitively in the lower-cased text
+        starts = (m.start() for m in _TOKEN_WORD.finditer(joined.lower()))
+        matches = (_TOKEN_ASSIGN.match(joined, start) for start in starts)
+    else:
+        matches = _TOKEN_ASSIGN.finditer(joined)
+    for m in matches:
+        if m is None:
+            continue
+        value = m.group("quoted") or m.group("bare")
+        if m.group("bare") and not unquoted_ok:
+            continue
+        if _token_like(value):
+            out.append((view.number(m.start()), "Secret Token Assignment"))
+    return out

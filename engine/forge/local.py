@@ -25,8 +25,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
 from engine.errors import IssueFileError, IssueNotFoundError
 from engine.forge.base import IssueSource
 from engine.models import Issue, IssueComment
@@ -123,6 +121,8 @@ def parse_issue_file(path: Path) -> tuple[Issue, list[IssueComment]]:
             break
     else:
         raise _fail(path, "the front matter is not closed by a '---' line")
+    import yaml  # here, not at the top: the GitHub-backed first paint never needs it
+
     try:
         data = yaml.safe_load("".join(lines[1:end]))
     except yaml.YAMLError as exc:

@@ -7,6 +7,7 @@ badge: the cached issues stay usable.
 
 from __future__ import annotations
 
+import threading
 from typing import ClassVar
 
 from textual import on, work
@@ -42,6 +43,10 @@ class IssuesScreen(AgentScreen):
         self.refresh_note = ""
         self.offline = False
         self.loaded = False
+        self._painted = threading.Event()
+        """Set once the cached list is on screen: the forge refresh (and its imports: ghapi
+        builds GitHub's whole API at import) waits for it, so it does not slow the first
+        paint down."""
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -73,6 +78,7 @@ class IssuesScreen(AgentScreen):
         when = last_refresh() if callable(last_refresh) else None
         self.post_message(IssuesLoaded(cached, source.name, when))
         if source.REMOTE:
+            self._painted.wait(timeout=2.0)
             result = source.refresh()
             self.post_message(IssuesRefreshed(result, source.list_issues()))
 
@@ -85,6 +91,7 @@ class IssuesScreen(AgentScreen):
         mark = getattr(self.app, "mark_first_paint", None)
         if mark is not None:
             self.call_after_refresh(mark)
+        self.call_after_refresh(self._painted.set)
 
     def on_issues_refreshed(self, message: IssuesRefreshed) -> None:
         result = message.result

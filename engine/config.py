@@ -12,6 +12,11 @@ came from. A model profile defined in a nearer file replaces the one of the same
 entirely (a half-merged profile would be surprising); the scalar settings and the
 ``[github]``/``[publish]``/``[generation]``/``[tui]`` tables merge key by key.
 
+The repository's file is someone else's input until the user trusts it (``agent-tui trust``,
+see :mod:`engine.trust`): its settings that send data or credentials somewhere or run
+commands (:func:`sensitive_settings`) are ignored, and named in ``AppConfig.untrusted``, while
+the harmless ones (prompt profile, keymap, limits, issue source) apply at once.
+
 Unknown keys are errors, never ignored: a typo such as ``n_gpu_layer`` would otherwise
 silently run a 7B model on the CPU. Secrets never live here: a key that looks like one is
 refused with a message saying where it belongs (an environment variable).
@@ -28,6 +33,7 @@ from typing import Annotated, Any, Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from engine import trust
 from engine.errors import ConfigError, UnknownProfileError
 from engine.models import DEFAULT_MAX_FILES, MAX_FILES_LIMIT
 from engine.resources import bundled_models_toml
@@ -35,6 +41,10 @@ from engine.resources import bundled_models_toml
 CONFIG_ENV_VAR = "AGENT_TUI_CONFIG"
 REPO_CONFIG_NAME = ".agent-tui.toml"
 _SECRET_WORDS = ("token", "api_key", "apikey", "password", "secret", "passwd")
+#: variables that hold credentials for another service: never a model server's API key
+RESERVED_KEY_ENVS = frozenset(
+    {"GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN"}
+)
 
 
 class _Strict(BaseModel):
@@ -109,6 +119,15 @@ class OpenAIProfile(ProfileBase):
     concurrency: int = Field(4, ge=1, le=256)
     """How many generations may run at once against this server."""
     timeout: float = Field(600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _not_a_github_token(self) -> OpenAIProfile:
+        if self.api_key_env is not None and self.api_key_env.upper() in RESERVED_KEY_ENVS:
+            raise ValueError(
+                f"api_key_env may not name {self.api_key_env}: that variable holds a GitHub "
+                "token, which is never sent to a model server"
+            )
+        return self
 
 
 ModelProfile = Annotated[
@@ -198,6 +217,23 @@ class AppConfig:
     """Profile name -> the file that defined it."""
     files: list[Path] = field(default_factory=list)
     """The files read, farthest first."""
+    repo_file: Path | None = None
+    """The repository's ``.agent-tui.toml``, when there is one."""
+    repo_trusted: bool = False
+    """The user trusted the repository file with its current content (``agent-tui trust``)."""
+    untrusted: list[str] = field(default_factory=list)
+    """Settings of the untrusted repository file that were ignored (``models.x``,
+    ``github.api_url``, ``publish.test_command``...)."""
+
+    def untrusted_message(self) -> str | None:
+        """One line naming the ignored repository settings and how to trust them, or None."""
+        if not self.untrusted or self.repo_file is None:
+            return None
+        return (
+            f"{self.repo_file}: repository config not trusted; ignoring "
+            f"{', '.join(self.untrusted)} (settings that send data or credentials or run "
+            "commands). Review and trust the file with `agent-tui trust`."
+        )
 
     def profile(self, name: str | None = None) -> LlamaCppProfile | OllamaProfile | OpenAIProfile:
         """The named model profile (default: ``default_model``).
@@ -285,6 +321,31 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def sensitive_settings(parsed: ConfigFile) -> list[str]:
+    """The settings of a config file that need the user's trust when a repository sets them.
+
+    They send data or credentials somewhere, or run code: ``[github] api_url`` and ``repo``
+    (where the token, issues and pull requests go), every model profile except an Ollama one
+    on the default host (a ``base_url``/``host`` receives the prompt and maybe an API key, an
+    ``api_key_env`` names a credential, a ``model_path``/``model_package`` is loaded by native
+    code or imported), and ``[publish] test_command`` (runs a command).
+
+    Returns:
+        Dotted names (``models.evil``, ``github.api_url``), in file order.
+    """
+    found = []
+    for name, profile in parsed.models.items():
+        if isinstance(profile, OllamaProfile) and profile.host is None:
+            continue
+        found.append(f"models.{name}")
+    for key in ("api_url", "repo"):
+        if key in parsed.github.model_fields_set:
+            found.append(f"github.{key}")
+    if "test_command" in parsed.publish.model_fields_set:
+        found.append("publish.test_command")
+    return found
+
+
 def load_file(path: Path) -> tuple[ConfigFile, dict[str, Any]]:
     """Parse and validate one config file on its own.
 
@@ -349,17 +410,34 @@ def load_config(
     models: dict[str, Any] = {}
     sources: dict[str, Path] = {}
     sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    repo_trusted = False
+    untrusted: list[str] = []
     for path in layers:
         parsed, _raw = load_file(path)
+        ignored: set[str] = set()
+        if path == repo_file:
+            repo_trusted = trust.is_trusted(path)
+            if not repo_trusted:
+                untrusted = sensitive_settings(parsed)
+                ignored = set(untrusted)
         if parsed.default_model:
-            default_model = (parsed.default_model, path)
+            if f"models.{parsed.default_model}" in ignored:
+                untrusted.append("default_model")
+            else:
+                default_model = (parsed.default_model, path)
         if parsed.default_prompt:
             default_prompt = parsed.default_prompt
         for name, profile in parsed.models.items():
+            if f"models.{name}" in ignored:
+                continue
             models[name] = profile
             sources[name] = path
         for section in _SECTIONS:
-            sections[section].update(getattr(parsed, section).model_dump(exclude_unset=True))
+            values = getattr(parsed, section).model_dump(exclude_unset=True)
+            for key in list(values):
+                if f"{section}.{key}" in ignored:
+                    del values[key]
+            sections[section].update(values)
 
     if default_model is None:
         if not models:
@@ -379,6 +457,9 @@ def load_config(
         tui=TuiSettings.model_validate(sections["tui"]),
         sources=sources,
         files=layers,
+        repo_file=repo_file,
+        repo_trusted=repo_trusted,
+        untrusted=untrusted,
     )
 
 

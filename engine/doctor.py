@@ -400,6 +400,22 @@ def run_doctor(
     files = ", ".join(str(p) for p in config.files)
     report.checks.append(Check("Configuration", "files read", "ok", files))
     report.checks.append(Check("Configuration", "user config", "info", str(user_config_path())))
+    untrusted = config.untrusted_message()
+    if untrusted:
+        report.checks.append(
+            Check(
+                "Configuration",
+                "repository config",
+                "warn",
+                untrusted,
+                "read the file, then run `agent-tui trust` to apply those settings",
+            )
+        )
+    elif config.repo_file is not None:
+        state = "trusted" if config.repo_trusted else "needs no trust"
+        report.checks.append(
+            Check("Configuration", "repository config", "ok", f"{config.repo_file} ({state})")
+        )
     for name in profiles or sorted(config.models):
         rows = check_profile(name, config.profile(name))  # an unknown name lists the known
         report.checks.extend(rows)

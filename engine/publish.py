@@ -382,17 +382,26 @@ def build_plan(
         parsed = parse_remote_url(push_url)
         if parsed:
             head_owner = parsed[1]
-    token = resolve_token(api_host(github.api_url)) if github else None
+    token = (
+        resolve_token(github.api_url, configured_api_url=config.github.api_url) if github else None
+    )
     if github is None:
         warnings.append(
             f"remote {config.github.remote!r} is not on GitHub: the branch is pushed and the "
             "pull request waits in the outbox until [github] repo is configured"
         )
     elif token is None:
-        errors.append(
-            "no GitHub token: opening a pull request needs GH_TOKEN, GITHUB_TOKEN or "
-            "`gh auth login`"
-        )
+        if api_host(github.api_url) == "github.com":
+            errors.append(
+                "no GitHub token: opening a pull request needs GH_TOKEN, GITHUB_TOKEN or "
+                "`gh auth login`"
+            )
+        else:
+            errors.append(
+                f"no GitHub token for {api_host(github.api_url)}: an Enterprise host needs "
+                "GH_ENTERPRISE_TOKEN (or `gh auth login --hostname`) and its api_url in your "
+                "own config (or a trusted repository config); plain http only on loopback"
+            )
     client = GitHubClient(github, token, timeout=config.github.timeout) if github else None
 
     base = base or settings.base
@@ -732,10 +741,12 @@ class _Runner:
     def _token(self, github: GitHubRepo | None) -> Token | None:
         if github is None:
             return None
-        host = api_host(github.api_url)
-        if host not in self._tokens:
-            self._tokens[host] = resolve_token(host)
-        return self._tokens[host]
+        # the job's api_url was recorded from the trusted configuration when it was planned
+        # (or synced), and the outbox lives in the git directory, which no clone carries
+        key = github.api_url
+        if key not in self._tokens:
+            self._tokens[key] = resolve_token(key, configured_api_url=key)
+        return self._tokens[key]
 
     def _push_token(self, job: PublishJob) -> str | None:
         """The token, only when the push goes to the GitHub host the token belongs to."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from engine.config import AppConfig, load_config
 from engine.errors import ConfigError
+from engine.textsafe import safe
 
 
 def add_repo_argument(parser: argparse.ArgumentParser) -> None:
@@ -38,5 +40,13 @@ def repo_dir(args: argparse.Namespace) -> Path:
 
 
 def load(args: argparse.Namespace) -> AppConfig:
-    """The configuration as seen from the command's repository."""
-    return load_config(repo_dir(args))
+    """The configuration as seen from the command's repository.
+
+    An untrusted repository config whose sensitive settings were ignored is said once, on
+    stderr (stdout stays clean for ``--json``).
+    """
+    config = load_config(repo_dir(args))
+    note = config.untrusted_message()
+    if note:
+        print(f"warning: {safe(note)}", file=sys.stderr)
+    return config

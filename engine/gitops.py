@@ -35,6 +35,7 @@ import platformdirs
 
 from engine.errors import RepoError, UnsafePathError
 from engine.models import PATH_PATTERN
+from engine.redact import redact as redact_text
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,7 @@ def redact(text: str, secrets: Sequence[str | None]) -> str:
     Returns:
         The redacted text.
     """
-    for secret in secrets:
-        if not secret:
-            continue
-        for form in (secret, _basic(secret)):
-            text = text.replace(form, "***")
-    return text
+    return redact_text(text, secrets)
 
 
 def _basic(token: str) -> str:

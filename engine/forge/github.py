@@ -39,6 +39,7 @@ from engine.errors import GitHubError, IssueNotFoundError
 from engine.forge.base import IssueSource, RefreshResult
 from engine.forge.cache import IssueCache
 from engine.models import Issue, IssueComment
+from engine.redact import register
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ def resolve_token(
     for name in names:
         value = os.environ.get(name, "").strip()
         if value:
+            register(value)
             return Token(value, name)
     gh = shutil.which("gh") if use_gh else None
     if gh:
@@ -274,6 +276,7 @@ def resolve_token(
             return None
         value = proc.stdout.strip()
         if proc.returncode == 0 and value and "\n" not in value:
+            register(value)  # not in the environment: every redaction must still know it
             return Token(value, "gh auth token")
     return None
 

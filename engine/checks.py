@@ -38,6 +38,7 @@ from engine.diff import RepoBase, count_changes, split_lines
 from engine.errors import ConfigError, InvalidProposalError, UnsafePathError
 from engine.models import BRANCH_SUFFIX_PATTERN, DEFAULT_MAX_FILES, ChangeProposal, FileChange
 from engine.secrets_scan import SecretFinding, scan_text
+from engine.textsafe import control_chars
 
 Severity = Literal["error", "warning", "info"]
 SEVERITY_ORDER: dict[str, int] = {"error": 0, "warning": 1, "info": 2}
@@ -98,6 +99,16 @@ RULES: dict[str, Rule] = _rules(
     Rule("secret-in-content", "error", "a private key, cloud key, token or password literal"),
     Rule("secret-high-entropy", "warning", "a high-entropy string that may be a secret"),
     Rule("secret-in-message", "error", "a secret in the commit message, PR title or PR body"),
+    Rule(
+        "message-control-char",
+        "error",
+        "control, escape or bidi characters in the commit message, PR title or PR body",
+    ),
+    Rule(
+        "message-trailer",
+        "error",
+        "a trailer line (Signed-off-by:, Agent-Tui-*:) in the commit message; the app writes them",
+    ),
     # sensitive paths: a change there runs code on someone's machine
     Rule("sensitive-ci", "warning", "a CI configuration (.github/, .gitlab-ci.yml...)"),
     Rule("sensitive-git-hooks", "warning", "git hooks (.githooks/, .husky/, pre-commit config)"),
@@ -777,6 +788,14 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+#: a line git (or a provenance reader) would take as a trailer naming who or what made a commit
+TRAILER_RE = re.compile(
+    r"^[ \t]*((?:Agent-Tui[A-Za-z0-9-]*|Signed-off-by|Co-authored-by|Reviewed-by|Acked-by|"
+    r"Tested-by|Reported-by|Suggested-by|Helped-by|Change-Id)[ \t]*:)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
 def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
     out: list[Finding] = []
     fields: dict[str, str] = {}
@@ -820,6 +839,26 @@ def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
                 "pr_body would close other issue(s) on merge: "
                 + ", ".join(f"#{n}" for n in others),
                 fix="remove the closing keywords for issues this PR does not solve",
+            )
+        )
+    for name in ("commit_message", "pr_title", "pr_body"):
+        bad = control_chars(fields[name], allow_newlines=name != "pr_title")
+        if bad:
+            out.append(
+                _finding(
+                    "message-control-char",
+                    f"{name} holds control, escape or bidi characters ({', '.join(bad[:4])}); "
+                    "a terminal or a web page would obey them",
+                    fix=f"remove them from {name}",
+                )
+            )
+    for match in TRAILER_RE.finditer(fields["commit_message"]):
+        out.append(
+            _finding(
+                "message-trailer",
+                f"the commit message has a trailer line {match.group(1)!r}: provenance and "
+                "sign-offs are written by agent-tui and git, never by the model",
+                fix="remove the line",
             )
         )
     commit_first = fields["commit_message"].split("\n", 1)[0]

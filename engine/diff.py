@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RepoError
+from engine.textsafe import safe
 
 #: mode git gives a symbolic link in a tree
 _SYMLINK_MODE = "120000"
@@ -421,7 +422,7 @@ class ProposalDiff:
             f"{self.count(FileStatus.UNCHANGED)} unchanged; +{self.added} -{self.removed}"
         )
         letter = {FileStatus.ADDED: "A", FileStatus.MODIFIED: "M", FileStatus.UNCHANGED: "="}
-        rows = [f"  {letter[f.status]} {f.path}  +{f.added} -{f.removed}" for f in self.files]
+        rows = [f"  {letter[f.status]} {safe(f.path)}  +{f.added} -{f.removed}" for f in self.files]
         return "\n".join([head, *rows])
 
     def to_dict(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import platformdirs
 from engine.errors import RepoError, UnsafePathError
 from engine.models import PATH_PATTERN
 from engine.redact import redact as redact_text
+from engine.textsafe import has_controls
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +300,8 @@ def create_branch(repo_dir: Path, branch: str, sha: str, *, old: str | None = No
     Raises:
         GitError: the branch moved (or appeared) in the meantime.
     """
+    if has_controls(branch, allow_newlines=False) or branch.startswith("-"):
+        raise GitError(f"refusing the branch name {ascii(branch)}: control characters or '-'")
     ref = f"refs/heads/{branch}"
     run_git(repo_dir, "update-ref", "-m", "agent-tui: publish", ref, sha, old or ZERO_SHA)
 
@@ -439,6 +442,11 @@ def commit_all(worktree: Path, paths: Sequence[str], message: str) -> str | None
     Raises:
         GitError: git refused (e.g. no user.name/user.email configured).
     """
+    if has_controls(message):
+        raise GitError(
+            "the commit message holds control, escape or bidi characters; refusing to commit",
+            hint="remove them (agent-tui check flags them as message-control-char)",
+        )
     run_git(worktree, "add", "--", *paths)
     if run_git(worktree, "diff", "--cached", "--quiet", check=False).returncode == 0:
         return None

@@ -38,6 +38,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from engine import gitops
+from engine.checks import TRAILER_RE
 from engine.config import AppConfig, LlamaCppProfile, OllamaProfile, OpenAIProfile
 from engine.errors import AgentTuiError, GitHubError, PublishError, RepoError
 from engine.forge.github import (
@@ -51,6 +52,7 @@ from engine.forge.github import (
 )
 from engine.models import ChangeProposal
 from engine.store import PublishJob, Store, finding_to_json
+from engine.textsafe import control_chars, safe
 
 log = logging.getLogger(__name__)
 
@@ -265,23 +267,23 @@ class PublishPlan:
         where = self.github.full_name if self.github else "(no GitHub: the PR is queued)"
         lines = [
             f"issue      #{self.issue}",
-            f"branch     {self.branch}"
+            f"branch     {safe(self.branch)}"
             + ("  (update: commit on top)" if self.update_existing else ""),
             f"base       {self.base}",
             f"remote     {self.remote}",
             f"pull req.  {where}  {'draft' if self.draft else 'ready for review'}",
-            f"title      {self.title}",
-            f"labels     {', '.join(self.labels) or '-'}",
+            f"title      {safe(self.title)}",
+            f"labels     {safe(', '.join(self.labels)) or '-'}",
             f"closes     #{self.issue}",
-            f"files      {', '.join(f.path for f in self.proposal.files)}",
-            f"tests      {self.test_command or '-'}"
+            f"files      {safe(', '.join(f.path for f in self.proposal.files))}",
+            f"tests      {safe(self.test_command or '-')}"
             + ("  (result in the PR body)" if self.test_command and self.tests_in_body else ""),
             f"token      {self.token_source or 'none'}",
         ]
         if self.existing_pr:
             lines.append(f"reuses     {self.existing_pr}")
-        lines += [f"warning    {w}" for w in self.warnings]
-        lines += [f"ERROR      {e}" for e in self.errors]
+        lines += [f"warning    {safe(w)}" for w in self.warnings]
+        lines += [f"ERROR      {safe(e)}" for e in self.errors]
         return "\n".join(lines)
 
 
@@ -362,6 +364,12 @@ def build_plan(
             gitops.check_path(f.path)
         except AgentTuiError as exc:
             errors.append(exc.message)
+    for name in ("commit_message", "pr_title", "pr_body"):
+        bad = control_chars(getattr(proposal, name), allow_newlines=name != "pr_title")
+        if bad:
+            errors.append(f"{name} holds control, escape or bidi characters ({', '.join(bad)})")
+    if TRAILER_RE.search(proposal.commit_message):
+        errors.append("the commit message has trailer lines (Signed-off-by:, Agent-Tui-*:)")
 
     blocking = [f for f in findings if _severity(f).endswith("error")]
     if blocking:

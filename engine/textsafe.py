@@ -13,7 +13,11 @@ were there. A lone surrogate (a path Python decoded with ``surrogateescape``) is
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
+from collections.abc import Iterator
+from typing import Any
 
 #: bidi embedding/override/isolate controls and marks (Trojan Source, CVE-2021-42574)
 BIDI_CONTROLS = frozenset(
@@ -48,6 +52,57 @@ def safe(text: object) -> str:
 def safe_block(text: object) -> str:
     """``text`` with its newlines and tabs kept and every other control character escaped."""
     return _UNSAFE_BLOCK.sub(_escape, str(text))
+
+
+#: the one control sequence the CLI itself writes: return to the line start and clear it
+#: (progress lines); anything else in a write is escaped
+CLEAR_LINE = "\r\x1b[2K"
+
+
+def _escape_u(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def terminal_safe(text: str) -> str:
+    """What a CLI stream may write: newlines and tabs, and the app's own :data:`CLEAR_LINE`.
+
+    Every other control character becomes ``\\uXXXX``: readable on a terminal, and the same
+    escape JSON uses, so ``--json`` output written with ``ensure_ascii=False`` stays valid
+    JSON that decodes to the original string.
+    """
+    parts = text.split(CLEAR_LINE) if CLEAR_LINE in text else [text]
+    return CLEAR_LINE.join(_UNSAFE_BLOCK.sub(_escape_u, part) for part in parts)
+
+
+class SafeStream:
+    """A text stream that escapes control characters before they reach the terminal.
+
+    Why a stream: every command prints untrusted text somewhere (issue titles, GitHub's and
+    git's messages, paths, labels, the model's answer); wrapping ``sys.stdout`` and
+    ``sys.stderr`` once while a command runs covers every print, including ones added later.
+    JSON output is unaffected (``json.dumps`` already escapes control characters).
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        self._inner.write(terminal_safe(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@contextlib.contextmanager
+def safe_std_streams() -> Iterator[None]:
+    """``sys.stdout``/``sys.stderr`` escape control characters inside the ``with`` block."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(out), SafeStream(err)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
 
 
 def control_chars(text: str, *, allow_newlines: bool = True) -> list[str]:

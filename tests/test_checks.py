@@ -303,6 +303,11 @@ CORPUS: list[Case] = [
     ),
     ("secret-in-message", lambda: make(pr_body=f"Closes #7\n\ntoken: {GH_TOKEN}\n"), {}),
     ("secret-in-message", lambda: make(commit_message=f"fix: use key {AWS}"), {}),
+    ("message-control-char", lambda: make(pr_title="feat: x\x1b]8;;http://evil\x07y"), {}),
+    ("message-control-char", lambda: make(pr_body="Closes #7\n\x1b[2J\u202e"), {}),
+    ("message-control-char", lambda: make(commit_message="feat: a\rb"), {}),
+    ("message-trailer", lambda: make(commit_message="feat: x\n\nAgent-Tui-Model: gpt-9"), {}),
+    ("message-trailer", lambda: make(commit_message="feat: x\n\nSigned-off-by: Linus <l@x>"), {}),
     # sensitive paths
     ("sensitive-ci", lambda: make(files=one(".github/workflows/ci.yml", "on: push\n")), {}),
     ("sensitive-ci", lambda: make(files=one(".gitlab-ci.yml", "test:\n  script: make\n")), {}),
@@ -832,7 +837,7 @@ def test_profile_check_groups_name_real_rules_and_never_safety_ones() -> None:
     assert set(grouped) <= set(RULES)
     for code in ALWAYS_ON_CODES:
         assert code.startswith(
-            ("path-", "secret-", "sensitive-", "destructive-", "content-")
+            ("path-", "secret-", "sensitive-", "destructive-", "content-", "message-")
         ) or code in {
             "proposal-malformed",
             "no-files",

@@ -6,6 +6,7 @@ assertions are what that server received (no token), what was printed and what w
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tomllib
@@ -277,6 +278,16 @@ def test_trust_command_shows_escaped_file_and_records_its_hash(
     assert "already trusted" in capsys.readouterr().out
     assert cli_main(["trust", "--revoke", "--repo", str(git_repo)]) == 0
     assert not trust.is_trusted(path)
+    capsys.readouterr()
+    assert cli_main(["trust", "--json", "--repo", str(git_repo)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["trusted"] is False and report["settings_needing_trust"] == [
+        "publish.test_command"
+    ]
+    assert report["sha256"] == trust.digest(path.read_bytes())
+    assert cli_main(["trust", "--json", "--yes", "--repo", str(git_repo)]) == 0
+    assert trust.is_trusted(path)
+    trust.revoke(path)
 
     path.write_text("[models.x]\nbackend = 'nope'\n")  # an invalid file is never trusted
     assert cli_main(["trust", "--yes", "--repo", str(git_repo)]) == 7

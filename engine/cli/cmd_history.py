@@ -16,6 +16,7 @@ from engine.cli.exitcodes import OK
 from engine.errors import AgentTuiError
 from engine.gitops import toplevel
 from engine.store import OUTCOMES, Store
+from engine.textsafe import safe
 
 NAME = "history"
 HELP = "list past generations and their outcome; --jobs lists the publish outbox"
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             where = j.pr_url or j.last_error or ""
             print(
                 f"job {j.id:<4} {j.created_at} #{j.issue_number:<5} {j.status:<9} "
-                f"{j.state:<9} {j.branch}  {where}"
+                f"{j.state:<9} {safe(j.branch)}  {safe(where)}"
             )
         if not jobs:
             print("no publish jobs")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{r.id:<5} {r.created_at} #{r.issue_number or '-':<5} {r.outcome:<10} "
             f"{r.model_profile or '-'}/{r.prompt_profile or '-'} "
-            f"{errors} err  {title}" + (f"  — {extra}" if extra else "")
+            f"{errors} err  {safe(title)}" + (f"  — {safe(extra)}" if extra else "")
         )
     if not records:
         print("no generations recorded yet")

@@ -8,17 +8,19 @@ escaped), names those settings, asks, and records the sha256 of the exact bytes 
 user's data directory (:mod:`engine.trust`); a changed file needs trusting again.
 
 Exit status: 0 trusted (or already trusted, or revoked with ``--revoke``), 1 not trusted (the
-user said no, or stdin is not a terminal and ``--yes`` was not given), 7 no repository config
-or an invalid one.
+user said no, or stdin is not a terminal and ``--yes`` was not given; with ``--json``: not
+trusted yet), 7 no repository config or an invalid one.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from engine import trust
-from engine.cli.common import add_repo_argument, repo_dir
+from engine.cli.common import add_json_argument, add_repo_argument, repo_dir
 from engine.cli.exitcodes import FAILED_CHECK, OK
 from engine.config import find_repo_config, load_file, sensitive_settings
 from engine.errors import ConfigError
@@ -30,6 +32,7 @@ HELP = "show the repository's .agent-tui.toml and trust it (its servers, keys an
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_repo_argument(parser)
+    add_json_argument(parser)
     parser.add_argument(
         "--yes", action="store_true", help="trust without asking (the file is still shown)"
     )
@@ -52,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise ConfigError(f"{safe(path)}: cannot read: {exc.strerror}") from None
     parsed, _raw = load_file(path)  # an invalid file is refused before it can be trusted
+    if args.json:
+        return _json(path, data, sensitive_settings(parsed), yes=args.yes)
     if trust.is_trusted(path, data):
         print(f"{safe(path)} is already trusted with this content (sha256 {trust.digest(data)})")
         return OK
@@ -81,3 +86,20 @@ def run(args: argparse.Namespace) -> int:
     recorded = trust.trust(path, data)
     print(f"trusted {safe(path)} (sha256 {recorded}); a change to the file needs trusting again")
     return OK
+
+
+def _json(path: Path, data: bytes, needs: list[str], *, yes: bool) -> int:
+    """``--json``: the file's state (and its content); trusts it only with ``--yes``."""
+    trusted = trust.is_trusted(path, data)
+    if yes and not trusted:
+        trust.trust(path, data)
+        trusted = True
+    report = {
+        "path": str(path),
+        "sha256": trust.digest(data),
+        "trusted": trusted,
+        "settings_needing_trust": needs,
+        "content": data.decode("utf-8", errors="replace"),
+    }
+    print(json.dumps(report, indent=2))
+    return OK if trusted else FAILED_CHECK

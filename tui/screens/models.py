@@ -98,7 +98,7 @@ class ModelsScreen(AgentScreen):
             status, detail = self.status.get(name, ("info", "checking…" if self.run_doctor else ""))
             table.add_row(
                 active,
-                name,
+                Text(name),  # names come from config files, maybe the repository's: no markup
                 profile.backend,
                 Text(status, style=STATUS_STYLE.get(status, "")),
                 Text(detail if status != "ok" else (profile.description or _model_of(profile))),
@@ -116,7 +116,7 @@ class ModelsScreen(AgentScreen):
         profiles, errors = discover_profiles(self.workspace.repo)
         for p in profiles:
             active = "●" if p.name == self.workspace.prompt_name else ""
-            table.add_row(active, p.name, p.origin, Text(p.description), key=p.name)
+            table.add_row(active, Text(p.name), p.origin, Text(p.description), key=p.name)
         for err in errors:
             table.add_row("", Text("broken", style="bold red"), "", Text(err.message))
         if row:

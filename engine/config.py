@@ -25,10 +25,12 @@ refused with a message saying where it belongs (an environment variable).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -45,6 +47,24 @@ _SECRET_WORDS = ("token", "api_key", "apikey", "password", "secret", "passwd")
 RESERVED_KEY_ENVS = frozenset(
     {"GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN"}
 )
+
+
+#: an environment variable's name; a key pasted into ``api_key_env`` has '-' or is mixed-case
+_ENV_NAME_RE = re.compile(r"^(?:[A-Z_][A-Z0-9_]{0,63}|[a-z_][a-z0-9_]{0,63})$")
+
+
+def _no_credentials_in_url(url: str, key: str) -> None:
+    """Refuse ``user:password@`` in a server URL (without echoing it)."""
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        has_credentials = parts.username is not None or parts.password is not None
+    except ValueError:
+        raise ValueError(f"{key} is not a URL") from None
+    if has_credentials:
+        raise ValueError(
+            f"{key} carries credentials (user:password@); secrets never live in config files: "
+            "put the NAME of an environment variable in 'api_key_env' (the URL is not shown)"
+        )
 
 
 class _Strict(BaseModel):
@@ -110,6 +130,12 @@ class OllamaProfile(ProfileBase):
     """Sent as ``num_gpu`` when set."""
     keep_alive: str = "5m"
 
+    @model_validator(mode="after")
+    def _no_credentials(self) -> OllamaProfile:
+        if self.host:
+            _no_credentials_in_url(self.host, "host")
+        return self
+
 
 class OpenAIProfile(ProfileBase):
     """A model served by an OpenAI-compatible server (vLLM, SGLang, llama-server)."""
@@ -125,12 +151,20 @@ class OpenAIProfile(ProfileBase):
     timeout: float = Field(600.0, gt=0)
 
     @model_validator(mode="after")
-    def _not_a_github_token(self) -> OpenAIProfile:
-        if self.api_key_env is not None and self.api_key_env.upper() in RESERVED_KEY_ENVS:
+    def _key_by_name_only(self) -> OpenAIProfile:
+        name = self.api_key_env
+        if name is not None and name.upper() in RESERVED_KEY_ENVS:
             raise ValueError(
-                f"api_key_env may not name {self.api_key_env}: that variable holds a GitHub "
+                f"api_key_env may not name {name}: that variable holds a GitHub "
                 "token, which is never sent to a model server"
             )
+        if name is not None and not _ENV_NAME_RE.match(name):
+            # never echo it: it is most likely the key itself
+            raise ValueError(
+                "api_key_env must be the NAME of an environment variable (like OPENAI_API_KEY); "
+                "the value given is not one (if it is the key, it is not shown; rotate it)"
+            )
+        _no_credentials_in_url(self.base_url, "base_url")
         return self
 
 

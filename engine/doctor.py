@@ -25,6 +25,7 @@ from engine.config import (
     user_config_path,
 )
 from engine.errors import AgentTuiError
+from engine.redact import redact
 
 if TYPE_CHECKING:
     from engine.backends.http import ServerProbe
@@ -53,6 +54,10 @@ class Check:
     status: Status
     detail: str
     hint: str = ""
+
+    def __post_init__(self) -> None:
+        # a server's answer or a URL may carry a credential: one redaction path
+        self.detail, self.hint = redact(self.detail), redact(self.hint)
 
 
 @dataclass

@@ -36,6 +36,7 @@ import platformdirs
 from engine.errors import RepoError, UnsafePathError
 from engine.models import PATH_PATTERN
 from engine.redact import redact as redact_text
+from engine.redact import secret_env_names
 from engine.textsafe import has_controls
 
 log = logging.getLogger(__name__)
@@ -464,12 +465,17 @@ def commit_all(worktree: Path, paths: Sequence[str], message: str) -> str | None
     return sha
 
 
-def run_test_command(worktree: Path, command: str, timeout: float) -> TestRun:
+def run_test_command(
+    worktree: Path, command: str, timeout: float, *, drop: Sequence[str] = ()
+) -> TestRun:
     """Run the repository's test command in the worktree, killed (whole group) at ``timeout``.
 
-    The command runs model-written code, so GitHub tokens are removed from its environment.
+    The command runs model-written code, so credentials are removed from its environment:
+    the GitHub token variables, the ``drop`` names (every configured ``api_key_env``) and any
+    variable whose name says it holds a secret (``*_TOKEN``, ``*_API_KEY``, ``*PASSWORD*``...).
     """
-    env = {k: v for k, v in git_env().items() if k not in SECRET_ENV_VARS}
+    hidden = {*SECRET_ENV_VARS, *drop, *secret_env_names()}
+    env = {k: v for k, v in git_env().items() if k not in hidden}
     env.pop("LC_ALL", None)
     if "LC_ALL" in os.environ:
         env["LC_ALL"] = os.environ["LC_ALL"]

@@ -186,6 +186,12 @@ def provenance_from_history(
     )
 
 
+def key_envs(config: AppConfig) -> tuple[str, ...]:
+    """Every ``api_key_env`` the configuration names (kept out of the test command's env)."""
+    names = {p.api_key_env for p in config.models.values() if isinstance(p, OpenAIProfile)}
+    return tuple(sorted(n for n in names if n))
+
+
 def commit_message(message: str, provenance: Provenance) -> str:
     """The proposal's commit message followed by the provenance trailers."""
     text = message.strip() + "\n"
@@ -249,6 +255,8 @@ class PublishPlan:
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     generation_id: int | None = None
+    key_envs: tuple[str, ...] = ()
+    """The configured ``api_key_env`` variables: never in the test command's environment."""
 
     @property
     def ready(self) -> bool:
@@ -500,6 +508,7 @@ def build_plan(
         warnings=warnings,
         errors=errors,
         generation_id=generation_id,
+        key_envs=key_envs(config),
     )
 
 
@@ -652,7 +661,7 @@ def execute(
         )
         store.set_outcome(generation_id, "queued", detail="publishing", job_id=job.id)
         _checkpoint("planned")
-        return _Runner(store, repo, progress, cancel).run(job)
+        return _Runner(store, repo, progress, cancel, plan.key_envs).run(job)
 
 
 def sync(
@@ -704,7 +713,8 @@ def sync(
                         head_owner=job.head_owner or github.owner,
                     )
             store.update_job(job, status="pending", attempts=job.attempts + 1)
-            results.append(_Runner(store, repo, progress, None).run(job))
+            keys = key_envs(config) if config is not None else ()
+            results.append(_Runner(store, repo, progress, None, keys).run(job))
     return results
 
 
@@ -725,7 +735,9 @@ class _Runner:
         repo: Path,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
+        key_envs: Sequence[str] = (),
     ) -> None:
+        self.key_envs = tuple(key_envs)
         self.store = store
         self.repo = repo
         self.progress = progress or (lambda _p: None)
@@ -876,7 +888,9 @@ class _Runner:
                 if stop:
                     return stop
                 self._say("test", "started", job.test_command)
-                run = gitops.run_test_command(worktree, job.test_command, job.test_timeout)
+                run = gitops.run_test_command(
+                    worktree, job.test_command, job.test_timeout, drop=self.key_envs
+                )
                 self.store.update_job(job, test_summary=_test_text(run))
                 if not run.passed:
                     self._say("test", "failed", run.summary())

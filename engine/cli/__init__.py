@@ -79,6 +79,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             error = {"title": exc.title, "message": exc.message, "hint": exc.hint}
             print(json.dumps({"ok": False, "error": error}, indent=2))
         return ERROR
+    except (RecursionError, OverflowError, UnicodeError) as exc:
+        # bad input no parser foresaw (a nested document, a huge number, a lone surrogate):
+        # a message and a status, never a traceback; the --json reader still gets JSON
+        error = {"title": "Invalid input", "message": f"{type(exc).__name__}: {exc}"[:500]}
+        print(f"{error['title']}: {error['message']}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "error": {**error, "hint": ""}}, indent=2))
+        return ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.cli.common import add_json_argument, add_repo_argument, repo_dir
+from engine.cli.common import add_json_argument, add_repo_argument, positive_int, repo_dir
 from engine.cli.exitcodes import OK
 from engine.errors import AgentTuiError
 from engine.gitops import toplevel
@@ -25,10 +25,14 @@ HELP = "list past generations and their outcome; --jobs lists the publish outbox
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_repo_argument(parser)
     add_json_argument(parser)
-    parser.add_argument("--issue", type=int, metavar="N", help="only generations for issue N")
+    parser.add_argument(
+        "--issue", type=positive_int, metavar="N", help="only generations for issue N"
+    )
     parser.add_argument("--outcome", choices=OUTCOMES, help="only generations with this outcome")
-    parser.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (50)")
-    parser.add_argument("--show", type=int, metavar="ID", help="one generation in full")
+    parser.add_argument(
+        "--limit", type=positive_int, default=50, metavar="N", help="at most N (50)"
+    )
+    parser.add_argument("--show", type=positive_int, metavar="ID", help="one generation in full")
     parser.add_argument("--jobs", action="store_true", help="list the publish jobs instead")
 
 

@@ -10,6 +10,20 @@ from engine.config import AppConfig, load_config
 from engine.errors import ConfigError
 from engine.textsafe import safe
 
+#: the largest number a command accepts (an issue, an id): SQLite's integer
+MAX_NUMBER = 2**63 - 1
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number from 1 to :data:`MAX_NUMBER`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value <= MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"{text} is not between 1 and {MAX_NUMBER}")
+    return value
+
 
 def add_repo_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

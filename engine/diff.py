@@ -491,6 +491,11 @@ def _as_text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+#: a file longer than this is not diffed line by line (the checks' per-file limit is far lower,
+#: so such a file is refused anyway; a 60 MB answer must not cost seconds of difflib)
+MAX_DIFF_CHARS = 2_000_000
+
+
 def diff_proposal(
     proposal: Any,
     repo_dir: Path | None = None,
@@ -522,6 +527,13 @@ def diff_proposal(
     for change in getattr(proposal, "files", None) or []:
         path = _as_text(getattr(change, "path", ""))
         content = _as_text(getattr(change, "content", ""))
+        if len(content) > MAX_DIFF_CHARS:  # refused by the checks anyway: no line diff
+            n = content.count("\n") + (not content.endswith("\n"))
+            old_n = len(split_lines((base.read_bytes(path) or b"").decode("utf-8", "replace")))
+            note = f"diff --git a/{path} b/{path}\n(too large to diff: {len(content):,} chars)\n"
+            status = FileStatus.MODIFIED if old_n else FileStatus.ADDED
+            diffs.append(FileDiff(path, status, note, n, old_n, old_n, n))
+            continue
         data = base.read_bytes(path)
         if data is None:
             diffs.append(diff_file(path, None, content, context=context))

@@ -34,6 +34,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -46,6 +47,7 @@ from engine.forge.github import (
     GitHubRepo,
     Token,
     api_host,
+    is_loopback,
     parse_remote_url,
     resolve_repo,
     resolve_token,
@@ -776,6 +778,9 @@ class _Runner:
         parsed = parse_remote_url(url)
         if token is None or github is None or parsed is None:
             return None
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            return None  # never a token over plain http to another machine
         return token.value if parsed[0] == api_host(github.api_url) else None
 
     def _result(self, job: PublishJob, message: str, error: AgentTuiError | None = None) -> Any:

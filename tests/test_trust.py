@@ -297,3 +297,38 @@ def test_trust_command_shows_escaped_file_and_records_its_hash(
 def test_demo_config_needs_no_trust() -> None:
     parsed = ConfigFile.model_validate(tomllib.loads(DEMO_CONFIG))
     assert sensitive_settings(parsed) == []
+
+
+@pytest.mark.parametrize(
+    ("push_url", "sent"),
+    [
+        ("https://ghe.corp/acme/w.git", True),
+        ("http://ghe.corp/acme/w.git", False),  # plain http to another machine
+        ("https://evil.example/acme/w.git", False),  # not the token's host
+        ("http://127.0.0.1:8080/acme/w.git", False),  # loopback, but another host
+    ],
+)
+def test_push_token_only_to_its_host_and_never_over_plain_http(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch, push_url: str, sent: bool
+) -> None:
+    from engine.publish import _Runner
+    from engine.store import PublishJob, Store
+    from tests.conftest import git
+
+    _no_gh_cli(monkeypatch)
+    monkeypatch.setenv("GH_ENTERPRISE_TOKEN", "ent-token-value")
+    git(git_repo, "remote", "add", "origin", push_url)
+    job = PublishJob(
+        issue_number=1,
+        branch="agent/x",
+        base="main",
+        remote="origin",
+        proposal={},
+        commit_message="feat: x",
+        pr_title="feat: x",
+        pr_body="Closes #1",
+        github_repo="acme/w",
+        api_url="https://ghe.corp/api/v3",
+    )
+    runner = _Runner(Store.for_repo(git_repo), git_repo, None, None)
+    assert (runner._push_token(job) == "ent-token-value") is sent

@@ -19,6 +19,7 @@ from engine import gitops
 from engine.checks import has_errors, load_proposal_file, proposal_from_data, run_checks
 from engine.cli import main as cli_main
 from engine.config import load_config
+from engine.diff import diff_proposal
 from engine.errors import AgentTuiError, ConfigError
 from engine.forge.local import LocalIssueSource
 from engine.models import MAX_ISSUE_BODY, ChangeProposal, Issue
@@ -112,7 +113,9 @@ def test_a_huge_file_is_checked_within_two_seconds(git_repo: Path, tmp_path: Pat
     proposal = load_proposal_file(path)
     start = time.perf_counter()
     findings = run_checks(proposal, git_repo, 1)
+    diff = diff_proposal(proposal, git_repo)  # what `check` prints after the findings
     elapsed = time.perf_counter() - start
+    assert diff.files[0].added == 1_200_000
     assert "file-too-large" in {f.code for f in findings}
     assert elapsed < 2.0, f"check took {elapsed:.2f} s"
 

@@ -197,12 +197,16 @@ def test_fuzzed_proposal_files_end_cleanly(
 
 @FUZZ
 @given(text=st.text(max_size=300))
-def test_fuzzed_config_files_end_cleanly(git_repo: Path, text: str) -> None:
+def test_fuzzed_config_files_end_cleanly(
+    git_repo: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
     (git_repo / ".agent-tui.toml").write_text(text, encoding="utf-8", errors="surrogatepass")
     try:
         load_config(git_repo)
     except ConfigError:
         pass
+    assert cli_main(["models", "--json", "--repo", str(git_repo)]) in (0, 7)
+    json.loads(capsys.readouterr().out)
 
 
 _FRONT = st.dictionaries(
@@ -215,7 +219,7 @@ _FRONT = st.dictionaries(
 @FUZZ
 @given(front=_FRONT, body=st.text(max_size=100), raw=st.text(max_size=200))
 def test_fuzzed_issue_files_end_cleanly(
-    git_repo: Path, front: dict[str, Any], body: str, raw: str
+    git_repo: Path, capsys: pytest.CaptureFixture[str], front: dict[str, Any], body: str, raw: str
 ) -> None:
     folder = git_repo / ".agent-tui" / "issues"
     folder.mkdir(parents=True, exist_ok=True)
@@ -229,6 +233,8 @@ def test_fuzzed_issue_files_end_cleanly(
         LocalIssueSource(git_repo).list_issues()
     except AgentTuiError:
         pass
+    assert cli_main(["issues", "--json", "--repo", str(git_repo)]) in (0, 7)
+    json.loads(capsys.readouterr().out)
 
 
 # ----------------------------------------------------------------------------------------------

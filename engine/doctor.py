@@ -361,7 +361,7 @@ def default_branch(repo: Any, remote: str = "origin") -> str:
         return "(detached HEAD)"
 
 
-def github_token_source() -> tuple[str, str]:
+def github_token_source(api_url: str = "https://api.github.com") -> tuple[str, str]:
     """Where a GitHub token would come from, never the token: (source, detail).
 
     The same lookup publishing uses (``engine.forge.github.resolve_token``), so doctor
@@ -369,7 +369,7 @@ def github_token_source() -> tuple[str, str]:
     """
     from engine.forge.github import resolve_token
 
-    token = resolve_token()
+    token = resolve_token(api_url, configured_api_url=api_url)  # the configured host's token
     if token is None:
         return "anonymous", "no token: GitHub is read anonymously (60 requests/hour, no publishing)"
     if token.source == "gh auth token":
@@ -377,8 +377,8 @@ def github_token_source() -> tuple[str, str]:
     return token.source, f"${token.source} is set"
 
 
-def check_github() -> list[Check]:
-    source, detail = github_token_source()
+def check_github(api_url: str = "https://api.github.com") -> list[Check]:
+    source, detail = github_token_source(api_url)
     return [
         Check(
             "GitHub",
@@ -429,5 +429,5 @@ def run_doctor(
             report.default_runnable = report.runnable[name]
     report.selected = list(profiles or [])
     report.checks.extend(check_repo(repo_dir))
-    report.checks.extend(check_github())
+    report.checks.extend(check_github(config.github.api_url))
     return report

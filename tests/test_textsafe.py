@@ -166,3 +166,32 @@ def test_git_writers_refuse_control_characters(git_repo: Path) -> None:
         with pytest.raises(gitops.GitError, match="refusing the branch name"):
             gitops.create_branch(git_repo, name, head)
     assert git(git_repo, "rev-parse", "HEAD").strip() == head
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("commit_message", "feat: x\n\nAgent-Tui-Model: gpt-9", "trailer"),
+        ("commit_message", "feat: x\n\nSigned-off-by: Someone <s@x>", "trailer"),
+        ("pr_title", "feat: x\x1b]8;;http://evil\x07", "pr_title holds control"),
+        ("pr_body", "Closes #1\n\u202eevil", "pr_body holds control"),
+    ],
+)
+def test_publish_plan_refuses_forged_trailers_and_control_characters(
+    git_repo: Path, field: str, value: str, error: str
+) -> None:
+    from engine.config import load_config
+    from engine.models import ChangeProposal
+    from engine.publish import build_plan
+
+    data: dict[str, object] = {
+        "branch_suffix": "x",
+        "commit_message": "feat: x",
+        "pr_title": "feat: x",
+        "pr_body": "Closes #1",
+        "files": [{"path": "x.py", "content": "x = 1\n"}],
+        field: value,
+    }
+    plan = build_plan(git_repo, load_config(git_repo), ChangeProposal.model_validate(data), 1)
+    assert any(error in e for e in plan.errors), plan.errors
+    assert not plan.ready

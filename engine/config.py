@@ -366,7 +366,8 @@ def sensitive_settings(parsed: ConfigFile) -> list[str]:
     (where the token, issues and pull requests go), every model profile except an Ollama one
     on the default host (a ``base_url``/``host`` receives the prompt and maybe an API key, an
     ``api_key_env`` names a credential, a ``model_path``/``model_package`` is loaded by native
-    code or imported), and ``[publish] test_command`` (runs a command).
+    code or imported), ``[publish] test_command`` (runs a command) and ``tests_in_body``
+    (publishes its output).
 
     Returns:
         Dotted names (``models.evil``, ``github.api_url``), in file order.
@@ -379,8 +380,9 @@ def sensitive_settings(parsed: ConfigFile) -> list[str]:
     for key in ("api_url", "repo"):
         if key in parsed.github.model_fields_set:
             found.append(f"github.{key}")
-    if "test_command" in parsed.publish.model_fields_set:
-        found.append("publish.test_command")
+    for key in ("test_command", "tests_in_body"):
+        if key in parsed.publish.model_fields_set:
+            found.append(f"publish.{key}")
     return found
 
 

@@ -374,7 +374,7 @@ def _bad_path_char(c: str) -> bool:
 
 #: the proposal model's bounds on a path (``engine.models.PATH_PATTERN``): publishing refuses
 #: what breaks them, so the checks say it first, each with its own code
-_SEGMENT_MAX = 65
+_SEGMENT_MAX = 64
 _MAX_SEGMENTS = 12
 _PORTABLE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/")
 _SEGMENT_START_RE = re.compile(r"[.]?[A-Za-z0-9_]")
@@ -501,11 +501,13 @@ def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findi
         )
     encoded = raw.encode("utf-8", "surrogatepass")
     longest = max(len(s) for s in segments)
+    # a hidden file's leading dot does not count (the model's pattern: ``[.]?`` then 1-64)
+    over_segment = any(len(s) - s.startswith(".") > _SEGMENT_MAX for s in segments)
     if (
         len(encoded) > limits.max_path_bytes
         or any(len(s.encode("utf-8", "surrogatepass")) > limits.max_segment_bytes for s in segments)
         or len(raw) > PATH_MAX
-        or longest > _SEGMENT_MAX
+        or over_segment
     ):
         out.append(
             _finding(

@@ -82,14 +82,17 @@ def test_profile_without_branch_rules_still_checks_the_branch(git_repo: Path) ->
     assert "branch-suffix-invalid" in {f.code for f in findings}
 
 
-_PATH_CHARS = st.sampled_from(list("ab_-./ \u0430é") + ["x" * 70])
+_SEGMENTS = st.one_of(
+    st.text(alphabet="ab_-. \u0430é", max_size=3),
+    st.builds(lambda n, c: c + "x" * n, st.integers(60, 70), st.sampled_from(["", ".", "-"])),
+)
 
 
 @FUZZ
 @given(
-    path=st.lists(_PATH_CHARS, min_size=1, max_size=16).map("".join),
-    title=st.text(max_size=130),
-    commit=st.text(max_size=130),
+    path=st.lists(_SEGMENTS, min_size=1, max_size=14).map("/".join),
+    title=st.one_of(st.just("feat: x"), st.text(max_size=130)),
+    commit=st.one_of(st.just("feat: x"), st.text(max_size=130)),
 )
 def test_publishable_by_check_means_valid_for_publish(
     git_repo: Path, path: str, title: str, commit: str
@@ -100,6 +103,21 @@ def test_publishable_by_check_means_valid_for_publish(
     findings = run_checks(proposal_from_data(data), git_repo, 1)
     if not has_errors(findings):
         ChangeProposal.model_validate(data)  # publish's own validation agrees
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["a" * 64, "a" * 65, "." + "a" * 64, "." + "a" * 65, "/".join("abcdefghijkl"), "x" * 200],
+)
+def test_check_and_publish_agree_at_the_path_bounds(git_repo: Path, path: str) -> None:
+    data = _path(path)
+    try:
+        ChangeProposal.model_validate(data)
+        valid = True
+    except ValidationError:
+        valid = False
+    findings = run_checks(proposal_from_data(data), git_repo, 1)
+    assert valid is not has_errors(findings), [f.code for f in findings]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from engine.models import (
     BRANCH_SUFFIX_PATTERN,
     COMMIT_MESSAGE_MAX,
     DEFAULT_MAX_FILES,
+    MAX_FILES_LIMIT,
     PATH_MAX,
     PR_TITLE_MAX,
     ChangeProposal,
@@ -1031,6 +1032,11 @@ _BRACE_EXT = (
 )  # fmt: skip
 _DANGLING_ENDINGS = (",", "(", "[", "{", "\\", "=", "+", "&&", "||", "->", "=>")
 _ALLOWED_CONTROL = {"\t", "\n", "\r", "\f", "\v", "\x1b"}
+_CONTENT_CONTROL_RE = re.compile(
+    "["
+    + "".join(re.escape(chr(c)) for c in [*range(32), 127] if chr(c) not in _ALLOWED_CONTROL)
+    + "]"
+)
 
 
 def _ext(path: str) -> str:
@@ -1714,7 +1720,8 @@ def run_checks(
     by_norm: dict[str, str] = {}
     by_fold: dict[str, str] = {}
     total_bytes = 0
-    for raw, content in pairs:
+    # past the most any configuration allows, paths are not examined one by one either
+    for raw, content in pairs[:MAX_FILES_LIMIT]:
         path_out = path_findings(raw, root, base=base, limits=limits)
         findings += path_out
         if not isinstance(raw, str):
@@ -1781,8 +1788,7 @@ def run_checks(
                 )
             )
             continue  # not scanned further: a 50 MB answer must not cost minutes
-        bad = [i for i, c in enumerate(content) if (ord(c) < 32 or ord(c) == 127)
-               and c not in _ALLOWED_CONTROL]  # fmt: skip
+        bad = [m.start() for m in _CONTENT_CONTROL_RE.finditer(content)]  # a regex: 25 MB fast
         if bad:
             findings.append(
                 _finding(
@@ -1812,6 +1818,10 @@ def run_checks(
                 fix="split the change into smaller proposals",
             )
         )
+    if total_bytes > limits.max_total_bytes or len(pairs) > limits.max_files:
+        # refused whatever else is wrong: the content is not scanned further (100 files just
+        # under the per-file limit took 298 s of secret scanning and 390,000 findings)
+        files = []
 
     # a proposal path that is a parent of another one
     norms = {f.norm for f in files}

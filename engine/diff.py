@@ -494,6 +494,8 @@ def _as_text(value: object) -> str:
 #: a file longer than this is not diffed line by line (the checks' per-file limit is far lower,
 #: so such a file is refused anyway; a 60 MB answer must not cost seconds of difflib)
 MAX_DIFF_CHARS = 2_000_000
+#: ``engine.models.MAX_FILES_LIMIT``: no configuration allows more files in one proposal
+MAX_DIFF_FILES = 100
 
 
 def diff_proposal(
@@ -524,7 +526,8 @@ def diff_proposal(
             raise ValueError("diff_proposal needs repo_dir or base")
         base = RepoBase(repo_dir, ref)
     diffs: list[FileDiff] = []
-    for change in getattr(proposal, "files", None) or []:
+    # more files than any configuration allows (refused by the checks): the first ones only
+    for change in (getattr(proposal, "files", None) or [])[:MAX_DIFF_FILES]:
         path = _as_text(getattr(change, "path", ""))
         content = _as_text(getattr(change, "content", ""))
         if len(content) > MAX_DIFF_CHARS:  # refused by the checks anyway: no line diff

@@ -138,6 +138,21 @@ def test_a_huge_file_is_checked_within_two_seconds(git_repo: Path, tmp_path: Pat
     assert elapsed < 2.0, f"check took {elapsed:.2f} s"
 
 
+@pytest.mark.parametrize(("n_files", "lines"), [(100, 5_000), (20_000, 1)])
+def test_many_files_are_checked_within_two_seconds(
+    git_repo: Path, n_files: int, lines: int
+) -> None:
+    content = ("api_token = 'ghp_" + "a" * 36 + "'\n") * lines  # a secret on every line
+    files = [{"path": f"f{i}.py", "content": content} for i in range(n_files)]
+    proposal = proposal_from_data(_with(files=files))
+    start = time.perf_counter()
+    codes = {f.code for f in run_checks(proposal, git_repo, 1)}
+    diff_proposal(proposal, git_repo)
+    elapsed = time.perf_counter() - start
+    assert codes & {"total-too-large", "too-many-files"}
+    assert elapsed < 2.0, f"check took {elapsed:.2f} s"
+
+
 def test_an_issue_body_is_capped_before_anything_reads_it() -> None:
     issue = Issue(number=1, title="t" * 5000, body="b" * 10_000_000)
     assert len(issue.body) < MAX_ISSUE_BODY + 100 and issue.body.endswith("by agent-tui]")

@@ -151,13 +151,15 @@ class ModelsScreen(AgentScreen):
             if name:
                 self.workspace.prompt_name = name
                 self._fill_prompts()
-                self.notify(f"prompt profile: {name}", timeout=3)
+                self.notify(f"prompt profile: {name}", timeout=3, markup=False)
             return
         name = self._selected("models")
         if name:
             self.app.set_model(name)  # type: ignore[attr-defined]
             self._fill_models()
-            self.notify(f"model: {name} (loads when first needed; l loads it now)", timeout=4)
+            self.notify(
+                f"model: {name} (loads when first needed; l loads it now)", timeout=4, markup=False
+            )
 
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:

@@ -182,6 +182,7 @@ def test_deeply_nested_json_is_a_clean_error(
         ["history", "--show", "99999999999999999999"],
         ["prompt", "99999999999999999999"],
         ["generate", "99999999999999999999"],
+        ["batch", "--issues", "3,99999999999999999999"],
     ],
 )
 def test_a_huge_number_is_a_usage_error(

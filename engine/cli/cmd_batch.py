@@ -37,8 +37,8 @@ def _issue_list(text: str) -> list[int]:
             raise argparse.ArgumentTypeError(
                 f"{part!r} is not an issue number (expected e.g. 3,5,8)"
             ) from None
-        if value < 1:
-            raise argparse.ArgumentTypeError("issue numbers are 1 or more")
+        if not 1 <= value <= MAX_NUMBER:
+            raise argparse.ArgumentTypeError(f"issue numbers are 1 to {MAX_NUMBER}")
         numbers.append(value)
     if not numbers:
         raise argparse.ArgumentTypeError("name at least one issue, e.g. 3,5,8")

@@ -333,3 +333,19 @@ def test_push_token_only_to_its_host_and_never_over_plain_http(
     )
     runner = _Runner(Store.for_repo(git_repo), git_repo, None, None)
     assert (runner._push_token(job) == "ent-token-value") is sent
+
+
+def test_doctor_names_an_untrusted_repo_config(
+    git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = git_repo / ".agent-tui.toml"
+    path.write_text('[publish]\ntest_command = "make"\n')
+    cli_main(["doctor", "--json", "--profile", "gemma3-270m", "--repo", str(git_repo)])
+    rows = {(c["section"], c["name"]): c for c in json.loads(capsys.readouterr().out)["checks"]}
+    row = rows[("Configuration", "repository config")]
+    assert row["status"] == "warn" and "publish.test_command" in row["detail"]
+    assert "agent-tui trust" in row["hint"]
+    trust.trust(path, path.read_bytes())
+    cli_main(["doctor", "--json", "--profile", "gemma3-270m", "--repo", str(git_repo)])
+    rows = {(c["section"], c["name"]): c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert rows[("Configuration", "repository config")]["detail"].endswith("(trusted)")

@@ -79,9 +79,13 @@ def make_repo(directory: Path, n_issues: int) -> Path:
     repo = directory / f"repo-{n_issues}"
     repo.mkdir(parents=True)
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    (repo / ".agent-tui.toml").write_text(
+    config = repo / ".agent-tui.toml"
+    config.write_text(
         '[github]\napi_url = "http://127.0.0.1:9/api/v3"\nrepo = "acme/widgets"\ntimeout = 2\n'
     )
+    from engine import trust
+
+    trust.trust(config, config.read_bytes())  # the bench wrote it (in its own data dir)
     source = issue_source_for(repo, load_config(repo), use_gh_cli=False)
     cache = getattr(source, "cache", None)
     assert cache is not None, f"expected the GitHub source, got {source!r}"
@@ -304,6 +308,7 @@ def main() -> None:
     parser.add_argument("--issues", type=int, default=10_000, help="issues for the filter")
     args = parser.parse_args()
     os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="tui-bench-config-"))
+    os.environ.setdefault("XDG_DATA_HOME", tempfile.mkdtemp(prefix="tui-bench-data-"))
     os.environ.pop("AGENT_TUI_CONFIG", None)
     os.environ["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="tui-bench-pyc-")
 

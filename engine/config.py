@@ -12,6 +12,11 @@ came from. A model profile defined in a nearer file replaces the one of the same
 entirely (a half-merged profile would be surprising); the scalar settings and the
 ``[github]``/``[publish]``/``[generation]``/``[tui]`` tables merge key by key.
 
+The repository's file is someone else's input until the user trusts it (``agent-tui trust``,
+see :mod:`engine.trust`): its settings that send data or credentials somewhere or run
+commands (:func:`sensitive_settings`) are ignored, and named in ``AppConfig.untrusted``, while
+the harmless ones (prompt profile, keymap, limits, issue source) apply at once.
+
 Unknown keys are errors, never ignored: a typo such as ``n_gpu_layer`` would otherwise
 silently run a 7B model on the CPU. Secrets never live here: a key that looks like one is
 refused with a message saying where it belongs (an environment variable).
@@ -20,14 +25,17 @@ refused with a message saying where it belongs (an environment variable).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from engine import trust
 from engine.errors import ConfigError, UnknownProfileError
 from engine.models import DEFAULT_MAX_FILES, MAX_FILES_LIMIT
 from engine.resources import bundled_models_toml
@@ -35,6 +43,28 @@ from engine.resources import bundled_models_toml
 CONFIG_ENV_VAR = "AGENT_TUI_CONFIG"
 REPO_CONFIG_NAME = ".agent-tui.toml"
 _SECRET_WORDS = ("token", "api_key", "apikey", "password", "secret", "passwd")
+#: variables that hold credentials for another service: never a model server's API key
+RESERVED_KEY_ENVS = frozenset(
+    {"GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN"}
+)
+
+
+#: an environment variable's name; a key pasted into ``api_key_env`` has '-' or is mixed-case
+_ENV_NAME_RE = re.compile(r"^(?:[A-Z_][A-Z0-9_]{0,63}|[a-z_][a-z0-9_]{0,63})$")
+
+
+def _no_credentials_in_url(url: str, key: str) -> None:
+    """Refuse ``user:password@`` in a server URL (without echoing it)."""
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        has_credentials = parts.username is not None or parts.password is not None
+    except ValueError:
+        raise ValueError(f"{key} is not a URL") from None
+    if has_credentials:
+        raise ValueError(
+            f"{key} carries credentials (user:password@); secrets never live in config files: "
+            "put the NAME of an environment variable in 'api_key_env' (the URL is not shown)"
+        )
 
 
 class _Strict(BaseModel):
@@ -100,6 +130,12 @@ class OllamaProfile(ProfileBase):
     """Sent as ``num_gpu`` when set."""
     keep_alive: str = "5m"
 
+    @model_validator(mode="after")
+    def _no_credentials(self) -> OllamaProfile:
+        if self.host:
+            _no_credentials_in_url(self.host, "host")
+        return self
+
 
 class OpenAIProfile(ProfileBase):
     """A model served by an OpenAI-compatible server (vLLM, SGLang, llama-server)."""
@@ -113,6 +149,23 @@ class OpenAIProfile(ProfileBase):
     concurrency: int = Field(4, ge=1, le=256)
     """How many generations may run at once against this server."""
     timeout: float = Field(600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _key_by_name_only(self) -> OpenAIProfile:
+        name = self.api_key_env
+        if name is not None and name.upper() in RESERVED_KEY_ENVS:
+            raise ValueError(
+                f"api_key_env may not name {name}: that variable holds a GitHub "
+                "token, which is never sent to a model server"
+            )
+        if name is not None and not _ENV_NAME_RE.match(name):
+            # never echo it: it is most likely the key itself
+            raise ValueError(
+                "api_key_env must be the NAME of an environment variable (like OPENAI_API_KEY); "
+                "the value given is not one (if it is the key, it is not shown; rotate it)"
+            )
+        _no_credentials_in_url(self.base_url, "base_url")
+        return self
 
 
 ModelProfile = Annotated[
@@ -202,6 +255,23 @@ class AppConfig:
     """Profile name -> the file that defined it."""
     files: list[Path] = field(default_factory=list)
     """The files read, farthest first."""
+    repo_file: Path | None = None
+    """The repository's ``.agent-tui.toml``, when there is one."""
+    repo_trusted: bool = False
+    """The user trusted the repository file with its current content (``agent-tui trust``)."""
+    untrusted: list[str] = field(default_factory=list)
+    """Settings of the untrusted repository file that were ignored (``models.x``,
+    ``github.api_url``, ``publish.test_command``...)."""
+
+    def untrusted_message(self) -> str | None:
+        """One line naming the ignored repository settings and how to trust them, or None."""
+        if not self.untrusted or self.repo_file is None:
+            return None
+        return (
+            f"{self.repo_file}: repository config not trusted; ignoring "
+            f"{', '.join(self.untrusted)} (settings that send data or credentials or run "
+            "commands). Review and trust the file with `agent-tui trust`."
+        )
 
     def profile(self, name: str | None = None) -> LlamaCppProfile | OllamaProfile | OpenAIProfile:
         """The named model profile (default: ``default_model``).
@@ -289,6 +359,33 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def sensitive_settings(parsed: ConfigFile) -> list[str]:
+    """The settings of a config file that need the user's trust when a repository sets them.
+
+    They send data or credentials somewhere, or run code: ``[github] api_url`` and ``repo``
+    (where the token, issues and pull requests go), every model profile except an Ollama one
+    on the default host (a ``base_url``/``host`` receives the prompt and maybe an API key, an
+    ``api_key_env`` names a credential, a ``model_path``/``model_package`` is loaded by native
+    code or imported), ``[publish] test_command`` (runs a command) and ``tests_in_body``
+    (publishes its output).
+
+    Returns:
+        Dotted names (``models.evil``, ``github.api_url``), in file order.
+    """
+    found = []
+    for name, profile in parsed.models.items():
+        if isinstance(profile, OllamaProfile) and profile.host is None:
+            continue
+        found.append(f"models.{name}")
+    for key in ("api_url", "repo"):
+        if key in parsed.github.model_fields_set:
+            found.append(f"github.{key}")
+    for key in ("test_command", "tests_in_body"):
+        if key in parsed.publish.model_fields_set:
+            found.append(f"publish.{key}")
+    return found
+
+
 def load_file(path: Path) -> tuple[ConfigFile, dict[str, Any]]:
     """Parse and validate one config file on its own.
 
@@ -353,17 +450,34 @@ def load_config(
     models: dict[str, Any] = {}
     sources: dict[str, Path] = {}
     sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    repo_trusted = False
+    untrusted: list[str] = []
     for path in layers:
         parsed, _raw = load_file(path)
+        ignored: set[str] = set()
+        if path == repo_file:
+            repo_trusted = trust.is_trusted(path)
+            if not repo_trusted:
+                untrusted = sensitive_settings(parsed)
+                ignored = set(untrusted)
         if parsed.default_model:
-            default_model = (parsed.default_model, path)
+            if f"models.{parsed.default_model}" in ignored:
+                untrusted.append("default_model")
+            else:
+                default_model = (parsed.default_model, path)
         if parsed.default_prompt:
             default_prompt = parsed.default_prompt
         for name, profile in parsed.models.items():
+            if f"models.{name}" in ignored:
+                continue
             models[name] = profile
             sources[name] = path
         for section in _SECTIONS:
-            sections[section].update(getattr(parsed, section).model_dump(exclude_unset=True))
+            values = getattr(parsed, section).model_dump(exclude_unset=True)
+            for key in list(values):
+                if f"{section}.{key}" in ignored:
+                    del values[key]
+            sections[section].update(values)
 
     if default_model is None:
         if not models:
@@ -383,6 +497,9 @@ def load_config(
         tui=TuiSettings.model_validate(sections["tui"]),
         sources=sources,
         files=layers,
+        repo_file=repo_file,
+        repo_trusted=repo_trusted,
+        untrusted=untrusted,
     )
 
 

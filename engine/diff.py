@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RepoError
+from engine.textsafe import safe
 
 #: mode git gives a symbolic link in a tree
 _SYMLINK_MODE = "120000"
@@ -421,7 +422,7 @@ class ProposalDiff:
             f"{self.count(FileStatus.UNCHANGED)} unchanged; +{self.added} -{self.removed}"
         )
         letter = {FileStatus.ADDED: "A", FileStatus.MODIFIED: "M", FileStatus.UNCHANGED: "="}
-        rows = [f"  {letter[f.status]} {f.path}  +{f.added} -{f.removed}" for f in self.files]
+        rows = [f"  {letter[f.status]} {safe(f.path)}  +{f.added} -{f.removed}" for f in self.files]
         return "\n".join([head, *rows])
 
     def to_dict(self) -> dict[str, Any]:
@@ -490,6 +491,13 @@ def _as_text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
+#: a file longer than this is not diffed line by line (the checks' per-file limit is far lower,
+#: so such a file is refused anyway; a 60 MB answer must not cost seconds of difflib)
+MAX_DIFF_CHARS = 2_000_000
+#: ``engine.models.MAX_FILES_LIMIT``: no configuration allows more files in one proposal
+MAX_DIFF_FILES = 100
+
+
 def diff_proposal(
     proposal: Any,
     repo_dir: Path | None = None,
@@ -518,9 +526,17 @@ def diff_proposal(
             raise ValueError("diff_proposal needs repo_dir or base")
         base = RepoBase(repo_dir, ref)
     diffs: list[FileDiff] = []
-    for change in getattr(proposal, "files", None) or []:
+    # more files than any configuration allows (refused by the checks): the first ones only
+    for change in (getattr(proposal, "files", None) or [])[:MAX_DIFF_FILES]:
         path = _as_text(getattr(change, "path", ""))
         content = _as_text(getattr(change, "content", ""))
+        if len(content) > MAX_DIFF_CHARS:  # refused by the checks anyway: no line diff
+            n = content.count("\n") + (not content.endswith("\n"))
+            old_n = len(split_lines((base.read_bytes(path) or b"").decode("utf-8", "replace")))
+            note = f"diff --git a/{path} b/{path}\n(too large to diff: {len(content):,} chars)\n"
+            status = FileStatus.MODIFIED if old_n else FileStatus.ADDED
+            diffs.append(FileDiff(path, status, note, n, old_n, old_n, n))
+            continue
         data = base.read_bytes(path)
         if data is None:
             diffs.append(diff_file(path, None, content, context=context))

@@ -25,6 +25,7 @@ from engine.config import (
     user_config_path,
 )
 from engine.errors import AgentTuiError
+from engine.redact import redact
 
 if TYPE_CHECKING:
     from engine.backends.http import ServerProbe
@@ -53,6 +54,10 @@ class Check:
     status: Status
     detail: str
     hint: str = ""
+
+    def __post_init__(self) -> None:
+        # a server's answer or a URL may carry a credential: one redaction path
+        self.detail, self.hint = redact(self.detail), redact(self.hint)
 
 
 @dataclass
@@ -356,7 +361,7 @@ def default_branch(repo: Any, remote: str = "origin") -> str:
         return "(detached HEAD)"
 
 
-def github_token_source() -> tuple[str, str]:
+def github_token_source(api_url: str = "https://api.github.com") -> tuple[str, str]:
     """Where a GitHub token would come from, never the token: (source, detail).
 
     The same lookup publishing uses (``engine.forge.github.resolve_token``), so doctor
@@ -364,7 +369,7 @@ def github_token_source() -> tuple[str, str]:
     """
     from engine.forge.github import resolve_token
 
-    token = resolve_token()
+    token = resolve_token(api_url, configured_api_url=api_url)  # the configured host's token
     if token is None:
         return "anonymous", "no token: GitHub is read anonymously (60 requests/hour, no publishing)"
     if token.source == "gh auth token":
@@ -372,8 +377,8 @@ def github_token_source() -> tuple[str, str]:
     return token.source, f"${token.source} is set"
 
 
-def check_github() -> list[Check]:
-    source, detail = github_token_source()
+def check_github(api_url: str = "https://api.github.com") -> list[Check]:
+    source, detail = github_token_source(api_url)
     return [
         Check(
             "GitHub",
@@ -400,6 +405,22 @@ def run_doctor(
     files = ", ".join(str(p) for p in config.files)
     report.checks.append(Check("Configuration", "files read", "ok", files))
     report.checks.append(Check("Configuration", "user config", "info", str(user_config_path())))
+    untrusted = config.untrusted_message()
+    if untrusted:
+        report.checks.append(
+            Check(
+                "Configuration",
+                "repository config",
+                "warn",
+                untrusted,
+                "read the file, then run `agent-tui trust` to apply those settings",
+            )
+        )
+    elif config.repo_file is not None:
+        state = "trusted" if config.repo_trusted else "needs no trust"
+        report.checks.append(
+            Check("Configuration", "repository config", "ok", f"{config.repo_file} ({state})")
+        )
     for name in profiles or sorted(config.models):
         rows = check_profile(name, config.profile(name))  # an unknown name lists the known
         report.checks.extend(rows)
@@ -408,5 +429,5 @@ def run_doctor(
             report.default_runnable = report.runnable[name]
     report.selected = list(profiles or [])
     report.checks.extend(check_repo(repo_dir))
-    report.checks.extend(check_github())
+    report.checks.extend(check_github(config.github.api_url))
     return report

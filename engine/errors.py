@@ -6,6 +6,8 @@ Why: a user must never see a traceback for an expected failure. The CLI prints
 
 from __future__ import annotations
 
+from engine.redact import redact
+
 
 class AgentTuiError(Exception):
     """Base of every expected failure.
@@ -19,6 +21,7 @@ class AgentTuiError(Exception):
     title = "agent-tui error"
 
     def __init__(self, message: str, *, hint: str = "", title: str | None = None) -> None:
+        message, hint = redact(message), redact(hint)  # server errors may echo a credential
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -84,7 +87,7 @@ class GitHubError(AgentTuiError):
     ) -> None:
         super().__init__(message, hint=hint, title=title)
         self.status = status
-        self.github_message = github_message
+        self.github_message = redact(github_message)
 
     @property
     def network(self) -> bool:

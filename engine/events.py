@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.models import ChangeProposal
+from engine.redact import redact
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,11 @@ class GenerationFailed(GenerationEvent):
     partial: dict[str, Any] | None = None
     raw: str = ""
     stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def __post_init__(self) -> None:
+        # a server's error text may echo the API key it was sent: one redaction path
+        object.__setattr__(self, "message", redact(self.message))
+        object.__setattr__(self, "hint", redact(self.hint))
 
     @property
     def kind(self) -> str:

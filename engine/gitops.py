@@ -35,6 +35,9 @@ import platformdirs
 
 from engine.errors import RepoError, UnsafePathError
 from engine.models import PATH_PATTERN
+from engine.redact import redact as redact_text
+from engine.redact import secret_env_names
+from engine.textsafe import has_controls
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +78,7 @@ def redact(text: str, secrets: Sequence[str | None]) -> str:
     Returns:
         The redacted text.
     """
-    for secret in secrets:
-        if not secret:
-            continue
-        for form in (secret, _basic(secret)):
-            text = text.replace(form, "***")
-    return text
+    return redact_text(text, secrets)
 
 
 def _basic(token: str) -> str:
@@ -303,6 +301,8 @@ def create_branch(repo_dir: Path, branch: str, sha: str, *, old: str | None = No
     Raises:
         GitError: the branch moved (or appeared) in the meantime.
     """
+    if has_controls(branch, allow_newlines=False) or branch.startswith("-"):
+        raise GitError(f"refusing the branch name {ascii(branch)}: control characters or '-'")
     ref = f"refs/heads/{branch}"
     run_git(repo_dir, "update-ref", "-m", "agent-tui: publish", ref, sha, old or ZERO_SHA)
 
@@ -443,6 +443,11 @@ def commit_all(worktree: Path, paths: Sequence[str], message: str) -> str | None
     Raises:
         GitError: git refused (e.g. no user.name/user.email configured).
     """
+    if has_controls(message):
+        raise GitError(
+            "the commit message holds control, escape or bidi characters; refusing to commit",
+            hint="remove them (agent-tui check flags them as message-control-char)",
+        )
     run_git(worktree, "add", "--", *paths)
     if run_git(worktree, "diff", "--cached", "--quiet", check=False).returncode == 0:
         return None
@@ -460,12 +465,17 @@ def commit_all(worktree: Path, paths: Sequence[str], message: str) -> str | None
     return sha
 
 
-def run_test_command(worktree: Path, command: str, timeout: float) -> TestRun:
+def run_test_command(
+    worktree: Path, command: str, timeout: float, *, drop: Sequence[str] = ()
+) -> TestRun:
     """Run the repository's test command in the worktree, killed (whole group) at ``timeout``.
 
-    The command runs model-written code, so GitHub tokens are removed from its environment.
+    The command runs model-written code, so credentials are removed from its environment:
+    the GitHub token variables, the ``drop`` names (every configured ``api_key_env``) and any
+    variable whose name says it holds a secret (``*_TOKEN``, ``*_API_KEY``, ``*PASSWORD*``...).
     """
-    env = {k: v for k, v in git_env().items() if k not in SECRET_ENV_VARS}
+    hidden = {*SECRET_ENV_VARS, *drop, *secret_env_names()}
+    env = {k: v for k, v in git_env().items() if k not in hidden}
     env.pop("LC_ALL", None)
     if "LC_ALL" in os.environ:
         env["LC_ALL"] = os.environ["LC_ALL"]

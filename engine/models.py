@@ -11,7 +11,7 @@ import copy
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: branch suffix: lowercase kebab, at most 30 characters. The length bound lives *inside* the
 #: regex because llama-cpp-python's schema converter drops ``maxLength`` when a ``pattern``
@@ -83,10 +83,32 @@ def proposal_json_schema(max_files: int = DEFAULT_MAX_FILES) -> dict[str, Any]:
     return schema
 
 
+#: GitHub's own limit on an issue or comment body; a longer one (a local file, a hostile
+#: server) is cut here, before anything tokenizes, scans or renders it
+MAX_ISSUE_BODY = 65_536
+#: GitHub allows 256 characters in a title
+MAX_ISSUE_TITLE = 1_024
+_CUT_NOTE = "\n\n[... cut at {n:,} characters by agent-tui]"
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + _CUT_NOTE.format(n=limit)
+
+
 class Issue(BaseModel):
     """An issue from any source (GitHub, local Markdown), as the engine sees it."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("body")
+    @classmethod
+    def _cap_body(cls, value: str) -> str:
+        return _cap(value, MAX_ISSUE_BODY)
+
+    @field_validator("title")
+    @classmethod
+    def _cap_title(cls, value: str) -> str:
+        return value[:MAX_ISSUE_TITLE]
 
     number: int
     title: str
@@ -107,3 +129,8 @@ class IssueComment(BaseModel):
     author: str
     body: str
     created_at: datetime | None = None
+
+    @field_validator("body")
+    @classmethod
+    def _cap_body(cls, value: str) -> str:
+        return _cap(value, MAX_ISSUE_BODY)

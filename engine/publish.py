@@ -34,10 +34,12 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from engine import gitops
+from engine.checks import TRAILER_RE
 from engine.config import AppConfig, LlamaCppProfile, OllamaProfile, OpenAIProfile
 from engine.errors import AgentTuiError, GitHubError, PublishError, RepoError
 from engine.forge.github import (
@@ -45,12 +47,14 @@ from engine.forge.github import (
     GitHubRepo,
     Token,
     api_host,
+    is_loopback,
     parse_remote_url,
     resolve_repo,
     resolve_token,
 )
 from engine.models import ChangeProposal
 from engine.store import PublishJob, Store, finding_to_json
+from engine.textsafe import control_chars, safe
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +188,12 @@ def provenance_from_history(
     )
 
 
+def key_envs(config: AppConfig) -> tuple[str, ...]:
+    """Every ``api_key_env`` the configuration names (kept out of the test command's env)."""
+    names = {p.api_key_env for p in config.models.values() if isinstance(p, OpenAIProfile)}
+    return tuple(sorted(n for n in names if n))
+
+
 def commit_message(message: str, provenance: Provenance) -> str:
     """The proposal's commit message followed by the provenance trailers."""
     text = message.strip() + "\n"
@@ -247,6 +257,8 @@ class PublishPlan:
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     generation_id: int | None = None
+    key_envs: tuple[str, ...] = ()
+    """The configured ``api_key_env`` variables: never in the test command's environment."""
 
     @property
     def ready(self) -> bool:
@@ -265,23 +277,23 @@ class PublishPlan:
         where = self.github.full_name if self.github else "(no GitHub: the PR is queued)"
         lines = [
             f"issue      #{self.issue}",
-            f"branch     {self.branch}"
+            f"branch     {safe(self.branch)}"
             + ("  (update: commit on top)" if self.update_existing else ""),
             f"base       {self.base}",
             f"remote     {self.remote}",
             f"pull req.  {where}  {'draft' if self.draft else 'ready for review'}",
-            f"title      {self.title}",
-            f"labels     {', '.join(self.labels) or '-'}",
+            f"title      {safe(self.title)}",
+            f"labels     {safe(', '.join(self.labels)) or '-'}",
             f"closes     #{self.issue}",
-            f"files      {', '.join(f.path for f in self.proposal.files)}",
-            f"tests      {self.test_command or '-'}"
+            f"files      {safe(', '.join(f.path for f in self.proposal.files))}",
+            f"tests      {safe(self.test_command or '-')}"
             + ("  (result in the PR body)" if self.test_command and self.tests_in_body else ""),
             f"token      {self.token_source or 'none'}",
         ]
         if self.existing_pr:
             lines.append(f"reuses     {self.existing_pr}")
-        lines += [f"warning    {w}" for w in self.warnings]
-        lines += [f"ERROR      {e}" for e in self.errors]
+        lines += [f"warning    {safe(w)}" for w in self.warnings]
+        lines += [f"ERROR      {safe(e)}" for e in self.errors]
         return "\n".join(lines)
 
 
@@ -362,6 +374,12 @@ def build_plan(
             gitops.check_path(f.path)
         except AgentTuiError as exc:
             errors.append(exc.message)
+    for name in ("commit_message", "pr_title", "pr_body"):
+        bad = control_chars(getattr(proposal, name), allow_newlines=name != "pr_title")
+        if bad:
+            errors.append(f"{name} holds control, escape or bidi characters ({', '.join(bad)})")
+    if TRAILER_RE.search(proposal.commit_message):
+        errors.append("the commit message has trailer lines (Signed-off-by:, Agent-Tui-*:)")
 
     blocking = [f for f in findings if _severity(f).endswith("error")]
     if blocking:
@@ -382,17 +400,26 @@ def build_plan(
         parsed = parse_remote_url(push_url)
         if parsed:
             head_owner = parsed[1]
-    token = resolve_token(api_host(github.api_url)) if github else None
+    token = (
+        resolve_token(github.api_url, configured_api_url=config.github.api_url) if github else None
+    )
     if github is None:
         warnings.append(
             f"remote {config.github.remote!r} is not on GitHub: the branch is pushed and the "
             "pull request waits in the outbox until [github] repo is configured"
         )
     elif token is None:
-        errors.append(
-            "no GitHub token: opening a pull request needs GH_TOKEN, GITHUB_TOKEN or "
-            "`gh auth login`"
-        )
+        if api_host(github.api_url) == "github.com":
+            errors.append(
+                "no GitHub token: opening a pull request needs GH_TOKEN, GITHUB_TOKEN or "
+                "`gh auth login`"
+            )
+        else:
+            errors.append(
+                f"no GitHub token for {api_host(github.api_url)}: an Enterprise host needs "
+                "GH_ENTERPRISE_TOKEN (or `gh auth login --hostname`) and its api_url in your "
+                "own config (or a trusted repository config); plain http only on loopback"
+            )
     client = GitHubClient(github, token, timeout=config.github.timeout) if github else None
 
     base = base or settings.base
@@ -483,6 +510,7 @@ def build_plan(
         warnings=warnings,
         errors=errors,
         generation_id=generation_id,
+        key_envs=key_envs(config),
     )
 
 
@@ -635,7 +663,7 @@ def execute(
         )
         store.set_outcome(generation_id, "queued", detail="publishing", job_id=job.id)
         _checkpoint("planned")
-        return _Runner(store, repo, progress, cancel).run(job)
+        return _Runner(store, repo, progress, cancel, plan.key_envs).run(job)
 
 
 def sync(
@@ -687,7 +715,8 @@ def sync(
                         head_owner=job.head_owner or github.owner,
                     )
             store.update_job(job, status="pending", attempts=job.attempts + 1)
-            results.append(_Runner(store, repo, progress, None).run(job))
+            keys = key_envs(config) if config is not None else ()
+            results.append(_Runner(store, repo, progress, None, keys).run(job))
     return results
 
 
@@ -708,7 +737,9 @@ class _Runner:
         repo: Path,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
+        key_envs: Sequence[str] = (),
     ) -> None:
+        self.key_envs = tuple(key_envs)
         self.store = store
         self.repo = repo
         self.progress = progress or (lambda _p: None)
@@ -732,10 +763,12 @@ class _Runner:
     def _token(self, github: GitHubRepo | None) -> Token | None:
         if github is None:
             return None
-        host = api_host(github.api_url)
-        if host not in self._tokens:
-            self._tokens[host] = resolve_token(host)
-        return self._tokens[host]
+        # the job's api_url was recorded from the trusted configuration when it was planned
+        # (or synced), and the outbox lives in the git directory, which no clone carries
+        key = github.api_url
+        if key not in self._tokens:
+            self._tokens[key] = resolve_token(key, configured_api_url=key)
+        return self._tokens[key]
 
     def _push_token(self, job: PublishJob) -> str | None:
         """The token, only when the push goes to the GitHub host the token belongs to."""
@@ -745,6 +778,9 @@ class _Runner:
         parsed = parse_remote_url(url)
         if token is None or github is None or parsed is None:
             return None
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            return None  # never a token over plain http to another machine
         return token.value if parsed[0] == api_host(github.api_url) else None
 
     def _result(self, job: PublishJob, message: str, error: AgentTuiError | None = None) -> Any:
@@ -857,7 +893,9 @@ class _Runner:
                 if stop:
                     return stop
                 self._say("test", "started", job.test_command)
-                run = gitops.run_test_command(worktree, job.test_command, job.test_timeout)
+                run = gitops.run_test_command(
+                    worktree, job.test_command, job.test_timeout, drop=self.key_envs
+                )
                 self.store.update_job(job, test_summary=_test_text(run))
                 if not run.passed:
                     self._say("test", "failed", run.summary())

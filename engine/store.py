@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from engine import gitops
+from engine.redact import redact
 
 STORE_FILE = "agent-tui.sqlite"
 SCHEMA_VERSION = 1
@@ -292,6 +293,7 @@ class Store:
             ValueError: an unknown outcome.
         """
         _check_outcome(outcome)
+        detail = redact(detail)  # an error's text may echo a credential: never stored
         now = _now()
         with self._connect() as db:
             cur = db.execute(
@@ -344,7 +346,7 @@ class Store:
             "UPDATE generations SET outcome = ?, detail = ?, updated_at = ?, "
             "job_id = COALESCE(?, job_id), pr_url = COALESCE(?, pr_url) WHERE id = ?"
         )
-        args: list[Any] = [outcome, detail, _now(), job_id, pr_url, generation_id]
+        args: list[Any] = [outcome, redact(detail), _now(), job_id, pr_url, generation_id]
         if only_if is not None:
             _check_outcome(only_if)
             sql += " AND outcome = ?"
@@ -390,6 +392,7 @@ class Store:
         """Store a new job (state ``planned``); returns it with its id."""
         now = _now()
         job.created_at = job.updated_at = now
+        job.last_error = redact(job.last_error)
         data = _job_row(job)
         data.pop("id")
         cols = ", ".join(data)
@@ -413,6 +416,8 @@ class Store:
                 raise ValueError(f"unknown job state {value!r}")
             if key == "status" and value not in get_args(JobStatus):
                 raise ValueError(f"unknown job status {value!r}")
+            if key == "last_error":
+                value = redact(str(value))  # GitHub's or git's words may echo a credential
             setattr(job, key, value)
         job.updated_at = _now()
         changes["updated_at"] = job.updated_at

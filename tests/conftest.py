@@ -26,7 +26,14 @@ def _isolated_env(
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
-    for var in ("AGENT_TUI_CONFIG", "GH_TOKEN", "GITHUB_TOKEN", "OLLAMA_HOST"):
+    for var in (
+        "AGENT_TUI_CONFIG",
+        "GH_TOKEN",
+        "GITHUB_TOKEN",
+        "GH_ENTERPRISE_TOKEN",
+        "GITHUB_ENTERPRISE_TOKEN",
+        "OLLAMA_HOST",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("GIT_AUTHOR_NAME", "Test Author")
     monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.com")
@@ -60,6 +67,15 @@ def unpin_demo(repo: Path) -> Path:
     git(repo, "rm", "-q", ".agent-tui.toml")
     git(repo, "commit", "-q", "-m", "use the configured issue source")
     return repo
+
+
+def trust_repo_config(repo: Path) -> Path:
+    """Trust ``repo``'s ``.agent-tui.toml`` as it is now (what ``agent-tui trust --yes`` does)."""
+    from engine import trust
+
+    path = repo / ".agent-tui.toml"
+    trust.trust(path, path.read_bytes())
+    return path
 
 
 @pytest.fixture

@@ -274,7 +274,7 @@ def test_a_killed_batch_resumes_without_redoing_or_duplicating(
     env = {
         **os.environ,
         "AGENT_TUI_CONFIG": str(config),
-        "GH_TOKEN": FAKE_TOKEN,
+        "GH_ENTERPRISE_TOKEN": FAKE_TOKEN,
         "PYTHONUNBUFFERED": "1",
     }
 

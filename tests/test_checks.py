@@ -238,6 +238,14 @@ CORPUS: list[Case] = [
     ("path-not-normalised", lambda: make(files=one("docs/")), {}),
     ("path-too-long", lambda: make(files=one("a" * 300 + ".py")), {}),
     ("path-too-long", lambda: make(files=one("/".join(["abcdefgh"] * 200))), {}),
+    ("path-too-long", lambda: make(files=one("app/" + "a" * 70 + ".py")), {}),
+    ("path-too-long", lambda: make(files=one("/".join(["abcdefghij"] * 11) + "/" + "b" * 90)), {}),
+    ("path-not-portable", lambda: make(files=one("app/m\u0430in.py")), {}),  # Cyrillic а
+    ("path-not-portable", lambda: make(files=one("app/my file.py")), {}),
+    ("path-not-portable", lambda: make(files=one("café.py")), {}),
+    ("path-segment-start", lambda: make(files=one("-rf.py")), {}),
+    ("path-segment-start", lambda: make(files=one("app/-x/y.py")), {}),
+    ("path-too-deep", lambda: make(files=one("/".join("abcdefghijklm") + ".py")), {}),
     ("path-git-dir", lambda: make(files=one(".git/hooks/pre-commit")), {}),
     ("path-git-dir", lambda: make(files=one(".GIT/config")), {}),
     ("path-git-dir", lambda: make(files=one("sub/.git/config")), {}),
@@ -303,11 +311,27 @@ CORPUS: list[Case] = [
     ),
     ("secret-in-message", lambda: make(pr_body=f"Closes #7\n\ntoken: {GH_TOKEN}\n"), {}),
     ("secret-in-message", lambda: make(commit_message=f"fix: use key {AWS}"), {}),
+    ("message-control-char", lambda: make(pr_title="feat: x\x1b]8;;http://evil\x07y"), {}),
+    ("commit-message-length", lambda: make(commit_message="feat: " + "x" * 120), {}),
+    ("commit-message-length", lambda: make(commit_message="   "), {}),
+    ("pr-title-length", lambda: make(pr_title=""), {}),
+    ("pr-title-length", lambda: make(pr_title="feat: " + "y" * 120), {}),
+    ("pr-body-length", lambda: make(pr_body="Closes #7\n" + "z" * 70_000), {}),
+    ("message-control-char", lambda: make(pr_body="Closes #7\n\x1b[2J\u202e"), {}),
+    ("message-control-char", lambda: make(commit_message="feat: a\rb"), {}),
+    ("message-trailer", lambda: make(commit_message="feat: x\n\nAgent-Tui-Model: gpt-9"), {}),
+    ("message-trailer", lambda: make(commit_message="feat: x\n\nSigned-off-by: Linus <l@x>"), {}),
     # sensitive paths
     ("sensitive-ci", lambda: make(files=one(".github/workflows/ci.yml", "on: push\n")), {}),
     ("sensitive-ci", lambda: make(files=one(".gitlab-ci.yml", "test:\n  script: make\n")), {}),
     ("sensitive-git-hooks", lambda: make(files=one(".githooks/pre-commit", "echo hi\n")), {}),
     ("sensitive-git-hooks", lambda: make(files=one(".pre-commit-config.yaml", "repos: []\n")), {}),
+    ("sensitive-gitattributes", lambda: make(files=one(".gitattributes", "*.py -diff\n")), {}),
+    ("sensitive-dev-env", lambda: make(files=one(".envrc", "export X=1\n")), {}),
+    ("sensitive-dev-env", lambda: make(files=one(".vscode/tasks.json", "{}\n")), {}),
+    ("sensitive-agent-config", lambda: make(files=one(".agent-tui.toml", "[tui]\n")), {}),
+    ("sensitive-agent-config", lambda: make(files=one(".agent-tui/prompts/x.md", "hi\n")), {}),
+    ("sensitive-test-config", lambda: make(files=one("tests/conftest.py", "x = 1\n")), {}),
     ("sensitive-docker", lambda: make(files=one("Dockerfile", "FROM python:3.12\n")), {}),
     (
         "sensitive-docker",
@@ -832,7 +856,7 @@ def test_profile_check_groups_name_real_rules_and_never_safety_ones() -> None:
     assert set(grouped) <= set(RULES)
     for code in ALWAYS_ON_CODES:
         assert code.startswith(
-            ("path-", "secret-", "sensitive-", "destructive-", "content-")
+            ("path-", "secret-", "sensitive-", "destructive-", "content-", "message-")
         ) or code in {
             "proposal-malformed",
             "no-files",
@@ -842,6 +866,9 @@ def test_profile_check_groups_name_real_rules_and_never_safety_ones() -> None:
             "unseen-file-rewritten",
             "unchanged-file",
             "uncommitted-changes",
+            "commit-message-length",  # the proposal model's bounds: publishing needs them
+            "pr-title-length",
+            "pr-body-length",
         }, code
     # the README's group table is the same as the code's
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -173,7 +173,7 @@ def test_sync_while_github_is_unreachable_is_8(
         f'[github]\nrepo = "acme/widgets"\napi_url = "http://127.0.0.1:{port}"\ntimeout = 5\n'
     )
     monkeypatch.setenv("AGENT_TUI_CONFIG", str(config))
-    monkeypatch.setenv("GH_TOKEN", "ghp_" + "0" * 36)
+    monkeypatch.setenv("GH_ENTERPRISE_TOKEN", "ghp_" + "0" * 36)
     capsys.readouterr()
     assert demo.sync("--json") == QUEUED
     [result] = json.loads(capsys.readouterr().out)

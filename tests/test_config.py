@@ -14,6 +14,7 @@ from engine.config import (
 )
 from engine.errors import ConfigError, UnknownProfileError
 from engine.resources import bundled_models_toml
+from tests.conftest import trust_repo_config
 
 
 def write(path: Path, text: str) -> Path:
@@ -78,6 +79,10 @@ branch_prefix = "repo/"
     )
     sub = git_repo / "sub" / "dir"
     sub.mkdir(parents=True)
+    untrusted = load_config(sub, user_config=user)  # the repo's server profile needs trust
+    assert untrusted.default_model == "mine" and "repo-model" not in untrusted.models
+    assert untrusted.publish.branch_prefix == "repo/"  # harmless: applies at once
+    trust_repo_config(git_repo)
     cfg = load_config(sub, user_config=user)
     assert cfg.default_model == "repo-model"
     assert set(cfg.models) == {"gemma3-270m", "mine", "repo-model"}

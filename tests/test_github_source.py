@@ -63,13 +63,15 @@ def test_resolve_repo_github_enterprise_and_override() -> None:
 
 def test_token_order_and_gh_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no gh CLI
+    ghe = "https://ghe.corp/api/v3"
     assert resolve_token() is None
     monkeypatch.setenv("GITHUB_TOKEN", "from-github-token")
     assert resolve_token() == Token("from-github-token", "GITHUB_TOKEN")
     monkeypatch.setenv("GH_TOKEN", "from-gh-token")
     assert resolve_token().source == "GH_TOKEN"  # type: ignore[union-attr]
     monkeypatch.setenv("GH_ENTERPRISE_TOKEN", "from-enterprise")
-    assert resolve_token("ghe.corp").value == "from-enterprise"  # type: ignore[union-attr]
+    token = resolve_token(ghe, configured_api_url=ghe)
+    assert token == Token("from-enterprise", "GH_ENTERPRISE_TOKEN")
     assert "from-gh-token" not in repr(resolve_token())
     for var in ("GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN"):
         monkeypatch.delenv(var)
@@ -78,7 +80,7 @@ def test_token_order_and_gh_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     log = tmp_path / "gh.args"
     script.write_text(f'#!/bin/sh\necho "$@" > {log}\necho gho_fromcli\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    token = resolve_token("ghe.corp")
+    token = resolve_token(ghe, configured_api_url=ghe)
     assert token == Token("gho_fromcli", "gh auth token")
     assert log.read_text().split() == ["auth", "token", "--hostname", "ghe.corp"]
     assert resolve_token(use_gh=False) is None
@@ -245,7 +247,7 @@ def test_corrupt_cache_is_replaced(github_fake: FakeGitHub, tmp_path: Path) -> N
 def _connected(git_repo: Path, fake: FakeGitHub, tmp_path: Path, mp: pytest.MonkeyPatch) -> None:
     fake.connect_repo(git_repo, push=False)
     mp.setenv("AGENT_TUI_CONFIG", str(fake.write_config(tmp_path / "config.toml")))
-    mp.setenv("GH_TOKEN", FAKE_TOKEN)
+    mp.setenv("GH_ENTERPRISE_TOKEN", FAKE_TOKEN)
     mp.setenv("PATH", os.path.dirname(git_path()))  # git only: no gh CLI
 
 
@@ -266,7 +268,7 @@ def test_registry_picks_github_or_local(
     source = issue_source_for(git_repo, load_config(git_repo))
     assert isinstance(source, GitHubIssueSource)
     assert source.repo == GitHubRepo("acme", "widgets", github_fake.api_url)
-    assert source.token is not None and source.token.source == "GH_TOKEN"
+    assert source.token is not None and source.token.source == "GH_ENTERPRISE_TOKEN"
     assert cache_path(git_repo).is_relative_to(git_repo / ".git")
     git(git_repo, "remote", "set-url", "origin", "/srv/elsewhere.git")
     config = load_config(git_repo)

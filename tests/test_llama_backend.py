@@ -48,6 +48,7 @@ from engine.events import (
     Truncated,
 )
 from engine.models import BRANCH_SUFFIX_PATTERN, PATH_PATTERN, ChangeProposal, proposal_json_schema
+from tests.conftest import trust_repo_config
 
 pytestmark = pytest.mark.model
 
@@ -496,6 +497,7 @@ def test_generate_command_exit_codes_and_output(
         f'model_path = "{embedded_model_path}"\nchat_format = "gemma"\nn_ctx = 1024\n'
         "max_tokens = 96\nn_threads = 1\n"
     )
+    trust_repo_config(git_repo)  # a model file needs trust
     prompt = git_repo / "prompt.json"
     prompt.write_text(json.dumps(ask(ISSUES[0]).messages))
     try:

@@ -81,7 +81,7 @@ def project(
     github_fake.connect_repo(git_repo)
     config = github_fake.write_config(tmp_path / "config.toml", labels=["agent-tui"])
     monkeypatch.setenv("AGENT_TUI_CONFIG", str(config))
-    monkeypatch.setenv("GH_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("GH_ENTERPRISE_TOKEN", FAKE_TOKEN)
     github_fake.add_issue("Add a health endpoint", labels=["api"])
     return Project(git_repo, github_fake, config)
 
@@ -151,7 +151,7 @@ def test_publish_dirty_tree_untouched_pr_opened(
     plan = project.plan(draft=True)
     assert plan.ready, plan.errors
     assert (plan.branch, plan.base, plan.remote) == ("agent/1-health-endpoint", "main", "origin")
-    assert plan.labels == ["agent-tui"] and plan.token_source == "GH_TOKEN"
+    assert plan.labels == ["agent-tui"] and plan.token_source == "GH_ENTERPRISE_TOKEN"
     assert "Closes #1" in plan.body and any("Closes #1" in w for w in plan.warnings)
 
     result = execute(plan, progress=steps.append)
@@ -612,7 +612,7 @@ def test_no_github_remote_pushes_and_queues_pr_until_configured(
     assert git(github_fake.bare_path, "rev-parse", plan.branch).strip() == result.head_sha
 
     config_path.write_text(f"[github]\napi_url = '{github_fake.api_url}'\nrepo = 'acme/widgets'\n")
-    monkeypatch.setenv("GH_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("GH_ENTERPRISE_TOKEN", FAKE_TOKEN)
     (done,) = sync(git_repo, load_config(git_repo))
     assert done.published and len(github_fake.open_pulls(plan.branch)) == 1
 

@@ -169,7 +169,7 @@ async def test_cached_github_issues_stay_usable_offline(
     for n in range(3):
         github_fake.add_issue(f"Issue number {n + 1}", "body", labels=["bug"])
     monkeypatch.setenv("AGENT_TUI_CONFIG", str(github_fake.write_config(tmp_path / "c.toml")))
-    monkeypatch.setenv("GH_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("GH_ENTERPRISE_TOKEN", FAKE_TOKEN)
     app = AgentTuiApp(repo, load_config(repo))
     async with app.run_test(size=(80, 24)) as pilot:
         await app.workers.wait_for_complete()

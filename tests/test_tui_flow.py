@@ -115,7 +115,7 @@ def github_repo(
     config = tmp_path / "config.toml"
     config.write_text(model_profile_toml(embedded_model_path) + "\n" + github_fake.config_toml())
     monkeypatch.setenv("AGENT_TUI_CONFIG", str(config))
-    monkeypatch.setenv("GH_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("GH_ENTERPRISE_TOKEN", FAKE_TOKEN)
     return repo
 
 

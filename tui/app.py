@@ -32,6 +32,7 @@ from engine.forge.base import IssueSource
 # compose, so the two serialise and the first paint came ~0.3 s later (bench/tui_bench.py).
 from engine.forge.registry import issue_source_for  # noqa: F401
 from engine.session import ModelHost, Workspace
+from engine.textsafe import safe
 from tui.messages import ModelLoaded, ModelLoadStarted, WorkerFailed
 from tui.screens.error import ErrorModal
 from tui.widgets.status_bar import StatusBar
@@ -183,6 +184,16 @@ class AgentTuiApp(App[int]):
                     hint="fix the [tui] keymap table of your config; those entries are ignored",
                     title="Key map error",
                 )
+            )
+        untrusted = self.config.untrusted_message()
+        if untrusted:  # untrusted text: never markup
+            self.notify(
+                safe(untrusted)
+                + "\nQuit and run `agent-tui trust` in the repository to apply them.",
+                title="Repository config not trusted",
+                severity="warning",
+                timeout=30,
+                markup=False,
             )
         if self.config.tui.preload_model:
             self.load_model()

@@ -56,6 +56,7 @@ from engine.events import (
     PromptTruncated,
     TokensGenerated,
 )
+from engine.redact import register
 from engine.stream import ProposalStream, partial_parse
 
 #: What servers answer when the prompt does not fit: vLLM/SGLang ("maximum context length is
@@ -217,6 +218,7 @@ class OpenAICompatBackend(Backend):
                 hint=f"export {var}=<your key> before starting agent-tui",
                 title="API key missing",
             )
+        register(key)  # whatever the variable is called, the server's errors never show it
         return key
 
     def _headers(self) -> dict[str, str]:

@@ -19,6 +19,7 @@ from types import ModuleType
 from engine import __version__
 from engine.cli.exitcodes import ERROR, INTERRUPTED, OK
 from engine.errors import AgentTuiError
+from engine.textsafe import safe_std_streams
 
 
 def command_modules() -> list[ModuleType]:
@@ -47,15 +48,29 @@ def build_parser(
     parser.add_argument("--version", action="version", version=f"agent-tui {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     entries = [(m.NAME, m.HELP, m.add_arguments, m.run) for m in command_modules()]
+    headless = {m.NAME for m in command_modules()}
     for name, help_text, add_arguments, run in sorted([*entries, *extra], key=lambda e: e[0]):
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
-        p.set_defaults(_run=run)
+        # headless commands print through the sanitiser; the TUI owns its terminal
+        p.set_defaults(_run=run, _safe_output=name in headless)
     return parser
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    """Run the chosen command; expected failures print a titled message, not a traceback."""
+    """Run the chosen command; expected failures print a titled message, not a traceback.
+
+    A headless command's output goes through :class:`engine.textsafe.SafeStream`: the
+    control characters of untrusted text (issue titles, server messages, paths) are shown
+    escaped, never obeyed by the terminal.
+    """
+    if getattr(args, "_safe_output", False):
+        with safe_std_streams():
+            return _dispatch(args)
+    return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args))
     except AgentTuiError as exc:
@@ -63,6 +78,14 @@ def dispatch(args: argparse.Namespace) -> int:
         if getattr(args, "json", False):  # a script reading stdout still gets one JSON object
             error = {"title": exc.title, "message": exc.message, "hint": exc.hint}
             print(json.dumps({"ok": False, "error": error}, indent=2))
+        return ERROR
+    except (RecursionError, OverflowError, UnicodeError) as exc:
+        # bad input no parser foresaw (a nested document, a huge number, a lone surrogate):
+        # a message and a status, never a traceback; the --json reader still gets JSON
+        error = {"title": "Invalid input", "message": f"{type(exc).__name__}: {exc}"[:500]}
+        print(f"{error['title']}: {error['message']}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "error": {**error, "hint": ""}}, indent=2))
         return ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

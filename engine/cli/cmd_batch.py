@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from engine.batch import PUBLISH_MODES, BatchOptions, BatchProgress, BatchSummary, run_batch
-from engine.cli.common import add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import CANCELLED, FAILED_CHECK, INTERRUPTED, OK, QUEUED
 from engine.context import repo_root
 from engine.errors import ConfigError
@@ -37,8 +37,8 @@ def _issue_list(text: str) -> list[int]:
             raise argparse.ArgumentTypeError(
                 f"{part!r} is not an issue number (expected e.g. 3,5,8)"
             ) from None
-        if value < 1:
-            raise argparse.ArgumentTypeError("issue numbers are 1 or more")
+        if not 1 <= value <= MAX_NUMBER:
+            raise argparse.ArgumentTypeError(f"issue numbers are 1 to {MAX_NUMBER}")
         numbers.append(value)
     if not numbers:
         raise argparse.ArgumentTypeError("name at least one issue, e.g. 3,5,8")
@@ -52,6 +52,8 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
+    if value > MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
     return value
 
 

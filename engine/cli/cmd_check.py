@@ -22,7 +22,7 @@ from engine.checks import (
     proposal_to_data,
     run_checks,
 )
-from engine.cli.common import add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import FAILED_CHECK, OK
 from engine.diff import RepoBase, diff_proposal
 from engine.errors import ConfigError
@@ -39,6 +39,8 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an issue number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("the issue number must be 1 or more")
+    if value > MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
     return value
 
 

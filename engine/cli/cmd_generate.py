@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.backends import Backend, GenerationRequest, get_backend
-from engine.cli.common import add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, INVALID, LOOPING, OK, TRUNCATED
 from engine.errors import ConfigError
 from engine.events import (
@@ -60,6 +60,8 @@ def _issue_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an issue number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("the issue number must be 1 or more")
+    if value > MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
     return value
 
 

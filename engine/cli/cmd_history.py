@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.cli.common import add_json_argument, add_repo_argument, repo_dir
+from engine.cli.common import add_json_argument, add_repo_argument, positive_int, repo_dir
 from engine.cli.exitcodes import OK
 from engine.errors import AgentTuiError
 from engine.gitops import toplevel
 from engine.store import OUTCOMES, Store
+from engine.textsafe import safe
 
 NAME = "history"
 HELP = "list past generations and their outcome; --jobs lists the publish outbox"
@@ -24,10 +25,14 @@ HELP = "list past generations and their outcome; --jobs lists the publish outbox
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_repo_argument(parser)
     add_json_argument(parser)
-    parser.add_argument("--issue", type=int, metavar="N", help="only generations for issue N")
+    parser.add_argument(
+        "--issue", type=positive_int, metavar="N", help="only generations for issue N"
+    )
     parser.add_argument("--outcome", choices=OUTCOMES, help="only generations with this outcome")
-    parser.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (50)")
-    parser.add_argument("--show", type=int, metavar="ID", help="one generation in full")
+    parser.add_argument(
+        "--limit", type=positive_int, default=50, metavar="N", help="at most N (50)"
+    )
+    parser.add_argument("--show", type=positive_int, metavar="ID", help="one generation in full")
     parser.add_argument("--jobs", action="store_true", help="list the publish jobs instead")
 
 
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             where = j.pr_url or j.last_error or ""
             print(
                 f"job {j.id:<4} {j.created_at} #{j.issue_number:<5} {j.status:<9} "
-                f"{j.state:<9} {j.branch}  {where}"
+                f"{j.state:<9} {safe(j.branch)}  {safe(where)}"
             )
         if not jobs:
             print("no publish jobs")
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{r.id:<5} {r.created_at} #{r.issue_number or '-':<5} {r.outcome:<10} "
             f"{r.model_profile or '-'}/{r.prompt_profile or '-'} "
-            f"{errors} err  {title}" + (f"  — {extra}" if extra else "")
+            f"{errors} err  {safe(title)}" + (f"  — {safe(extra)}" if extra else "")
         )
     if not records:
         print("no generations recorded yet")

@@ -19,6 +19,7 @@ from engine.forge.base import RefreshResult
 from engine.forge.github import GitHubIssueSource
 from engine.forge.registry import issue_source_for
 from engine.models import Issue
+from engine.textsafe import safe
 
 NAME = "issues"
 HELP = "list open issues (GitHub, cached for offline use; or .agent-tui/issues/*.md)"
@@ -46,12 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _row(issue: Issue) -> str:
-    labels = f" [{', '.join(issue.labels)}]" if issue.labels else ""
-    who = f" @{', @'.join(issue.assignees)}" if issue.assignees else ""
-    mile = f" ({issue.milestone})" if issue.milestone else ""
+    # every field is anyone's input on GitHub: one line each, control characters shown
+    labels = f" [{safe(', '.join(issue.labels))}]" if issue.labels else ""
+    who = f" @{safe(', @'.join(issue.assignees))}" if issue.assignees else ""
+    mile = f" ({safe(issue.milestone)})" if issue.milestone else ""
     when = issue.updated_at.strftime("%Y-%m-%d") if issue.updated_at else "          "
     comments = f"{issue.comments:>3}c" if issue.comments else "    "
-    return f"#{issue.number:<5} {when} {comments} {issue.title}{labels}{who}{mile}"
+    return f"#{issue.number:<5} {when} {comments} {safe(issue.title)}{labels}{who}{mile}"
 
 
 def run(args: argparse.Namespace) -> int:

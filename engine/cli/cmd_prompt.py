@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from engine.backends import get_backend
-from engine.cli.common import add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.common import add_json_argument, add_repo_argument, load, positive_int, repo_dir
 from engine.cli.exitcodes import OK
 from engine.context import ContextResult, build_context, repo_root
 from engine.errors import ConfigError, RepoError
@@ -23,7 +23,9 @@ HELP = "show the exact messages for an issue, their token counts and what was le
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("issue", nargs="?", type=int, metavar="ISSUE", help="the issue number")
+    parser.add_argument(
+        "issue", nargs="?", type=positive_int, metavar="ISSUE", help="the issue number"
+    )
     parser.add_argument(
         "--prompt-profile",
         dest="prompt_profile",

@@ -21,7 +21,7 @@ from engine.checks import (
     load_proposal_file,
     run_checks,
 )
-from engine.cli.common import add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, OK, QUEUED
 from engine.errors import PublishError
 from engine.gitops import toplevel
@@ -49,6 +49,8 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
+    if value > MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
     return value
 
 

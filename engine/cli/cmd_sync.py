@@ -15,6 +15,7 @@ import sys
 from engine.cli.common import add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import ERROR, OK, QUEUED
 from engine.publish import PublishProgress, sync
+from engine.textsafe import safe
 
 NAME = "sync"
 HELP = "retry the publish jobs waiting in the outbox (push, pull request, labels)"
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         print("the outbox is empty: nothing to sync")
     for r in results:
         if not args.json:
-            print(f"job {r.job_id} #{r.issue} {r.branch}: {r.status} — {r.message}")
+            print(f"job {r.job_id} #{r.issue} {safe(r.branch)}: {r.status} — {r.message}")
     if any(r.status == "failed" for r in results):
         return ERROR
     if any(r.status == "pending" for r in results):

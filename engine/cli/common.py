@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from engine.config import AppConfig, load_config
 from engine.errors import ConfigError
+from engine.textsafe import safe
+
+#: the largest number a command accepts (an issue, an id): SQLite's integer
+MAX_NUMBER = 2**63 - 1
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number from 1 to :data:`MAX_NUMBER`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value <= MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"{text} is not between 1 and {MAX_NUMBER}")
+    return value
 
 
 def add_repo_argument(parser: argparse.ArgumentParser) -> None:
@@ -38,5 +54,13 @@ def repo_dir(args: argparse.Namespace) -> Path:
 
 
 def load(args: argparse.Namespace) -> AppConfig:
-    """The configuration as seen from the command's repository."""
-    return load_config(repo_dir(args))
+    """The configuration as seen from the command's repository.
+
+    An untrusted repository config whose sensitive settings were ignored is said once, on
+    stderr (stdout stays clean for ``--json``).
+    """
+    config = load_config(repo_dir(args))
+    note = config.untrusted_message()
+    if note:
+        print(f"warning: {safe(note)}", file=sys.stderr)
+    return config

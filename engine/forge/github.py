@@ -11,14 +11,17 @@ rate-limit reset time when GitHub says the limit is spent. A request that never 
 is a :class:`GitHubError` with ``status=None`` (``network``): the issue list then falls back
 to the cache, and publishing queues its job in the outbox.
 
-The token is read from ``GH_TOKEN``, ``GITHUB_TOKEN`` (``GH_ENTERPRISE_TOKEN`` first for an
-Enterprise host) or ``gh auth token``; it lives only in the client's request headers and is
-never put in a message, a log or the cache. Without one, reads are anonymous (and we say so).
+Credentials follow their host, as ``gh`` does: ``GH_TOKEN``/``GITHUB_TOKEN`` (or ``gh auth
+token``) go to api.github.com only; an Enterprise host the user's own config names gets
+``GH_ENTERPRISE_TOKEN``/``GITHUB_ENTERPRISE_TOKEN`` (or ``gh auth token --hostname``); plain
+http gets a token only on loopback. The token lives only in the client's request headers and
+is never put in a message, a log or the cache. Without one, reads are anonymous (and we say so).
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import os
 import re
@@ -36,6 +39,7 @@ from engine.errors import GitHubError, IssueNotFoundError
 from engine.forge.base import IssueSource, RefreshResult
 from engine.forge.cache import IssueCache
 from engine.models import Issue, IssueComment
+from engine.redact import register
 
 log = logging.getLogger(__name__)
 
@@ -182,23 +186,81 @@ ANONYMOUS_NOTE = (
 )
 
 
-def resolve_token(host: str = "github.com", *, use_gh: bool = True) -> Token | None:
-    """The GitHub token to use for ``host``, or None (anonymous).
+#: the variables that hold a token for github.com (never sent anywhere else)
+GITHUB_COM_TOKEN_VARS = ("GH_TOKEN", "GITHUB_TOKEN")
+#: the variables that hold a token for a GitHub Enterprise host the user configured
+ENTERPRISE_TOKEN_VARS = ("GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN")
+#: every variable agent-tui reads a GitHub token from
+TOKEN_VARS = (*GITHUB_COM_TOKEN_VARS, *ENTERPRISE_TOKEN_VARS)
 
-    Order: ``GH_TOKEN``, ``GITHUB_TOKEN`` (for an Enterprise host ``GH_ENTERPRISE_TOKEN`` and
-    ``GITHUB_ENTERPRISE_TOKEN`` first), then ``gh auth token --hostname HOST`` when the gh CLI
-    is installed.
+
+def is_loopback(host: str) -> bool:
+    """``host`` (no port) is this machine: ``localhost``, 127.0.0.0/8 or ``::1``."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def token_host(api_url: str, configured_api_url: str = DEFAULT_API_URL) -> str | None:
+    """The host a token may be sent to for ``api_url``, or None when no token may go there.
+
+    The rules are ``gh``'s: a github.com token goes to ``https://api.github.com`` only; any
+    other host is a GitHub Enterprise server and gets a token only when it is the host of
+    ``configured_api_url`` (the user's own, trusted ``[github] api_url``); and no token is
+    ever sent over plain http except to a loopback address.
 
     Args:
-        host: the GitHub web host (``github.com`` or an Enterprise host).
+        api_url: where the request goes.
+        configured_api_url: the ``[github] api_url`` of the trusted configuration layers.
+
+    Returns:
+        ``github.com``, the Enterprise ``host[:port]``, or None.
+    """
+    parts = urlsplit(api_url)
+    host = api_host(api_url)
+    if not host or parts.scheme not in ("http", "https"):
+        return None
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+        return None
+    if host == "github.com":
+        return host if parts.scheme == "https" else None
+    configured = urlsplit(configured_api_url)
+    if (configured.scheme, api_host(configured_api_url)) != (parts.scheme, host):
+        return None
+    return host
+
+
+def resolve_token(
+    api_url: str = DEFAULT_API_URL,
+    *,
+    configured_api_url: str = DEFAULT_API_URL,
+    use_gh: bool = True,
+) -> Token | None:
+    """The GitHub token to send to ``api_url``, or None (anonymous).
+
+    For ``https://api.github.com``: ``GH_TOKEN``, ``GITHUB_TOKEN``, then ``gh auth token``.
+    For a GitHub Enterprise host that the user's configuration names (see :func:`token_host`):
+    ``GH_ENTERPRISE_TOKEN``, ``GITHUB_ENTERPRISE_TOKEN``, then ``gh auth token --hostname
+    HOST``. Anything else (a host a repository's config chose, plain http to another
+    machine) gets no token at all.
+
+    Args:
+        api_url: the REST API base the token would be sent to.
+        configured_api_url: the trusted ``[github] api_url``.
         use_gh: ask the gh CLI as a last resort.
     """
-    names = ["GH_TOKEN", "GITHUB_TOKEN"]
-    if host != "github.com":
-        names = ["GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN", *names]
+    host = token_host(api_url, configured_api_url)
+    if host is None:
+        return None
+    names = GITHUB_COM_TOKEN_VARS if host == "github.com" else ENTERPRISE_TOKEN_VARS
     for name in names:
         value = os.environ.get(name, "").strip()
         if value:
+            register(value)
             return Token(value, name)
     gh = shutil.which("gh") if use_gh else None
     if gh:
@@ -214,6 +276,7 @@ def resolve_token(host: str = "github.com", *, use_gh: bool = True) -> Token | N
             return None
         value = proc.stdout.strip()
         if proc.returncode == 0 and value and "\n" not in value:
+            register(value)  # not in the environment: every redaction must still know it
             return Token(value, "gh auth token")
     return None
 

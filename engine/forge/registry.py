@@ -17,7 +17,7 @@ from engine import gitops
 from engine.config import AppConfig
 from engine.errors import ConfigError
 from engine.forge.base import IssueSource
-from engine.forge.github import GitHubIssueSource, GitHubRepo, api_host, resolve_repo, resolve_token
+from engine.forge.github import GitHubIssueSource, GitHubRepo, resolve_repo, resolve_token
 from engine.forge.local import LocalIssueSource
 
 CACHE_FILE = "issues.sqlite"
@@ -65,7 +65,7 @@ def issue_source_for(repo_dir: Path, config: AppConfig, *, use_gh_cli: bool = Tr
                 hint='set [github] repo = "owner/name" (and api_url for GitHub Enterprise)',
             )
         return LocalIssueSource(repo_dir)
-    token = resolve_token(api_host(repo.api_url), use_gh=use_gh_cli)
+    token = resolve_token(repo.api_url, configured_api_url=config.github.api_url, use_gh=use_gh_cli)
     return GitHubIssueSource(
         repo, cache_path(repo_dir), token, timeout=config.github.timeout, retries=1
     )

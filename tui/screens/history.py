@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
+from engine.textsafe import safe
 from tui.messages import HistoryLoaded
 from tui.screens.base import AgentScreen
 from tui.widgets.status_bar import StatusBar
@@ -70,14 +71,14 @@ class HistoryScreen(AgentScreen):
         for e in entries:
             detail = e.pr_url or e.detail or ""
             issue = f"#{e.issue_number} {e.issue_title}" if e.issue_number else e.issue_title
-            history.add_row(
+            history.add_row(  # Text: titles, names and errors are never markup
                 str(e.id),
                 _when(e.created_at),
-                issue,
-                e.model_profile,
-                e.prompt_profile,
+                Text(safe(issue)),
+                Text(safe(e.model_profile)),
+                Text(safe(e.prompt_profile)),
                 e.outcome,
-                detail,
+                Text(safe(detail)),
             )
         self.query_one("#history-title", Static).update(f"Generations ({len(entries)})")
         outbox = self.query_one("#outbox", DataTable)
@@ -86,10 +87,10 @@ class HistoryScreen(AgentScreen):
             outbox.add_row(
                 str(j.id),
                 f"#{j.issue_number}",
-                Text(j.branch),
+                Text(safe(j.branch)),
                 j.state,
                 j.status,
-                Text(j.last_error),
+                Text(safe(j.last_error)),
             )
         title = f"Outbox ({len(jobs)} pending or failed; `agent-tui sync` retries them)"
         self.query_one("#outbox-title", Static).update(title)

@@ -19,6 +19,7 @@ from textual.widgets import Footer, Markdown, Static
 from engine.errors import AgentTuiError
 from engine.models import Issue, IssueComment
 from engine.session import IssueRun
+from engine.textsafe import safe
 from tui.messages import ContextBuilt, IssueCommentsLoaded, ModelLoaded, ModelLoadStarted
 from tui.screens.base import AgentScreen
 from tui.widgets.context_panel import ContextPanel
@@ -59,14 +60,14 @@ class IssueScreen(AgentScreen):
     def compose(self) -> ComposeResult:
         issue = self.issue
         yield StatusBar(id="status")
-        head = Text.assemble((f"#{issue.number} ", "bold"), (issue.title, "bold"))
+        head = Text.assemble((f"#{issue.number} ", "bold"), (safe(issue.title), "bold"))
         meta = [issue.source]
         if issue.updated_at:
             meta.append(f"updated {issue.updated_at:%Y-%m-%d}")
         if issue.comments:
             meta.append(f"{issue.comments} comments")
         if issue.labels:
-            meta.append("labels: " + ", ".join(issue.labels))
+            meta.append("labels: " + safe(", ".join(issue.labels)))
         head.append("\n" + " · ".join(meta), style="dim")
         yield Static(head, id="issue-head")
         with Horizontal(id="issue-main"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -17,6 +18,7 @@ from textual.widgets import Footer, Input, Static
 
 from engine.issuefilter import SORT_KEYS, IssueFilter, SortKey, sort_issues
 from engine.models import Issue
+from engine.textsafe import safe
 from tui.messages import IssuesLoaded, IssuesRefreshed
 from tui.screens.base import AgentScreen
 from tui.widgets.issue_table import IssueTable
@@ -101,7 +103,12 @@ class IssuesScreen(AgentScreen):
         if result.refreshed_at is not None:
             self.refresh_note = f"refreshed {result.refreshed_at.astimezone():%Y-%m-%d %H:%M}"
         if result.offline and result.message:
-            self.notify(result.message, title="Offline: showing cached issues", severity="warning")
+            self.notify(
+                safe(result.message),
+                title="Offline: showing cached issues",
+                severity="warning",
+                markup=False,
+            )
         self._show(message.issues)
 
     # -- display ---------------------------------------------------------------------------
@@ -138,7 +145,7 @@ class IssuesScreen(AgentScreen):
                 )
             else:
                 text = f"no open {self.source_name} issues (r refreshes)"
-        self.query_one("#summary", Static).update(text, layout=False)  # one fixed line
+        self.query_one("#summary", Static).update(Text(safe(text)), layout=False)  # one line
 
     def apply_filter(self, text: str) -> int:
         """Filter the table by ``text``; returns how many issues match."""

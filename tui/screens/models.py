@@ -98,7 +98,7 @@ class ModelsScreen(AgentScreen):
             status, detail = self.status.get(name, ("info", "checking…" if self.run_doctor else ""))
             table.add_row(
                 active,
-                name,
+                Text(name),  # names come from config files, maybe the repository's: no markup
                 profile.backend,
                 Text(status, style=STATUS_STYLE.get(status, "")),
                 Text(detail if status != "ok" else (profile.description or _model_of(profile))),
@@ -116,7 +116,7 @@ class ModelsScreen(AgentScreen):
         profiles, errors = discover_profiles(self.workspace.repo)
         for p in profiles:
             active = "●" if p.name == self.workspace.prompt_name else ""
-            table.add_row(active, p.name, p.origin, Text(p.description), key=p.name)
+            table.add_row(active, Text(p.name), p.origin, Text(p.description), key=p.name)
         for err in errors:
             table.add_row("", Text("broken", style="bold red"), "", Text(err.message))
         if row:
@@ -151,13 +151,15 @@ class ModelsScreen(AgentScreen):
             if name:
                 self.workspace.prompt_name = name
                 self._fill_prompts()
-                self.notify(f"prompt profile: {name}", timeout=3)
+                self.notify(f"prompt profile: {name}", timeout=3, markup=False)
             return
         name = self._selected("models")
         if name:
             self.app.set_model(name)  # type: ignore[attr-defined]
             self._fill_models()
-            self.notify(f"model: {name} (loads when first needed; l loads it now)", timeout=4)
+            self.notify(
+                f"model: {name} (loads when first needed; l loads it now)", timeout=4, markup=False
+            )
 
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:

@@ -22,6 +22,7 @@ from textual.containers import Horizontal
 from textual.widgets import Footer, OptionList, Static
 
 from engine.session import IssueRun, Review
+from engine.textsafe import safe
 from tui.messages import ChecksCompleted
 from tui.screens.base import AgentScreen
 from tui.widgets.diff_view import DiffView
@@ -150,7 +151,7 @@ class PreviewScreen(AgentScreen):
 
     def _after_publish(self, result: Any) -> None:
         if result is not None:
-            self.notify(str(result), title="Published", timeout=8)
+            self.notify(safe(str(result)), title="Published", timeout=8, markup=False)
 
     def action_edit_file(self) -> None:
         from tui.screens.edit_file import EditFileScreen
@@ -189,7 +190,7 @@ class PreviewScreen(AgentScreen):
         path = self.query_one(FileList).current_path
         if path is not None:
             self.change("drop_file", path=path)
-            self.notify(f"dropped {path} from the proposal", timeout=3)
+            self.notify(f"dropped {safe(path)} from the proposal", timeout=3, markup=False)
 
     def action_edit_details(self) -> None:
         from tui.screens.details import DetailsModal

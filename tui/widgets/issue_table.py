@@ -24,6 +24,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from engine.models import Issue
+from engine.textsafe import safe
 
 
 def _fit(text: str, width: int) -> str:
@@ -204,8 +205,8 @@ class IssueTable(ScrollView, can_focus=True):
         if index != self.cursor:
             labels_style = style + self._style("issue-table--labels")
         segments = [
-            Segment(f"{_fit('#' + str(issue.number), n)} {_fit(issue.title, t)} ", style),
-            Segment(_fit(", ".join(issue.labels), lab), labels_style),
+            Segment(f"{_fit('#' + str(issue.number), n)} {_fit(safe(issue.title), t)} ", style),
+            Segment(_fit(safe(", ".join(issue.labels)), lab), labels_style),
             Segment(f" {_fit(_updated(issue), upd)} {str(issue.comments).rjust(com)}", style),
         ]
         used = n + t + lab + upd + com + 4

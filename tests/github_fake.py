@@ -71,9 +71,17 @@ class _Failure:
     status: int
     method: str | None
     path: re.Pattern[str] | None
-    body: dict[str, Any]
+    body: Any
     headers: dict[str, str]
     times: int
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """An answer body sent as is (not JSON), with its content type."""
+
+    payload: bytes
+    content_type: str
 
 
 @dataclass
@@ -94,6 +102,11 @@ class FakeGitHub:
     """Issues AND pull requests by number (GitHub shares the sequence)."""
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    drafts_supported: bool = True
+    """False: creating a draft pull request answers 422 "Draft pull requests are not supported
+    in this repository." (private repositories on GitHub Free)."""
+    forks: list[str] = field(default_factory=list)
+    """Names of forks owned by ``owner`` (``add_fork``); their branches can be a PR's head."""
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -189,6 +202,19 @@ class FakeGitHub:
                 f"refs/remotes/{remote}/{branch}",
             )
 
+    def add_fork(self, name: str) -> str:
+        """A fork of the repository owned by the same owner (``owner/name``); its git URL.
+
+        Its bare repository starts as a copy of the base one, like GitHub's fork button.
+        """
+        if self.git_root is None:
+            raise RuntimeError("FakeGitHub(git_root=...) is needed for git")
+        bare = self.git_root / self.owner / f"{name}.git"
+        _git(self.git_root / self.owner, "clone", "-q", "--bare", str(self.bare_path), bare.name)
+        with self._lock:
+            self.forks.append(name)
+        return f"{self.url}/{self.owner}/{name}.git"
+
     def config_toml(self, **publish: Any) -> str:
         """A config file's text pointing ``[github]`` at the fake (plus ``[publish]`` keys)."""
         text = f'[github]\napi_url = "{self.api_url}"\ntimeout = 5\n'
@@ -244,9 +270,9 @@ class FakeGitHub:
             "description": None,
         }
 
-    def repo_json(self) -> dict[str, Any]:
-        """``GET /repos/{owner}/{repo}``."""
-        full = f"{self.owner}/{self.repo}"
+    def repo_json(self, name: str | None = None) -> dict[str, Any]:
+        """``GET /repos/{owner}/{repo}`` (or the same owner's fork ``name``)."""
+        full = f"{self.owner}/{name or self.repo}"
         return {
             "id": 4242,
             "node_id": "R_kgDO",
@@ -438,6 +464,62 @@ class FakeGitHub:
             times=times,
         )
 
+    def secondary_rate_limit(
+        self,
+        *,
+        status: int = 403,
+        retry_after: int | str = 60,
+        message: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer like GitHub's secondary rate limit: 403 or 429 with ``Retry-After``.
+
+        The primary limit is not spent (``X-RateLimit-Remaining`` stays high and
+        ``X-RateLimit-Reset`` is an hour away), so only ``Retry-After`` says when to retry.
+        ``message`` may lack the words "rate limit" (a 429 is one anyway).
+        """
+        self.fail(
+            status,
+            method=method,
+            path=path,
+            message=message
+            or "You have exceeded a secondary rate limit. Please wait a few minutes before you "
+            "try again. If you reach out to GitHub Support for help, please include the "
+            "request ID FAKE:1.",
+            headers={"Retry-After": str(retry_after)},
+            times=times,
+        )
+
+    def answer_html(
+        self,
+        *,
+        method: str | None = "GET",
+        path: str | None = None,
+        status: int = 200,
+        times: int = 1,
+    ) -> None:
+        """Answer the next matching request(s) with an HTML login page and a 200.
+
+        What a captive portal or an SSO proxy in front of GitHub Enterprise does.
+        """
+        page = (
+            b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head>"
+            b"<body><form action='/login'><input name='user'></form></body></html>"
+        )
+        with self._lock:
+            self._failures.append(
+                _Failure(
+                    status,
+                    method.upper() if method else None,
+                    re.compile(path) if path else None,
+                    RawBody(page, "text/html; charset=utf-8"),
+                    {},
+                    times,
+                )
+            )
+
     def _take_failure(self, method: str, path: str) -> _Failure | None:
         with self._lock:
             for failure in self._failures:
@@ -602,21 +684,31 @@ class FakeGitHub:
             return 422, _error(detail, doc=doc), {}
         if not body.get("title"):
             return 422, _error("Validation Failed", errors=[_missing("title")], doc=doc), {}
+        if body.get("draft") and not self.drafts_supported:
+            msg = "Draft pull requests are not supported in this repository."
+            return 422, _error(msg, doc=doc), {}
         head: str = body["head"]
         head_owner, _, head_ref = head.rpartition(":")
         head_owner = head_owner or self.owner
         base_ref: str = body["base"]
-        head_sha = self._ref_sha(head_ref)
+        head_name = self.repo
+        if body.get("head_repo"):
+            fork_owner, _, head_name = str(body["head_repo"]).partition("/")
+            if fork_owner != head_owner or head_name not in (self.repo, *self.forks):
+                return 422, _error("Validation Failed", errors=[_invalid("head_repo")]), {}
+        head_bare = self.bare_path.with_name(f"{head_name}.git") if self.git_root else None
+        head_sha = self._ref_sha(head_ref, head_bare)
         base_sha = self._ref_sha(base_ref)
         if self.git_root is not None and head_sha is None:
             return 422, _error("Validation Failed", errors=[_invalid("head")], doc=doc), {}
         if self.git_root is not None and base_sha is None:
             return 422, _error("Validation Failed", errors=[_invalid("base")], doc=doc), {}
         for pull in self.open_pulls(head_ref):
-            if pull["head"]["user"]["login"] == head_owner:
+            same_repo = pull["head"]["repo"]["name"] == head_name
+            if pull["head"]["user"]["login"] == head_owner and same_repo:
                 msg = f"A pull request already exists for {head_owner}:{head_ref}."
                 return 422, _error("Validation Failed", errors=[_custom(msg)], doc=doc), {}
-        if head_sha and base_sha and self._no_commits(base_sha, head_sha):
+        if head_sha and base_sha and self._no_commits(base_sha, head_sha, head_bare):
             msg = f"No commits between {base_ref} and {head_ref}"
             return 422, _error("Validation Failed", errors=[_custom(msg)], doc=doc), {}
         number = self._new_number()
@@ -653,7 +745,7 @@ class FakeGitHub:
                 "ref": head_ref,
                 "sha": head_sha or "0" * 40,
                 "user": self._user(head_owner),
-                "repo": self.repo_json(),
+                "repo": self.repo_json(head_name),
             },
             "base": {
                 "label": f"{self.owner}:{base_ref}",
@@ -701,14 +793,15 @@ class FakeGitHub:
         self.comments[number] = []
         return 201, pull, {"Location": pull["url"]}
 
-    def _ref_sha(self, ref: str) -> str | None:
-        if self.git_root is None or not self.bare_path.exists():
+    def _ref_sha(self, ref: str, bare: Path | None = None) -> str | None:
+        bare = bare or (self.bare_path if self.git_root is not None else None)
+        if bare is None or not bare.exists():
             return None
         proc = subprocess.run(
             [
                 "git",
                 "--git-dir",
-                str(self.bare_path),
+                str(bare),
                 "rev-parse",
                 "--verify",
                 "-q",
@@ -719,12 +812,12 @@ class FakeGitHub:
         )
         return proc.stdout.strip() or None
 
-    def _no_commits(self, base_sha: str, head_sha: str) -> bool:
+    def _no_commits(self, base_sha: str, head_sha: str, bare: Path | None = None) -> bool:
         proc = subprocess.run(
             [
                 "git",
                 "--git-dir",
-                str(self.bare_path),
+                str(bare or self.bare_path),
                 "rev-list",
                 "--count",
                 f"{base_sha}..{head_sha}",
@@ -872,7 +965,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "X-GitHub-Request-Id": f"FAKE:{len(fake.requests)}",
                 **extra,
             }
-            self._send(status, out, json.dumps(data).encode())
+            if isinstance(data, RawBody):
+                out["Content-Type"] = data.content_type
+                self._send(status, out, data.payload)
+            else:
+                self._send(status, out, json.dumps(data).encode())
             return
         fake.requests.append(
             RecordedRequest(self.command, split.path, {"raw": split.query}, headers, None, "git")

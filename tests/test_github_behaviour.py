@@ -1,0 +1,289 @@
+"""GitHub as it really behaves, against the loopback fake: what the happy path never shows.
+
+Draft pull requests refused by a repository, secondary rate limits (``Retry-After``), a 200
+whose body is a proxy's HTML page, a bug inside the client (not a network failure), and a
+head branch in a fork owned by the same organisation (``head_repo``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import engine.forge.github as gh
+from engine.errors import GitHubError
+from engine.forge.github import GitHubIssueSource, GitHubRepo, Token
+from engine.models import ChangeProposal
+from engine.publish import PublishProgress, build_plan, execute, outbox, sync
+from engine.store import PublishJob, Store
+from tests import test_publish
+from tests.conftest import git
+from tests.github_fake import FAKE_TOKEN, FakeGitHub
+from tests.test_publish import PROPOSAL, Project
+
+#: the publishing tests' fixture: a repository whose origin is the fake, a token, issue #1
+project = test_publish.project
+
+
+def _source(fake: FakeGitHub, tmp_path: Path) -> GitHubIssueSource:
+    repo = GitHubRepo(fake.owner, fake.repo, fake.api_url)
+    return GitHubIssueSource(repo, tmp_path / "cache.sqlite", Token(FAKE_TOKEN, "GH_TOKEN"))
+
+
+def _api(fake: FakeGitHub) -> Any:
+    """The (process-wide, cached) ghapi client the app uses for the fake."""
+    return gh._ghapi(fake.api_url, fake.owner, fake.repo, FAKE_TOKEN)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# draft pull requests refused
+
+
+def test_draft_refused_opens_ready_says_so_and_remembers_the_repository(
+    project: Project,
+) -> None:
+    fake = project.fake
+    fake.drafts_supported = False
+    plan = project.plan()
+    assert plan.draft  # [publish] draft defaults to true
+    steps: list[PublishProgress] = []
+    result = execute(plan, progress=steps.append)
+
+    assert result.published, result.message
+    (pull,) = fake.open_pulls()
+    assert pull["draft"] is False
+    posts = fake.api_requests("POST", r"/pulls$")
+    assert [r.body["draft"] for r in posts] == [True, False]  # tried as a draft, then ready
+    note = "opened ready for review: GitHub does not support draft pull requests in acme/widgets"
+    assert note in result.message
+    assert any(note in s.detail for s in steps if s.step == "pull_request")
+    assert not any(s.state == "failed" for s in steps)
+    store = Store.for_repo(project.repo)
+    (record,) = store.generations()
+    assert record.outcome == "published" and note in record.detail
+    assert store.jobs()[0].draft is False  # the job says what was opened
+
+    # remembered for this repository: the next plan says so and goes ready at once
+    other = {**PROPOSAL, "branch_suffix": "second-change"}
+    again = project.plan(proposal=other)
+    assert again.draft is False and again.drafts_unsupported
+    assert any("does not support draft pull requests in acme/widgets" in w for w in again.warnings)
+    assert "does not support drafts" in again.describe()
+    before = len(fake.api_requests("POST", r"/pulls$"))
+    second = execute(again)
+    assert second.published
+    new_posts = fake.api_requests("POST", r"/pulls$")[before:]
+    assert [r.body["draft"] for r in new_posts] == [False]
+
+
+def test_an_explicit_ready_publish_never_mentions_drafts(project: Project) -> None:
+    project.fake.drafts_supported = False
+    result = execute(project.plan(draft=False))
+    assert result.published and "draft" not in result.message
+    assert [r.body["draft"] for r in project.fake.api_requests("POST", r"/pulls$")] == [False]
+
+
+def test_a_queued_draft_job_synced_later_falls_back_too(project: Project) -> None:
+    fake = project.fake
+    fake.stop()  # after the push? no: nothing reaches GitHub, the push fails and queues
+    result = execute(project.plan(ask_github=False))
+    assert result.queued
+    fake.start()
+    fake.drafts_supported = False
+    (done,) = sync(project.repo, project.config())
+    assert done.published and "ready for review" in done.message
+    assert fake.open_pulls()[0]["draft"] is False
+    assert outbox(project.repo) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# secondary rate limits
+
+
+def test_secondary_rate_limit_honours_retry_after_not_the_primary_reset(
+    github_fake: FakeGitHub, tmp_path: Path
+) -> None:
+    github_fake.add_issue("one")
+    source = _source(github_fake, tmp_path)
+    source.refresh()
+    github_fake.secondary_rate_limit(status=403, retry_after=120)
+    with pytest.raises(GitHubError) as info:
+        source.refresh()
+    err = info.value
+    assert err.status == 403 and err.rate_limited and err.title == "GitHub rate limit"
+    assert err.retry_after == 120
+    assert "retry after 120 s" in err.message and "resets at" not in err.message
+    assert not err.network
+    assert source.list_issues()[0].title == "one"
+
+
+@pytest.mark.parametrize("message", ["Too Many Requests", ""])
+def test_a_429_is_a_rate_limit_whatever_its_words(
+    github_fake: FakeGitHub, tmp_path: Path, message: str
+) -> None:
+    source = _source(github_fake, tmp_path)
+    when = datetime.now(UTC) + timedelta(seconds=90)
+    github_fake.secondary_rate_limit(
+        status=429, message=message or "Slow down", retry_after=format_datetime(when, usegmt=True)
+    )
+    with pytest.raises(GitHubError) as info:
+        source.refresh()
+    err = info.value
+    assert err.status == 429 and err.rate_limited and err.title == "GitHub rate limit"
+    assert err.retry_after is not None and 80 <= err.retry_after <= 91  # an HTTP date
+
+
+def test_publish_queues_a_secondary_limit_without_the_words_rate_limit(
+    project: Project,
+) -> None:
+    # GitHub's older wording of a secondary limit: a 403 that never says "rate limit"
+    project.fake.secondary_rate_limit(
+        status=403,
+        retry_after=60,
+        message="You have triggered an abuse detection mechanism. Please wait a few minutes "
+        "before you try again.",
+        method="POST",
+        path="/pulls$",
+    )
+    result = execute(project.plan())
+    assert result.queued and result.state == "pushed", result.message
+    assert "retry after 60 s" in result.message
+    (done,) = sync(project.repo, project.config())
+    assert done.published and len(project.fake.open_pulls()) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# a 200 that is not GitHub's answer
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_a_login_page_instead_of_the_issue_list_keeps_the_cache(
+    github_fake: FakeGitHub, tmp_path: Path, full: bool
+) -> None:
+    for n in range(1, 4):
+        github_fake.add_issue(f"issue {n}")
+    source = _source(github_fake, tmp_path)
+    source.refresh()
+    github_fake.answer_html(path=r"/issues$")
+    with pytest.raises(GitHubError) as info:
+        source.refresh(full=full)
+    err = info.value
+    assert err.title == "Unexpected answer from GitHub" and not err.network
+    assert "text/html" in err.message and "Sign in to the network" in err.message
+    assert len(source.list_issues()) == 3  # the cache is kept
+    assert source.refresh(full=True).total == 3  # and the next good answer works
+
+
+def test_a_login_page_instead_of_a_pull_request_fails_the_job_not_queues_it(
+    project: Project,
+) -> None:
+    project.fake.answer_html(method="POST", path="/pulls$")
+    result = execute(project.plan())
+    assert result.status == "failed" and result.state == "pushed"
+    assert result.error is not None and result.error.title == "Unexpected answer from GitHub"
+
+
+# ----------------------------------------------------------------------------------------------
+# only network errors are "unreachable"
+
+
+def test_a_bug_inside_the_client_is_shown_not_served_as_offline(
+    github_fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    github_fake.add_issue("one")
+    source = _source(github_fake, tmp_path)
+    source.refresh()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("link")
+
+    monkeypatch.setattr(_api(github_fake).transport, "request", broken)
+    with pytest.raises(GitHubError) as info:
+        source.refresh()
+    err = info.value
+    assert not err.network and err.title == "GitHub client error"
+    assert "KeyError" in err.message and "bug" in err.hint
+    assert source.list_issues()[0].title == "one"
+    monkeypatch.undo()
+
+    github_fake.stop()  # a real network failure is still "unreachable" and serves the cache
+    result = source.refresh()
+    assert result.offline and "cannot reach GitHub" in result.message
+
+
+def test_a_bug_inside_the_client_fails_the_publish_instead_of_queueing_it(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = project.plan()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("'NoneType' object is not subscriptable")
+
+    monkeypatch.setattr(_api(project.fake).transport, "request", broken)
+    result = execute(plan)
+    assert result.status == "failed" and result.state == "pushed", result.message
+    assert result.error is not None and result.error.title == "GitHub client error"
+    assert "unreachable" not in result.message.lower()
+    assert [j.status for j in outbox(project.repo)] == ["failed"]
+
+
+def test_network_errors_are_told_from_others() -> None:
+    import httpx2
+
+    request = httpx2.Request("GET", "http://127.0.0.1:1/x")
+    assert gh.is_network_error(httpx2.ConnectError("refused", request=request))
+    assert gh.is_network_error(httpx2.ReadTimeout("slow", request=request))
+    assert gh.is_network_error(ConnectionResetError())
+    wrapped = RuntimeError("wrapped")
+    wrapped.__cause__ = httpx2.ConnectError("refused", request=request)
+    assert gh.is_network_error(wrapped)
+    assert not gh.is_network_error(KeyError("x"))
+    assert not gh.is_network_error(ValueError("bad JSON"))
+
+
+# ----------------------------------------------------------------------------------------------
+# a fork owned by the same organisation
+
+
+def test_a_branch_in_a_same_owner_fork_is_named_with_head_repo(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = project.fake
+    url = fake.add_fork("widgets-fork")
+    git(project.repo, "remote", "add", "fork", url)
+    config = fake.write_config(tmp_path / "fork.toml", remote="fork")
+    monkeypatch.setenv("AGENT_TUI_CONFIG", str(config))
+    plan = build_plan(project.repo, project.config(), ChangeProposal.model_validate(PROPOSAL), 1)
+    assert plan.head_repo == "acme/widgets-fork" and plan.head == plan.branch
+    result = execute(plan)
+    assert result.published, result.message
+    (post,) = fake.api_requests("POST", r"/pulls$")
+    assert post.body["head"] == plan.branch and post.body["head_repo"] == "acme/widgets-fork"
+    (pull,) = fake.open_pulls()
+    assert pull["head"]["repo"]["full_name"] == "acme/widgets-fork"
+    # the base repository has no such branch: the commit went to the fork only
+    assert git(fake.bare_path, "branch", "--list", plan.branch).strip() == ""
+
+
+def test_a_same_repo_publish_sends_no_head_repo(project: Project) -> None:
+    assert execute(project.plan()).published
+    (post,) = project.fake.api_requests("POST", r"/pulls$")
+    assert "head_repo" not in post.body
+
+
+def test_a_store_from_before_head_repo_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "store.sqlite"
+    Store(path)
+    with sqlite3.connect(path) as db:  # the jobs table as the first release wrote it
+        db.execute("ALTER TABLE jobs DROP COLUMN head_repo")
+    store = Store(path)
+    job = store.add_job(
+        PublishJob(1, "b", "main", "origin", {}, "m", "t", "body", head_repo="o/fork")
+    )
+    assert store.job(job.id or 0).head_repo == "o/fork"  # type: ignore[union-attr]

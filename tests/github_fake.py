@@ -59,6 +59,10 @@ class RecordedRequest:
     body: Any
     kind: str
     """``api`` or ``git``."""
+    status: int = 0
+    """The status the fake answered (0 until it has)."""
+    response: Any = None
+    """The JSON body the fake answered (``RawBody`` for a non-JSON one)."""
 
     @property
     def authenticated(self) -> bool:
@@ -248,14 +252,26 @@ class FakeGitHub:
 
     def _user(self, login: str | None = None) -> dict[str, Any]:
         login = login or self.login
+        api = f"{self.api_url}/users/{login}"
         return {
             "login": login,
             "id": abs(hash(login)) % 100000,
             "node_id": "MDQ6VXNlcjE=",
             "avatar_url": f"{self.url}/avatars/{login}",
-            "url": f"{self.api_url}/users/{login}",
+            "gravatar_id": "",
+            "url": api,
             "html_url": f"{self.url}/{login}",
+            "followers_url": f"{api}/followers",
+            "following_url": f"{api}/following{{/other_user}}",
+            "gists_url": f"{api}/gists{{/gist_id}}",
+            "starred_url": f"{api}/starred{{/owner}}{{/repo}}",
+            "subscriptions_url": f"{api}/subscriptions",
+            "organizations_url": f"{api}/orgs",
+            "repos_url": f"{api}/repos",
+            "events_url": f"{api}/events{{/privacy}}",
+            "received_events_url": f"{api}/received_events",
             "type": "User",
+            "user_view_type": "public",
             "site_admin": False,
         }
 
@@ -267,29 +283,105 @@ class FakeGitHub:
             "name": name,
             "color": "ededed",
             "default": False,
-            "description": None,
+            "description": f"{name} issues",
         }
 
     def repo_json(self, name: str | None = None) -> dict[str, Any]:
         """``GET /repos/{owner}/{repo}`` (or the same owner's fork ``name``)."""
         full = f"{self.owner}/{name or self.repo}"
+        api = f"{self.api_url}/repos/{full}"
+        templates = {
+            "archive_url": "/{archive_format}{/ref}",
+            "assignees_url": "/assignees{/user}",
+            "blobs_url": "/git/blobs{/sha}",
+            "branches_url": "/branches{/branch}",
+            "collaborators_url": "/collaborators{/collaborator}",
+            "comments_url": "/comments{/number}",
+            "commits_url": "/commits{/sha}",
+            "compare_url": "/compare/{base}...{head}",
+            "contents_url": "/contents/{+path}",
+            "contributors_url": "/contributors",
+            "deployments_url": "/deployments",
+            "downloads_url": "/downloads",
+            "events_url": "/events",
+            "forks_url": "/forks",
+            "git_commits_url": "/git/commits{/sha}",
+            "git_refs_url": "/git/refs{/sha}",
+            "git_tags_url": "/git/tags{/sha}",
+            "hooks_url": "/hooks",
+            "issue_comment_url": "/issues/comments{/number}",
+            "issue_events_url": "/issues/events{/number}",
+            "issues_url": "/issues{/number}",
+            "keys_url": "/keys{/key_id}",
+            "labels_url": "/labels{/name}",
+            "languages_url": "/languages",
+            "merges_url": "/merges",
+            "milestones_url": "/milestones{/number}",
+            "notifications_url": "/notifications{?since,all,participating}",
+            "pulls_url": "/pulls{/number}",
+            "releases_url": "/releases{/id}",
+            "stargazers_url": "/stargazers",
+            "statuses_url": "/statuses/{sha}",
+            "subscribers_url": "/subscribers",
+            "subscription_url": "/subscription",
+            "tags_url": "/tags",
+            "teams_url": "/teams",
+            "trees_url": "/git/trees{/sha}",
+        }
+        host = urlsplit(self.url).netloc
+        open_count = sum(1 for i in self.issues.values() if i["state"] == "open")
+        stamp = _EPOCH.strftime("%Y-%m-%dT%H:%M:%SZ")
         return {
-            "id": 4242,
+            "id": 4242 + len(name or ""),
             "node_id": "R_kgDO",
-            "name": self.repo,
+            "name": name or self.repo,
             "full_name": full,
             "private": not self.public,
             "owner": self._user(self.owner),
             "html_url": f"{self.url}/{full}",
             "description": "fake repository",
-            "fork": False,
-            "url": f"{self.api_url}/repos/{full}",
-            "clone_url": self.git_url,
+            "fork": name is not None and name != self.repo,
+            "url": api,
+            **{key: api + tail for key, tail in templates.items()},
+            "git_url": f"git://{host}/{full}.git",
+            "ssh_url": f"git@{host}:{full}.git",
+            "clone_url": f"{self.url}/{full}.git",
+            "svn_url": f"{self.url}/{full}",
+            "mirror_url": None,
+            "homepage": None,
+            "language": "Python",
+            "size": 42,
             "default_branch": self.default_branch,
-            "open_issues_count": sum(1 for i in self.issues.values() if i["state"] == "open"),
+            "forks": len(self.forks),
+            "forks_count": len(self.forks),
+            "stargazers_count": 0,
+            "watchers": 0,
+            "watchers_count": 0,
+            "open_issues": open_count,
+            "open_issues_count": open_count,
+            "network_count": len(self.forks),
+            "subscribers_count": 1,
             "has_issues": True,
+            "has_projects": False,
+            "has_wiki": False,
+            "has_pages": False,
+            "has_downloads": True,
+            "has_discussions": False,
+            "archived": False,
+            "disabled": False,
+            "license": None,
+            "topics": [],
             "visibility": "private" if not self.public else "public",
-            "permissions": {"admin": True, "push": True, "pull": True},
+            "pushed_at": stamp,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "permissions": {
+                "admin": True,
+                "maintain": True,
+                "push": True,
+                "triage": True,
+                "pull": True,
+            },
         }
 
     def add_issue(
@@ -333,7 +425,13 @@ class FakeGitHub:
                 "author_association": "OWNER",
                 "active_lock_reason": None,
                 "body": body or None,
-                "reactions": {"url": base + "/reactions", "total_count": 0},
+                "reactions": {
+                    "url": base + "/reactions",
+                    "total_count": 0,
+                    **dict.fromkeys(
+                        ("+1", "-1", "laugh", "confused", "heart", "hooray", "eyes", "rocket"), 0
+                    ),
+                },
                 "timeline_url": base + "/timeline",
                 "performed_via_github_app": None,
                 "state_reason": "completed" if state == "closed" else None,
@@ -348,6 +446,7 @@ class FakeGitHub:
         return {
             "url": f"{self.api_url}/repos/{self.owner}/{self.repo}/milestones/1",
             "html_url": f"{self.url}/{self.owner}/{self.repo}/milestone/1",
+            "labels_url": f"{self.api_url}/repos/{self.owner}/{self.repo}/milestones/1/labels",
             "id": 77,
             "node_id": "MI_kwDO",
             "number": 1,
@@ -715,14 +814,20 @@ class FakeGitHub:
         now = self.now()
         full = f"{self.owner}/{self.repo}"
         html = f"{self.url}/{full}/pull/{number}"
+        api = f"{self.api_url}/repos/{full}"
         pull = {
-            "url": f"{self.api_url}/repos/{full}/pulls/{number}",
+            "url": f"{api}/pulls/{number}",
             "id": self._id(),
             "node_id": f"PR_kwDO{number}",
             "html_url": html,
             "diff_url": html + ".diff",
             "patch_url": html + ".patch",
-            "issue_url": f"{self.api_url}/repos/{full}/issues/{number}",
+            "issue_url": f"{api}/issues/{number}",
+            "commits_url": f"{api}/pulls/{number}/commits",
+            "review_comments_url": f"{api}/pulls/{number}/comments",
+            "review_comment_url": f"{api}/pulls/comments{{/number}}",
+            "comments_url": f"{api}/issues/{number}/comments",
+            "statuses_url": f"{api}/statuses/{head_sha or '0' * 40}",
             "number": number,
             "state": "open",
             "locked": False,
@@ -758,17 +863,43 @@ class FakeGitHub:
             "auto_merge": None,
             "merged": False,
             "mergeable": None,
+            "mergeable_state": "unknown",
+            "merged_by": None,
             "comments": 0,
+            "review_comments": 0,
             "commits": 1,
+            "additions": 1,
+            "deletions": 0,
+            "changed_files": 1,
             "maintainer_can_modify": bool(body.get("maintainer_can_modify", False)),
+        }
+        pull["_links"] = {
+            key: {"href": href}
+            for key, href in {
+                "self": pull["url"],
+                "html": html,
+                "issue": pull["issue_url"],
+                "comments": pull["comments_url"],
+                "review_comments": pull["review_comments_url"],
+                "review_comment": pull["review_comment_url"],
+                "commits": pull["commits_url"],
+                "statuses": pull["statuses_url"],
+            }.items()
         }
         self.pulls[number] = pull
         # the issues endpoint lists pull requests too, with a ``pull_request`` key
         self.issues[number] = {
             "url": pull["issue_url"],
+            "repository_url": api,
+            "labels_url": pull["issue_url"] + "/labels{/name}",
+            "comments_url": pull["comments_url"],
+            "events_url": pull["issue_url"] + "/events",
             "html_url": html,
             "id": pull["id"],
+            "node_id": f"PR_kwDO{number}",
             "number": number,
+            "locked": False,
+            "author_association": "OWNER",
             "title": pull["title"],
             "user": pull["user"],
             "labels": [],
@@ -947,10 +1078,12 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw.decode("utf-8", "replace")
-            fake.requests.append(RecordedRequest(self.command, path, query, headers, body, "api"))
+            record = RecordedRequest(self.command, path, query, headers, body, "api")
+            fake.requests.append(record)
             status, data, extra = fake.handle_api(
                 self.command, path, query, body, auth, fake.url + split.path
             )
+            record.status, record.response = status, data
             limit = 5000 if auth == "ok" else 60
             remaining = str(max(0, limit - len(fake.requests)))
             reset = str(int(datetime.now(UTC).timestamp()) + 3600)

@@ -69,8 +69,8 @@ class GitHubError(AgentTuiError):
     Attributes:
         status: the HTTP status (None: no answer from GitHub).
         github_message: GitHub's ``message`` (and its ``errors``), verbatim.
-        retry_after: seconds GitHub asked us to wait (``Retry-After``, or until the rate
-            limit resets); None when it did not say.
+        retry_after: seconds GitHub's ``Retry-After`` asked us to wait (a secondary rate
+            limit: calling earlier prolongs it); None when it did not say.
         rate_limited: GitHub's primary or secondary rate limit stopped the request.
     """
 

@@ -68,6 +68,8 @@ CHECKPOINTS = (
 TRAILER_PREFIX = "Agent-Tui"
 #: the ``forge_facts`` key remembering that GitHub refuses draft pull requests in a repository
 DRAFTS_UNSUPPORTED = "drafts_unsupported"
+#: the ``forge_facts`` key (per API host) holding when GitHub's rate limit lets us call again
+RETRY_NOT_BEFORE = "retry_not_before"
 _CLOSES_RE = r"(?i)\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#{n}(?!\d)"
 
 Step = Literal["prepare", "fetch", "test", "commit", "branch", "push", "pull_request", "labels"]
@@ -983,6 +985,9 @@ class _Runner:
                 hint="export GH_TOKEN (or `gh auth login`), then run `agent-tui sync`",
             )
             return self._queue(job, "pull_request", error)
+        waiting = self._rate_limit_wait(github)
+        if waiting is not None:
+            return self._queue(job, "pull_request", waiting)
         client = GitHubClient(github, token)
         owner = job.head_owner or github.owner
         head = f"{owner}:{job.branch}" if owner != github.owner else job.branch
@@ -1009,6 +1014,12 @@ class _Runner:
                         raise
                 _checkpoint("pr_created")
         except GitHubError as exc:
+            if exc.rate_limited and exc.retry_after:
+                # honour Retry-After: no call to this GitHub until then, from any process
+                until = time.time() + exc.retry_after
+                self.store.remember_fact(
+                    api_host(github.api_url), RETRY_NOT_BEFORE, f"{until:.0f}", exc.github_message
+                )
             retry = exc.network or exc.rate_limited or exc.status in (500, 502, 503, 504)
             if retry:
                 return self._queue(job, "pull_request", exc)
@@ -1030,6 +1041,32 @@ class _Runner:
         )
         _checkpoint("pr_opened")
         return None
+
+    def _rate_limit_wait(self, github: GitHubRepo) -> GitHubError | None:
+        """The rate limit still in force for this GitHub (from an earlier answer), or None.
+
+        Why: GitHub's secondary rate limit names a ``Retry-After``; calling again before it
+        (the next job of a batch, an impatient ``sync``) prolongs the block.
+        """
+        fact = self.store.fact(api_host(github.api_url), RETRY_NOT_BEFORE)
+        try:
+            until = float(fact[0]) if fact else 0.0
+        except ValueError:
+            return None
+        if until <= time.time():
+            return None
+        left = until - time.time()
+        when = time.strftime("%H:%M:%S", time.localtime(until))
+        assert fact is not None
+        return GitHubError(
+            f"GitHub asked to retry after {left:.0f} s, at {when} ({fact[1]}): the pull request "
+            "was not sent",
+            title="GitHub rate limit",
+            hint=f"`agent-tui sync` after {when} opens it",
+            rate_limited=True,
+            retry_after=left,
+            network=False,
+        )
 
     def _create_pull(
         self, client: GitHubClient, job: PublishJob, github: GitHubRepo, body: str, head: str

@@ -7,6 +7,7 @@ head branch in a fork owned by the same organisation (``head_repo``).
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -16,9 +17,9 @@ import pytest
 
 import engine.forge.github as gh
 from engine.errors import GitHubError
-from engine.forge.github import GitHubIssueSource, GitHubRepo, Token
+from engine.forge.github import GitHubIssueSource, GitHubRepo, Token, api_host
 from engine.models import ChangeProposal
-from engine.publish import PublishProgress, build_plan, execute, outbox, sync
+from engine.publish import RETRY_NOT_BEFORE, PublishProgress, build_plan, execute, outbox, sync
 from engine.store import PublishJob, Store
 from tests import test_publish
 from tests.conftest import git
@@ -152,6 +153,10 @@ def test_publish_queues_a_secondary_limit_without_the_words_rate_limit(
     result = execute(project.plan())
     assert result.queued and result.state == "pushed", result.message
     assert "retry after 60 s" in result.message
+    # a minute later
+    Store.for_repo(project.repo).remember_fact(
+        api_host(project.fake.api_url), RETRY_NOT_BEFORE, f"{time.time() - 1:.0f}"
+    )
     (done,) = sync(project.repo, project.config())
     assert done.published and len(project.fake.open_pulls()) == 1
 
@@ -287,3 +292,26 @@ def test_a_store_from_before_head_repo_gains_the_column(tmp_path: Path) -> None:
         PublishJob(1, "b", "main", "origin", {}, "m", "t", "body", head_repo="o/fork")
     )
     assert store.job(job.id or 0).head_repo == "o/fork"  # type: ignore[union-attr]
+
+
+def test_retry_after_is_honoured_by_the_next_publish_and_sync(project: Project) -> None:
+    fake = project.fake
+    fake.secondary_rate_limit(status=429, retry_after=600, method="POST", path="/pulls$")
+    first = execute(project.plan())
+    assert first.queued and "retry after 600 s" in first.message
+    calls = len(fake.api_requests(path=r"/pulls$"))
+
+    # the next publish (a batch's next item) and an impatient sync wait: nothing is sent
+    other = execute(project.plan(proposal={**PROPOSAL, "branch_suffix": "next-one"}))
+    assert other.queued and other.state == "pushed"
+    assert "the pull request was not sent" in other.message
+    assert all(r.queued for r in sync(project.repo, project.config()))
+    assert len(fake.api_requests(path=r"/pulls$")) == calls
+
+    # once the time has passed, sync opens both
+    store = Store.for_repo(project.repo)
+    host = api_host(fake.api_url)
+    store.remember_fact(host, RETRY_NOT_BEFORE, f"{time.time() - 1:.0f}")
+    done = sync(project.repo, project.config())
+    assert [r.published for r in done] == [True, True]
+    assert len(fake.open_pulls()) == 2

@@ -29,7 +29,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -375,10 +374,6 @@ def error_from_api(exc: Exception, what: str, *, api_url: str, anonymous: bool) 
             reset = _reset_time(headers)
             if reset:
                 text += f" (the limit resets at {reset})"
-                try:
-                    wait = max(0.0, int(str(headers.get("x-ratelimit-reset"))) - time.time())
-                except (TypeError, ValueError):
-                    wait = None
             hint = (
                 "set GH_TOKEN (or run `gh auth login`) for 5,000 requests/hour"
                 if anonymous

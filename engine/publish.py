@@ -535,6 +535,9 @@ class PublishResult:
     pr_reused: bool
     message: str
     test_summary: str = ""
+    draft: bool | None = None
+    """Whether the pull request was opened (or is to be opened) as a draft: False when a
+    draft was asked for but GitHub does not support drafts in the repository."""
     error: AgentTuiError | None = None
     """The typed error behind a ``failed``/``pending`` result (for the TUI's error modal)."""
 
@@ -793,6 +796,7 @@ class _Runner:
             pr_reused=job.pr_reused,
             message=message,
             test_summary=job.test_summary,
+            draft=job.draft,
             error=error,
         )
 

@@ -315,3 +315,18 @@ def test_retry_after_is_honoured_by_the_next_publish_and_sync(project: Project) 
     done = sync(project.repo, project.config())
     assert [r.published for r in done] == [True, True]
     assert len(fake.open_pulls()) == 2
+
+
+def test_cli_publish_says_ready_for_review_when_drafts_are_refused(
+    project: Project, tmp_path: Path
+) -> None:
+    project.fake.drafts_supported = False
+    out = test_publish._publish_cli(project, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == project.fake.open_pulls()[0]["html_url"]  # stdout: the URL
+    assert "opened ready for review: GitHub does not support draft pull requests" in out.stderr
+    # the next plan says so before anything is sent
+    second = project.plan(proposal={**PROPOSAL, "branch_suffix": "again"})
+    assert "ready for review  (this repository does not support drafts)" in second.describe()
+    result = execute(second)
+    assert result.to_json()["draft"] is False

@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 
+from engine.backends.base import GenerationRequest
 from engine.backends.openai_compat import OpenAICompatBackend
 from engine.config import load_config
 from engine.doctor import check_openai, run_doctor
+from engine.events import Finished, InvalidAnswer, Truncated
 from tests import test_openai_backend
-from tests.fake_servers import OPENAI_MODEL, FakeModelServer
+from tests.fake_servers import OPENAI_MODEL, PROPOSAL_MESSAGES, FakeModelServer
 from tests.test_openai_backend import profile
 
 pytestmark = pytest.mark.model
@@ -39,6 +41,17 @@ def test_single_model_llama_server_serves_any_name_and_doctor_says_which(
     assert rows["context length"].detail.startswith("model context 8192")
     notes = [r.detail for r in rows.values() if r.name == "server note"]
     assert any("answers any model name" in n for n in notes)
+
+
+def test_a_label_as_model_name_generates_against_a_single_model_llama_server(
+    fake_model_server: StartServer,
+) -> None:
+    srv = fake_model_server(llama_server=True, models=(OPENAI_MODEL,))
+    backend = OpenAICompatBackend("mine", profile(srv.v1, model="my-coder"))
+    final = list(backend.generate(GenerationRequest(PROPOSAL_MESSAGES, max_files=1)))[-1]
+    assert isinstance(final, (Finished, InvalidAnswer, Truncated)), final  # the model answered
+    (body,) = srv.bodies("/v1/chat/completions")
+    assert body["model"] == "my-coder"
 
 
 def test_doctor_says_can_run_for_a_llama_server_profile_with_a_label(

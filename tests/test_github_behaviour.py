@@ -7,6 +7,7 @@ head branch in a fork owned by the same organisation (``head_repo``).
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 import engine.forge.github as gh
+from engine.cli import main as cli_main
 from engine.errors import GitHubError
 from engine.forge.github import GitHubIssueSource, GitHubRepo, Token, api_host
 from engine.models import ChangeProposal
@@ -24,6 +26,7 @@ from engine.store import PublishJob, Store
 from tests import test_publish
 from tests.conftest import git
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
+from tests.test_github_source import _connected
 from tests.test_publish import PROPOSAL, Project
 
 #: the publishing tests' fixture: a repository whose origin is the fake, a token, issue #1
@@ -330,3 +333,24 @@ def test_cli_publish_says_ready_for_review_when_drafts_are_refused(
     assert "ready for review  (this repository does not support drafts)" in second.describe()
     result = execute(second)
     assert result.to_json()["draft"] is False
+
+
+def test_issues_refresh_behind_a_login_page_says_so_and_lists_the_cache(
+    git_repo: Path,
+    github_fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _connected(git_repo, github_fake, tmp_path, monkeypatch)
+    github_fake.add_issue("one")
+    github_fake.add_issue("two")
+    assert cli_main(["issues", "--repo", str(git_repo), "--json"]) == 0
+    capsys.readouterr()
+    github_fake.answer_html(path=r"/issues$")
+    assert cli_main(["issues", "--repo", str(git_repo), "--refresh", "--json"]) == 7
+    captured = capsys.readouterr()
+    assert "Unexpected answer from GitHub" in captured.err and "text/html" in captured.err
+    out = json.loads(captured.out)
+    assert out["stale"] is True and out["error"]["title"] == "Unexpected answer from GitHub"
+    assert sorted(i["title"] for i in out["issues"]) == ["one", "two"]  # the cache is kept

@@ -788,7 +788,9 @@ class GitHubIssueSource(IssueSource):
             What happened; ``offline`` when GitHub could not be reached (the cache is served).
 
         Raises:
-            GitHubError: GitHub answered with an error (auth, rate limit, not found...).
+            GitHubError: GitHub answered with an error (auth, rate limit, not found...), with
+                something that is not its JSON (a proxy's login page), or the client failed;
+                the cache is left as it was.
         """
         since = None if full else self.cache.since()
         started = datetime.now(UTC)

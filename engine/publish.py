@@ -651,7 +651,9 @@ def execute(
                 commit_message=plan.commit_message,
                 pr_title=plan.title,
                 pr_body=plan.body,
-                draft=plan.draft,
+                # asked as a draft: the runner opens it ready (and says so) where GitHub
+                # refuses drafts, whether known now or learnt when the PR is opened
+                draft=plan.draft or plan.drafts_unsupported,
                 labels=list(plan.labels),
                 github_repo=plan.github.full_name if plan.github else None,
                 api_url=plan.github.api_url if plan.github else None,

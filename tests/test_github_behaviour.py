@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from engine.models import ChangeProposal
 from engine.publish import RETRY_NOT_BEFORE, PublishProgress, build_plan, execute, outbox, sync
 from engine.store import PublishJob, Store
 from tests import test_publish
+from tests.cli_repo import issue_body, llama_profile, prepare_repo, server_profile
 from tests.conftest import git
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 from tests.test_github_source import _connected
@@ -354,3 +356,44 @@ def test_issues_refresh_behind_a_login_page_says_so_and_lists_the_cache(
     out = json.loads(captured.out)
     assert out["stale"] is True and out["error"]["title"] == "Unexpected answer from GitHub"
     assert sorted(i["title"] for i in out["issues"]) == ["one", "two"]  # the cache is kept
+
+
+@pytest.mark.model
+def test_a_draft_batch_on_a_repository_refusing_drafts_publishes_every_item_ready(
+    git_repo: Path,
+    github_fake: FakeGitHub,
+    fake_model_server: Callable[..., Any],
+    embedded_model_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    prepare_repo(git_repo)
+    github_fake.connect_repo(git_repo)
+    github_fake.drafts_supported = False
+    for n in (1, 2):
+        github_fake.add_issue(f"Add file {n}", issue_body(n), labels=["easy"])
+    server = fake_model_server()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        llama_profile(embedded_model_path)
+        + server_profile(server.v1)
+        + "\n"
+        + github_fake.config_toml()
+    )
+    monkeypatch.setenv("AGENT_TUI_CONFIG", str(config))
+    monkeypatch.setenv("GH_TOKEN", FAKE_TOKEN)
+    argv = ["batch", "--issues", "1,2", "--publish", "draft", "--yes", "--profile", "srv"]
+    code = cli_main([*argv, "--concurrency", "1", "--repo", str(git_repo), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0, data
+    assert [i["state"] for i in data["items"]] == ["published"] * 2
+    assert [p["draft"] for p in github_fake.open_pulls()] == [False, False]
+    # the first item learnt it; the second was sent ready at once
+    assert [r.body["draft"] for r in github_fake.api_requests("POST", r"/pulls$")] == [
+        True,
+        False,
+        False,
+    ]
+    store = Store.for_repo(git_repo)
+    assert all("opened ready for review" in g.detail for g in store.generations())

@@ -786,6 +786,8 @@ class _Runner:
 
     def _result(self, job: PublishJob, message: str, error: AgentTuiError | None = None) -> Any:
         assert job.id is not None
+        github = self._github(job)
+        draft = job.draft and not (github and self.store.fact(github.key, DRAFTS_UNSUPPORTED))
         return PublishResult(
             job_id=job.id,
             status=job.status,
@@ -798,7 +800,7 @@ class _Runner:
             pr_reused=job.pr_reused,
             message=message,
             test_summary=job.test_summary,
-            draft=job.draft,
+            draft=draft,
             error=error,
         )
 

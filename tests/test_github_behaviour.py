@@ -397,3 +397,14 @@ def test_a_draft_batch_on_a_repository_refusing_drafts_publishes_every_item_read
     ]
     store = Store.for_repo(git_repo)
     assert all("opened ready for review" in g.detail for g in store.generations())
+
+
+def test_a_queued_publish_on_a_repository_refusing_drafts_says_it_will_open_ready(
+    project: Project,
+) -> None:
+    Store.for_repo(project.repo).remember_fact(
+        GitHubRepo("acme", "widgets", project.fake.api_url).key, "drafts_unsupported", "1"
+    )
+    project.fake.fail(503, method="GET", path="/pulls$")
+    result = execute(project.plan())
+    assert result.queued and result.to_json()["draft"] is False

@@ -251,6 +251,7 @@ def test_network_errors_are_told_from_others() -> None:
     wrapped = RuntimeError("wrapped")
     wrapped.__cause__ = httpx2.ConnectError("refused", request=request)
     assert gh.is_network_error(wrapped)
+    assert not gh.is_network_error(httpx2.TooManyRedirects("loop", request=request))
     assert not gh.is_network_error(KeyError("x"))
     assert not gh.is_network_error(ValueError("bad JSON"))
 

@@ -298,7 +298,6 @@ _NETWORK_ERRORS = frozenset(
         "ProtocolError",
         "ProxyError",
         "UnsupportedProtocol",
-        "RequestError",
         "URLError",
     }
 )

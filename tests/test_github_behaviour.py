@@ -95,7 +95,7 @@ def test_an_explicit_ready_publish_never_mentions_drafts(project: Project) -> No
 
 def test_a_queued_draft_job_synced_later_falls_back_too(project: Project) -> None:
     fake = project.fake
-    fake.stop()  # after the push? no: nothing reaches GitHub, the push fails and queues
+    fake.stop()  # offline from the start: the push fails and the job is queued
     result = execute(project.plan(ask_github=False))
     assert result.queued
     fake.start()

@@ -14,9 +14,15 @@ Enterprise server:
   under ``git_root``), so a push is a real push; it requires the token for receive-pack.
 * Failure injection: ``fail(status, ...)`` answers the next matching request(s) with 401, 403,
   404, 422 (GitHub's JSON error shape); ``rate_limit()`` answers 403 with
-  ``X-RateLimit-Remaining: 0``. ``stop()``/``start()`` cut and restore the network on the
-  same port.
-* ``requests`` records every request (method, path, query, headers, JSON body).
+  ``X-RateLimit-Remaining: 0``; ``secondary_rate_limit()`` answers 403 or 429 with
+  ``Retry-After``; ``answer_html()`` answers 200 with a login page (a captive portal, an SSO
+  proxy). ``stop()``/``start()`` cut and restore the network on the same port.
+* What real repositories do: ``drafts_supported = False`` refuses draft pull requests (422,
+  as GitHub does for private repositories on free plans); ``add_fork(name)`` creates a fork
+  owned by the same owner whose branches need ``head_repo`` in a pull request.
+* ``requests`` records every request (method, path, query, headers, JSON body) and the fake's
+  answer (status and body). Answers follow GitHub's OpenAPI schemas
+  (``tests/test_github_openapi.py`` checks them).
 
 Use the ``github_fake`` fixture (registered in ``conftest.py``), then ``connect_repo(repo)``
 to give a temp repository a bare remote on the fake and ``write_config(path)`` for the

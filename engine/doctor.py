@@ -264,7 +264,14 @@ def probe_rows(section: str, probe: ServerProbe, n_ctx: int, what: str) -> list[
         detail = f"{probe.model} is not {what} (the server has: {known})"
         rows.append(Check(section, "model", "fail", detail, probe.hint))
         return rows
-    rows.append(Check(section, "model", "ok", f"{probe.model} is {what}"))
+    if probe.served_model:
+        detail = (
+            f"the server serves {probe.served_model} for any model name "
+            f"(the profile says {probe.model})"
+        )
+        rows.append(Check(section, "model", "ok", detail))
+    else:
+        rows.append(Check(section, "model", "ok", f"{probe.model} is {what}"))
     if probe.context_length:
         capped = probe.context_length < n_ctx
         detail = f"model context {probe.context_length}; n_ctx {n_ctx} is sent"

@@ -70,8 +70,11 @@ class GitHubError(AgentTuiError):
     """GitHub answered with an error; ``message`` carries GitHub's own words.
 
     Attributes:
-        status: the HTTP status (None: GitHub could not be reached).
+        status: the HTTP status (None: no answer from GitHub).
         github_message: GitHub's ``message`` (and its ``errors``), verbatim.
+        retry_after: seconds GitHub's ``Retry-After`` asked us to wait (a secondary rate
+            limit: calling earlier prolongs it); None when it did not say.
+        rate_limited: GitHub's primary or secondary rate limit stopped the request.
     """
 
     title = "GitHub error"
@@ -84,15 +87,25 @@ class GitHubError(AgentTuiError):
         title: str | None = None,
         status: int | None = None,
         github_message: str = "",
+        network: bool | None = None,
+        retry_after: float | None = None,
+        rate_limited: bool = False,
     ) -> None:
         super().__init__(message, hint=hint, title=title)
         self.status = status
         self.github_message = redact(github_message)
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
+        self._network = status is None if network is None else network
 
     @property
     def network(self) -> bool:
-        """GitHub was not reached at all (no HTTP status): worth retrying later."""
-        return self.status is None
+        """GitHub was not reached at all (a network failure): worth retrying later.
+
+        A failure inside the client that is not a network error has no status either, but is
+        a bug to show, not something to retry (``network=False``).
+        """
+        return self._network
 
 
 class PublishError(AgentTuiError):

@@ -70,6 +70,10 @@ CHECKPOINTS = (
     "pr_opened",
 )
 TRAILER_PREFIX = "Agent-Tui"
+#: the ``forge_facts`` key remembering that GitHub refuses draft pull requests in a repository
+DRAFTS_UNSUPPORTED = "drafts_unsupported"
+#: the ``forge_facts`` key (per API host) holding when GitHub's rate limit lets us call again
+RETRY_NOT_BEFORE = "retry_not_before"
 _CLOSES_RE = r"(?i)\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#{n}(?!\d)"
 
 Step = Literal["prepare", "fetch", "test", "commit", "branch", "push", "pull_request", "labels"]
@@ -235,6 +239,7 @@ class PublishPlan:
     """Where the pull request is opened (None: no GitHub; the PR is queued)."""
     head_owner: str | None
     draft: bool
+    """Open it as a draft (False when asked but GitHub refuses drafts in this repository)."""
     labels: list[str]
     title: str
     body: str
@@ -259,6 +264,13 @@ class PublishPlan:
     generation_id: int | None = None
     key_envs: tuple[str, ...] = ()
     """The configured ``api_key_env`` variables: never in the test command's environment."""
+    head_repo: str | None = None
+    """``owner/name`` of a fork owned by the same owner the branch is pushed to (GitHub
+    needs ``head_repo`` for it); None when the branch goes to the repository itself or to a
+    fork of another owner (``owner:branch`` names it)."""
+    drafts_unsupported: bool = False
+    """A draft was asked for, but GitHub said this repository does not support draft pull
+    requests (remembered from an earlier publish): it opens ready for review."""
 
     @property
     def ready(self) -> bool:
@@ -281,7 +293,8 @@ class PublishPlan:
             + ("  (update: commit on top)" if self.update_existing else ""),
             f"base       {self.base}",
             f"remote     {self.remote}",
-            f"pull req.  {where}  {'draft' if self.draft else 'ready for review'}",
+            f"pull req.  {where}  {'draft' if self.draft else 'ready for review'}"
+            + ("  (this repository does not support drafts)" if self.drafts_unsupported else ""),
             f"title      {safe(self.title)}",
             f"labels     {safe(', '.join(self.labels)) or '-'}",
             f"closes     #{self.issue}",
@@ -396,10 +409,14 @@ def build_plan(
         repo=config.github.repo,
     )
     head_owner = github.owner if github else None
+    head_repo = None
     if github and remote != config.github.remote and push_url:
         parsed = parse_remote_url(push_url)
         if parsed:
             head_owner = parsed[1]
+            same_owner = parsed[1].lower() == github.owner.lower()
+            if same_owner and parsed[2].lower() != github.name.lower():
+                head_repo = f"{parsed[1]}/{parsed[2]}"  # a fork owned by the same owner
     token = (
         resolve_token(github.api_url, configured_api_url=config.github.api_url) if github else None
     )
@@ -433,6 +450,15 @@ def build_plan(
 
     store = Store.for_repo(repo)
     jobs = store.jobs(statuses=["pending", "failed"])
+    want_draft = settings.draft if draft is None else draft
+    drafts_unsupported = False
+    refused = store.fact(github.key, DRAFTS_UNSUPPORTED) if github and want_draft else None
+    if refused is not None and github is not None:
+        drafts_unsupported, want_draft = True, False
+        warnings.append(
+            f"GitHub does not support draft pull requests in {github.full_name} (it said so "
+            f"on {refused[2][:10]}): the pull request opens ready for review"
+        )
     suffix = proposal.branch_suffix
     branch = f"{settings.branch_prefix}{issue}-{suffix}"
     update_existing = False
@@ -492,7 +518,7 @@ def build_plan(
         remote=remote,
         github=github,
         head_owner=head_owner,
-        draft=settings.draft if draft is None else draft,
+        draft=want_draft,
         labels=list(dict.fromkeys([*settings.labels, *(labels or [])])),
         title=proposal.pr_title,
         body=body,
@@ -511,6 +537,8 @@ def build_plan(
         errors=errors,
         generation_id=generation_id,
         key_envs=key_envs(config),
+        head_repo=head_repo,
+        drafts_unsupported=drafts_unsupported,
     )
 
 
@@ -535,6 +563,9 @@ class PublishResult:
     pr_reused: bool
     message: str
     test_summary: str = ""
+    draft: bool | None = None
+    """Whether the pull request was opened (or is to be opened) as a draft: False when a
+    draft was asked for but GitHub does not support drafts in the repository."""
     error: AgentTuiError | None = None
     """The typed error behind a ``failed``/``pending`` result (for the TUI's error modal)."""
 
@@ -648,11 +679,14 @@ def execute(
                 commit_message=plan.commit_message,
                 pr_title=plan.title,
                 pr_body=plan.body,
-                draft=plan.draft,
+                # asked as a draft: the runner opens it ready (and says so) where GitHub
+                # refuses drafts, whether known now or learnt when the PR is opened
+                draft=plan.draft or plan.drafts_unsupported,
                 labels=list(plan.labels),
                 github_repo=plan.github.full_name if plan.github else None,
                 api_url=plan.github.api_url if plan.github else None,
                 head_owner=plan.head_owner,
+                head_repo=plan.head_repo,
                 update_existing=plan.update_existing,
                 parent_sha=parent,
                 generation_id=generation_id,
@@ -745,6 +779,9 @@ class _Runner:
         self.progress = progress or (lambda _p: None)
         self.cancel = cancel
         self._tokens: dict[str, Token | None] = {}
+        self._notes: dict[int, str] = {}
+        """What the user should know about a job's pull request (opened ready for review
+        because GitHub refuses drafts), by job id."""
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -785,6 +822,8 @@ class _Runner:
 
     def _result(self, job: PublishJob, message: str, error: AgentTuiError | None = None) -> Any:
         assert job.id is not None
+        github = self._github(job)
+        draft = job.draft and not (github and self.store.fact(github.key, DRAFTS_UNSUPPORTED))
         return PublishResult(
             job_id=job.id,
             status=job.status,
@@ -797,6 +836,7 @@ class _Runner:
             pr_reused=job.pr_reused,
             message=message,
             test_summary=job.test_summary,
+            draft=draft,
             error=error,
         )
 
@@ -846,9 +886,11 @@ class _Runner:
             if result is not None:
                 return result
         self.store.update_job(job, status="done", last_error="")
-        self._outcome(job, "published", job.pr_url or "")
+        note = self._notes.get(job.id or 0, "")
+        self._outcome(job, "published", (job.pr_url or "") + (f" ({note})" if note else ""))
         verb = "reused" if job.pr_reused else "opened"
-        return self._result(job, f"pull request {verb}: {job.pr_url}")
+        message = f"pull request {verb}: {job.pr_url}" + (f"; {note}" if note else "")
+        return self._result(job, message)
 
     def _commit(self, job: PublishJob) -> PublishResult | None:
         stop = self._cancelled(job, "commit")
@@ -989,34 +1031,42 @@ class _Runner:
                 hint="export GH_TOKEN (or `gh auth login`), then run `agent-tui sync`",
             )
             return self._queue(job, "pull_request", error)
+        waiting = self._rate_limit_wait(github)
+        if waiting is not None:
+            return self._queue(job, "pull_request", waiting)
         client = GitHubClient(github, token)
         owner = job.head_owner or github.owner
         head = f"{owner}:{job.branch}" if owner != github.owner else job.branch
-        self._say("pull_request", "started", f"{head} -> {job.base}")
+        head_repo = job.head_repo
+        self._say("pull_request", "started", f"{head_repo or head} -> {job.base}")
         try:
-            pulls = client.open_pulls_for_head(owner, job.branch)
+            pulls = client.open_pulls_for_head(owner, job.branch, head_repo=head_repo)
             reused = bool(pulls)
             if not pulls:
                 body = job.pr_body
                 if job.tests_in_body and job.test_summary:
                     body = body.rstrip() + "\n\n---\n" + job.test_summary
+                if job.draft and self.store.fact(github.key, DRAFTS_UNSUPPORTED):
+                    self._ready_instead_of_draft(job, github)
                 try:
-                    created = client.create_pull(
-                        title=job.pr_title, body=body, base=job.base, head=head, draft=job.draft
-                    )
+                    created = self._create_pull(client, job, github, body, head)
                     pulls = [created]
                 except GitHubError as exc:
                     if exc.status != 422 or "already exists" not in exc.github_message:
                         raise
-                    pulls = client.open_pulls_for_head(owner, job.branch)
+                    pulls = client.open_pulls_for_head(owner, job.branch, head_repo=head_repo)
                     reused = True
                     if not pulls:
                         raise
                 _checkpoint("pr_created")
         except GitHubError as exc:
-            retry = exc.network or exc.status in (429, 500, 502, 503, 504)
-            if exc.status == 403 and "rate limit" in exc.github_message.lower():
-                retry = True
+            if exc.rate_limited and exc.retry_after:
+                # honour Retry-After: no call to this GitHub until then, from any process
+                until = time.time() + exc.retry_after
+                self.store.remember_fact(
+                    api_host(github.api_url), RETRY_NOT_BEFORE, f"{until:.0f}", exc.github_message
+                )
+            retry = exc.network or exc.rate_limited or exc.status in (500, 502, 503, 504)
             if retry:
                 return self._queue(job, "pull_request", exc)
             return self._fail(job, "pull_request", exc)
@@ -1029,9 +1079,79 @@ class _Runner:
             pr_reused=reused,
         )
         verb = "reused" if reused else "opened"
-        self._say("pull_request", "done", f"{verb} #{job.pr_number} {job.pr_url}")
+        note = self._notes.get(job.id or 0, "")
+        self._say(
+            "pull_request",
+            "done",
+            f"{verb} #{job.pr_number} {job.pr_url}" + (f" ({note})" if note else ""),
+        )
         _checkpoint("pr_opened")
         return None
+
+    def _rate_limit_wait(self, github: GitHubRepo) -> GitHubError | None:
+        """The rate limit still in force for this GitHub (from an earlier answer), or None.
+
+        Why: GitHub's secondary rate limit names a ``Retry-After``; calling again before it
+        (the next job of a batch, an impatient ``sync``) prolongs the block.
+        """
+        fact = self.store.fact(api_host(github.api_url), RETRY_NOT_BEFORE)
+        try:
+            until = float(fact[0]) if fact else 0.0
+        except ValueError:
+            return None
+        if until <= time.time():
+            return None
+        left = until - time.time()
+        when = time.strftime("%H:%M:%S", time.localtime(until))
+        assert fact is not None
+        return GitHubError(
+            f"GitHub asked to retry after {left:.0f} s, at {when} ({fact[1]}): the pull request "
+            "was not sent",
+            title="GitHub rate limit",
+            hint=f"`agent-tui sync` after {when} opens it",
+            rate_limited=True,
+            retry_after=left,
+            network=False,
+        )
+
+    def _create_pull(
+        self, client: GitHubClient, job: PublishJob, github: GitHubRepo, body: str, head: str
+    ) -> dict[str, Any]:
+        """Open the pull request; as ready for review when GitHub refuses a draft here.
+
+        Why: GitHub answers 422 "Draft pull requests are not supported in this repository."
+        for private repositories on its free plans, while ``[publish] draft`` defaults to
+        true. Failing there would leave a pushed branch without a pull request, and a retry
+        would send the same draft again.
+        """
+
+        def create() -> dict[str, Any]:
+            return client.create_pull(
+                title=job.pr_title,
+                body=body,
+                base=job.base,
+                head=head,
+                draft=job.draft,
+                head_repo=job.head_repo,
+            )
+
+        try:
+            return create()
+        except GitHubError as exc:
+            if not (job.draft and exc.status == 422 and drafts_refused(exc.github_message)):
+                raise
+            self.store.remember_fact(github.key, DRAFTS_UNSUPPORTED, "1", detail=exc.github_message)
+            self._ready_instead_of_draft(job, github)
+        return create()
+
+    def _ready_instead_of_draft(self, job: PublishJob, github: GitHubRepo) -> None:
+        note = (
+            f"opened ready for review: GitHub does not support draft pull requests in "
+            f"{github.full_name}"
+        )
+        self.store.update_job(job, draft=False)
+        self._notes[job.id or 0] = note
+        self._say("pull_request", "started", note)
 
     def _labels(self, job: PublishJob) -> PublishResult | None:
         if not job.labels or job.pr_number is None:
@@ -1053,6 +1173,12 @@ class _Runner:
         return None
 
 
+def drafts_refused(github_message: str) -> bool:
+    """Whether GitHub's 422 says this repository does not support draft pull requests."""
+    text = github_message.lower()
+    return "draft pull request" in text and "not supported" in text
+
+
 def _test_text(run: gitops.TestRun) -> str:
     """The test result as Markdown for the job and, when asked, the PR body."""
     text = f"**Tests:** {run.summary()}"
@@ -1072,7 +1198,7 @@ def plan_with_choice(plan: PublishPlan, config: AppConfig, choice: BranchChoice)
         findings=plan.findings,
         provenance=plan.provenance,
         generation_id=plan.generation_id,
-        draft=plan.draft,
+        draft=plan.draft or plan.drafts_unsupported,
         labels=plan.labels,
         base=plan.base,
         on_existing=choice,
@@ -1083,6 +1209,7 @@ def plan_with_choice(plan: PublishPlan, config: AppConfig, choice: BranchChoice)
 
 __all__ = [
     "CHECKPOINTS",
+    "DRAFTS_UNSUPPORTED",
     "KILL_AT_ENV",
     "BranchChoice",
     "ProgressCallback",
@@ -1092,6 +1219,7 @@ __all__ = [
     "PublishResult",
     "build_plan",
     "commit_message",
+    "drafts_refused",
     "ensure_closes",
     "execute",
     "model_ref_for",

@@ -127,7 +127,14 @@ CREATE TABLE IF NOT EXISTS batch_items (
 CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS forge_facts (
+    repo TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (repo, key)
+);
 """
+#: columns added to a table after its first release: (table, column, declaration)
+_ADDED_COLUMNS = (("jobs", "head_repo", "TEXT"),)
 
 
 def _now() -> str:
@@ -180,6 +187,9 @@ class PublishJob:
     api_url: str | None = None
     head_owner: str | None = None
     """Owner of the pushed branch (a fork); default: the GitHub repo's owner."""
+    head_repo: str | None = None
+    """``owner/name`` of the repository the branch is pushed to when it is a fork owned by
+    the same owner (GitHub needs ``head_repo`` then); None otherwise."""
     update_existing: bool = False
     """Commit on top of an existing branch instead of creating it."""
     generation_id: int | None = None
@@ -235,6 +245,10 @@ class Store:
                     hint="upgrade agent-tui",
                 )
             db.executescript(_SCHEMA)
+            for table, column, declaration in _ADDED_COLUMNS:
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @classmethod
@@ -556,6 +570,33 @@ class Store:
                 "SELECT * FROM jobs WHERE generation_id = ? ORDER BY id", (generation_id,)
             ).fetchall()
         return [_job(r) for r in rows]
+
+    # -- what a forge told us about a repository ------------------------------------------
+
+    def remember_fact(self, repo: str, key: str, value: str, detail: str = "") -> None:
+        """Remember something GitHub said about ``repo`` (e.g. it refuses draft PRs).
+
+        Args:
+            repo: the repository's identity (``GitHubRepo.key``: API host and owner/name).
+            key: what (``drafts_unsupported``).
+            value: the value.
+            detail: GitHub's words, shown when the fact is used.
+        """
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO forge_facts (repo, key, value, detail, updated_at) "
+                "VALUES (?,?,?,?,?)",
+                (repo, key, value, detail, _now()),
+            )
+
+    def fact(self, repo: str, key: str) -> tuple[str, str, str] | None:
+        """``(value, detail, updated_at)`` remembered for ``repo``, or None."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT value, detail, updated_at FROM forge_facts WHERE repo = ? AND key = ?",
+                (repo, key),
+            ).fetchone()
+        return (str(row[0]), str(row[1]), str(row[2])) if row else None
 
     # -- model file hashes ----------------------------------------------------------------
 

@@ -135,6 +135,10 @@ class ServerKnobs:
     pass llama-server's ``prompt_n`` through do. ``None``: no cached count (older Ollama)."""
     eval_duration_s: float | None = None
     """Ollama route: report this ``eval_duration`` instead of the measured decode time."""
+    llama_server: bool = False
+    """Behave like llama.cpp's ``llama-server``: answer ``GET /props`` (its own endpoint, at
+    the server root), list the model with llama-server's ``meta``, and when it serves one
+    model answer chat requests for any model name (llama-server ignores the name then)."""
 
 
 @dataclass
@@ -459,6 +463,8 @@ def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
                     entry["context_length"] = server.log.loaded_ctx
                     loaded.append(entry)
                 self._json(200, {"models": loaded})
+            elif self.path == "/props" and server.knobs.llama_server:
+                self._json(200, _llama_server_props(server))
             elif self.path == "/v1/models":
                 if not self._authorized():
                     return
@@ -472,7 +478,7 @@ def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
                                 "object": "model",
                                 "created": 0,
                                 "owned_by": "agent-tui-tests",
-                                "max_model_len": server.knobs.context_length,
+                                **_openai_model_extra(server),
                             }
                             for m in _served(server)
                         ],
@@ -610,7 +616,8 @@ def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
             if not self._authorized():
                 return
             model = str(body.get("model") or "")
-            if model not in _served(server):
+            any_name = server.knobs.llama_server and len(_served(server)) == 1
+            if model not in _served(server) and not any_name:
                 self._json(
                     404,
                     {
@@ -715,6 +722,40 @@ def _make_handler(server: FakeModelServer) -> type[BaseHTTPRequestHandler]:
 
 def _served(server: FakeModelServer) -> tuple[str, ...]:
     return server.knobs.models
+
+
+def _openai_model_extra(server: FakeModelServer) -> dict[str, Any]:
+    """What a ``/v1/models`` entry carries besides the id: vLLM's ``max_model_len``, or
+    llama-server's ``meta`` (the training context; the served one is in ``/props``)."""
+    if server.knobs.llama_server:
+        return {
+            "meta": {
+                "vocab_type": 1,
+                "n_vocab": 262144,
+                "n_ctx_train": 32768,
+                "n_embd": 640,
+                "n_params": 268098176,
+                "size": 240816384,
+            }
+        }
+    return {"max_model_len": server.knobs.context_length}
+
+
+def _llama_server_props(server: FakeModelServer) -> dict[str, Any]:
+    """llama-server's ``GET /props`` (the fields a client reads; real ones carry more)."""
+    served = _served(server)
+    return {
+        "default_generation_settings": {
+            "n_ctx": server.knobs.context_length,
+            "params": {"n_predict": -1, "temperature": 0.8, "seed": 4294967295},
+        },
+        "total_slots": 1,
+        "model_alias": served[0] if served else "",
+        "model_path": f"/models/{served[0] if served else 'model'}.gguf",
+        "modalities": {"vision": False, "audio": False},
+        "chat_template": "{{ messages }}",
+        "build_info": "b6000-fake",
+    }
 
 
 def _ollama_details() -> dict[str, Any]:

@@ -14,9 +14,15 @@ Enterprise server:
   under ``git_root``), so a push is a real push; it requires the token for receive-pack.
 * Failure injection: ``fail(status, ...)`` answers the next matching request(s) with 401, 403,
   404, 422 (GitHub's JSON error shape); ``rate_limit()`` answers 403 with
-  ``X-RateLimit-Remaining: 0``. ``stop()``/``start()`` cut and restore the network on the
-  same port.
-* ``requests`` records every request (method, path, query, headers, JSON body).
+  ``X-RateLimit-Remaining: 0``; ``secondary_rate_limit()`` answers 403 or 429 with
+  ``Retry-After``; ``answer_html()`` answers 200 with a login page (a captive portal, an SSO
+  proxy). ``stop()``/``start()`` cut and restore the network on the same port.
+* What real repositories do: ``drafts_supported = False`` refuses draft pull requests (422,
+  as GitHub does for private repositories on free plans); ``add_fork(name)`` creates a fork
+  owned by the same owner whose branches need ``head_repo`` in a pull request.
+* ``requests`` records every request (method, path, query, headers, JSON body) and the fake's
+  answer (status and body). Answers follow GitHub's OpenAPI schemas
+  (``tests/test_github_openapi.py`` checks them).
 
 Use the ``github_fake`` fixture (registered in ``conftest.py``), then ``connect_repo(repo)``
 to give a temp repository a bare remote on the fake and ``write_config(path)`` for the
@@ -59,6 +65,10 @@ class RecordedRequest:
     body: Any
     kind: str
     """``api`` or ``git``."""
+    status: int = 0
+    """The status the fake answered (0 until it has)."""
+    response: Any = None
+    """The JSON body the fake answered (``RawBody`` for a non-JSON one)."""
 
     @property
     def authenticated(self) -> bool:
@@ -71,9 +81,17 @@ class _Failure:
     status: int
     method: str | None
     path: re.Pattern[str] | None
-    body: dict[str, Any]
+    body: Any
     headers: dict[str, str]
     times: int
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """An answer body sent as is (not JSON), with its content type."""
+
+    payload: bytes
+    content_type: str
 
 
 @dataclass
@@ -94,6 +112,11 @@ class FakeGitHub:
     """Issues AND pull requests by number (GitHub shares the sequence)."""
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    drafts_supported: bool = True
+    """False: creating a draft pull request answers 422 "Draft pull requests are not supported
+    in this repository." (private repositories on GitHub Free)."""
+    forks: list[str] = field(default_factory=list)
+    """Names of forks owned by ``owner`` (``add_fork``); their branches can be a PR's head."""
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -189,6 +212,19 @@ class FakeGitHub:
                 f"refs/remotes/{remote}/{branch}",
             )
 
+    def add_fork(self, name: str) -> str:
+        """A fork of the repository owned by the same owner (``owner/name``); its git URL.
+
+        Its bare repository starts as a copy of the base one, like GitHub's fork button.
+        """
+        if self.git_root is None:
+            raise RuntimeError("FakeGitHub(git_root=...) is needed for git")
+        bare = self.git_root / self.owner / f"{name}.git"
+        _git(self.git_root / self.owner, "clone", "-q", "--bare", str(self.bare_path), bare.name)
+        with self._lock:
+            self.forks.append(name)
+        return f"{self.url}/{self.owner}/{name}.git"
+
     def config_toml(self, **publish: Any) -> str:
         """A config file's text pointing ``[github]`` at the fake (plus ``[publish]`` keys)."""
         text = f'[github]\napi_url = "{self.api_url}"\ntimeout = 5\n'
@@ -222,14 +258,26 @@ class FakeGitHub:
 
     def _user(self, login: str | None = None) -> dict[str, Any]:
         login = login or self.login
+        api = f"{self.api_url}/users/{login}"
         return {
             "login": login,
             "id": abs(hash(login)) % 100000,
             "node_id": "MDQ6VXNlcjE=",
             "avatar_url": f"{self.url}/avatars/{login}",
-            "url": f"{self.api_url}/users/{login}",
+            "gravatar_id": "",
+            "url": api,
             "html_url": f"{self.url}/{login}",
+            "followers_url": f"{api}/followers",
+            "following_url": f"{api}/following{{/other_user}}",
+            "gists_url": f"{api}/gists{{/gist_id}}",
+            "starred_url": f"{api}/starred{{/owner}}{{/repo}}",
+            "subscriptions_url": f"{api}/subscriptions",
+            "organizations_url": f"{api}/orgs",
+            "repos_url": f"{api}/repos",
+            "events_url": f"{api}/events{{/privacy}}",
+            "received_events_url": f"{api}/received_events",
             "type": "User",
+            "user_view_type": "public",
             "site_admin": False,
         }
 
@@ -241,29 +289,105 @@ class FakeGitHub:
             "name": name,
             "color": "ededed",
             "default": False,
-            "description": None,
+            "description": f"{name} issues",
         }
 
-    def repo_json(self) -> dict[str, Any]:
-        """``GET /repos/{owner}/{repo}``."""
-        full = f"{self.owner}/{self.repo}"
+    def repo_json(self, name: str | None = None) -> dict[str, Any]:
+        """``GET /repos/{owner}/{repo}`` (or the same owner's fork ``name``)."""
+        full = f"{self.owner}/{name or self.repo}"
+        api = f"{self.api_url}/repos/{full}"
+        templates = {
+            "archive_url": "/{archive_format}{/ref}",
+            "assignees_url": "/assignees{/user}",
+            "blobs_url": "/git/blobs{/sha}",
+            "branches_url": "/branches{/branch}",
+            "collaborators_url": "/collaborators{/collaborator}",
+            "comments_url": "/comments{/number}",
+            "commits_url": "/commits{/sha}",
+            "compare_url": "/compare/{base}...{head}",
+            "contents_url": "/contents/{+path}",
+            "contributors_url": "/contributors",
+            "deployments_url": "/deployments",
+            "downloads_url": "/downloads",
+            "events_url": "/events",
+            "forks_url": "/forks",
+            "git_commits_url": "/git/commits{/sha}",
+            "git_refs_url": "/git/refs{/sha}",
+            "git_tags_url": "/git/tags{/sha}",
+            "hooks_url": "/hooks",
+            "issue_comment_url": "/issues/comments{/number}",
+            "issue_events_url": "/issues/events{/number}",
+            "issues_url": "/issues{/number}",
+            "keys_url": "/keys{/key_id}",
+            "labels_url": "/labels{/name}",
+            "languages_url": "/languages",
+            "merges_url": "/merges",
+            "milestones_url": "/milestones{/number}",
+            "notifications_url": "/notifications{?since,all,participating}",
+            "pulls_url": "/pulls{/number}",
+            "releases_url": "/releases{/id}",
+            "stargazers_url": "/stargazers",
+            "statuses_url": "/statuses/{sha}",
+            "subscribers_url": "/subscribers",
+            "subscription_url": "/subscription",
+            "tags_url": "/tags",
+            "teams_url": "/teams",
+            "trees_url": "/git/trees{/sha}",
+        }
+        host = urlsplit(self.url).netloc
+        open_count = sum(1 for i in self.issues.values() if i["state"] == "open")
+        stamp = _EPOCH.strftime("%Y-%m-%dT%H:%M:%SZ")
         return {
-            "id": 4242,
+            "id": 4242 + len(name or ""),
             "node_id": "R_kgDO",
-            "name": self.repo,
+            "name": name or self.repo,
             "full_name": full,
             "private": not self.public,
             "owner": self._user(self.owner),
             "html_url": f"{self.url}/{full}",
             "description": "fake repository",
-            "fork": False,
-            "url": f"{self.api_url}/repos/{full}",
-            "clone_url": self.git_url,
+            "fork": name is not None and name != self.repo,
+            "url": api,
+            **{key: api + tail for key, tail in templates.items()},
+            "git_url": f"git://{host}/{full}.git",
+            "ssh_url": f"git@{host}:{full}.git",
+            "clone_url": f"{self.url}/{full}.git",
+            "svn_url": f"{self.url}/{full}",
+            "mirror_url": None,
+            "homepage": None,
+            "language": "Python",
+            "size": 42,
             "default_branch": self.default_branch,
-            "open_issues_count": sum(1 for i in self.issues.values() if i["state"] == "open"),
+            "forks": len(self.forks),
+            "forks_count": len(self.forks),
+            "stargazers_count": 0,
+            "watchers": 0,
+            "watchers_count": 0,
+            "open_issues": open_count,
+            "open_issues_count": open_count,
+            "network_count": len(self.forks),
+            "subscribers_count": 1,
             "has_issues": True,
+            "has_projects": False,
+            "has_wiki": False,
+            "has_pages": False,
+            "has_downloads": True,
+            "has_discussions": False,
+            "archived": False,
+            "disabled": False,
+            "license": None,
+            "topics": [],
             "visibility": "private" if not self.public else "public",
-            "permissions": {"admin": True, "push": True, "pull": True},
+            "pushed_at": stamp,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "permissions": {
+                "admin": True,
+                "maintain": True,
+                "push": True,
+                "triage": True,
+                "pull": True,
+            },
         }
 
     def add_issue(
@@ -307,7 +431,13 @@ class FakeGitHub:
                 "author_association": "OWNER",
                 "active_lock_reason": None,
                 "body": body or None,
-                "reactions": {"url": base + "/reactions", "total_count": 0},
+                "reactions": {
+                    "url": base + "/reactions",
+                    "total_count": 0,
+                    **dict.fromkeys(
+                        ("+1", "-1", "laugh", "confused", "heart", "hooray", "eyes", "rocket"), 0
+                    ),
+                },
                 "timeline_url": base + "/timeline",
                 "performed_via_github_app": None,
                 "state_reason": "completed" if state == "closed" else None,
@@ -322,6 +452,7 @@ class FakeGitHub:
         return {
             "url": f"{self.api_url}/repos/{self.owner}/{self.repo}/milestones/1",
             "html_url": f"{self.url}/{self.owner}/{self.repo}/milestone/1",
+            "labels_url": f"{self.api_url}/repos/{self.owner}/{self.repo}/milestones/1/labels",
             "id": 77,
             "node_id": "MI_kwDO",
             "number": 1,
@@ -437,6 +568,62 @@ class FakeGitHub:
             headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)},
             times=times,
         )
+
+    def secondary_rate_limit(
+        self,
+        *,
+        status: int = 403,
+        retry_after: int | str = 60,
+        message: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer like GitHub's secondary rate limit: 403 or 429 with ``Retry-After``.
+
+        The primary limit is not spent (``X-RateLimit-Remaining`` stays high and
+        ``X-RateLimit-Reset`` is an hour away), so only ``Retry-After`` says when to retry.
+        ``message`` may lack the words "rate limit" (a 429 is one anyway).
+        """
+        self.fail(
+            status,
+            method=method,
+            path=path,
+            message=message
+            or "You have exceeded a secondary rate limit. Please wait a few minutes before you "
+            "try again. If you reach out to GitHub Support for help, please include the "
+            "request ID FAKE:1.",
+            headers={"Retry-After": str(retry_after)},
+            times=times,
+        )
+
+    def answer_html(
+        self,
+        *,
+        method: str | None = "GET",
+        path: str | None = None,
+        status: int = 200,
+        times: int = 1,
+    ) -> None:
+        """Answer the next matching request(s) with an HTML login page and a 200.
+
+        What a captive portal or an SSO proxy in front of GitHub Enterprise does.
+        """
+        page = (
+            b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head>"
+            b"<body><form action='/login'><input name='user'></form></body></html>"
+        )
+        with self._lock:
+            self._failures.append(
+                _Failure(
+                    status,
+                    method.upper() if method else None,
+                    re.compile(path) if path else None,
+                    RawBody(page, "text/html; charset=utf-8"),
+                    {},
+                    times,
+                )
+            )
 
     def _take_failure(self, method: str, path: str) -> _Failure | None:
         with self._lock:
@@ -602,35 +789,51 @@ class FakeGitHub:
             return 422, _error(detail, doc=doc), {}
         if not body.get("title"):
             return 422, _error("Validation Failed", errors=[_missing("title")], doc=doc), {}
+        if body.get("draft") and not self.drafts_supported:
+            msg = "Draft pull requests are not supported in this repository."
+            return 422, _error(msg, doc=doc), {}
         head: str = body["head"]
         head_owner, _, head_ref = head.rpartition(":")
         head_owner = head_owner or self.owner
         base_ref: str = body["base"]
-        head_sha = self._ref_sha(head_ref)
+        head_name = self.repo
+        if body.get("head_repo"):
+            fork_owner, _, head_name = str(body["head_repo"]).partition("/")
+            if fork_owner != head_owner or head_name not in (self.repo, *self.forks):
+                return 422, _error("Validation Failed", errors=[_invalid("head_repo")]), {}
+        head_bare = self.bare_path.with_name(f"{head_name}.git") if self.git_root else None
+        head_sha = self._ref_sha(head_ref, head_bare)
         base_sha = self._ref_sha(base_ref)
         if self.git_root is not None and head_sha is None:
             return 422, _error("Validation Failed", errors=[_invalid("head")], doc=doc), {}
         if self.git_root is not None and base_sha is None:
             return 422, _error("Validation Failed", errors=[_invalid("base")], doc=doc), {}
         for pull in self.open_pulls(head_ref):
-            if pull["head"]["user"]["login"] == head_owner:
+            same_repo = pull["head"]["repo"]["name"] == head_name
+            if pull["head"]["user"]["login"] == head_owner and same_repo:
                 msg = f"A pull request already exists for {head_owner}:{head_ref}."
                 return 422, _error("Validation Failed", errors=[_custom(msg)], doc=doc), {}
-        if head_sha and base_sha and self._no_commits(base_sha, head_sha):
+        if head_sha and base_sha and self._no_commits(base_sha, head_sha, head_bare):
             msg = f"No commits between {base_ref} and {head_ref}"
             return 422, _error("Validation Failed", errors=[_custom(msg)], doc=doc), {}
         number = self._new_number()
         now = self.now()
         full = f"{self.owner}/{self.repo}"
         html = f"{self.url}/{full}/pull/{number}"
+        api = f"{self.api_url}/repos/{full}"
         pull = {
-            "url": f"{self.api_url}/repos/{full}/pulls/{number}",
+            "url": f"{api}/pulls/{number}",
             "id": self._id(),
             "node_id": f"PR_kwDO{number}",
             "html_url": html,
             "diff_url": html + ".diff",
             "patch_url": html + ".patch",
-            "issue_url": f"{self.api_url}/repos/{full}/issues/{number}",
+            "issue_url": f"{api}/issues/{number}",
+            "commits_url": f"{api}/pulls/{number}/commits",
+            "review_comments_url": f"{api}/pulls/{number}/comments",
+            "review_comment_url": f"{api}/pulls/comments{{/number}}",
+            "comments_url": f"{api}/issues/{number}/comments",
+            "statuses_url": f"{api}/statuses/{head_sha or '0' * 40}",
             "number": number,
             "state": "open",
             "locked": False,
@@ -653,7 +856,7 @@ class FakeGitHub:
                 "ref": head_ref,
                 "sha": head_sha or "0" * 40,
                 "user": self._user(head_owner),
-                "repo": self.repo_json(),
+                "repo": self.repo_json(head_name),
             },
             "base": {
                 "label": f"{self.owner}:{base_ref}",
@@ -666,17 +869,43 @@ class FakeGitHub:
             "auto_merge": None,
             "merged": False,
             "mergeable": None,
+            "mergeable_state": "unknown",
+            "merged_by": None,
             "comments": 0,
+            "review_comments": 0,
             "commits": 1,
+            "additions": 1,
+            "deletions": 0,
+            "changed_files": 1,
             "maintainer_can_modify": bool(body.get("maintainer_can_modify", False)),
+        }
+        pull["_links"] = {
+            key: {"href": href}
+            for key, href in {
+                "self": pull["url"],
+                "html": html,
+                "issue": pull["issue_url"],
+                "comments": pull["comments_url"],
+                "review_comments": pull["review_comments_url"],
+                "review_comment": pull["review_comment_url"],
+                "commits": pull["commits_url"],
+                "statuses": pull["statuses_url"],
+            }.items()
         }
         self.pulls[number] = pull
         # the issues endpoint lists pull requests too, with a ``pull_request`` key
         self.issues[number] = {
             "url": pull["issue_url"],
+            "repository_url": api,
+            "labels_url": pull["issue_url"] + "/labels{/name}",
+            "comments_url": pull["comments_url"],
+            "events_url": pull["issue_url"] + "/events",
             "html_url": html,
             "id": pull["id"],
+            "node_id": f"PR_kwDO{number}",
             "number": number,
+            "locked": False,
+            "author_association": "OWNER",
             "title": pull["title"],
             "user": pull["user"],
             "labels": [],
@@ -701,14 +930,15 @@ class FakeGitHub:
         self.comments[number] = []
         return 201, pull, {"Location": pull["url"]}
 
-    def _ref_sha(self, ref: str) -> str | None:
-        if self.git_root is None or not self.bare_path.exists():
+    def _ref_sha(self, ref: str, bare: Path | None = None) -> str | None:
+        bare = bare or (self.bare_path if self.git_root is not None else None)
+        if bare is None or not bare.exists():
             return None
         proc = subprocess.run(
             [
                 "git",
                 "--git-dir",
-                str(self.bare_path),
+                str(bare),
                 "rev-parse",
                 "--verify",
                 "-q",
@@ -719,12 +949,12 @@ class FakeGitHub:
         )
         return proc.stdout.strip() or None
 
-    def _no_commits(self, base_sha: str, head_sha: str) -> bool:
+    def _no_commits(self, base_sha: str, head_sha: str, bare: Path | None = None) -> bool:
         proc = subprocess.run(
             [
                 "git",
                 "--git-dir",
-                str(self.bare_path),
+                str(bare or self.bare_path),
                 "rev-list",
                 "--count",
                 f"{base_sha}..{head_sha}",
@@ -854,10 +1084,12 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw.decode("utf-8", "replace")
-            fake.requests.append(RecordedRequest(self.command, path, query, headers, body, "api"))
+            record = RecordedRequest(self.command, path, query, headers, body, "api")
+            fake.requests.append(record)
             status, data, extra = fake.handle_api(
                 self.command, path, query, body, auth, fake.url + split.path
             )
+            record.status, record.response = status, data
             limit = 5000 if auth == "ok" else 60
             remaining = str(max(0, limit - len(fake.requests)))
             reset = str(int(datetime.now(UTC).timestamp()) + 3600)
@@ -872,7 +1104,11 @@ class _Handler(BaseHTTPRequestHandler):
                 "X-GitHub-Request-Id": f"FAKE:{len(fake.requests)}",
                 **extra,
             }
-            self._send(status, out, json.dumps(data).encode())
+            if isinstance(data, RawBody):
+                out["Content-Type"] = data.content_type
+                self._send(status, out, data.payload)
+            else:
+                self._send(status, out, json.dumps(data).encode())
             return
         fake.requests.append(
             RecordedRequest(self.command, split.path, {"raw": split.query}, headers, None, "git")

@@ -392,4 +392,7 @@ class ServerProbe:
     """The context the model is loaded with right now (Ollama ``ps``)."""
     gpu: str = ""
     """How much of the model is on the GPU, when the server tells."""
+    served_model: str = ""
+    """The model a single-model server (llama-server) answers with whatever name is asked
+    (``model`` is then only a label); empty otherwise."""
     notes: list[str] | None = None

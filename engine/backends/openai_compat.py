@@ -357,6 +357,24 @@ class OpenAICompatBackend(Backend):
             ) from None
         return [m for m in data if isinstance(m, dict)]
 
+    def llama_server_props(self) -> dict[str, Any] | None:
+        """llama-server's ``GET /props`` (at the server root), or None for any other server.
+
+        Why: llama-server serving one model answers every model name with it, so a profile
+        whose ``model`` is not the served id still works there; a multi-model server (vLLM,
+        LM Studio, Ollama's /v1, llama-cpp-python's server) answers 404 to a wrong name.
+        Only llama-server has ``/props`` with ``default_generation_settings``.
+        """
+        root = re.sub(r"/v1/?$", "", self.base_url.rstrip("/"))
+        try:
+            resp = self._client.get(f"{root}/props", headers=self._headers(), timeout=5.0)
+            data = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, BackendError):
+            return None
+        if isinstance(data, dict) and isinstance(data.get("default_generation_settings"), dict):
+            return data
+        return None
+
     def probe(self) -> ServerProbe:
         """Reachable? Model served? Context length when the server tells (for doctor)."""
         probe = ServerProbe(url=self.base_url, reachable=False, model=self.profile.model)
@@ -368,16 +386,33 @@ class OpenAICompatBackend(Backend):
         probe.reachable = True
         probe.models = [str(m.get("id")) for m in models]
         entry = next((m for m in models if m.get("id") == self.profile.model), None)
+        props = self.llama_server_props()
+        if entry is None and props is not None and len(models) == 1:
+            # llama-server with one model answers every model name with it: not a failure
+            entry = models[0]
+            probe.served_model = str(entry.get("id"))
         probe.model_present = entry is not None
         if entry is None:
             probe.hint = "set model to one of the served ids"
             return probe
         meta: dict[str, Any] = entry["meta"] if isinstance(entry.get("meta"), dict) else {}
-        for value in (entry.get("max_model_len"), entry.get("context_length"), meta.get("n_ctx")):
-            if isinstance(value, int):
+        settings = (props or {}).get("default_generation_settings")
+        served_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+        for value in (
+            served_ctx,
+            entry.get("max_model_len"),
+            entry.get("context_length"),
+            meta.get("n_ctx"),
+        ):
+            if isinstance(value, int) and value > 0:
                 probe.context_length = value
                 break
         notes = [f"response_format flavour: {server_flavour(self.base_url)}"]
+        if probe.served_model:
+            notes.append(
+                f"llama-server serves one model ({probe.served_model}) and answers any model "
+                f"name with it: the profile's model {self.profile.model!r} is only a label"
+            )
         if probe.context_length and probe.context_length < self.profile.n_ctx:
             notes.append(
                 f"n_ctx={self.profile.n_ctx} is larger than the served context "

@@ -6,10 +6,13 @@ threads, the CLI) are synchronous, so the client is built blocking. Its base URL
 the remote's URL (https, ssh and scp-like forms) unless ``[github] repo`` names them.
 
 Errors keep GitHub's own words: every HTTP failure becomes a :class:`GitHubError` whose
-message quotes GitHub's ``message`` (and the ``errors`` of a 422) with the status, plus the
-rate-limit reset time when GitHub says the limit is spent. A request that never reached GitHub
-is a :class:`GitHubError` with ``status=None`` (``network``): the issue list then falls back
-to the cache, and publishing queues its job in the outbox.
+message quotes GitHub's ``message`` (and the ``errors`` of a 422) with the status, plus when
+to retry when a rate limit stopped it (``Retry-After`` for a secondary limit, else the primary
+limit's reset; a 429 is always a rate limit). Only a request that never got an answer (a
+transport error) is ``network``: the issue list then falls back to the cache, and publishing
+queues its job in the outbox. Any other failure inside the client, or a success answer of the
+wrong shape (a captive portal's HTML page where a list was expected), is an error shown as is:
+the cache is kept, nothing is queued.
 
 Credentials follow their host, as ``gh`` does: ``GH_TOKEN``/``GITHUB_TOKEN`` (or ``gh auth
 token``) go to api.github.com only; an Enterprise host the user's own config names gets
@@ -20,6 +23,7 @@ is never put in a message, a log or the cache. Without one, reads are anonymous 
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import ipaddress
 import logging
@@ -30,7 +34,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -326,6 +330,59 @@ def _reset_time(headers: Any) -> str:
     return datetime.fromtimestamp(stamp, tz=UTC).astimezone().strftime("%H:%M:%S")
 
 
+def retry_after_seconds(headers: Any, *, now: datetime | None = None) -> float | None:
+    """Seconds GitHub's ``Retry-After`` header asks to wait (delta seconds or an HTTP date).
+
+    Why: a secondary rate limit (too many requests at once, or too many pull requests
+    created) answers 403 or 429 with ``Retry-After``; ``X-RateLimit-Reset`` then names the
+    primary limit's reset, which is not when the request may be retried.
+    """
+    value = str(headers.get("retry-after") or "").strip() if headers else ""
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+#: exception class names of a request that never got an answer (httpx/httpx2 transport
+#: errors, ghapi's APIError wrapping one, the standard library's socket errors)
+_NETWORK_ERRORS = frozenset(
+    {
+        "TransportError",
+        "TimeoutException",
+        "NetworkError",
+        "ProtocolError",
+        "ProxyError",
+        "UnsupportedProtocol",
+        "URLError",
+    }
+)
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) means the request never got an answer from GitHub."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError):  # ConnectionError, socket.timeout, ssl errors
+            return True
+        if any(cls.__name__ in _NETWORK_ERRORS for cls in type(item).__mro__):
+            return True
+        todo += [getattr(item, "raw", None), item.__cause__, item.__context__]
+    return False
+
+
 def error_from_api(exc: Exception, what: str, *, api_url: str, anonymous: bool) -> GitHubError:
     """A :class:`GitHubError` from a ghapi/fasttransport exception, in GitHub's words.
 
@@ -341,6 +398,16 @@ def error_from_api(exc: Exception, what: str, *, api_url: str, anonymous: bool) 
         status = getattr(response, "status_code", None)
     if status is None:
         detail = str(getattr(exc, "message", "") or exc) or type(exc).__name__
+        if not is_network_error(exc):
+            # not a network failure: a bug (ours or the client library's) to show, never a
+            # reason to serve the cache as "offline" or to queue a publish for later
+            return GitHubError(
+                f"the GitHub client failed while {what}: {type(exc).__name__}: {detail[:300]}",
+                title="GitHub client error",
+                hint="this is a bug in agent-tui or ghapi, not a network problem: please "
+                "report it with `agent-tui --version`",
+                network=False,
+            )
         return GitHubError(
             f"cannot reach GitHub at {api_url} while {what}: {detail}",
             title="GitHub unreachable",
@@ -356,17 +423,32 @@ def error_from_api(exc: Exception, what: str, *, api_url: str, anonymous: bool) 
     headers = getattr(response, "headers", None) or {}
     text = f"GitHub answered {status} while {what}: {gh_msg}"
     remaining = headers.get("x-ratelimit-remaining") if headers else None
-    if status in (403, 429) and (remaining == "0" or "rate limit" in gh_msg.lower()):
-        reset = _reset_time(headers)
-        if reset:
-            text += f" (the limit resets at {reset})"
-        hint = (
-            "set GH_TOKEN (or run `gh auth login`) for 5,000 requests/hour"
-            if anonymous
-            else "wait for the reset; cached issues are served meanwhile"
-        )
+    wait = retry_after_seconds(headers) if status in (403, 429) else None
+    if status == 429 or (
+        status == 403 and (wait is not None or remaining == "0" or "rate limit" in gh_msg.lower())
+    ):
+        if wait is not None:
+            # a secondary rate limit: Retry-After says when, X-RateLimit-Reset does not apply
+            when = (datetime.now(UTC) + timedelta(seconds=wait)).astimezone()
+            text += f" (GitHub asks to retry after {wait:.0f} s, at {when:%H:%M:%S})"
+            hint = f"wait {wait:.0f} s before retrying; cached issues are served meanwhile"
+        else:
+            reset = _reset_time(headers)
+            if reset:
+                text += f" (the limit resets at {reset})"
+            hint = (
+                "set GH_TOKEN (or run `gh auth login`) for 5,000 requests/hour"
+                if anonymous
+                else "wait for the reset; cached issues are served meanwhile"
+            )
         return GitHubError(
-            text, title="GitHub rate limit", hint=hint, status=status, github_message=gh_msg
+            text,
+            title="GitHub rate limit",
+            hint=hint,
+            status=status,
+            github_message=gh_msg,
+            retry_after=wait,
+            rate_limited=True,
         )
     if status == 401:
         return GitHubError(
@@ -499,14 +581,49 @@ class GitHubClient:
                 exc, what, api_url=self.repo.api_url, anonymous=self.anonymous
             ) from None
 
+    def _unexpected(self, what: str, expected: str, value: Any, content_type: str) -> GitHubError:
+        """The error for a success answer of the wrong shape (an HTML page, a bare string).
+
+        Why: a captive portal or an SSO proxy answers 200 with its login page; taken as
+        "no items" it would empty the issue cache, taken as a network failure it would queue
+        a publish that can never succeed until the user logs in.
+        """
+        sample = " ".join(str(value if value is not None else "nothing").split())[:120]
+        kind = type(value).__name__ if not isinstance(value, str) else "text"
+        return GitHubError(
+            f"{self.repo.api_url} answered {what} with {kind} ({content_type or 'no type'}), "
+            f"not {expected}: {sample!r}",
+            title="Unexpected answer from GitHub",
+            hint=f"a captive portal or a proxy's login page? Open {self.repo.api_url} in a "
+            "browser (or check [github] api_url); the cached issues are kept",
+            network=False,
+        )
+
+    def _content_type(self) -> str:
+        return str(self.api.recv_hdrs.get("content-type", "") or "").split(";")[0]
+
+    def _object(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One JSON object from GitHub (an error when the answer is anything else)."""
+        with self._lock:
+            result = self._call(what, fn, *args, **kwargs)
+            content_type = self._content_type()
+        if not isinstance(result, dict):
+            raise self._unexpected(what, "a JSON object", result, content_type)
+        return result
+
     def _pages(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Iterator[dict[str, Any]]:
-        """Every item of a list endpoint, following ``Link: rel="next"`` page by page."""
+        """Every item of a list endpoint, following ``Link: rel="next"`` page by page.
+
+        Raises:
+            GitHubError: GitHub failed, or answered with something that is not a JSON list.
+        """
         for page in range(1, MAX_PAGES + 1):
             with self._lock:  # the response headers live on the shared transport
                 items = self._call(what, fn, per_page=PER_PAGE, page=page, **kwargs)
                 link = str(self.api.recv_hdrs.get("link", "") or "")
+                content_type = self._content_type()
             if not isinstance(items, list):
-                return
+                raise self._unexpected(what, "a JSON list", items, content_type)
             yield from (i for i in items if isinstance(i, dict))
             if not items or not _next_link(link):
                 return
@@ -529,7 +646,7 @@ class GitHubClient:
 
     def issue(self, number: int) -> dict[str, Any]:
         """Issue ``number``'s JSON."""
-        result: dict[str, Any] = self._call(
+        result: dict[str, Any] = self._object(
             f"reading issue #{number} of {self.repo.full_name}", self.api.issues.get, number
         )
         return result
@@ -546,7 +663,7 @@ class GitHubClient:
 
     def repository(self) -> dict[str, Any]:
         """The repository's JSON (``default_branch``, ``permissions``...)."""
-        result: dict[str, Any] = self._call(
+        result: dict[str, Any] = self._object(
             f"reading repository {self.repo.full_name}", self.api.repos.get
         )
         return result
@@ -555,9 +672,18 @@ class GitHubClient:
         """The repository's default branch."""
         return str(self.repository().get("default_branch") or "main")
 
-    def open_pulls_for_head(self, head_owner: str, branch: str) -> list[dict[str, Any]]:
-        """Open pull requests whose head is ``head_owner:branch``."""
-        return list(
+    def open_pulls_for_head(
+        self, head_owner: str, branch: str, *, head_repo: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Open pull requests whose head is ``head_owner:branch``.
+
+        Args:
+            head_owner: the owner of the repository the branch was pushed to.
+            branch: the branch.
+            head_repo: ``owner/name`` of that repository when it is not this one (a fork
+                owned by the same organisation: ``head_owner:branch`` alone is ambiguous).
+        """
+        pulls = list(
             self._pages(
                 f"looking for an open pull request from {branch}",
                 self.api.pulls.list,
@@ -565,28 +691,59 @@ class GitHubClient:
                 state="open",
             )
         )
+        if head_repo:
+            pulls = [
+                p
+                for p in pulls
+                if str(((p.get("head") or {}).get("repo") or {}).get("full_name", "")).lower()
+                == head_repo.lower()
+            ]
+        return pulls
 
     def create_pull(
-        self, *, title: str, body: str, base: str, head: str, draft: bool
+        self,
+        *,
+        title: str,
+        body: str,
+        base: str,
+        head: str,
+        draft: bool,
+        head_repo: str | None = None,
     ) -> dict[str, Any]:
-        """Open a pull request; ``head`` is ``branch`` or ``owner:branch`` (a fork)."""
-        result: dict[str, Any] = self._call(
-            f"opening a pull request from {head} into {base}",
-            self.api.pulls.create,
-            head=head,
-            base=base,
-            title=title,
-            body=body,
-            draft=draft,
+        """Open a pull request.
+
+        Args:
+            title: its title.
+            body: its body (Markdown).
+            base: the branch to merge into.
+            head: ``branch``, or ``owner:branch`` from a fork of another owner.
+            draft: open it as a draft.
+            head_repo: ``owner/name`` of a fork owned by this repository's owner (GitHub
+                requires it then: ``head`` alone would name a branch of this repository).
+        """
+        fields: dict[str, Any] = {
+            "head": head,
+            "base": base,
+            "title": title,
+            "body": body,
+            "draft": draft,
+        }
+        if head_repo:
+            fields["head_repo"] = head_repo
+        result: dict[str, Any] = self._object(
+            f"opening a pull request from {head} into {base}", self.api.pulls.create, **fields
         )
         return result
 
     def add_labels(self, number: int, labels: list[str]) -> list[str]:
         """Add ``labels`` to issue or pull request ``number``; returns its labels after."""
-        result = self._call(
-            f"labelling #{number}", self.api.issues.add_labels, number, labels=labels
-        )
-        return [str(lab.get("name")) for lab in result or [] if isinstance(lab, dict)]
+        what = f"labelling #{number}"
+        with self._lock:
+            result = self._call(what, self.api.issues.add_labels, number, labels=labels)
+            content_type = self._content_type()
+        if not isinstance(result, list):
+            raise self._unexpected(what, "a JSON list", result, content_type)
+        return [str(lab.get("name")) for lab in result if isinstance(lab, dict)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -693,7 +850,9 @@ class GitHubIssueSource(IssueSource):
             What happened; ``offline`` when GitHub could not be reached (the cache is served).
 
         Raises:
-            GitHubError: GitHub answered with an error (auth, rate limit, not found...).
+            GitHubError: GitHub answered with an error (auth, rate limit, not found...), with
+                something that is not its JSON (a proxy's login page), or the client failed;
+                the cache is left as it was.
         """
         since = None if full else self.cache.since()
         started = datetime.now(UTC)

@@ -45,7 +45,7 @@ CONTENT = st.one_of(
     st.just(""),
     st.text(max_size=200),
     # a large file (a model answer is bounded by its token budget: a few thousand lines)
-    st.integers(min_value=500, max_value=1500).map(lambda n: "x = 1\n" * n),
+    st.integers(min_value=200, max_value=600).map(lambda n: "x = 1\n" * n),
 )
 
 
@@ -117,7 +117,7 @@ async def walk(repo: Path, proposal: ChangeProposal, size: tuple[int, int]) -> N
 
 
 @settings(
-    max_examples=15,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

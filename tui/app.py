@@ -139,8 +139,10 @@ class AgentTuiApp(App[int]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark,f1", "help", "Help", id="help"),
-        Binding("H", "history", "History", id="history"),
-        Binding("M", "models", "Models", id="models"),
+        # shown in the footer of the Issues screen only (tui.screens.issues): on the others
+        # the screen's own keys need the room at 80 columns
+        Binding("H", "history", "History", id="history", show=False),
+        Binding("M", "models", "Models", id="models", show=False),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
 

@@ -46,9 +46,13 @@ from tui.widgets.status_bar import StatusBar
 RAW_TAIL = 6000
 
 
-def proposal_tree(partial: dict[str, Any] | None, *, done: bool = False) -> Tree:
+def proposal_tree(
+    partial: dict[str, Any] | None, *, done: bool = False, stopped: bool = False
+) -> Tree:
     """The (partial) proposal as a tree: branch, commit, PR title, then the files so far,
-    grouped under their directories as their paths stream in."""
+    grouped under their directories as their paths stream in. ``stopped``: generation
+    ended before the answer did, so the last file is marked as cut off, not as being
+    written."""
     tree = Tree(Text("proposal", style="bold"), guide_style="dim")
     data = partial or {}
     for key, name in (
@@ -81,7 +85,9 @@ def proposal_tree(partial: dict[str, Any] | None, *, done: bool = False) -> Tree
             if isinstance(content, str):
                 lines = content.count("\n") + (1 if content and not content.endswith("\n") else 0)
                 entry.append(f"  {lines} lines", style="dim")
-            if writing:
+            if writing and stopped:
+                entry.append("  cut off", style="italic yellow")
+            elif writing:
                 entry.append("  writing…", style="italic")
             parent.add(entry)
     elif not data:
@@ -267,7 +273,7 @@ class GeneratingScreen(AgentScreen):
         self.phase = f"stopped: {failure.kind}"
         if failure.partial is not None:
             self.partial = failure.partial
-        self.query_one("#gen-tree", Static).update(proposal_tree(self.partial))
+        self.query_one("#gen-tree", Static).update(proposal_tree(self.partial, stopped=True))
         if failure.raw:
             self.raw = failure.raw
             self.query_one("#gen-raw", Static).update(self.raw[-RAW_TAIL:])

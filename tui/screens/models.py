@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
@@ -67,22 +67,33 @@ class ModelsScreen(AgentScreen):
     def on_mount(self) -> None:
         self.query_one(StatusBar).set_left("agent-tui · Models")
         self.app.refresh_badges()  # type: ignore[attr-defined]
-        models = self.query_one("#models", DataTable)
-        models.add_column("", width=1)
-        models.add_column("profile", width=18)
-        models.add_column("backend", width=9)
-        models.add_column("status", width=6)
-        models.add_column("model / detail")
-        prompts = self.query_one("#prompts", DataTable)
-        prompts.add_column("", width=1)
-        prompts.add_column("profile", width=18)
-        prompts.add_column("from", width=8)
-        prompts.add_column("description")
-        self._fill_models()
-        self._fill_prompts()
-        models.focus()
+        self._columns(self.app.size.width)
+        self.query_one("#models", DataTable).focus()
         if self.run_doctor:
             self.action_check()
+
+    def _columns(self, width: int) -> None:
+        """Columns sized to the terminal: the detail column takes what is left and is cut,
+        so no row grows a horizontal scrollbar."""
+        from tui.screens.history import fit_columns
+
+        self._width = width
+        models = self.query_one("#models", DataTable)
+        models.clear(columns=True)
+        names = ["", "profile", "backend", "status", "model / detail"]
+        for name, size in zip(names, fit_columns(width, [1, 18, 9, 6, None]), strict=True):
+            models.add_column(name, width=size)
+        prompts = self.query_one("#prompts", DataTable)
+        prompts.clear(columns=True)
+        names = ["", "profile", "from", "description"]
+        for name, size in zip(names, fit_columns(width, [1, 18, 8, None]), strict=True):
+            prompts.add_column(name, width=size)
+        self._fill_models()
+        self._fill_prompts()
+
+    def on_resize(self, event: events.Resize) -> None:
+        if event.size.width != getattr(self, "_width", 0):
+            self._columns(event.size.width)
 
     @property
     def workspace(self) -> Any:

@@ -48,8 +48,11 @@ def file_label(
     numbers = f"  +{diff.added} -{diff.removed}"
     if width is not None:
         indent = len(shown) - len(shown.lstrip(" "))
-        room = width - label.cell_len - 1 - cell_len(numbers) - indent
-        shown = " " * indent + tail(shown[indent:], max(8, room))
+        name_len = cell_len(shown) - indent
+        room = width - label.cell_len - 1 - indent
+        if room - cell_len(numbers) < name_len:
+            numbers = ""  # the name matters more than the line counts (the diff has them)
+        shown = " " * indent + tail(shown[indent:], max(8, room - cell_len(numbers)))
     label.append(f" {shown}")
     label.append(numbers, style="dim")
     return label

@@ -30,6 +30,11 @@ def _isolated_env(
     monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.com")
     monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Author")
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "author@example.com")
+    # nor discovers the developer's own model servers and GGUF files (tests pass their own)
+    import engine.discover
+
+    monkeypatch.setattr(engine.discover, "default_servers", lambda: [])
+    monkeypatch.setattr(engine.discover, "gguf_folders", lambda: [])
 
 
 def git(cwd: Path, *args: str) -> str:

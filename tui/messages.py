@@ -166,6 +166,13 @@ class HistoryLoaded(Message):
 
 
 @dataclass
+class ModelsDiscovered(Message):
+    """Model servers and GGUF files found on this machine (``engine.discover.Discovered``)."""
+
+    found: list[Any]
+
+
+@dataclass
 class ProfilesChecked(Message):
     """The doctor checks of one model profile ended."""
 

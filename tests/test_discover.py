@@ -240,3 +240,28 @@ async def test_a_slow_server_never_delays_the_first_paint(
             assert app.discovered == []  # it timed out: nothing listed, nothing broken
     finally:
         stop()
+
+
+async def test_a_failed_answer_of_the_embedded_model_offers_the_found_ones(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from engine.discover import Discovered
+    from engine.events import Looping
+    from tui.app import AgentTuiApp
+    from tui.screens.generating import GeneratingScreen
+
+    repo = create_demo(tmp_path / "demo").repo
+    app = AgentTuiApp(repo, load_config(repo), source=LocalIssueSource(repo))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await app.workers.wait_for_complete()
+        app.discovered = [Discovered("ollama-qwen2.5-coder-7b", "ollama", "qwen2.5-coder:7b", "x")]
+        run = app.workspace.start(app.workspace.issue_source().get_issue(1), comments=[])
+        screen = GeneratingScreen(run, start=False)
+        await app.push_screen(screen)
+        screen.show_failure(Looping(message="a/b/b/b/b", hint="try a larger model"))
+        await pilot.pause()
+        console = Console(file=io.StringIO(), width=200, color_system=None, record=True)
+        console.print(screen.query_one("#gen-outcome").content)  # type: ignore[attr-defined]
+        assert "ollama-qwen2.5-coder-7b" in console.export_text()

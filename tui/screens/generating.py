@@ -278,11 +278,28 @@ class GeneratingScreen(AgentScreen):
             self.raw = failure.raw
             self.query_one("#gen-raw", Static).update(self.raw[-RAW_TAIL:])
         outcome = self.query_one("#gen-outcome", Static)
-        outcome.update(_failure_text(failure))
+        outcome.update(Group(_failure_text(failure), *self._better_models(failure)))
         outcome.display = True
         outcome.set_class(not isinstance(failure, Cancelled), "error")
         self._render_stats()
         self.refresh_bindings()
+
+    def _better_models(self, failure: GenerationFailed) -> list[Text]:
+        """After a failed answer of the embedded model: the models found on this machine,
+        by name (the Models screen uses one with Enter)."""
+        if isinstance(failure, Cancelled):
+            return []
+        profile = self.run.workspace.config.models.get(self.run.model_name)
+        found = getattr(self.app, "discovered", None) or []
+        if getattr(profile, "model_package", None) is None or not found:
+            return []
+        names = ", ".join(d.name for d in found[:3]) + (" …" if len(found) > 3 else "")
+        return [
+            Text(
+                f"A larger model is on this machine: {names}. M opens Models; Enter uses one.",
+                style="bold",
+            )
+        ]
 
     def on_worker_error(self, worker: Any) -> None:
         if worker.group == "generate":

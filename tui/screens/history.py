@@ -78,7 +78,7 @@ class HistoryScreen(AgentScreen):
         history = self.query_one("#history", DataTable)
         history.clear(columns=True)
         names = ["#", "when (UTC)", "outcome", "issue", "model", "prompt", "detail"]
-        self._short_when = width < 100  # the year goes first on a small terminal
+        self._short_when = width < 120  # the year goes first on a small terminal
         sizes = fit_columns(width, [3, 11 if self._short_when else 16, 9, None, 10, 10, None])
         for name, size in zip(names, sizes, strict=True):
             history.add_column(name, width=size)

@@ -85,7 +85,8 @@ class PublishProgress:
     """One publish step started, finished, failed or was skipped (for the TUI and the CLI)."""
 
     step: str
-    state: Literal["started", "done", "failed", "skipped"]
+    state: Literal["started", "done", "failed", "skipped", "queued"]
+    """``queued``: the step waits in the outbox (expected offline or without GitHub)."""
     detail: str = ""
 
 
@@ -271,6 +272,8 @@ class PublishPlan:
     drafts_unsupported: bool = False
     """A draft was asked for, but GitHub said this repository does not support draft pull
     requests (remembered from an earlier publish): it opens ready for review."""
+    issue_title: str = ""
+    """The issue's title, for the history entry of a publish that has none yet."""
 
     @property
     def ready(self) -> bool:
@@ -318,6 +321,13 @@ def _severity(finding: Any) -> str:
     return str(value or "").lower()
 
 
+def _code(finding: Any) -> str:
+    value = getattr(finding, "code", None)
+    if value is None and isinstance(finding, dict):
+        value = finding.get("code")
+    return str(value or "")
+
+
 def _branch_taken(repo: Path, remote: str, name: str, jobs: Sequence[PublishJob]) -> bool:
     return (
         gitops.branch_sha(repo, name) is not None
@@ -342,6 +352,7 @@ def build_plan(
     run_tests: bool | None = None,
     tests_in_body: bool | None = None,
     ask_github: bool = True,
+    issue_title: str = "",
 ) -> PublishPlan:
     """Work out a publish without changing anything.
 
@@ -363,6 +374,8 @@ def build_plan(
         tests_in_body: put the test result in the PR body (default ``[publish] tests_in_body``).
         ask_github: ask GitHub for the default branch and an existing PR (else only local
             facts are used).
+        issue_title: the issue's title (kept in the history entry a publish without
+            ``generation_id`` creates).
 
     Returns:
         The plan; check ``plan.errors`` (or ``plan.ready``) before :func:`execute`.
@@ -503,8 +516,9 @@ def build_plan(
                 warnings.append(f"pull request {existing_pr} is already open: it is reused")
 
     body, appended = ensure_closes(proposal.pr_body, issue)
-    if appended:
-        warnings.append(f"'Closes #{issue}' was added to the pull request body")
+    closes_blocks = any(_code(f) == "closes-missing" for f in blocking)
+    if appended and not closes_blocks:  # else the error says what to do (f fixes it)
+        warnings.append(f"'Closes #{issue}' will be added to the pull request body")
     provenance = provenance or Provenance()
     test_command = settings.test_command if run_tests is not False else None
     if run_tests and not settings.test_command:
@@ -539,6 +553,7 @@ def build_plan(
         key_envs=key_envs(config),
         head_repo=head_repo,
         drafts_unsupported=drafts_unsupported,
+        issue_title=issue_title,
     )
 
 
@@ -568,6 +583,9 @@ class PublishResult:
     draft was asked for but GitHub does not support drafts in the repository."""
     error: AgentTuiError | None = None
     """The typed error behind a ``failed``/``pending`` result (for the TUI's error modal)."""
+    hint: str = ""
+    """What the user can do about a queued job (without naming the command that retries it:
+    the caller knows whether that is ``agent-tui sync`` or a later run of it)."""
 
     @property
     def published(self) -> bool:
@@ -650,10 +668,14 @@ def execute(
     with publish_lock(repo):
         gitops.cleanup_worktrees(repo)
         generation_id = plan.generation_id
+        # the history keeps the proposal as published (the body with its "Closes #N"); a
+        # generation keeps the model's original next to it
+        published = {**plan.proposal.model_dump(), "pr_body": plan.body}
         if generation_id is None:
             p = plan.provenance
             generation_id = store.record_generation(
                 issue_number=plan.issue,
+                issue_title=plan.issue_title,
                 model_profile=p.model_profile,
                 model_ref=p.model_ref,
                 prompt_profile=p.prompt_profile,
@@ -664,6 +686,9 @@ def execute(
                 outcome="queued",
                 detail="publishing",
             )
+        record = store.generation(generation_id)
+        if record is not None and record.proposal != published:
+            store.save_edit(generation_id, published)
         parent = None
         if plan.update_existing:
             parent = gitops.branch_sha(repo, plan.branch) or gitops.remote_branch_sha(
@@ -850,10 +875,10 @@ class _Runner:
         msg = f"{step}: {error.message}"
         self.store.update_job(job, status="pending", last_error=msg)
         self._outcome(job, "queued", msg)
-        self._say(step, "failed", f"queued in the outbox: {error.message}")
-        return self._result(
-            job, f"queued in the outbox ({error.message}); `agent-tui sync` retries it", error
-        )
+        self._say(step, "queued", error.message)
+        result = self._result(job, f"queued in the outbox: {error.message}", error)
+        result.hint = error.hint or "wait until GitHub can be reached"
+        return result
 
     def _fail(self, job: PublishJob, step: str, error: AgentTuiError) -> PublishResult:
         msg = f"{step}: {error.message}"
@@ -1020,7 +1045,7 @@ class _Runner:
             error = PublishError(
                 "no GitHub repository is known for this remote",
                 title="Pull request queued",
-                hint="set [github] repo (and api_url), then run `agent-tui sync`",
+                hint="set [github] repo (and api_url) in the config",
             )
             return self._queue(job, "pull_request", error)
         token = self._token(github)
@@ -1028,7 +1053,7 @@ class _Runner:
             error = PublishError(
                 "no GitHub token to open the pull request",
                 title="Pull request queued",
-                hint="export GH_TOKEN (or `gh auth login`), then run `agent-tui sync`",
+                hint="export GH_TOKEN (or run `gh auth login`)",
             )
             return self._queue(job, "pull_request", error)
         waiting = self._rate_limit_wait(github)
@@ -1204,6 +1229,7 @@ def plan_with_choice(plan: PublishPlan, config: AppConfig, choice: BranchChoice)
         on_existing=choice,
         run_tests=plan.test_command is not None,
         tests_in_body=plan.tests_in_body,
+        issue_title=plan.issue_title,
     )
 
 

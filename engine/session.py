@@ -192,6 +192,39 @@ class Workspace:
                 return None
         return self._store
 
+    def restore(self, issue: Issue) -> IssueRun | None:
+        """A run holding the latest proposal of ``issue`` from the history, with the user's
+        edits and fresh checks (None: the history has none).
+
+        Why: a proposal is never lost when the app is closed; reopening it brings back the
+        proposal as the user left it, ready to review and publish.
+
+        Raises:
+            AgentTuiError: the repository cannot be read for the checks.
+        """
+        store = self.store()
+        if store is None:
+            return None
+        record = store.latest_by_issue().get(issue.number)
+        if record is None or record.current is None:
+            return None
+        run = IssueRun(self, issue)
+        if record.model_profile in self.config.models:
+            run.model_name = record.model_profile
+        run.prompt_name = record.prompt_profile or run.prompt_name
+        from engine.errors import PromptProfileError
+
+        try:
+            review = run._review(_rebuild(record.current), generation_id=record.id)
+        except PromptProfileError:  # a prompt profile since removed: check with the active one
+            run.prompt_name = self.prompt_name
+            review = run._review(_rebuild(record.current), generation_id=record.id)
+        review.outcome = record.outcome
+        review.pr_url = record.pr_url
+        review.saved_at = record.updated_at
+        run.review = review
+        return run
+
     def start(self, issue: Issue, comments: list[IssueComment] | None = None) -> IssueRun:
         """A run for ``issue`` with the active model and prompt profiles.
 
@@ -256,6 +289,11 @@ class Review:
     """The user acknowledged the warnings (reset by every change to the proposal)."""
     base: RepoBase | None = None
     """What the proposal is compared with (for the old side of a diff)."""
+    outcome: str = "generated"
+    """What became of it (a proposal brought back from the history may be published)."""
+    pr_url: str | None = None
+    saved_at: str = ""
+    """When a proposal brought back from the history was last saved (UTC, ISO)."""
 
     def base_text(self, path: str) -> str | None:
         """The base content of ``path`` (None: a new file, or not text)."""
@@ -576,7 +614,12 @@ class IssueRun:
     def _replace(self, proposal: ChangeProposal) -> Review:
         old = self._current()
         review = self._review(proposal, stats=old.stats, generation_id=old.generation_id)
+        review.outcome, review.pr_url = old.outcome, old.pr_url
         self.review = review
+        store = self.workspace.store()
+        if review.generation_id is not None and store is not None and proposal != old.proposal:
+            # saved as it is made: closing the app never loses an edit
+            store.save_edit(review.generation_id, proposal.model_dump(warnings=False))
         return review
 
     def recheck(self) -> Review:
@@ -644,6 +687,10 @@ class IssueRun:
         data["files"] = [f for f in data["files"] if f["path"] != path]
         return self._replace(_rebuild(data))
 
+    def restore_proposal(self, proposal: ChangeProposal) -> Review:
+        """Put back an earlier version of the proposal (the Preview's undo), checked again."""
+        return self._replace(proposal)
+
     def acknowledge(self, value: bool = True) -> None:
         """Record that the user read and accepts the warnings of the current review."""
         self._current().acknowledged = value
@@ -651,8 +698,14 @@ class IssueRun:
     # -- publishing ------------------------------------------------------------------------
     def provenance(self) -> Provenance:
         """Model, prompt and seed of the current proposal, for the commit trailers."""
-        from engine.publish import Provenance, model_ref_for
+        from engine.publish import Provenance, model_ref_for, provenance_from_history
 
+        review = self.review
+        store = self.workspace.store()
+        if self._context is None and review is not None and review.generation_id is not None:
+            # brought back from the history: the generation's own provenance
+            if store is not None and store.generation(review.generation_id) is not None:
+                return provenance_from_history(store, review.generation_id, self.workspace.config)
         config = self.workspace.config
         profile = config.profile(self.model_name)
         prompt_hash = ""
@@ -692,6 +745,7 @@ class IssueRun:
             draft=draft,
             labels=None,
             on_existing=on_existing,  # type: ignore[arg-type]
+            issue_title=self.issue.title,
         )
 
     def publish(

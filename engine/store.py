@@ -7,6 +7,9 @@ Nothing secret is ever written here: no token, no authenticated URL.
 History: one row per generation (issue, model and prompt profiles, prompt hash, the proposal
 JSON, the checks' findings, the generation stats) with its outcome: ``generated`` (not yet
 decided), ``discarded``, ``published``, ``queued`` (waiting in the outbox) or ``failed``.
+``proposal`` is the model's answer as it came; ``edited`` is the proposal as the user left it
+(saved after every edit in the Preview, and as published), so nothing is lost when the app
+is closed and the history shows what was really published.
 
 Outbox: one row per publish job, a small state machine that only moves forward::
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -60,7 +64,8 @@ CREATE TABLE IF NOT EXISTS generations (
     detail TEXT NOT NULL DEFAULT '',
     job_id INTEGER,
     pr_url TEXT,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    edited TEXT
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -133,8 +138,9 @@ CREATE TABLE IF NOT EXISTS forge_facts (
     PRIMARY KEY (repo, key)
 );
 """
-#: columns added to a table after its first release: (table, column, declaration)
-_ADDED_COLUMNS = (("jobs", "head_repo", "TEXT"),)
+#: Columns added after a table was first created: (table, column, declaration). A database
+#: written before them gets them when it is opened.
+_ADDED_COLUMNS = (("jobs", "head_repo", "TEXT"), ("generations", "edited", "TEXT"))
 
 
 def _now() -> str:
@@ -162,6 +168,24 @@ class GenerationRecord:
     job_id: int | None
     pr_url: str | None
     updated_at: str
+    edited: dict[str, Any] | None = None
+    """The proposal as the user edited (and published) it; None: as the model answered."""
+
+    @property
+    def current(self) -> dict[str, Any] | None:
+        """The latest version of the proposal: the user's edit, else the model's answer."""
+        return self.edited if self.edited is not None else self.proposal
+
+    @property
+    def state(self) -> str:
+        """Where its issue stands, in a word or two: ``proposal`` (ready to review),
+        ``queued`` (in the outbox), ``PR #12`` (published), ``failed`` (publishing failed)."""
+        if self.outcome == "published":
+            match = re.search(r"/pull/(\d+)", self.pr_url or "")
+            return f"PR #{match.group(1)}" if match else "published"
+        if self.outcome in ("queued", "failed"):
+            return self.outcome
+        return "proposal"
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON-ready data."""
@@ -221,7 +245,7 @@ class PublishJob:
 
 _JOB_JSON = {"proposal", "labels"}
 _JOB_BOOL = {"draft", "update_existing", "pr_reused", "tests_in_body"}
-_GEN_JSON = {"proposal", "findings", "stats"}
+_GEN_JSON = {"proposal", "findings", "stats", "edited"}
 
 
 class Store:
@@ -367,6 +391,28 @@ class Store:
             args.append(only_if)
         with self._connect() as db:
             return db.execute(sql, args).rowcount > 0
+
+    def save_edit(self, generation_id: int, proposal: dict[str, Any]) -> None:
+        """Keep the user's version of a generation's proposal (the original stays as it was).
+
+        Args:
+            generation_id: the history entry.
+            proposal: the proposal as JSON data, as the user left it.
+        """
+        with self._connect() as db:
+            db.execute(
+                "UPDATE generations SET edited = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(proposal), _now(), generation_id),
+            )
+
+    def latest_by_issue(self) -> dict[int, GenerationRecord]:
+        """The latest generation holding a proposal, per issue (what reopening brings back)."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM generations WHERE id IN (SELECT MAX(id) FROM generations "
+                "WHERE proposal IS NOT NULL AND issue_number IS NOT NULL GROUP BY issue_number)"
+            ).fetchall()
+        return {int(r["issue_number"]): _generation(r) for r in rows}
 
     def generation(self, generation_id: int) -> GenerationRecord | None:
         """One generation, or None."""
@@ -677,7 +723,7 @@ def _job(row: sqlite3.Row) -> PublishJob:
 
 
 def _generation(row: sqlite3.Row) -> GenerationRecord:
-    data = {}
+    data: dict[str, Any] = {}
     for f in fields(GenerationRecord):
         value = row[f.name]
         if f.name in _GEN_JSON and value is not None:

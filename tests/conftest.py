@@ -44,6 +44,12 @@ def _isolated_env(
         user_config.parent.mkdir(parents=True)
         user_config.write_text(cpu_variant.bundled_profile_override())
 
+    # nor discovers the developer's own model servers and GGUF files (tests pass their own)
+    import engine.discover
+
+    monkeypatch.setattr(engine.discover, "default_servers", lambda: [])
+    monkeypatch.setattr(engine.discover, "gguf_folders", lambda: [])
+
 
 def git(cwd: Path, *args: str) -> str:
     """Run git in ``cwd`` and return its stdout (raises on failure)."""

@@ -140,8 +140,10 @@ class AgentTuiApp(App[int]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark,f1", "help", "Help", id="help"),
-        Binding("H", "history", "History", id="history"),
-        Binding("M", "models", "Models", id="models"),
+        # shown in the footer of the Issues screen only (tui.screens.issues): on the others
+        # the screen's own keys need the room at 80 columns
+        Binding("H", "history", "History", id="history", show=False),
+        Binding("M", "models", "Models", id="models", show=False),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
 
@@ -167,6 +169,8 @@ class AgentTuiApp(App[int]):
         self.exit_on_first_paint = False
         self.first_paint_rows = 0
         self._shown_errors: list[AgentTuiError] = []
+        self.discovered: list[Any] | None = None
+        """Models found on this machine (None: not looked yet); see ``discover_models``."""
 
     # -- startup ---------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -197,6 +201,20 @@ class AgentTuiApp(App[int]):
             )
         if self.config.tui.preload_model:
             self.load_model()
+        # after the first paint, in a thread: loopback servers and GGUF files (Models screen)
+        self.call_after_refresh(self.discover_models)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="discover")
+    def discover_models(self) -> None:
+        """Find the models this machine runs or has (``engine.discover``), for the Models
+        screen; short timeouts, loopback only."""
+        from engine.discover import discover
+
+        self.discovered = discover()
+        for screen in self.screen_stack:
+            show = getattr(screen, "show_discovered", None)
+            if callable(show):
+                self.call_from_thread(show, self.discovered)
 
     def mark_first_paint(self) -> None:
         """Record the first paint of the issue list (once)."""

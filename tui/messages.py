@@ -39,6 +39,22 @@ class IssuesRefreshed(Message):
 
 
 @dataclass
+class IssueStatesLoaded(Message):
+    """Where each issue stands, from the history: issue number -> a short state
+    (``proposal``, ``queued``, ``PR #12``...)."""
+
+    states: dict[int, str]
+
+
+@dataclass
+class ProposalRestored(Message):
+    """The latest proposal of the issue on screen was brought back from the history
+    (``run``: an ``engine.session.IssueRun`` holding its review)."""
+
+    run: Any
+
+
+@dataclass
 class IssueCommentsLoaded(Message):
     """The comments of the issue on screen arrived."""
 
@@ -147,6 +163,13 @@ class HistoryLoaded(Message):
 
     entries: list[Any] = field(default_factory=list)
     jobs: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class ModelsDiscovered(Message):
+    """Model servers and GGUF files found on this machine (``engine.discover.Discovered``)."""
+
+    found: list[Any]
 
 
 @dataclass

@@ -23,7 +23,8 @@ from engine.checks import (
 )
 from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, OK, QUEUED
-from engine.errors import PublishError
+from engine.config import AppConfig
+from engine.errors import AgentTuiError, PublishError
 from engine.gitops import toplevel
 from engine.prompts import load_profile
 from engine.publish import (
@@ -136,6 +137,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="the sampling seed used")
 
 
+def _generation_of(store: Store, issue: int, proposal: dict[str, object]) -> int | None:
+    """The latest history entry of ``issue`` holding this very proposal (None: none)."""
+    for record in store.generations(limit=200, issue=issue):
+        if proposal in (record.proposal, record.edited):
+            return record.id
+    return None
+
+
+def _issue_title(repo: Path, config: AppConfig, number: int) -> str:
+    """The issue's title from the issue cache or local files (no network; "" unknown)."""
+    from engine.forge.registry import issue_source_for
+
+    try:
+        issues = issue_source_for(repo, config).list_issues()
+    except AgentTuiError:
+        return ""
+    return next((i.title for i in issues if i.number == number), "")
+
+
 def _ask(question: str) -> str:
     try:
         return input(question).strip().lower()
@@ -148,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
     repo = toplevel(repo_dir(args))
     proposal = load_proposal_file(args.proposal)
     store = Store.for_repo(repo)
+    if not args.generation:
+        # a proposal file written by `generate` (or saved from the history) is in the history:
+        # its entry gives the model, the prompt and the issue title
+        args.generation = _generation_of(store, args.issue, proposal.model_dump())
     if args.generation:
         provenance = provenance_from_history(store, args.generation, config)
     else:
@@ -196,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
             on_existing=choice,
             run_tests=False if args.no_tests else None,
             tests_in_body=args.tests_in_body,
+            issue_title=_issue_title(repo, config, args.issue),
         )
 
     plan = plan_for(args.on_existing)
@@ -234,6 +259,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json(), indent=2))
     elif result.published:
         print(result.pr_url)
+    elif result.queued:
+        print(
+            f"{result.message}\nthe branch is kept; {result.hint}, then `agent-tui sync` sends it",
+            file=sys.stderr,
+        )
     else:
         print(result.message, file=sys.stderr)
     if result.published:

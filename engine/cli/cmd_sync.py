@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     for r in results:
         if not args.json:
             print(f"job {r.job_id} #{r.issue} {safe(r.branch)}: {r.status} — {r.message}")
+            if r.queued:  # still waiting: what to do before the next try (never "run sync")
+                print(f"  still in the outbox: {r.hint}, then run this again")
     if any(r.status == "failed" for r in results):
         return ERROR
     if any(r.status == "pending" for r in results):

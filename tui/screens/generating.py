@@ -46,9 +46,13 @@ from tui.widgets.status_bar import StatusBar
 RAW_TAIL = 6000
 
 
-def proposal_tree(partial: dict[str, Any] | None, *, done: bool = False) -> Tree:
+def proposal_tree(
+    partial: dict[str, Any] | None, *, done: bool = False, stopped: bool = False
+) -> Tree:
     """The (partial) proposal as a tree: branch, commit, PR title, then the files so far,
-    grouped under their directories as their paths stream in."""
+    grouped under their directories as their paths stream in. ``stopped``: generation
+    ended before the answer did, so the last file is marked as cut off, not as being
+    written."""
     tree = Tree(Text("proposal", style="bold"), guide_style="dim")
     data = partial or {}
     for key, name in (
@@ -81,7 +85,9 @@ def proposal_tree(partial: dict[str, Any] | None, *, done: bool = False) -> Tree
             if isinstance(content, str):
                 lines = content.count("\n") + (1 if content and not content.endswith("\n") else 0)
                 entry.append(f"  {lines} lines", style="dim")
-            if writing:
+            if writing and stopped:
+                entry.append("  cut off", style="italic yellow")
+            elif writing:
                 entry.append("  writing…", style="italic")
             parent.add(entry)
     elif not data:
@@ -267,16 +273,33 @@ class GeneratingScreen(AgentScreen):
         self.phase = f"stopped: {failure.kind}"
         if failure.partial is not None:
             self.partial = failure.partial
-        self.query_one("#gen-tree", Static).update(proposal_tree(self.partial))
+        self.query_one("#gen-tree", Static).update(proposal_tree(self.partial, stopped=True))
         if failure.raw:
             self.raw = failure.raw
             self.query_one("#gen-raw", Static).update(self.raw[-RAW_TAIL:])
         outcome = self.query_one("#gen-outcome", Static)
-        outcome.update(_failure_text(failure))
+        outcome.update(Group(_failure_text(failure), *self._better_models(failure)))
         outcome.display = True
         outcome.set_class(not isinstance(failure, Cancelled), "error")
         self._render_stats()
         self.refresh_bindings()
+
+    def _better_models(self, failure: GenerationFailed) -> list[Text]:
+        """After a failed answer of the embedded model: the models found on this machine,
+        by name (the Models screen uses one with Enter)."""
+        if isinstance(failure, Cancelled):
+            return []
+        profile = self.run.workspace.config.models.get(self.run.model_name)
+        found = getattr(self.app, "discovered", None) or []
+        if getattr(profile, "model_package", None) is None or not found:
+            return []
+        names = ", ".join(d.name for d in found[:3]) + (" …" if len(found) > 3 else "")
+        return [
+            Text(
+                f"A larger model is on this machine: {names}. M opens Models; Enter uses one.",
+                style="bold",
+            )
+        ]
 
     def on_worker_error(self, worker: Any) -> None:
         if worker.group == "generate":

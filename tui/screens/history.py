@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
@@ -14,6 +14,16 @@ from engine.textsafe import safe
 from tui.messages import HistoryLoaded
 from tui.screens.base import AgentScreen
 from tui.widgets.status_bar import StatusBar
+
+
+def fit_columns(width: int, sizes: list[int | None]) -> list[int]:
+    """Column widths for a ``DataTable`` of ``width`` cells: fixed sizes as given, the rest
+    (None) share what is left (at least 8 each); each column also takes 2 cells of padding."""
+    room = width - 2 * len(sizes) - 2  # padding, and the vertical scrollbar
+    fixed = sum(s for s in sizes if s is not None)
+    flexible = [i for i, s in enumerate(sizes) if s is None]
+    share = max(8, (room - fixed) // max(1, len(flexible)))
+    return [share if s is None else s for s in sizes]
 
 
 def _when(stamp: str) -> str:
@@ -33,6 +43,7 @@ class HistoryScreen(AgentScreen):
         super().__init__()
         self._entries = entries
         self._jobs = jobs
+        self._loaded: HistoryLoaded | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -45,10 +56,7 @@ class HistoryScreen(AgentScreen):
     def on_mount(self) -> None:
         self.query_one(StatusBar).set_left("agent-tui · History")
         self.app.refresh_badges()  # type: ignore[attr-defined]
-        history = self.query_one("#history", DataTable)
-        history.add_columns("#", "when (UTC)", "issue", "model", "prompt", "outcome", "detail")
-        outbox = self.query_one("#outbox", DataTable)
-        outbox.add_columns("job", "issue", "branch", "state", "status", "last error")
+        self._columns(self.app.size.width)
         if self._entries is not None:
             self.post_message(HistoryLoaded(self._entries, self._jobs or []))
         else:
@@ -64,7 +72,32 @@ class HistoryScreen(AgentScreen):
         jobs = outbox(workspace.repo) if store is not None else []
         self.post_message(HistoryLoaded(entries, jobs))
 
+    def _columns(self, width: int) -> None:
+        """Columns sized to the terminal: every column is on screen, the long ones (issue,
+        detail, branch, error) share what is left and are cut, never pushed off the edge."""
+        self._width = width
+        history = self.query_one("#history", DataTable)
+        history.clear(columns=True)
+        names = ["#", "when (UTC)", "outcome", "issue", "model", "prompt", "detail"]
+        self._short_when = width < 120  # the year goes first on a small terminal
+        sizes = fit_columns(width, [3, 11 if self._short_when else 16, 9, None, 10, 10, None])
+        for name, size in zip(names, sizes, strict=True):
+            history.add_column(name, width=size)
+        outbox = self.query_one("#outbox", DataTable)
+        outbox.clear(columns=True)
+        names = ["job", "issue", "status", "state", "branch", "last error"]
+        sizes = fit_columns(width, [4, 6, 9, 9, None, None])
+        for name, size in zip(names, sizes, strict=True):
+            outbox.add_column(name, width=size)
+
+    def on_resize(self, event: events.Resize) -> None:
+        if event.size.width != getattr(self, "_width", 0):
+            self._columns(event.size.width)
+            if self._loaded is not None:
+                self.on_history_loaded(self._loaded)
+
     def on_history_loaded(self, message: HistoryLoaded) -> None:
+        self._loaded = message
         entries, jobs = message.entries, message.jobs
         history = self.query_one("#history", DataTable)
         history.clear()
@@ -73,11 +106,11 @@ class HistoryScreen(AgentScreen):
             issue = f"#{e.issue_number} {e.issue_title}" if e.issue_number else e.issue_title
             history.add_row(  # Text: titles, names and errors are never markup
                 str(e.id),
-                _when(e.created_at),
+                _when(e.created_at)[5 if self._short_when else 0 :],
+                e.outcome + ("*" if getattr(e, "edited", None) is not None else ""),
                 Text(safe(issue)),
                 Text(safe(e.model_profile)),
                 Text(safe(e.prompt_profile)),
-                e.outcome,
                 Text(safe(detail)),
             )
         self.query_one("#history-title", Static).update(f"Generations ({len(entries)})")
@@ -87,9 +120,9 @@ class HistoryScreen(AgentScreen):
             outbox.add_row(
                 str(j.id),
                 f"#{j.issue_number}",
-                Text(safe(j.branch)),
-                j.state,
                 j.status,
+                j.state,
+                Text(safe(j.branch)),
                 Text(safe(j.last_error)),
             )
         title = f"Outbox ({len(jobs)} pending or failed; `agent-tui sync` retries them)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
@@ -20,7 +20,13 @@ from engine.errors import AgentTuiError
 from engine.models import Issue, IssueComment
 from engine.session import IssueRun
 from engine.textsafe import safe
-from tui.messages import ContextBuilt, IssueCommentsLoaded, ModelLoaded, ModelLoadStarted
+from tui.messages import (
+    ContextBuilt,
+    IssueCommentsLoaded,
+    ModelLoaded,
+    ModelLoadStarted,
+    ProposalRestored,
+)
 from tui.screens.base import AgentScreen
 from tui.widgets.context_panel import ContextPanel
 from tui.widgets.status_bar import StatusBar
@@ -50,6 +56,8 @@ class IssueScreen(AgentScreen):
         self._run = run
         self.auto_context = auto_context
         self.context: Any = None
+        self.restored: IssueRun | None = None
+        """The issue's latest proposal brought back from the history (see ``restore``)."""
 
     @property
     def run(self) -> IssueRun:
@@ -70,6 +78,7 @@ class IssueScreen(AgentScreen):
             meta.append("labels: " + safe(", ".join(issue.labels)))
         head.append("\n" + " · ".join(meta), style="dim")
         yield Static(head, id="issue-head")
+        yield Static("", id="issue-proposal")
         with Horizontal(id="issue-main"):
             with VerticalScroll(id="issue-body"):
                 yield Markdown(issue.body or "_(no description)_", id="issue-markdown")
@@ -84,12 +93,15 @@ class IssueScreen(AgentScreen):
         self._layout(self.size.width)
         panel = self.query_one(ContextPanel)
         panel.show_status("not built yet: press c")
+        self.query_one("#issue-proposal").display = False
         if self.issue.comments:
             self.load_comments()
+        if self._run is None:
+            self.restore()
         if self.auto_context:
             self.action_build_context()
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: events.Resize) -> None:
         self._layout(self.size.width)
 
     def _layout(self, width: int) -> None:
@@ -105,6 +117,53 @@ class IssueScreen(AgentScreen):
         if message.comments:
             self.query_one("#comments-title", Static).update(f"Comments ({len(message.comments)})")
             self.query_one("#issue-comments", Markdown).update(_comments_markdown(message.comments))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="restore")
+    def restore(self) -> None:
+        """Bring back the issue's latest proposal from the history (with the user's edits)."""
+        run = self.app.workspace.restore(self.issue)  # type: ignore[attr-defined]
+        if run is not None:
+            self.post_message(ProposalRestored(run))
+
+    def on_proposal_restored(self, message: ProposalRestored) -> None:
+        if self._run is not None and self._run.review is not None:
+            return  # a proposal made meanwhile is newer
+        self.restored = message.run
+        self.show_proposal_note()
+        self.refresh_bindings()
+
+    def show_proposal_note(self) -> None:
+        """One line under the title: the issue's proposal and what to do with it."""
+        run = self.proposal_run
+        note = self.query_one("#issue-proposal", Static)
+        review = run.review if run is not None else None
+        if review is None:
+            note.display = False
+            return
+        files = len(review.proposal.files)
+        what = f"{files} file{'s' if files != 1 else ''}"
+        if review.outcome == "published":
+            state = f"published: {review.pr_url}" if review.pr_url else "published"
+        elif review.outcome == "queued":
+            state = "queued in the outbox (`agent-tui sync` sends it)"
+        else:
+            state = "not published yet"
+        when = f", saved {review.saved_at[:16].replace('T', ' ')} UTC" if review.saved_at else ""
+        note.update(
+            Text.assemble(
+                ("Proposal ", "bold"),
+                (f"({what}{when}) {state}", ""),
+                ("  v opens it · g generates a new one", "dim"),
+            )
+        )
+        note.display = True
+
+    @property
+    def proposal_run(self) -> IssueRun | None:
+        """The run whose proposal ``v`` opens: this visit's, else the one from the history."""
+        if self._run is not None and self._run.review is not None:
+            return self._run
+        return self.restored
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="context")
     def build_context(self) -> None:
@@ -147,7 +206,7 @@ class IssueScreen(AgentScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "view_proposal":
-            return self._run is not None and self._run.review is not None
+            return self.proposal_run is not None
         return True
 
     def on_screen_resume(self) -> None:
@@ -163,13 +222,15 @@ class IssueScreen(AgentScreen):
             self.context = None
             if self.auto_context:
                 self.action_build_context()
+        self.show_proposal_note()
         self.refresh_bindings()
 
     def action_view_proposal(self) -> None:
         from tui.screens.preview import PreviewScreen
 
-        if self._run is not None and self._run.review is not None:
-            self.app.push_screen(PreviewScreen(self._run))
+        run = self.proposal_run
+        if run is not None:
+            self.app.push_screen(PreviewScreen(run))
 
     def action_back(self) -> None:
         self.app.pop_screen()

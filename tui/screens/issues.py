@@ -19,7 +19,7 @@ from textual.widgets import Footer, Input, Static
 from engine.issuefilter import SORT_KEYS, IssueFilter, SortKey, sort_issues
 from engine.models import Issue
 from engine.textsafe import safe
-from tui.messages import IssuesLoaded, IssuesRefreshed
+from tui.messages import IssuesLoaded, IssuesRefreshed, IssueStatesLoaded
 from tui.screens.base import AgentScreen
 from tui.widgets.issue_table import IssueTable
 from tui.widgets.status_bar import StatusBar
@@ -34,6 +34,8 @@ class IssuesScreen(AgentScreen):
         Binding("s", "sort", "Sort", id="sort"),
         Binding("r", "refresh", "Refresh", id="refresh"),
         Binding("q", "app.quit", "Quit", id="quit_issues", show=False),
+        Binding("H", "app.history", "History", id="history"),
+        Binding("M", "app.models", "Models", id="models"),
     ]
 
     def __init__(self) -> None:
@@ -79,10 +81,26 @@ class IssuesScreen(AgentScreen):
         last_refresh = getattr(source, "last_refresh", None)
         when = last_refresh() if callable(last_refresh) else None
         self.post_message(IssuesLoaded(cached, source.name, when))
+        self.load_states()
         if source.REMOTE:
             self._painted.wait(timeout=2.0)
             result = source.refresh()
             self.post_message(IssuesRefreshed(result, source.list_issues()))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="states")
+    def load_states(self) -> None:
+        """Where each issue stands (proposal ready, queued, PR #N), from the history."""
+        store = self.app.workspace.store()  # type: ignore[attr-defined]
+        if store is not None:
+            latest = store.latest_by_issue()
+            self.post_message(IssueStatesLoaded({n: r.state for n, r in latest.items()}))
+
+    def on_issue_states_loaded(self, message: IssueStatesLoaded) -> None:
+        self.query_one(IssueTable).set_states(message.states)
+
+    def on_screen_resume(self) -> None:
+        if self.loaded:  # back from an issue: a proposal may have been made or published
+            self.load_states()
 
     def on_issues_loaded(self, message: IssuesLoaded) -> None:
         self.source_name = message.source
@@ -116,8 +134,16 @@ class IssuesScreen(AgentScreen):
         self.issues = list(issues)
         self._filter = IssueFilter(sort_issues(self.issues, self.sort_key))
         table = self.query_one(IssueTable)
-        table.set_issues(self._filter.issues, self._filter.filter(self.filter_text))
+        rows = self._filter.filter(self.filter_text)
+        table.empty_text = self._empty_text(self.filter_text, rows)
+        table.set_issues(self._filter.issues, rows)
         self._update_summary()
+
+    def _empty_text(self, text: str, rows: list[int]) -> str:
+        """What the table says when the filter hides every issue (never a blank table)."""
+        if rows or not text.strip() or not len(self._filter):
+            return ""
+        return f"no open issue matches {text.strip()!r}: change the filter, or Esc clears it"
 
     @property
     def filter_text(self) -> str:
@@ -150,7 +176,9 @@ class IssuesScreen(AgentScreen):
     def apply_filter(self, text: str) -> int:
         """Filter the table by ``text``; returns how many issues match."""
         rows = self._filter.filter(text)
-        self.query_one(IssueTable).show_rows(rows)
+        table = self.query_one(IssueTable)
+        table.empty_text = self._empty_text(text, rows)
+        table.show_rows(rows)
         self._update_summary()
         return len(rows)
 

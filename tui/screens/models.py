@@ -6,10 +6,11 @@ the next time one is needed; ``l`` loads it now).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
@@ -47,6 +48,7 @@ class ModelsScreen(AgentScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "use", "Use", id="use_profile"),
         Binding("l", "load", "Load now", id="load_model"),
+        Binding("s", "save", "Save profile", id="save_profile"),
         Binding("d", "check", "Doctor", id="check_models"),
         Binding("escape,q", "app.pop_screen", "Back", id="back_models"),
     ]
@@ -55,6 +57,8 @@ class ModelsScreen(AgentScreen):
         super().__init__()
         self.run_doctor = run_doctor
         self.status: dict[str, tuple[str, str]] = {}
+        self.found: dict[str, Any] = {}
+        """Models found on this machine and not configured (``engine.discover.Discovered``)."""
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -67,22 +71,38 @@ class ModelsScreen(AgentScreen):
     def on_mount(self) -> None:
         self.query_one(StatusBar).set_left("agent-tui · Models")
         self.app.refresh_badges()  # type: ignore[attr-defined]
+        self._columns(self.app.size.width)
+        self.query_one("#models", DataTable).focus()
+        found = getattr(self.app, "discovered", None)
+        if found:
+            self.show_discovered(found)
+        if self.run_doctor:
+            # after the first paint: the check loads llama.cpp in a thread, which competes
+            # with drawing this screen (its footer and lower half came late)
+            self.call_after_refresh(self.action_check)
+
+    def _columns(self, width: int) -> None:
+        """Columns sized to the terminal: the detail column takes what is left and is cut,
+        so no row grows a horizontal scrollbar."""
+        from tui.screens.history import fit_columns
+
+        self._width = width
         models = self.query_one("#models", DataTable)
-        models.add_column("", width=1)
-        models.add_column("profile", width=18)
-        models.add_column("backend", width=9)
-        models.add_column("status", width=6)
-        models.add_column("model / detail")
+        models.clear(columns=True)
+        names = ["", "profile", "backend", "status", "model / detail"]
+        for name, size in zip(names, fit_columns(width, [1, 18, 9, 6, None]), strict=True):
+            models.add_column(name, width=size)
         prompts = self.query_one("#prompts", DataTable)
-        prompts.add_column("", width=1)
-        prompts.add_column("profile", width=18)
-        prompts.add_column("from", width=8)
-        prompts.add_column("description")
+        prompts.clear(columns=True)
+        names = ["", "profile", "from", "description"]
+        for name, size in zip(names, fit_columns(width, [1, 18, 8, None]), strict=True):
+            prompts.add_column(name, width=size)
         self._fill_models()
         self._fill_prompts()
-        models.focus()
-        if self.run_doctor:
-            self.action_check()
+
+    def on_resize(self, event: events.Resize) -> None:
+        if event.size.width != getattr(self, "_width", 0):
+            self._columns(event.size.width)
 
     @property
     def workspace(self) -> Any:
@@ -104,8 +124,37 @@ class ModelsScreen(AgentScreen):
                 Text(detail if status != "ok" else (profile.description or _model_of(profile))),
                 key=name,
             )
+        for name, found in self.found.items():
+            ctx = f" · context {found.n_ctx}" if found.n_ctx else ""
+            table.add_row(
+                "+",
+                Text(name),
+                found.profile().backend,
+                Text("found", style="cyan"),
+                Text(f"{found.source}: {found.model}{ctx} · Enter uses it, s saves it"),
+                key=name,
+            )
         if row:
             table.move_cursor(row=row)
+
+    def show_discovered(self, found: list[Any]) -> None:
+        """List the models found on this machine that no profile uses yet."""
+        config = self.workspace.config
+        known = {
+            (_model_of(p), getattr(p, "host", None) or getattr(p, "base_url", None))
+            for p in config.models.values()
+        }
+        self.found = {
+            d.name: d
+            for d in found
+            if d.name not in config.models
+            and (
+                _model_of(d.profile()),
+                getattr(d.profile(), "host", None) or getattr(d.profile(), "base_url", None),
+            )
+            not in known
+        }
+        self._fill_models()
 
     def _fill_prompts(self) -> None:
         from engine.prompts import discover_profiles
@@ -154,6 +203,10 @@ class ModelsScreen(AgentScreen):
                 self.notify(f"prompt profile: {name}", timeout=3, markup=False)
             return
         name = self._selected("models")
+        if name and name in self.found:  # for this session; s saves it in the user config
+            config = self.workspace.config
+            config.models[name] = self.found.pop(name).profile()
+            config.sources[name] = Path("(found on this machine; s saves it)")
         if name:
             self.app.set_model(name)  # type: ignore[attr-defined]
             self._fill_models()
@@ -164,6 +217,25 @@ class ModelsScreen(AgentScreen):
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_use()
+
+    def action_save(self) -> None:
+        """Save the highlighted profile found on this machine to the user config."""
+        from engine.discover import save_profile
+
+        name = self._selected("models")
+        config = self.workspace.config
+        found = self.found.get(name or "")
+        profile = found.profile() if found is not None else config.models.get(name or "")
+        source = config.sources.get(name or "")
+        if name is None or profile is None or (found is None and source and source.exists()):
+            self.notify("only a model found on this machine needs saving", timeout=3)
+            return
+        where = save_profile(name, profile)
+        config.models[name] = profile
+        config.sources[name] = where
+        self.found.pop(name, None)
+        self._fill_models()
+        self.notify(f"saved profile {name} in {where}", timeout=4, markup=False)
 
     def action_load(self) -> None:
         self.app.load_model()  # type: ignore[attr-defined]

@@ -30,6 +30,14 @@ from tui.widgets.file_list import FileList
 from tui.widgets.findings_panel import FindingsPanel
 from tui.widgets.status_bar import StatusBar
 
+#: the changes ctrl+z can undo, as the notification names them
+UNDO_WORDS = {
+    "drop_file": "dropped {path}",
+    "edit_file": "edit of {path}",
+    "fix": "automatic fixes",
+    "edit": "edit of the details",
+}
+
 
 class PreviewScreen(AgentScreen):
     """The proposal: files, diffs, findings, and what can be done about them."""
@@ -45,6 +53,7 @@ class PreviewScreen(AgentScreen):
         Binding("E", "external_edit", "Edit in $EDITOR", id="external_edit", show=False),
         Binding("c", "recheck", "Re-check", id="recheck", show=False),
         Binding("v", "toggle_split", "Split/unified", id="toggle_split", show=False),
+        Binding("ctrl+z", "undo", "Undo", id="undo", show=False),
         Binding("escape", "back", "Back", id="back_preview"),
     ]
 
@@ -53,6 +62,8 @@ class PreviewScreen(AgentScreen):
         self.run = run
         self.split: bool | None = None
         self.busy = False
+        self.undo_stack: list[tuple[str, Any]] = []
+        """(what changed, the proposal before it), latest last: ctrl+z puts it back."""
 
     @property
     def review(self) -> Review:
@@ -121,6 +132,9 @@ class PreviewScreen(AgentScreen):
             self.notify("still checking the last change…", severity="warning")
             return
         self.busy = True
+        if what in UNDO_WORDS:
+            label = UNDO_WORDS[what].format(path=kwargs.get("path", ""))
+            self.undo_stack.append((label, self.review.proposal))
         self.query_one(FindingsPanel).query_one("#findings-body", Static).update(
             Text("checking…", style="dim italic")
         )
@@ -150,8 +164,16 @@ class PreviewScreen(AgentScreen):
         self.app.push_screen(PublishPlanScreen(self.run), self._after_publish)
 
     def _after_publish(self, result: Any) -> None:
-        if result is not None:
-            self.notify(safe(str(result)), title="Published", timeout=8, markup=False)
+        from tui.screens.publish_plan import result_words
+
+        if result is None:
+            return
+        review = self.run.review
+        if review is not None:  # the Issue screen says what became of it
+            review.outcome = "published" if result.published else "queued"
+            review.pr_url = result.pr_url
+        title, words = result_words(result)
+        self.notify(words, title=title, timeout=8, markup=False)
 
     def action_edit_file(self) -> None:
         from tui.screens.edit_file import EditFileScreen
@@ -190,7 +212,22 @@ class PreviewScreen(AgentScreen):
         path = self.query_one(FileList).current_path
         if path is not None:
             self.change("drop_file", path=path)
-            self.notify(f"dropped {safe(path)} from the proposal", timeout=3, markup=False)
+            self.notify(
+                f"dropped {safe(path)} from the proposal · ctrl+z brings it back",
+                timeout=5,
+                markup=False,
+            )
+
+    def action_undo(self) -> None:
+        if not self.undo_stack:
+            self.notify("nothing to undo", timeout=2)
+            return
+        if self.busy:
+            self.notify("still checking the last change…", severity="warning")
+            return
+        what, before = self.undo_stack.pop()
+        self.change("restore_proposal", proposal=before)
+        self.notify(f"undone: {what}", timeout=3, markup=False)
 
     def action_edit_details(self) -> None:
         from tui.screens.details import DetailsModal

@@ -25,7 +25,23 @@ from engine.session import IssueRun
 from tui.messages import PublishQueued, PublishStepped, PullRequestOpened, WorkerFailed
 from tui.screens.base import AgentModal
 
-STEP_MARKS = {"started": "…", "done": "✓", "failed": "✗", "skipped": "-"}
+STEP_MARKS = {"started": "…", "done": "✓", "failed": "✗", "skipped": "-", "queued": "⏸"}
+STEP_STYLES = {"done": "green", "failed": "bold red", "queued": "yellow"}
+
+
+def result_words(result: Any) -> tuple[str, str]:
+    """(title, what happened and what to do) of a publish result, in the user's words."""
+    if getattr(result, "published", False):
+        verb = "reused" if getattr(result, "pr_reused", False) else "opened"
+        return f"Pull request {verb}", str(result.pr_url or "")
+    if getattr(result, "queued", False):
+        reason = str(result.message).removeprefix("queued in the outbox: ")
+        hint = getattr(result, "hint", "") or "wait until GitHub can be reached"
+        return "Queued in the outbox", (
+            f"{reason}. The branch {result.branch} is kept; {hint}, then `agent-tui sync` "
+            "opens the pull request."
+        )
+    return "Not published", str(getattr(result, "message", ""))
 
 
 def render_plan(plan: Any, run: IssueRun, acknowledged: bool) -> RenderableType:
@@ -49,7 +65,14 @@ def render_plan(plan: Any, run: IssueRun, acknowledged: bool) -> RenderableType:
     tests = plan.test_command or "none configured ([publish] test_command)"
     row("tests", tests + ("  (run before the push)" if plan.test_command else ""))
     row("token", plan.token_source or "none")
-    parts: list[RenderableType] = [Text("Publish plan", style="bold"), grid]
+    parts: list[RenderableType] = [Text("Publish plan", style="bold")]
+    if plan.errors:  # first: on a small terminal what blocks must be seen without scrolling
+        parts.append(Text("Cannot publish:", style="bold red"))
+        parts += [Text(f"✗ {e}") for e in plan.errors]
+        if plan.branch_conflict:
+            parts.append(Text("n: publish on a new branch · u: update the existing one", "dim"))
+        parts.append(Text(""))
+    parts.append(grid)
     review = run.review
     warnings = [f"{f.code}: {f.message}" for f in (review.warnings if review else [])]
     warnings += list(plan.warnings)
@@ -57,11 +80,6 @@ def render_plan(plan: Any, run: IssueRun, acknowledged: bool) -> RenderableType:
         state = "acknowledged" if acknowledged else "press a to acknowledge them"
         parts.append(Text(f"Warnings ({state})", style="bold yellow"))
         parts += [Text(f"! {w}") for w in warnings]
-    if plan.errors:
-        parts.append(Text("Cannot publish:", style="bold red"))
-        parts += [Text(f"✗ {e}") for e in plan.errors]
-        if plan.branch_conflict:
-            parts.append(Text("n: publish on a new branch · u: update the existing one", "dim"))
     return Group(*parts)
 
 
@@ -144,7 +162,8 @@ class PublishPlanScreen(AgentModal):
         if self.steps:
             rows = [Text("Progress", style="bold")]
             for step, state, detail in self.steps:
-                line = Text(f"{STEP_MARKS.get(state, '?')} {step:<13}")
+                line = Text(f"{STEP_MARKS.get(state, '?')} ", style=STEP_STYLES.get(state, ""))
+                line.append(f"{step.replace('_', ' '):<13}")
                 if detail:
                     line.append(detail, style="dim")
                 rows.append(line)
@@ -161,12 +180,11 @@ class PublishPlanScreen(AgentModal):
         elif self.state == "publishing":
             text = "Publishing… (Esc stops before the push)"
         elif self.state == "done":
-            url = getattr(self.result, "pr_url", "") or ""
-            text = f"Pull request opened: {url}  (o opens it in the browser)"
-        elif self.state == "queued":
-            text = f"Queued in the outbox: {getattr(self.result, 'message', '')}"
-        elif self.state == "failed":
-            text = f"Not published: {getattr(self.result, 'message', '')}"
+            title, words = result_words(self.result)
+            text = f"{title}: {words}  (o opens it in the browser · Esc closes)"
+        elif self.state in ("queued", "failed"):
+            title, words = result_words(self.result)
+            text = f"{title}: {words}"
         else:
             text = "building the plan…"
         confirm.update(Text(text))

@@ -53,7 +53,12 @@ class IssueTable(ScrollView, can_focus=True):
         Binding("end", "last", "Last", id="last_issue", show=False),
     ]
 
-    COMPONENT_CLASSES = {"issue-table--header", "issue-table--cursor", "issue-table--labels"}
+    COMPONENT_CLASSES = {
+        "issue-table--header",
+        "issue-table--cursor",
+        "issue-table--labels",
+        "issue-table--state",
+    }
 
     DEFAULT_CSS = """
     IssueTable {
@@ -65,6 +70,7 @@ class IssueTable(ScrollView, can_focus=True):
     IssueTable > .issue-table--cursor { background: $accent 40%; text-style: bold; }
     IssueTable:focus > .issue-table--cursor { background: $accent; color: $text; }
     IssueTable > .issue-table--labels { color: $text-muted; }
+    IssueTable > .issue-table--state { color: $success; text-style: bold; }
     App:nocolor IssueTable > .issue-table--cursor { text-style: bold reverse; }
     """
 
@@ -81,6 +87,9 @@ class IssueTable(ScrollView, can_focus=True):
         self._issues: list[Issue] = []
         self._rows: list[int] = []
         self._styles: dict[str, Style] = {}
+        self._states: dict[int, str] = {}
+        self.empty_text = ""
+        """Shown in the table when no row is (e.g. what to do when a filter matches none)."""
 
     def notify_style_update(self) -> None:
         self._styles.clear()
@@ -113,6 +122,15 @@ class IssueTable(ScrollView, can_focus=True):
         self.virtual_size = Size(self.size.width, len(self._rows) + 1)
         self.cursor = min(index, max(0, len(self._rows) - 1))
         self.refresh()
+
+    def set_states(self, states: dict[int, str]) -> None:
+        """Where each issue stands (``proposal``, ``queued``, ``PR #12``), shown in a
+        State column when any issue has one."""
+        self._states = dict(states)
+        self.refresh()
+
+    def state_of(self, number: int) -> str:
+        return self._states.get(number, "")
 
     @property
     def row_count(self) -> int:
@@ -170,19 +188,23 @@ class IssueTable(ScrollView, can_focus=True):
         self.virtual_size = Size(event.size.width, len(self._rows) + 1)
 
     # -- rendering -------------------------------------------------------------------------
-    def _columns(self, width: int) -> tuple[int, int, int, int, int]:
+    def _columns(self, width: int) -> tuple[int, int, int, int, int, int]:
         number = 6
         comments = 4
         updated = 10
+        state = 9 if self._states else 0
         labels = max(8, min(24, width // 5))
-        title = max(8, width - number - comments - updated - labels - 4)
-        return number, title, labels, updated, comments
+        title = max(
+            8, width - number - comments - updated - labels - 4 - (state + 1 if state else 0)
+        )
+        return number, state, title, labels, updated, comments
 
-    def _line(self, cells: tuple[str, str, str, str, str], width: int) -> str:
-        n, t, lab, upd, com = self._columns(width)
+    def _line(self, cells: tuple[str, str, str, str, str, str], width: int) -> str:
+        n, st, t, lab, upd, com = self._columns(width)
+        state = f"{_fit(cells[1], st)} " if st else ""
         text = (
-            f"{_fit(cells[0], n)} {_fit(cells[1], t)} {_fit(cells[2], lab)} "
-            f"{_fit(cells[3], upd)} {_fit(cells[4].rjust(com), com)}"
+            f"{_fit(cells[0], n)} {state}{_fit(cells[2], t)} {_fit(cells[3], lab)} "
+            f"{_fit(cells[4], upd)} {_fit(cells[5].rjust(com), com)}"
         )
         return set_cell_size(text, width)
 
@@ -191,25 +213,33 @@ class IssueTable(ScrollView, can_focus=True):
         base = self.rich_style
         if y == 0:
             style = base + self._style("issue-table--header")
-            text = self._line(("#", "Title", "Labels", "Updated", "Cmt"), width)
+            text = self._line(("#", "State", "Title", "Labels", "Updated", "Cmt"), width)
             return Strip([Segment(text, style)], width)
         index = y - 1 + round(self.scroll_y)
         if index >= len(self._rows):
+            if y == 1 and not self._rows and self.empty_text:
+                style = base + self._style("issue-table--labels")
+                return Strip([Segment(set_cell_size(f"  {self.empty_text}", width), style)], width)
             return Strip.blank(width, base)
         issue = self._issues[self._rows[index]]
         style = base
         if index == self.cursor:
             style = base + self._style("issue-table--cursor")
-        n, t, lab, upd, com = self._columns(width)
+        n, st, t, lab, upd, com = self._columns(width)
         labels_style = style
         if index != self.cursor:
             labels_style = style + self._style("issue-table--labels")
-        segments = [
-            Segment(f"{_fit('#' + str(issue.number), n)} {_fit(safe(issue.title), t)} ", style),
+        segments = [Segment(f"{_fit('#' + str(issue.number), n)} ", style)]
+        if st:
+            state = self._states.get(issue.number, "")
+            state_style = style + self._style("issue-table--state") if state else style
+            segments.append(Segment(f"{_fit(state, st)} ", state_style))
+        segments += [
+            Segment(f"{_fit(safe(issue.title), t)} ", style),
             Segment(_fit(safe(", ".join(issue.labels)), lab), labels_style),
             Segment(f" {_fit(_updated(issue), upd)} {str(issue.comments).rjust(com)}", style),
         ]
-        used = n + t + lab + upd + com + 4
+        used = n + t + lab + upd + com + 4 + (st + 1 if st else 0)
         if used < width:
             segments.append(Segment(" " * (width - used), style))
         strip = Strip(segments, max(width, used))

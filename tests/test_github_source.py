@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from engine.forge.github import (
 )
 from engine.forge.local import LocalIssueSource
 from engine.forge.registry import cache_path, issue_source_for
-from tests.conftest import git
+from tests.conftest import REPO_ROOT, git
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 
 
@@ -312,3 +314,23 @@ def test_issues_command_json_label_filter_and_offline(
     out = json.loads(captured.out)
     assert out["stale"] is True and out["error"]["status"] == 401
     assert len(out["issues"]) == 2  # the cache is still listed
+
+
+def test_the_github_client_leaves_the_process_environment_alone(tmp_path: Path) -> None:
+    """ghapi.all imports ghapi.actions, which fills os.environ with GitHub Actions' context
+    (GITHUB_REPOSITORY=octocat/Hello-World) that every later git process and test command would
+    inherit. A fresh interpreter creating the client must see no variable appear."""
+    code = (
+        "import os\n"
+        "before = dict(os.environ)\n"
+        "from engine.forge.github import _ghapi\n"
+        "_ghapi('http://127.0.0.1:9', 'o', 'r', None)\n"
+        "added = sorted(set(os.environ) - set(before))\n"
+        "print(added)\n"
+        "raise SystemExit(1 if added else 0)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONTEXT_", "GITHUB_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -526,7 +526,11 @@ def _ghapi(api_url: str, owner: str, name: str, token: str | None) -> tuple[Any,
     Why: ghapi builds its whole API surface (about a thousand operations) at construction,
     which costs about a second; the TUI and a publish make many calls.
     """
-    from ghapi.all import GhApi  # imported late: ghapi loads GitHub's API description
+    # Imported late (ghapi loads GitHub's API description), and from ghapi.core: ghapi.all
+    # also imports ghapi.actions, which writes CONTEXT_GITHUB, CONTEXT_NEEDS and
+    # GITHUB_REPOSITORY=octocat/Hello-World into os.environ, and so into every git process
+    # and test command started afterwards.
+    from ghapi.core import GhApi
 
     api = GhApi(
         owner=owner,

@@ -383,7 +383,7 @@ def test_a_draft_batch_on_a_repository_refusing_drafts_publishes_every_item_read
         + github_fake.config_toml()
     )
     monkeypatch.setenv("AGENT_TUI_CONFIG", str(config))
-    monkeypatch.setenv("GH_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("GH_ENTERPRISE_TOKEN", FAKE_TOKEN)  # the fake is not github.com
     argv = ["batch", "--issues", "1,2", "--publish", "draft", "--yes", "--profile", "srv"]
     code = cli_main([*argv, "--concurrency", "1", "--repo", str(git_repo), "--json"])
     data = json.loads(capsys.readouterr().out)

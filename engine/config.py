@@ -72,6 +72,10 @@ class ProfileBase(_Strict):
         default_factory=lambda: ["\n", ":", '"', "*"], max_length=16
     )
     """Strings that end a repeat DRY tracks (llama.cpp's defaults)."""
+    prompt_examples: bool = True
+    """Send the prompt profile's worked examples (an issue and its complete answer) before
+    the issue. A base model needs them; an instruction-tuned one may do without (and save
+    their tokens)."""
 
     @model_validator(mode="after")
     def _dry_breakers(self) -> ProfileBase:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import math
 import os
 import re
@@ -49,7 +50,7 @@ import numpy as np
 from engine.diff import status_entries
 from engine.errors import ContextTooLargeError, RepoError
 from engine.models import Issue, IssueComment
-from engine.prompts import PromptProfile
+from engine.prompts import PromptProfile, WorkedExample
 from engine.secrets_scan import SecretFinding, scan_text, sensitive_path_reason
 
 CountMessages = Callable[[list[dict[str, str]]], int]
@@ -184,7 +185,7 @@ class Section:
     """The token count of one part of the prompt."""
 
     kind: str
-    """``system``, ``tree``, ``file``, ``issue``, ``overhead`` or ``reserved``."""
+    """``system``, ``example``, ``tree``, ``file``, ``issue``, ``overhead`` or ``reserved``."""
     name: str
     tokens: int
 
@@ -221,6 +222,8 @@ class ContextResult:
     """The repository state the context was built from (HEAD + working tree)."""
     cache_hit: bool = False
     """The repository index was reused from an earlier build of the same state."""
+    example_tokens: int = 0
+    """Tokens of the worked examples' turns (issue and answer), part of ``total_tokens``."""
 
     @property
     def shown_files(self) -> set[str]:
@@ -235,13 +238,17 @@ class ContextResult:
     @property
     def overhead_tokens(self) -> int:
         """Tokens of the chat template and section joins (total minus the sections)."""
-        parts = self.system_tokens + self.tree_tokens + self.issue_tokens
+        parts = self.system_tokens + self.tree_tokens + self.issue_tokens + self.example_tokens
         return self.total_tokens - parts - sum(f.tokens for f in self.shown)
 
     def sections(self) -> list[Section]:
         """Every counted part of the prompt, in prompt order, then overhead and reserved."""
         out = [
             Section("system", "system prompt", self.system_tokens),
+        ]
+        if self.example_tokens:
+            out.append(Section("example", "worked example (issue + answer)", self.example_tokens))
+        out += [
             Section("tree", "file tree", self.tree_tokens),
         ]
         out += [Section("file", f.path, f.tokens) for f in self.shown]
@@ -996,7 +1003,40 @@ def _count_messages(count_messages: CountMessages, messages: list[dict[str, str]
     return _memo(count_messages, digest, messages)
 
 
-def _assemble(system: str, tree: str, files: Sequence[str], issue: str) -> list[dict[str, str]]:
+def _assemble(
+    system: str,
+    tree: str,
+    files: Sequence[str],
+    issue: str,
+    examples: Sequence[dict[str, str]] = (),
+) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": system},
+        *examples,
+        {"role": "user", "content": _user_content(tree, files, issue)},
+    ]
+
+
+def example_messages(examples: Sequence[WorkedExample]) -> list[dict[str, str]]:
+    """Worked examples as earlier user/assistant turns, laid out exactly like the real ones.
+
+    The user turn is the example repository's tree, its shown files and its issue, rendered
+    by the same functions as the real prompt; the assistant turn is the answer as the grammar
+    writes it (compact JSON), so the model sees one complete exchange to imitate.
+    """
+    out: list[dict[str, str]] = []
+    for example in examples:
+        tree, _summarised = render_tree(example.tree, 10_000)
+        files = [render_file(p, t) for p, t in example.files.items()]
+        user = _user_content(
+            _tree_section(tree, len(example.tree), False), files, render_issue(example.issue)
+        )
+        answer = json.dumps(example.answer.model_dump(), ensure_ascii=False, separators=(",", ":"))
+        out += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return out
+
+
+def _user_content(tree: str, files: Sequence[str], issue: str) -> str:
     tree_part = f"# The repository\n\n## File tree\n{tree}\n"
     if files:
         files_part = (
@@ -1005,10 +1045,7 @@ def _assemble(system: str, tree: str, files: Sequence[str], issue: str) -> list[
         )
     else:
         files_part = "\n## Files shown in full\n(none)\n"
-    return [
-        {"role": "system", "content": system},
-        {"role": "user", "content": f"{tree_part}{files_part}\n{issue}"},
-    ]
+    return f"{tree_part}{files_part}\n{issue}"
 
 
 def _tree_section(tree: str, n_files: int, summarised: bool) -> str:
@@ -1034,6 +1071,7 @@ def build_context(
     max_tokens: int,
     comments: Sequence[IssueComment] = (),
     options: ContextOptions | None = None,
+    examples: Sequence[WorkedExample] = (),
 ) -> ContextResult:
     """The messages for ``issue`` in ``repo_dir`` under ``profile``, within the token budget.
 
@@ -1049,6 +1087,7 @@ def build_context(
         max_tokens: the output budget reserved for the answer.
         comments: the issue's comments, oldest first.
         options: builder knobs (size limit, tree size, BM25 parameters).
+        examples: worked examples sent before the issue (counted in the budget).
 
     Returns:
         The messages, per-section token counts, shown files and what was left out.
@@ -1076,6 +1115,7 @@ def build_context(
 
     system = profile.system_prompt.rstrip("\n") + "\n" + _SYSTEM_APPENDIX
     issue_part = render_issue(issue, comments)
+    shots = example_messages(examples)
 
     # Fixed parts: system, tree, issue. The tree shrinks until it takes at most its share
     # of the budget and the fixed parts fit.
@@ -1083,7 +1123,9 @@ def build_context(
     while True:
         tree, summarised = _tree(snap, visible, tree_lines)
         tree_part = _tree_section(tree, len(visible), summarised)
-        base_total = _count_messages(count_messages, _assemble(system, tree_part, [], issue_part))
+        base_total = _count_messages(
+            count_messages, _assemble(system, tree_part, [], issue_part, shots)
+        )
         tree_tokens = _count(count_text, tree_part)
         fits = base_total <= budget and tree_tokens <= opts.tree_share * budget
         if fits or tree_lines <= 4:
@@ -1197,7 +1239,7 @@ def build_context(
     # Verify with the real count; drop the lowest-priority file until the prompt fits.
     while True:
         final = ordered(chosen)
-        messages = _assemble(system, tree_part, [s for _c, s, _t in final], issue_part)
+        messages = _assemble(system, tree_part, [s for _c, s, _t in final], issue_part, shots)
         total = _count_messages(count_messages, messages)
         if total <= budget or not chosen:
             break
@@ -1222,6 +1264,7 @@ def build_context(
         system_tokens=_count(count_text, system),
         tree_tokens=tree_tokens,
         issue_tokens=_count(count_text, issue_part),
+        example_tokens=sum(_count(count_text, m["content"]) for m in shots),
         shown=[ShownFile(c.path, t, c.reason, c.score) for c, _s, t in final],
         left_out=left_out,
         tree_files=len(visible),

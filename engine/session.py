@@ -462,6 +462,7 @@ class IssueRun:
             n_ctx=profile.n_ctx,
             max_tokens=(self.max_tokens or profile.max_tokens) + extra_reserve,
             comments=self.comments(),
+            examples=prompt.examples if profile.prompt_examples else (),
         )
         self._context, self._context_key = context, key
         return context

@@ -212,6 +212,7 @@ ISSUE_CASES: list[tuple[str, dict[str, Any]]] = [
         proposal(commit_message=f"refactor({'s' * 20}): " + "x" * 88, pr_title="feat: x"),
     ),
     ("subject 89 chars", proposal(commit_message="feat: " + "x" * 89, pr_title="feat: x")),
+    ("final newline", proposal(pr_title="feat: x", pr_body="Adds x.\n\nCloses #12.\n")),
     ("no closes", proposal(pr_title="feat: x", pr_body="Adds GET /health.")),
     ("other issue", proposal(pr_title="feat: x", pr_body="Closes #1")),
     ("longer number", proposal(pr_title="feat: x", pr_body="Closes #123")),
@@ -241,7 +242,13 @@ def test_per_issue_grammar_and_final_validation_agree(
 def test_per_issue_expected_verdicts(tokenizer: Any) -> None:
     grammar = proposal_grammar(issue_number=ISSUE)
     verdicts = {label: accepts(tokenizer, grammar, compact(d)) for label, d in ISSUE_CASES}
-    for good in ("valid", "scoped subjects", "only the closing line", "markdown headings"):
+    for good in (
+        "valid",
+        "scoped subjects",
+        "only the closing line",
+        "markdown headings",
+        "final newline",
+    ):
         assert verdicts[good], good
     assert verdicts["commit 120 chars"] and not verdicts["subject 89 chars"]
     for bad in (

@@ -861,6 +861,56 @@ def _named_paths(
     return found, missing
 
 
+_CODE_LANGS = frozenset(
+    {"python", "javascript", "typescript", "tsx", "jsx", "go", "rust", "java", "ruby", "c", "cpp"}
+)
+_OTHER_LANGUAGE_WEIGHT = 0.2
+"""Lexical scores of code files in another language than the issue's are multiplied by this:
+a Python issue that says "Item" should not get the frontend's ``type Item`` first."""
+
+
+def _tool_own(path: str) -> bool:
+    """agent-tui's own files (its config, local issues, prompt profiles): not the project."""
+    return path == ".agent-tui.toml" or path.startswith(_OWN_DIR)
+
+
+def _code_language(path: str) -> str | None:
+    lang = _EXT_LANG.get(PurePosixPath(path).suffix.lower())
+    if lang in ("tsx", "jsx", "javascript"):
+        lang = "typescript"  # one frontend family
+    return lang if lang in _CODE_LANGS or lang == "typescript" else None
+
+
+def _issue_languages(named: Sequence[str], visible: Sequence[str]) -> set[str]:
+    """The code languages of the files the issue names, else the repository's main one."""
+    langs = {lang for p in named if (lang := _code_language(p)) is not None}
+    if langs:
+        return langs
+    counts = Counter(lang for p in visible if (lang := _code_language(p)) is not None)
+    return {counts.most_common(1)[0][0]} if counts else set()
+
+
+def _defines_code(root: Path, path: str, names: Sequence[str], max_bytes: int) -> bool:
+    """Whether ``path`` defines one of ``names`` as code (a function, class...), not only
+    as a type alias or interface."""
+    rx = re.compile(
+        r"(?<![A-Za-z0-9_])(?:def|class|function|func|fn|struct|trait|enum)\s+"
+        rf"({'|'.join(re.escape(n) for n in names)})(?![A-Za-z0-9_])"
+    )
+    return bool(rx.search(_read_text(root, path, max_bytes) or ""))
+
+
+def _other_language(files: Sequence[str], langs: set[str]) -> np.ndarray:
+    """A mask of the code files written in none of ``langs``."""
+    mask = np.zeros(len(files), dtype=bool)
+    if not langs:
+        return mask
+    for i, path in enumerate(files):
+        lang = _code_language(path)
+        mask[i] = lang is not None and lang not in langs
+    return mask
+
+
 def _code_identifiers(text: str) -> list[str]:
     """Identifiers written in the issue's code spans (`like_this`), in order of mention."""
     found: list[str] = []
@@ -1112,6 +1162,11 @@ def build_context(
         for path, reason in snap.secret_named
     ]
     hidden, visible, visible_set = snap.hidden, snap.visible, snap.visible_set
+    own = [p for p in visible if _tool_own(p)]
+    if own:  # the tool's own config is not the project: never shown, not even in the tree
+        hidden = hidden | set(own)
+        visible = [p for p in visible if p not in hidden]
+        visible_set = visible_set - set(own)
 
     system = profile.system_prompt.rstrip("\n") + "\n" + _SYSTEM_APPENDIX
     issue_part = render_issue(issue, comments)
@@ -1147,9 +1202,17 @@ def build_context(
     named, named_missing = _named_paths(issue_text, snap, visible_set)
     candidates: list[_Candidate] = [_Candidate(p, WHY_NAMED) for p in named]
     seen = set(named)
-    for path in _defining_files(
-        snap, _code_identifiers(issue_text), visible_set, opts.max_file_bytes
-    ):
+    langs = _issue_languages(named, visible)
+    identifiers = _code_identifiers(issue_text)
+    for path in _defining_files(snap, identifiers, visible_set, opts.max_file_bytes):
+        lang = _code_language(path)
+        if (
+            langs
+            and lang is not None
+            and lang not in langs
+            and not _defines_code(root, path, identifiers, opts.max_file_bytes)
+        ):
+            continue  # a frontend's `type Item` does not define a Python issue's `Item`
         if path not in seen:
             seen.add(path)
             candidates.append(_Candidate(path, WHY_DEFINES))
@@ -1170,6 +1233,9 @@ def build_context(
         scores += np.float32(opts.path_weight) * snap.path_index.score(query, opts.k1, opts.b)
         if hidden:
             scores[[snap.position[p] for p in sorted(hidden)]] = 0.0
+        foreign = _other_language(snap.files, langs)
+        if foreign.any():
+            scores[foreign] *= np.float32(_OTHER_LANGUAGE_WEIGHT)
         positive = np.flatnonzero(scores > 0)
         want = opts.max_candidates + len(seen) + 1
         if positive.size > want:  # keep the top ``want`` scores and every tie at the edge

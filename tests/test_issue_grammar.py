@@ -17,7 +17,6 @@ import pytest
 
 from engine.backends.base import GenerationRequest
 from engine.backends.llama_cpp import (
-    DecodeDone,
     DecodeOptions,
     PathGuard,
     SamplingParams,
@@ -96,36 +95,6 @@ def test_no_answer_lacks_closes_or_repeats_a_path(embedded_backend: Any, mode: s
         check_answer(final, number)
         finished += isinstance(final, Finished)
     assert finished >= 1, "at least one short answer completes"
-
-
-@pytest.mark.model
-def test_a_model_pushed_to_repeat_a_path_cannot(embedded_backend: Any) -> None:
-    """Repetition rewarded (repeat_penalty < 1): the guard refuses the duplicate's closing."""
-    request = GenerationRequest(
-        messages=[
-            {"role": "system", "content": DUPLICATING_SYSTEM},
-            {"role": "user", "content": "Issue #7: write app/a.py again and again."},
-        ],
-        max_tokens=160,
-        issue_number=7,
-    )
-    prompt = embedded_backend.prompt_tokens(request.messages)
-    data = b""
-    done: DecodeDone | None = None
-    for item in embedded_backend.decode(
-        prompt,
-        schema=request.schema,
-        sampling=SamplingParams(temperature=0.0, repeat_penalty=0.4),
-        max_tokens=160,
-    ):
-        if isinstance(item, TokensDecoded):
-            data += item.data
-        elif isinstance(item, DecodeDone):
-            done = item
-    assert done is not None and done.reason in ("stop", "length"), done
-    paths = [p.lower() for p in paths_of(data.decode("utf-8", "replace"))]
-    assert len(paths) == len(set(paths)), paths
-    assert len(paths) >= 2 or done.path_blocks > 0  # it tried to repeat, or wrote others
 
 
 @pytest.mark.model

@@ -400,6 +400,31 @@ class IssueRun:
         self.max_tokens: int | None = None
         """Overrides the profile's answer budget (``generate --max-tokens``)."""
 
+    def continue_retries(self) -> None:
+        """Make this run a retry when the issue's latest attempts looped or were truncated.
+
+        Running ``generate`` (or a batch with ``--retry-failed``) again after a loop is the
+        CLI's "try again": the history says how the last attempts of this model profile
+        ended, so the run samples with a new seed instead of repeating the same greedy
+        computation.
+        """
+        store = self.workspace.store()
+        if store is None:
+            return
+        retries = 0
+        reason: str | None = None
+        for record in store.generations(limit=20, issue=self.issue.number):
+            if record.model_profile != self.model_name or record.outcome != "failed":
+                break
+            kind = record.detail.split(":", 1)[0]
+            if kind not in ("looping", "truncated"):
+                break
+            reason = reason or ("loop" if kind == "looping" else "truncated")
+            retries += 1
+        if reason is not None:
+            self.last_outcome = reason
+            self.retries = retries - 1
+
     # -- inputs ----------------------------------------------------------------------------
     @property
     def repo(self) -> Path:

@@ -116,3 +116,19 @@ def test_a_user_who_pinned_seed_and_temperature_keeps_them(tmp_path: Path) -> No
     second = attempt(run)
     assert not [e for e in second if isinstance(e, RetrySampling)]
     assert made[0].requests[1].seed is None and made[0].requests[1].temperature is None
+
+
+def test_generate_again_after_a_recorded_loop_is_a_retry(tmp_path: Path) -> None:
+    """The CLI's "try again" is running it again: the history says the last attempt looped."""
+    ws, made = workspace(tmp_path, ["loop", "ok"])
+    issue = ws.issue_source().get_issue(1)
+    first = ws.start(issue)
+    attempt(first)  # recorded in the history as a failed "looping" attempt
+    second = ws.start(issue)  # a new process would start a new run the same way
+    second.continue_retries()
+    [retry] = [e for e in attempt(second) if isinstance(e, RetrySampling)]
+    assert retry.reason == "loop"
+    assert made[0].requests[1].seed == retry.seed != ws.config.profile(ws.model_name).seed
+    third = ws.start(issue)
+    third.continue_retries()  # the last attempt finished: no retry
+    assert not [e for e in attempt(third) if isinstance(e, RetrySampling)]

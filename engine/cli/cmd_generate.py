@@ -442,31 +442,6 @@ def run(args: argparse.Namespace) -> int:
 # generate ISSUE
 
 
-def _continue_retries(workspace: Any, run: Any) -> None:
-    """Make ``run`` a retry when this issue's latest attempts looped or were truncated.
-
-    Running ``generate`` again after a loop is the CLI's "try again": the history says how
-    the last attempts ended, so the run samples with a new seed (``IssueRun.generate``)
-    instead of repeating the same greedy computation. Same model profile only.
-    """
-    store = workspace.store()
-    if store is None:
-        return
-    retries = 0
-    reason: str | None = None
-    for record in store.generations(limit=20, issue=run.issue.number):
-        if record.model_profile != run.model_name or record.outcome != "failed":
-            break
-        kind = record.detail.split(":", 1)[0]
-        if kind not in ("looping", "truncated"):
-            break
-        reason = reason or ("loop" if kind == "looping" else "truncated")
-        retries += 1
-    if reason is not None:
-        run.last_outcome = reason
-        run.retries = retries - 1
-
-
 def _previous_answer(args: argparse.Namespace, workspace: Any, run: Any) -> str:
     """Load the answer ``--feedback`` revises into ``run``; returns the feedback text.
 
@@ -543,7 +518,7 @@ def run_issue(args: argparse.Namespace) -> int:
     run.max_tokens = args.max_tokens
     feedback = _previous_answer(args, workspace, run) if args.feedback is not None else None
     if feedback is None:
-        _continue_retries(workspace, run)
+        run.continue_retries()
     reviews: list[Review] = []
     context: dict[str, Any] = {}
     err = sys.stderr

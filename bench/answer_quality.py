@@ -309,7 +309,13 @@ def run_tests(repo: Path, files: list[tuple[str, str]], timeout: float) -> tuple
 
 
 def run_issue(
-    workspace: Workspace, set_name: str, number: int, *, tests: bool, max_tokens: int | None
+    workspace: Workspace,
+    set_name: str,
+    number: int,
+    *,
+    tests: bool,
+    max_tokens: int | None,
+    save: Path | None = None,
 ) -> Result:
     label = f"{set_name}#{number}"
     source = workspace.issue_source()
@@ -327,6 +333,9 @@ def run_issue(
             final = event
             tokens = event.stats.completion_tokens
     seconds = time.perf_counter() - t0
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        (save / f"{set_name}-{number}.json").write_text(run.last_raw)
     if isinstance(final, Finished) and review is not None:
         codes = sorted({f.code for f in review.findings if f.severity == "error"})
         result = Result(label, "errors" if codes else "clean", codes, tokens, seconds)
@@ -410,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=None)
     parser.add_argument("--no-tests", action="store_true", help="do not run the repo's tests")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser.add_argument("--save", type=Path, help="write each raw answer into this directory")
     args = parser.parse_args(argv)
 
     picks = selected(args)
@@ -433,7 +443,12 @@ def main(argv: list[str] | None = None) -> int:
             workspace = Workspace(repo, config, models=host)
             workspace.set_model(name)
             result = run_issue(
-                workspace, set_name, number, tests=not args.no_tests, max_tokens=args.max_tokens
+                workspace,
+                set_name,
+                number,
+                tests=not args.no_tests,
+                max_tokens=args.max_tokens,
+                save=args.save,
             )
             results.append(result)
             codes = ",".join(result.codes) or "-"

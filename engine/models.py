@@ -48,7 +48,7 @@ CONVENTIONAL_TYPES = (
 CONVENTIONAL_PATTERN = (
     rf"^({'|'.join(CONVENTIONAL_TYPES)})(\([a-z0-9][a-z0-9_-]{{0,19}}\))?: [^\s][^\n]{{0,87}}$"
 )
-PR_BODY_MAX = 1200
+PR_BODY_MAX = 600
 """The most characters of a PR body's text before its ``Closes #N`` (per-issue schema)."""
 DEFAULT_MAX_FILES = 12
 MAX_FILES_LIMIT = 100

@@ -316,8 +316,11 @@ def run_issue(
     tests: bool,
     max_tokens: int | None,
     save: Path | None = None,
+    retries: int = 0,
 ) -> Result:
     label = f"{set_name}#{number}"
+    if retries:
+        label += f" (retries {retries})"
     source = workspace.issue_source()
     issue = source.get_issue(number)
     run = workspace.start(issue, [])
@@ -326,12 +329,15 @@ def run_issue(
     final: Any = None
     review = None
     tokens = 0
-    for event in run.generate(threading.Event()):
-        if isinstance(event, Reviewed):
-            review = event.review
-        elif isinstance(event, Finished | GenerationFailed):
-            final = event
-            tokens = event.stats.completion_tokens
+    for _attempt in range(1 + retries):  # a retry is what `r` does: a new seed after a loop
+        for event in run.generate(threading.Event()):
+            if isinstance(event, Reviewed):
+                review = event.review
+            elif isinstance(event, Finished | GenerationFailed):
+                final = event
+                tokens += event.stats.completion_tokens
+        if not isinstance(final, Looping | Truncated):
+            break
     seconds = time.perf_counter() - t0
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
@@ -339,6 +345,7 @@ def run_issue(
     if isinstance(final, Finished) and review is not None:
         codes = sorted({f.code for f in review.findings if f.severity == "error"})
         result = Result(label, "errors" if codes else "clean", codes, tokens, seconds)
+        result.detail = f"attempts: {run.attempts}" if run.attempts > 1 else ""
         if tests:
             missing = missing_modules(set_name)
             if missing:
@@ -347,7 +354,7 @@ def run_issue(
                 files = [(f.path, f.content) for f in review.proposal.files]
                 ok, last = run_tests(workspace.repo, files, 180.0)
                 result.tests = "pass" if ok else "fail"
-                result.detail = last
+                result.detail = "; ".join(x for x in (result.detail, last) if x)
         return result
     outcome = "failed"
     if isinstance(final, Looping):
@@ -356,8 +363,10 @@ def run_issue(
         outcome = "truncated"
     elif isinstance(final, InvalidAnswer):
         outcome = "invalid"
-    detail = getattr(final, "message", "no final event")
-    return Result(label, outcome, [], tokens, seconds, detail=str(detail)[:160])
+    detail = str(getattr(final, "message", "no final event"))[:160]
+    if run.attempts > 1:
+        detail = f"attempts: {run.attempts}; last: {detail}"
+    return Result(label, outcome, [], tokens, seconds, detail=detail)
 
 
 def configure(config: AppConfig, args: argparse.Namespace) -> str:
@@ -420,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tests", action="store_true", help="do not run the repo's tests")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--save", type=Path, help="write each raw answer into this directory")
+    parser.add_argument(
+        "--retries", type=int, default=0, help="retry a loop or truncation (new seed), as `r`"
+    )
     args = parser.parse_args(argv)
 
     picks = selected(args)
@@ -449,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                 tests=not args.no_tests,
                 max_tokens=args.max_tokens,
                 save=args.save,
+                retries=args.retries,
             )
             results.append(result)
             codes = ",".join(result.codes) or "-"

@@ -94,12 +94,14 @@ def pr_body_pattern(issue_number: int) -> str:
     The body ends with ``Closes #N`` (a full stop and a newline may follow), and it is the
     only issue reference in it: before it, a
     ``#`` is allowed only as a Markdown heading (``#`` followed by ``#`` or a space), so no
-    other ``#<number>`` can be written and ``Closes #N`` cannot be followed by more text. The
-    text before it is bounded (``PR_BODY_MAX``), so the grammar ends the body.
+    other ``#<number>`` can be written and ``Closes #N`` cannot be followed by more text.
+    ``Closes`` starts the body or follows whitespace (``word_Closes #N`` closes nothing on
+    GitHub, and the ``closes-missing`` check says so). The text before it is bounded
+    (``PR_BODY_MAX``), so the grammar ends the body.
     """
     if issue_number < 0:
         raise ValueError("issue_number must not be negative")
-    return rf"^([^#]|#[# ]){{0,{PR_BODY_MAX}}}Closes #{issue_number}[.]?\n?$"
+    return rf"^(([^#]|#[# ]){{0,{PR_BODY_MAX - 1}}}[ \t\n])?Closes #{issue_number}[.]?\n?$"
 
 
 def proposal_json_schema(

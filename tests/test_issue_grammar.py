@@ -14,6 +14,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.backends.base import GenerationRequest
 from engine.backends.llama_cpp import (
@@ -203,3 +205,21 @@ def test_ollama_options_carry_the_retry_sampling() -> None:
     options = backend.options(100, GenerationRequest(messages=[], temperature=0.3, seed=9))
     assert (options["temperature"], options["seed"]) == (0.3, 9)
     assert backend.options(100)["seed"] == 3
+
+
+@given(
+    prefix=st.text(alphabet=st.sampled_from(list("ab _-#\n.:`()é1")), max_size=40),
+    number=st.integers(min_value=1, max_value=999),
+    tail=st.sampled_from(["", ".", "\n", ".\n"]),
+)
+def test_every_body_the_grammar_allows_passes_the_closes_checks(
+    prefix: str, number: int, tail: str
+) -> None:
+    """The pattern is never looser than the checks that judge the PR body afterwards."""
+    from engine.checks import _CLOSING_KEYWORD_RE, _closes
+    from engine.models import pr_body_pattern
+
+    body = f"{prefix}Closes #{number}{tail}"
+    if re.fullmatch(pr_body_pattern(number), body):
+        assert _closes(body, number)
+        assert {int(n) for n in _CLOSING_KEYWORD_RE.findall(body)} == {number}

@@ -536,6 +536,8 @@ class BatchRunner:
         issue = self._issues[item.issue_number]
         self._set(batch_id, item, state="generating", attempts=item.attempts + 1, detail="")
         run = self.workspace.start(issue, self._comments.get(issue.number, []))
+        if item.attempts > 1:  # generated again (--retry-failed): a loop is not retried greedily
+            run.continue_retries()
         last = 0.0
         files = 0
         for event in run.generate(self.cancel):

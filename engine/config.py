@@ -88,6 +88,34 @@ class ProfileBase(_Strict):
     seed: int = Field(0, ge=0)
     """Sampling seed; with temperature 0 the output is reproducible anyway."""
     repeat_penalty: float = Field(1.0, ge=0.0, le=5.0)
+    dry_multiplier: float = Field(0.0, ge=0.0, le=5.0)
+    """DRY ("don't repeat yourself") sampling strength; 0 disables it. DRY penalises the
+    token that would extend a sequence already written, more the longer the repeat: it stops
+    a small model writing the same block again and again. Sent to servers that support it."""
+    dry_base: float = Field(1.75, ge=1.0, le=4.0)
+    """How fast the DRY penalty grows with the length of the repeat."""
+    dry_allowed_length: int = Field(2, ge=1, le=64)
+    """Repeats up to this many tokens are not penalised."""
+    dry_penalty_last_n: int = Field(-1, ge=-1)
+    """Tokens DRY looks back over; -1 the whole answer, 0 disables DRY."""
+    dry_sequence_breakers: list[str] = Field(
+        default_factory=lambda: ["\n", ":", '"', "*"], max_length=16
+    )
+    """Strings that end a repeat DRY tracks (llama.cpp's defaults)."""
+    prompt_examples: bool = True
+    """Send the prompt profile's worked examples (an issue and its complete answer) before
+    the issue. A base model needs them; an instruction-tuned one may do without (and save
+    their tokens)."""
+
+    @model_validator(mode="after")
+    def _dry_breakers(self) -> ProfileBase:
+        for breaker in self.dry_sequence_breakers:
+            if not breaker or len(breaker) > 40:
+                raise ValueError(
+                    f"dry_sequence_breakers: {breaker!r} must be a non-empty string of at "
+                    "most 40 characters"
+                )
+        return self
 
 
 class LlamaCppProfile(ProfileBase):

@@ -33,6 +33,7 @@ import contextlib
 import fnmatch
 import gc
 import hashlib
+import json
 import math
 import os
 import re
@@ -53,7 +54,7 @@ import numpy as np
 from engine.diff import status_entries
 from engine.errors import ContextTooLargeError, RepoError
 from engine.models import Issue, IssueComment
-from engine.prompts import PromptProfile
+from engine.prompts import PromptProfile, WorkedExample
 from engine.secrets_scan import SecretFinding, scan_text, sensitive_path_reason
 
 CountMessages = Callable[[list[dict[str, str]]], int]
@@ -188,7 +189,7 @@ class Section:
     """The token count of one part of the prompt."""
 
     kind: str
-    """``system``, ``tree``, ``file``, ``issue``, ``overhead`` or ``reserved``."""
+    """``system``, ``example``, ``tree``, ``file``, ``issue``, ``overhead`` or ``reserved``."""
     name: str
     tokens: int
 
@@ -225,6 +226,8 @@ class ContextResult:
     """The repository state the context was built from (HEAD + working tree)."""
     cache_hit: bool = False
     """The repository index was reused from an earlier build of the same state."""
+    example_tokens: int = 0
+    """Tokens of the worked examples' turns (issue and answer), part of ``total_tokens``."""
 
     @property
     def shown_files(self) -> set[str]:
@@ -239,13 +242,17 @@ class ContextResult:
     @property
     def overhead_tokens(self) -> int:
         """Tokens of the chat template and section joins (total minus the sections)."""
-        parts = self.system_tokens + self.tree_tokens + self.issue_tokens
+        parts = self.system_tokens + self.tree_tokens + self.issue_tokens + self.example_tokens
         return self.total_tokens - parts - sum(f.tokens for f in self.shown)
 
     def sections(self) -> list[Section]:
         """Every counted part of the prompt, in prompt order, then overhead and reserved."""
         out = [
             Section("system", "system prompt", self.system_tokens),
+        ]
+        if self.example_tokens:
+            out.append(Section("example", "worked example (issue + answer)", self.example_tokens))
+        out += [
             Section("tree", "file tree", self.tree_tokens),
         ]
         out += [Section("file", f.path, f.tokens) for f in self.shown]
@@ -1164,6 +1171,56 @@ def _named_paths(
     return found, missing
 
 
+_CODE_LANGS = frozenset(
+    {"python", "javascript", "typescript", "tsx", "jsx", "go", "rust", "java", "ruby", "c", "cpp"}
+)
+_OTHER_LANGUAGE_WEIGHT = 0.2
+"""Lexical scores of code files in another language than the issue's are multiplied by this:
+a Python issue that says "Item" should not get the frontend's ``type Item`` first."""
+
+
+def _tool_own(path: str) -> bool:
+    """agent-tui's own files (its config, local issues, prompt profiles): not the project."""
+    return path == ".agent-tui.toml" or path.startswith(_OWN_DIR)
+
+
+def _code_language(path: str) -> str | None:
+    lang = _EXT_LANG.get(PurePosixPath(path).suffix.lower())
+    if lang in ("tsx", "jsx", "javascript"):
+        lang = "typescript"  # one frontend family
+    return lang if lang in _CODE_LANGS or lang == "typescript" else None
+
+
+def _issue_languages(named: Sequence[str], visible: Sequence[str]) -> set[str]:
+    """The code languages of the files the issue names, else the repository's main one."""
+    langs = {lang for p in named if (lang := _code_language(p)) is not None}
+    if langs:
+        return langs
+    counts = Counter(lang for p in visible if (lang := _code_language(p)) is not None)
+    return {counts.most_common(1)[0][0]} if counts else set()
+
+
+def _defines_code(root: Path, path: str, names: Sequence[str], max_bytes: int) -> bool:
+    """Whether ``path`` defines one of ``names`` as code (a function, class...), not only
+    as a type alias or interface."""
+    rx = re.compile(
+        r"(?<![A-Za-z0-9_])(?:def|class|function|func|fn|struct|trait|enum)\s+"
+        rf"({'|'.join(re.escape(n) for n in names)})(?![A-Za-z0-9_])"
+    )
+    return bool(rx.search(_read_text(root, path, max_bytes) or ""))
+
+
+def _other_language(files: Sequence[str], langs: set[str]) -> np.ndarray:
+    """A mask of the code files written in none of ``langs``."""
+    mask = np.zeros(len(files), dtype=bool)
+    if not langs:
+        return mask
+    for i, path in enumerate(files):
+        lang = _code_language(path)
+        mask[i] = lang is not None and lang not in langs
+    return mask
+
+
 def _code_identifiers(text: str) -> list[str]:
     """Identifiers written in the issue's code spans (`like_this`), in order of mention."""
     found: list[str] = []
@@ -1306,7 +1363,40 @@ def _count_messages(count_messages: CountMessages, messages: list[dict[str, str]
     return _memo(count_messages, digest, messages)
 
 
-def _assemble(system: str, tree: str, files: Sequence[str], issue: str) -> list[dict[str, str]]:
+def _assemble(
+    system: str,
+    tree: str,
+    files: Sequence[str],
+    issue: str,
+    examples: Sequence[dict[str, str]] = (),
+) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": system},
+        *examples,
+        {"role": "user", "content": _user_content(tree, files, issue)},
+    ]
+
+
+def example_messages(examples: Sequence[WorkedExample]) -> list[dict[str, str]]:
+    """Worked examples as earlier user/assistant turns, laid out exactly like the real ones.
+
+    The user turn is the example repository's tree, its shown files and its issue, rendered
+    by the same functions as the real prompt; the assistant turn is the answer as the grammar
+    writes it (compact JSON), so the model sees one complete exchange to imitate.
+    """
+    out: list[dict[str, str]] = []
+    for example in examples:
+        tree, _summarised = render_tree(example.tree, 10_000)
+        files = [render_file(p, t) for p, t in example.files.items()]
+        user = _user_content(
+            _tree_section(tree, len(example.tree), False), files, render_issue(example.issue)
+        )
+        answer = json.dumps(example.answer.model_dump(), ensure_ascii=False, separators=(",", ":"))
+        out += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return out
+
+
+def _user_content(tree: str, files: Sequence[str], issue: str) -> str:
     tree_part = f"# The repository\n\n## File tree\n{tree}\n"
     if files:
         files_part = (
@@ -1315,10 +1405,7 @@ def _assemble(system: str, tree: str, files: Sequence[str], issue: str) -> list[
         )
     else:
         files_part = "\n## Files shown in full\n(none)\n"
-    return [
-        {"role": "system", "content": system},
-        {"role": "user", "content": f"{tree_part}{files_part}\n{issue}"},
-    ]
+    return f"{tree_part}{files_part}\n{issue}"
 
 
 def _tree_section(tree: str, n_files: int, summarised: bool) -> str:
@@ -1344,6 +1431,7 @@ def build_context(
     max_tokens: int,
     comments: Sequence[IssueComment] = (),
     options: ContextOptions | None = None,
+    examples: Sequence[WorkedExample] = (),
 ) -> ContextResult:
     """The messages for ``issue`` in ``repo_dir`` under ``profile``, within the token budget.
 
@@ -1359,6 +1447,7 @@ def build_context(
         max_tokens: the output budget reserved for the answer.
         comments: the issue's comments, oldest first.
         options: builder knobs (size limit, tree size, BM25 parameters).
+        examples: worked examples sent before the issue (counted in the budget).
 
     Returns:
         The messages, per-section token counts, shown files and what was left out.
@@ -1383,9 +1472,15 @@ def build_context(
         for path, reason in snap.secret_named
     ]
     hidden, visible, visible_set = snap.hidden, snap.visible, snap.visible_set
+    own = [p for p in visible if _tool_own(p)]
+    if own:  # the tool's own config is not the project: never shown, not even in the tree
+        hidden = hidden | set(own)
+        visible = [p for p in visible if p not in hidden]
+        visible_set = visible_set - set(own)
 
     system = profile.system_prompt.rstrip("\n") + "\n" + _SYSTEM_APPENDIX
     issue_part = render_issue(issue, comments)
+    shots = example_messages(examples)
 
     # Fixed parts: system, tree, issue. The tree shrinks until it takes at most its share
     # of the budget and the fixed parts fit.
@@ -1393,7 +1488,9 @@ def build_context(
     while True:
         tree, summarised = _tree(snap, visible, tree_lines)
         tree_part = _tree_section(tree, len(visible), summarised)
-        base_total = _count_messages(count_messages, _assemble(system, tree_part, [], issue_part))
+        base_total = _count_messages(
+            count_messages, _assemble(system, tree_part, [], issue_part, shots)
+        )
         tree_tokens = _count(count_text, tree_part)
         fits = base_total <= budget and tree_tokens <= opts.tree_share * budget
         if fits or tree_lines <= 4:
@@ -1415,9 +1512,17 @@ def build_context(
     named, named_missing = _named_paths(issue_text, snap, visible_set)
     candidates: list[_Candidate] = [_Candidate(p, WHY_NAMED) for p in named]
     seen = set(named)
-    for path in _defining_files(
-        snap, _code_identifiers(issue_text), visible_set, opts.max_file_bytes
-    ):
+    langs = _issue_languages(named, visible)
+    identifiers = _code_identifiers(issue_text)
+    for path in _defining_files(snap, identifiers, visible_set, opts.max_file_bytes):
+        lang = _code_language(path)
+        if (
+            langs
+            and lang is not None
+            and lang not in langs
+            and not _defines_code(root, path, identifiers, opts.max_file_bytes)
+        ):
+            continue  # a frontend's `type Item` does not define a Python issue's `Item`
         if path not in seen:
             seen.add(path)
             candidates.append(_Candidate(path, WHY_DEFINES))
@@ -1438,6 +1543,9 @@ def build_context(
         scores += np.float32(opts.path_weight) * snap.path_index.score(query, opts.k1, opts.b)
         if hidden:
             scores[[snap.position[p] for p in sorted(hidden)]] = 0.0
+        foreign = _other_language(snap.files, langs)
+        if foreign.any():
+            scores[foreign] *= np.float32(_OTHER_LANGUAGE_WEIGHT)
         positive = np.flatnonzero(scores > 0)
         want = opts.max_candidates + len(seen) + 1
         if positive.size > want:  # keep the top ``want`` scores and every tie at the edge
@@ -1507,7 +1615,7 @@ def build_context(
     # Verify with the real count; drop the lowest-priority file until the prompt fits.
     while True:
         final = ordered(chosen)
-        messages = _assemble(system, tree_part, [s for _c, s, _t in final], issue_part)
+        messages = _assemble(system, tree_part, [s for _c, s, _t in final], issue_part, shots)
         total = _count_messages(count_messages, messages)
         if total <= budget or not chosen:
             break
@@ -1532,6 +1640,7 @@ def build_context(
         system_tokens=_count(count_text, system),
         tree_tokens=tree_tokens,
         issue_tokens=_count(count_text, issue_part),
+        example_tokens=sum(_count(count_text, m["content"]) for m in shots),
         shown=[ShownFile(c.path, t, c.reason, c.score) for c, _s, t in final],
         left_out=left_out,
         tree_files=len(visible),

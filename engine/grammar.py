@@ -46,6 +46,9 @@ class GrammarError(AgentTuiError):
 _grammar_cache: dict[str, str] = {}
 _tokenizer_cache: dict[str, llguidance.LLTokenizer] = {}
 _matcher_cache: dict[tuple[str, str], llguidance.LLMatcher] = {}
+_CACHE_LIMIT = 64
+"""Grammars and compiled matchers kept (one per issue with the per-issue schema); the oldest
+goes first. A tokenizer is never rebuilt per issue: only the small per-schema parts are."""
 _lock = threading.Lock()
 _tok_lock = threading.Lock()  # building a tokenizer takes seconds: not under ``_lock``
 
@@ -89,16 +92,23 @@ def build_grammar(schema: dict[str, Any]) -> str:
         )
     with _lock:
         _grammar_cache[key] = grammar
+        _trim(_grammar_cache)
     return grammar
 
 
-def proposal_grammar(max_files: int = DEFAULT_MAX_FILES) -> str:
-    """The compiled grammar of ``proposal_json_schema(max_files)``.
+def _trim(cache: dict[Any, Any]) -> None:
+    """Drop the oldest entries of ``cache`` beyond ``_CACHE_LIMIT`` (caller holds ``_lock``)."""
+    while len(cache) > _CACHE_LIMIT:
+        del cache[next(iter(cache))]
+
+
+def proposal_grammar(max_files: int = DEFAULT_MAX_FILES, issue_number: int | None = None) -> str:
+    """The compiled grammar of ``proposal_json_schema(max_files, issue_number)``.
 
     Raises:
         GrammarError: see ``build_grammar``.
     """
-    return build_grammar(proposal_json_schema(max_files))
+    return build_grammar(proposal_json_schema(max_files, issue_number))
 
 
 def tokenizer_for(model_key: str, vocab: Any, n_vocab: int | None = None) -> llguidance.LLTokenizer:
@@ -205,6 +215,7 @@ def new_matcher(tokenizer: llguidance.LLTokenizer, grammar: str) -> llguidance.L
                     hint="every schema keyword must be enforced by the grammar",
                 )
             _matcher_cache[key] = template
+            _trim(_matcher_cache)
         return template.deep_copy()
 
 

@@ -8,6 +8,7 @@ validated against it again after generation, whatever backend produced it.
 from __future__ import annotations
 
 import copy
+import re
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,26 @@ PATH_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT}){{0,11}}$"
 PATH_MAX = 200
 COMMIT_MESSAGE_MAX = 120
 PR_TITLE_MAX = 120
+#: a conventional commit subject: a type, an optional ``(scope)``, ``: `` and a one-line
+#: subject starting with a visible character. The bound lives inside the regex (at most
+#: 8 + 22 + 2 + 88 = 120 characters), as for the paths.
+CONVENTIONAL_TYPES = (
+    "feat",
+    "fix",
+    "docs",
+    "refactor",
+    "test",
+    "chore",
+    "perf",
+    "build",
+    "ci",
+    "style",
+)
+CONVENTIONAL_PATTERN = (
+    rf"^({'|'.join(CONVENTIONAL_TYPES)})(\([a-z0-9][a-z0-9_-]{{0,19}}\))?: [^\s][^\n]{{0,87}}$"
+)
+PR_BODY_MAX = 600
+"""The most characters of a PR body's text before its ``Closes #N`` (per-issue schema)."""
 DEFAULT_MAX_FILES = 12
 MAX_FILES_LIMIT = 100
 """The most files any configuration may allow (``[generation] max_files`` <= this)."""
@@ -67,11 +88,35 @@ class ChangeProposal(BaseModel):
     files: list[FileChange] = Field(min_length=1, max_length=MAX_FILES_LIMIT)
 
 
-def proposal_json_schema(max_files: int = DEFAULT_MAX_FILES) -> dict[str, Any]:
+def pr_body_pattern(issue_number: int) -> str:
+    """The regex a PR body answering issue ``issue_number`` must match.
+
+    The body ends with ``Closes #N`` (a full stop and a newline may follow), and it is the
+    only issue reference in it: before it, a
+    ``#`` is allowed only as a Markdown heading (``#`` followed by ``#`` or a space), so no
+    other ``#<number>`` can be written and ``Closes #N`` cannot be followed by more text.
+    ``Closes`` starts the body or follows whitespace (``word_Closes #N`` closes nothing on
+    GitHub, and the ``closes-missing`` check says so). The text before it is bounded
+    (``PR_BODY_MAX``), so the grammar ends the body.
+    """
+    if issue_number < 0:
+        raise ValueError("issue_number must not be negative")
+    return rf"^(([^#]|#[# ]){{0,{PR_BODY_MAX - 1}}}[ \t\n])?Closes #{issue_number}[.]?\n?$"
+
+
+def proposal_json_schema(
+    max_files: int = DEFAULT_MAX_FILES, issue_number: int | None = None
+) -> dict[str, Any]:
     """The JSON schema of ``ChangeProposal`` with ``files`` bounded by ``max_files``.
+
+    With ``issue_number`` it is the schema of *this* generation: ``pr_body`` must end with
+    ``Closes #N`` (``pr_body_pattern``), and ``commit_message`` and ``pr_title`` must be
+    conventional subjects within their length bounds (``CONVENTIONAL_PATTERN``). What the
+    grammar can express is never left to a check after the fact.
 
     Args:
         max_files: the largest number of files one proposal may contain (>= 1).
+        issue_number: the issue this generation answers (None: the generic schema).
 
     Returns:
         A self-contained JSON schema (``$defs`` inlined is left to the consumer).
@@ -80,6 +125,12 @@ def proposal_json_schema(max_files: int = DEFAULT_MAX_FILES) -> dict[str, Any]:
         raise ValueError("max_files must be at least 1")
     schema = copy.deepcopy(ChangeProposal.model_json_schema())
     schema["properties"]["files"]["maxItems"] = max_files
+    if issue_number is not None:
+        props = schema["properties"]
+        for name in ("commit_message", "pr_title"):
+            props[name]["pattern"] = CONVENTIONAL_PATTERN
+        props["pr_body"]["pattern"] = pr_body_pattern(issue_number)
+        props["pr_body"]["description"] = f"Markdown ending with the line 'Closes #{issue_number}'."
     return schema
 
 
@@ -93,6 +144,26 @@ _CUT_NOTE = "\n\n[... cut at {n:,} characters by agent-tui]"
 
 def _cap(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + _CUT_NOTE.format(n=limit)
+
+
+def issue_rule_errors(proposal: ChangeProposal, issue_number: int) -> tuple[str, ...]:
+    """The per-issue schema's rules that ``proposal`` breaks (``loc: msg`` lines).
+
+    The same patterns as ``proposal_json_schema(issue_number=...)``, checked with Python's
+    ``re``: a server that ignored the schema is caught by the final validation.
+    """
+    errors: list[str] = []
+    for name in ("commit_message", "pr_title"):
+        if not re.fullmatch(CONVENTIONAL_PATTERN, getattr(proposal, name)):
+            errors.append(
+                f"{name}: not a conventional subject within {COMMIT_MESSAGE_MAX} characters "
+                "('feat: ...', 'fix(scope): ...')"
+            )
+    if not re.fullmatch(pr_body_pattern(issue_number), proposal.pr_body):
+        errors.append(
+            f"pr_body: does not end with 'Closes #{issue_number}' as its only issue reference"
+        )
+    return tuple(errors)
 
 
 class Issue(BaseModel):

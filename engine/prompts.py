@@ -9,6 +9,10 @@ of repository tends to touch (always shown when they exist). Example::
     description: Backend Dev Agent (FastAPI / SQLAlchemy / Pydantic)
     checks: [branch-suffix, closes-issue, complete-files]
     always_include: [app/main.py, requirements.txt, "app/api/*/router.py"]
+    examples:
+      - issue: {number: 41, title: "Add a word count endpoint", body: "..."}
+        files: {app/main.py: "...the file as shown..."}
+        answer: {branch_suffix: ..., commit_message: ..., ..., files: [...]}
     ---
     You are an expert Backend Developer Agent...
 
@@ -17,6 +21,12 @@ Profiles are searched nearest first, and the first file of a name wins:
 1. the repository's ``.agent-tui/prompts/NAME.md`` (a team's own agent);
 2. the user's ``<platformdirs user config dir>/agent-tui/prompts/NAME.md``;
 3. the profiles shipped with agent-tui (``prompts/``).
+
+``examples`` are worked examples: an issue in a small repository (``files`` shown in full,
+``tree`` the other paths) and its complete answer. They are sent before the real issue as an
+earlier user/assistant exchange, formatted exactly like the real prompt and answer, because a
+base model follows an example far better than instructions. A model profile's
+``prompt_examples`` setting says whether they are sent.
 
 A broken profile is an error naming its file, never silently skipped in favour of a farther
 one: a user who edited a profile must learn that their edit is not what runs.
@@ -33,13 +43,14 @@ import platformdirs
 import yaml
 
 from engine.errors import PromptProfileError, UnknownProfileError
+from engine.models import ChangeProposal, Issue, issue_rule_errors
 from engine.resources import bundled_prompts_dir
 
 REPO_PROMPTS_DIR = Path(".agent-tui") / "prompts"
 DEFAULT_PROFILE = "backend-dev"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _CHECK_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-_ALLOWED_KEYS = ("name", "description", "checks", "always_include")
+_ALLOWED_KEYS = ("name", "description", "checks", "always_include", "examples")
 _HINT = "see the 'Prompt profiles' section of the README for the format"
 
 Origin = Literal["repo", "user", "bundled"]
@@ -63,6 +74,20 @@ class PromptProfile:
     """The file it was read from."""
     origin: Origin
     """Where it was found: ``repo``, ``user`` or ``bundled``."""
+    examples: tuple[WorkedExample, ...] = ()
+    """Worked examples sent before the issue (when the model profile uses them)."""
+
+
+@dataclass(frozen=True)
+class WorkedExample:
+    """An issue in a small repository and its complete, checks-clean answer."""
+
+    issue: Issue
+    files: dict[str, str]
+    """Files shown in full: path -> content."""
+    tree: tuple[str, ...]
+    """Every path of the example repository (the shown files included)."""
+    answer: ChangeProposal
 
 
 def user_prompts_dir() -> Path:
@@ -140,6 +165,45 @@ def _string_list(path: Path, key: str, value: Any) -> list[str]:
     return [v.strip() for v in value]
 
 
+def _examples(path: Path, value: Any) -> tuple[WorkedExample, ...]:
+    """The validated ``examples`` of a profile's front matter."""
+    from pydantic import ValidationError
+
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise PromptProfileError(f"{path}: 'examples' must be a list", hint=_HINT)
+    out: list[WorkedExample] = []
+    for index, item in enumerate(value):
+        where = f"{path}: examples[{index}]"
+        if not isinstance(item, dict) or set(item) - {"issue", "files", "tree", "answer"}:
+            raise PromptProfileError(
+                f"{where} must be a mapping of issue, files, tree and answer", hint=_HINT
+            )
+        try:
+            issue = Issue.model_validate(item.get("issue"))
+            answer = ChangeProposal.model_validate(item.get("answer"))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise PromptProfileError(f"{where}: {loc}: {first['msg']}", hint=_HINT) from None
+        files = item.get("files") or {}
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+        ):
+            raise PromptProfileError(f"{where}.files must map paths to contents", hint=_HINT)
+        tree = _string_list(path, f"examples[{index}].tree", item.get("tree"))
+        broken = issue_rule_errors(answer, issue.number)
+        if broken:
+            raise PromptProfileError(
+                f"{where}.answer breaks the rules every answer is held to: {broken[0]}",
+                hint=_HINT,
+            )
+        all_paths = tuple(sorted(set(tree) | set(files)))
+        out.append(WorkedExample(issue, dict(files), all_paths, answer))
+    return tuple(out)
+
+
 def parse_profile(path: Path, origin: Origin = "bundled") -> PromptProfile:
     """Read and validate one profile file.
 
@@ -202,6 +266,7 @@ def parse_profile(path: Path, origin: Origin = "bundled") -> PromptProfile:
                 "POSIX path or glob (no leading '/', no '..', no backslash)",
                 hint=_HINT,
             )
+    examples = _examples(path, data.get("examples"))
     system_prompt = body.strip("\n").rstrip()
     if not system_prompt.strip():
         raise PromptProfileError(
@@ -216,6 +281,7 @@ def parse_profile(path: Path, origin: Origin = "bundled") -> PromptProfile:
         system_prompt=system_prompt + "\n",
         path=path,
         origin=origin,
+        examples=examples,
     )
 
 

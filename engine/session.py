@@ -255,6 +255,60 @@ class ModelLoading(SessionEvent):
 
 
 @dataclass(frozen=True)
+class RetrySampling(SessionEvent):
+    """This generation retries a loop or a truncation with other sampling settings.
+
+    Greedy decoding after a loop would write the very same loop again, so a retry samples
+    with a new seed and a small temperature (unless the user pinned both in their profile).
+    """
+
+    seed: int
+    temperature: float
+    reason: str
+    """``loop`` or ``truncated``: what the previous attempt ended with."""
+
+    def describe(self) -> str:
+        """One line for the screen and the CLI."""
+        what = "looped" if self.reason == "loop" else "was truncated"
+        return (
+            f"the last attempt {what}: retrying with seed {self.seed} and temperature "
+            f"{self.temperature:g} (a greedy retry would repeat it)"
+        )
+
+
+RETRY_TEMPERATURE = 0.3
+"""The temperature of a retry after a loop or a truncation when the profile is greedy."""
+
+
+def retry_sampling(
+    config: AppConfig, model_name: str, reason: str | None, retries: int
+) -> RetrySampling | None:
+    """The sampling of a retry after an attempt that ended with ``reason``.
+
+    Args:
+        config: the configuration (which file defined the profile).
+        model_name: the model profile in use.
+        reason: how the previous attempt ended (``loop``, ``truncated``; else no change).
+        retries: how many retries came before this one (each gets its own seed).
+
+    Returns:
+        The seed and temperature to use, or None: not a retry after a loop or truncation,
+        or the user pinned both ``temperature`` and ``seed`` in their own profile.
+    """
+    if reason not in ("loop", "truncated"):
+        return None
+    profile = config.profile(model_name)
+    source = config.sources.get(model_name)
+    bundled = config.files[0] if config.files else None
+    user_defined = source is not None and source != bundled
+    if user_defined and {"temperature", "seed"} <= profile.model_fields_set:
+        return None
+    temperature = profile.temperature if profile.temperature > 0 else RETRY_TEMPERATURE
+    seed = (profile.seed + 1 + retries) & 0x7FFFFFFF
+    return RetrySampling(seed=seed, temperature=temperature, reason=reason)
+
+
+@dataclass(frozen=True)
 class ModelReady(SessionEvent):
     """The model is loaded."""
 
@@ -375,8 +429,39 @@ class IssueRun:
         self.last_raw: str = ""
         """The raw text of the last answer (kept for regeneration and failures)."""
         self.attempts: int = 0
+        self.last_outcome: str | None = None
+        """How the last attempt ended: ``loop``, ``truncated``, ``finished``, ``failed``."""
+        self.retries: int = 0
+        """Retries with a new seed so far (after loops or truncations)."""
+        self.seed_used: int | None = None
+        """The seed of the last attempt when a retry changed it."""
         self.max_tokens: int | None = None
         """Overrides the profile's answer budget (``generate --max-tokens``)."""
+
+    def continue_retries(self) -> None:
+        """Make this run a retry when the issue's latest attempts looped or were truncated.
+
+        Running ``generate`` (or a batch with ``--retry-failed``) again after a loop is the
+        CLI's "try again": the history says how the last attempts of this model profile
+        ended, so the run samples with a new seed instead of repeating the same greedy
+        computation.
+        """
+        store = self.workspace.store()
+        if store is None:
+            return
+        retries = 0
+        reason: str | None = None
+        for record in store.generations(limit=20, issue=self.issue.number):
+            if record.model_profile != self.model_name or record.outcome != "failed":
+                break
+            kind = record.detail.split(":", 1)[0]
+            if kind not in ("looping", "truncated"):
+                break
+            reason = reason or ("loop" if kind == "looping" else "truncated")
+            retries += 1
+        if reason is not None:
+            self.last_outcome = reason
+            self.retries = retries - 1
 
     # -- inputs ----------------------------------------------------------------------------
     @property
@@ -440,6 +525,7 @@ class IssueRun:
             n_ctx=profile.n_ctx,
             max_tokens=(self.max_tokens or profile.max_tokens) + extra_reserve,
             comments=self.comments(),
+            examples=prompt.examples if profile.prompt_examples else (),
         )
         self._context, self._context_key = context, key
         return context
@@ -502,17 +588,30 @@ class IssueRun:
             yield Cancelled(message="cancelled before generation started", hint="")
             return
         profile = self.workspace.config.profile(self.model_name)
+        retry = retry_sampling(
+            self.workspace.config, self.model_name, self.last_outcome, self.retries
+        )
         request = GenerationRequest(
             messages=messages,
             max_files=self.workspace.config.generation.max_files,
             max_tokens=self.max_tokens or profile.max_tokens,
+            issue_number=self.issue.number,
+            temperature=retry.temperature if retry else None,
+            seed=retry.seed if retry else None,
         )
+        if retry is not None:
+            self.retries += 1
+            yield retry
+        self.seed_used = retry.seed if retry else None
         self.attempts += 1
         raw: list[str] = []
         for event in backend.generate(request, cancel):
             if isinstance(event, TokensGenerated):
                 raw.append(event.text)
+            if isinstance(event, GenerationFailed) and not isinstance(event, Cancelled):
+                self.last_outcome = _outcome(event)
             if isinstance(event, Finished):
+                self.last_outcome = "finished"
                 self.last_raw = event.raw or "".join(raw)
                 yield event
                 review = self._review(event.proposal, stats=event.stats, messages=messages)
@@ -582,7 +681,7 @@ class IssueRun:
             model_ref=self._model_ref(),
             prompt_profile=self.prompt_name,
             prompt_hash=prompt_hash,
-            seed=getattr(self.workspace.config.profile(self.model_name), "seed", None),
+            seed=self._seed(),
             proposal=proposal.model_dump(),
             findings=findings,
             stats=_stats_dict(stats),
@@ -600,6 +699,7 @@ class IssueRun:
             model_ref=self._model_ref(),
             prompt_profile=self.prompt_name,
             prompt_hash=hashlib.sha256(json.dumps(messages).encode()).hexdigest(),
+            seed=self._seed(),
             proposal=None,
             stats=_stats_dict(event.stats),
             outcome="failed",
@@ -716,8 +816,14 @@ class IssueRun:
             model_ref=model_ref_for(profile, self.workspace.store()),
             prompt_profile=self.prompt_name,
             prompt_hash=prompt_hash,
-            seed=getattr(profile, "seed", None),
+            seed=self._seed(),
         )
+
+    def _seed(self) -> int | None:
+        """The seed of the current proposal: a retry's own, else the profile's."""
+        if self.seed_used is not None:
+            return self.seed_used
+        return getattr(self.workspace.config.profile(self.model_name), "seed", None)
 
     def plan_publish(
         self, *, draft: bool | None = None, on_existing: str | None = None
@@ -782,6 +888,17 @@ class IssueRun:
         store = self.workspace.store()
         if review is not None and review.generation_id is not None and store is not None:
             store.set_outcome(review.generation_id, "discarded", only_if="generated")
+
+
+def _outcome(event: GenerationFailed) -> str:
+    """``loop``, ``truncated`` or ``failed``: what a retry needs to know of a failure."""
+    from engine.events import Looping, Truncated
+
+    if isinstance(event, Looping):
+        return "loop"
+    if isinstance(event, Truncated):
+        return "truncated"
+    return "failed"
 
 
 def _stats_dict(stats: GenerationStats | None) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from engine.events import (
     ProposalUpdated,
     Truncated,
 )
-from engine.models import DEFAULT_MAX_FILES, ChangeProposal
+from engine.models import DEFAULT_MAX_FILES, ChangeProposal, issue_rule_errors
 
 
 @dataclass(frozen=True)
@@ -182,8 +182,10 @@ class ProposalStream:
         loop_policy: LoopPolicy | None = LoopPolicy(),
         loop_check_every: int = 16,
         max_files: int = DEFAULT_MAX_FILES,
+        issue_number: int | None = None,
     ) -> None:
         self.max_files = max_files
+        self.issue_number = issue_number
         self.text = ""
         self.stats = stats or GenerationStats()
         self._interval = partial_interval_s
@@ -208,8 +210,9 @@ class ProposalStream:
                 self.loop = Looping(
                     message=f"the model repeated {describe_unit(unit)} {reps} times in "
                     f"{where}; stopped",
-                    hint="regenerate with a higher repeat_penalty or temperature, "
-                    "or use a larger model",
+                    hint="try again: a retry samples with a new seed and a small "
+                    "temperature; DRY sampling (dry_multiplier in the model profile) stops "
+                    "repeats as they start; a larger model helps most",
                     partial=partial,
                     raw=self.text,
                     where=where,
@@ -273,6 +276,15 @@ class ProposalStream:
                 (f"files: {len(proposal.files)} files; the limit is {self.max_files}",),
                 "ask for a smaller change, or raise [generation] max_files",
             )
+        if self.issue_number is not None:
+            broken = issue_rule_errors(proposal, self.issue_number)
+            if broken:
+                # a server that ignored the per-issue schema (the grammar enforces these)
+                return invalid(
+                    broken,
+                    "the server may have ignored the JSON schema's patterns; see the "
+                    "backend's docs on structured output",
+                )
         return Finished(proposal=proposal, stats=stats, raw=self.text)
 
 

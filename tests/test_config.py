@@ -179,3 +179,41 @@ def test_unknown_profile_lists_known(tmp_path: Path) -> None:
     cfg = load_config(tmp_path, user_config=tmp_path / "none.toml")
     with pytest.raises(UnknownProfileError, match="known profiles: gemma3-270m"):
         cfg.profile("gpt-5")
+
+
+_OLLAMA = "[models.x]\nbackend='ollama'\nmodel='m'\n"
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("dry_multiplier = -0.5", "models.x.dry_multiplier:"),
+        ("dry_multiplier = 'strong'", "models.x.dry_multiplier:"),
+        ("dry_base = 0.5", "models.x.dry_base:"),
+        ("dry_allowed_length = 0", "models.x.dry_allowed_length:"),
+        ("dry_penalty_last_n = -2", "models.x.dry_penalty_last_n:"),
+        ("dry_sequence_breakers = ['\\n', '']", "dry_sequence_breakers: '' must be a non-empty"),
+        ("dry_sequence_breakers = 'abc'", "models.x.dry_sequence_breakers:"),
+        ("dry_multiplyer = 0.8", "unknown key 'dry_multiplyer'"),
+    ],
+)
+def test_bad_dry_settings_are_clear_config_errors(
+    tmp_path: Path, setting: str, expected: str
+) -> None:
+    f = write(tmp_path / "bad.toml", _OLLAMA + setting + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, user_config=f)
+    assert expected in info.value.message
+    assert str(f) in info.value.message
+
+
+def test_dry_settings_are_read_for_every_backend(tmp_path: Path) -> None:
+    f = write(
+        tmp_path / "ok.toml",
+        _OLLAMA + "dry_multiplier = 0.8\ndry_base = 2.0\ndry_allowed_length = 4\n"
+        "dry_penalty_last_n = 512\ndry_sequence_breakers = [\"\\n\", '}']\n",
+    )
+    prof = load_config(tmp_path, user_config=f).profile("x")
+    assert (prof.dry_multiplier, prof.dry_base, prof.dry_allowed_length) == (0.8, 2.0, 4)
+    assert prof.dry_penalty_last_n == 512
+    assert prof.dry_sequence_breakers == ["\n", "}"]

@@ -186,3 +186,94 @@ def test_tokenizer_is_built_once_per_model(embedded_backend: Any) -> None:
     assert time.perf_counter() - t0 < 0.1
     assert isinstance(first, llguidance.LLTokenizer)
     assert first.vocab_size == model.n_vocab
+
+
+# ------------------------------------------------------------------------------------------
+# The per-issue schema: Closes #N and conventional subjects are the grammar's, not a check's
+
+ISSUE = 12
+
+ISSUE_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("valid", proposal(pr_title="feat: add health endpoint")),
+    ("scoped subjects", proposal(commit_message="fix(api): x", pr_title="test(health): y")),
+    ("only the closing line", proposal(pr_title="feat: x", pr_body="Closes #12")),
+    (
+        "markdown headings",
+        proposal(pr_title="feat: x", pr_body="## Summary\nAdds x.\n\nCloses #12"),
+    ),
+    ("title not conventional", proposal()),
+    ("commit not conventional", proposal(commit_message="Add health", pr_title="feat: x")),
+    ("unknown type", proposal(commit_message="wip: x", pr_title="feat: x")),
+    ("no space after colon", proposal(commit_message="feat:x", pr_title="feat: x")),
+    ("multi-line commit", proposal(commit_message="feat: x\n\nbody", pr_title="feat: x")),
+    # type, scope and ": " take at most 32 characters; the subject 88: 120 in all
+    (
+        "commit 120 chars",
+        proposal(commit_message=f"refactor({'s' * 20}): " + "x" * 88, pr_title="feat: x"),
+    ),
+    ("subject 89 chars", proposal(commit_message="feat: " + "x" * 89, pr_title="feat: x")),
+    ("final newline", proposal(pr_title="feat: x", pr_body="Adds x.\n\nCloses #12.\n")),
+    ("no closes", proposal(pr_title="feat: x", pr_body="Adds GET /health.")),
+    ("glued closes", proposal(pr_title="feat: x", pr_body="Adds a test_Closes #12")),
+    ("other issue", proposal(pr_title="feat: x", pr_body="Closes #1")),
+    ("longer number", proposal(pr_title="feat: x", pr_body="Closes #123")),
+    ("closes not last", proposal(pr_title="feat: x", pr_body="Closes #12\n\nMore text.")),
+    ("two issues", proposal(pr_title="feat: x", pr_body="See #3.\n\nCloses #12")),
+    ("lowercase closes", proposal(pr_title="feat: x", pr_body="closes #12")),
+]
+
+
+def per_issue_ok(data: dict[str, Any]) -> bool:
+    """What the final validation of a generation for issue ``ISSUE`` accepts."""
+    from engine.models import issue_rule_errors
+
+    if not pydantic_ok(data):
+        return False
+    return not issue_rule_errors(ChangeProposal.model_validate(data), ISSUE)
+
+
+@pytest.mark.parametrize(("label", "data"), ISSUE_CASES, ids=[c[0] for c in ISSUE_CASES])
+def test_per_issue_grammar_and_final_validation_agree(
+    tokenizer: Any, label: str, data: dict[str, Any]
+) -> None:
+    grammar = proposal_grammar(issue_number=ISSUE)
+    assert accepts(tokenizer, grammar, compact(data)) == per_issue_ok(data), label
+
+
+def test_per_issue_expected_verdicts(tokenizer: Any) -> None:
+    grammar = proposal_grammar(issue_number=ISSUE)
+    verdicts = {label: accepts(tokenizer, grammar, compact(d)) for label, d in ISSUE_CASES}
+    for good in (
+        "valid",
+        "scoped subjects",
+        "only the closing line",
+        "markdown headings",
+        "final newline",
+    ):
+        assert verdicts[good], good
+    assert verdicts["commit 120 chars"] and not verdicts["subject 89 chars"]
+    for bad in (
+        "title not conventional",
+        "commit not conventional",
+        "unknown type",
+        "no space after colon",
+        "no closes",
+        "glued closes",
+        "other issue",
+        "longer number",
+        "closes not last",
+        "two issues",
+    ):
+        assert not verdicts[bad], bad
+
+
+def test_per_issue_grammar_needs_no_tokenizer_rebuild(embedded_backend: Any) -> None:
+    """A new issue's grammar compiles against the cached tokenizer in milliseconds."""
+    model = embedded_backend.load()
+    tokenizer = model.tokenizer()
+    t0 = time.perf_counter()
+    for number in range(1000, 1010):
+        new_matcher(model.tokenizer(), proposal_grammar(issue_number=number))
+    per_issue = (time.perf_counter() - t0) / 10
+    assert model.tokenizer() is tokenizer
+    assert per_issue < 0.25, f"{per_issue * 1000:.0f} ms per issue grammar"

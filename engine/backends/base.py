@@ -27,11 +27,18 @@ class GenerationRequest:
     max_tokens: int | None = None
     """Overrides the profile's ``max_tokens`` when set."""
     schema: dict[str, Any] = field(default_factory=dict)
-    """Filled from ``max_files`` when empty."""
+    """Filled from ``max_files`` and ``issue_number`` when empty."""
+    temperature: float | None = None
+    """Overrides the profile's temperature (a retry after a loop or a truncation)."""
+    seed: int | None = None
+    """Overrides the profile's seed (a retry after a loop or a truncation)."""
+    issue_number: int | None = None
+    """The issue this generation answers: its schema (every backend's) requires
+    ``Closes #N`` and conventional subjects, and the final validation checks the same."""
 
     def __post_init__(self) -> None:
         if not self.schema:
-            self.schema = proposal_json_schema(self.max_files)
+            self.schema = proposal_json_schema(self.max_files, self.issue_number)
 
 
 class Backend(ABC):

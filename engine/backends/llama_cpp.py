@@ -137,7 +137,8 @@ class SamplingParams:
     """Sampling settings, as llama.cpp interprets them.
 
     ``temperature`` 0 is greedy decoding; ``top_k`` 0 and ``top_p`` 1.0 disable those stages;
-    ``repeat_penalty`` 1.0 disables the penalty over the last ``penalty_last_n`` tokens.
+    ``repeat_penalty`` 1.0 disables the penalty over the last ``penalty_last_n`` tokens;
+    ``dry_multiplier`` 0 disables DRY (the penalty on extending a repeated sequence).
     """
 
     temperature: float = 0.0
@@ -146,6 +147,11 @@ class SamplingParams:
     seed: int = 0
     repeat_penalty: float = 1.0
     penalty_last_n: int = 64
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = -1
+    dry_sequence_breakers: tuple[str, ...] = ("\n", ":", '"', "*")
 
     @classmethod
     def from_profile(cls, profile: Any) -> SamplingParams:
@@ -156,12 +162,24 @@ class SamplingParams:
             top_k=profile.top_k,
             seed=profile.seed,
             repeat_penalty=profile.repeat_penalty,
+            dry_multiplier=getattr(profile, "dry_multiplier", 0.0),
+            dry_base=getattr(profile, "dry_base", 1.75),
+            dry_allowed_length=getattr(profile, "dry_allowed_length", 2),
+            dry_penalty_last_n=getattr(profile, "dry_penalty_last_n", -1),
+            dry_sequence_breakers=tuple(
+                getattr(profile, "dry_sequence_breakers", ("\n", ":", '"', "*"))
+            ),
         )
+
+    @property
+    def dry(self) -> bool:
+        """Whether DRY sampling is on."""
+        return self.dry_multiplier > 0.0 and self.dry_penalty_last_n != 0
 
     @property
     def greedy_argmax(self) -> bool:
         """Whether sampling is a plain argmax (greedy, no penalty)."""
-        return self.temperature <= 0.0 and self.repeat_penalty == 1.0
+        return self.temperature <= 0.0 and self.repeat_penalty == 1.0 and not self.dry
 
 
 _CANDIDATE_DTYPE = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
@@ -175,18 +193,25 @@ class TokenSampler:
     the grammar, so tokens are accepted explicitly with ``accept`` once they are final, the way
     llama.cpp's ``common_sampler`` does.
 
+    DRY is a sampler of its own, applied before the chain and fed only the answer's tokens
+    (``accept``), not the prompt's (``accept_prompt``): it stops the answer repeating itself
+    without penalising what the answer copies from the prompt (a worked example, the file it
+    edits).
+
     Args:
         params: the sampling settings.
         n_vocab: the logits width.
+        vocab: the model's ``llama_vocab`` pointer (needed by DRY to read the breakers).
     """
 
-    def __init__(self, params: SamplingParams, n_vocab: int) -> None:
+    def __init__(self, params: SamplingParams, n_vocab: int, vocab: Any = None) -> None:
         import llama_cpp
 
         self._lc = llama_cpp
         self.params = params
         self.n_vocab = n_vocab
         self._chain: Any = None
+        self._dry: Any = None
         self._cand = np.zeros(n_vocab, dtype=_CANDIDATE_DTYPE)
         self._ids = np.arange(n_vocab, dtype=np.intc)
         self._array = llama_cpp.llama_token_data_array(
@@ -195,8 +220,22 @@ class TokenSampler:
             selected=-1,
             sorted=False,
         )
-        if params.greedy_argmax:
-            return
+        if params.dry:
+            if vocab is None:
+                raise BackendError("DRY sampling needs the model's vocabulary")
+            breakers = [b.encode("utf-8") for b in params.dry_sequence_breakers]
+            array = (ctypes.c_char_p * max(len(breakers), 1))(*breakers)
+            self._dry = llama_cpp.llama_sampler_init_dry(
+                vocab,
+                params.dry_multiplier,
+                params.dry_base,
+                params.dry_allowed_length,
+                params.dry_penalty_last_n,
+                array,
+                len(breakers),
+            )
+        if params.temperature <= 0.0 and params.repeat_penalty == 1.0:
+            return  # greedy: an argmax (after DRY, when on)
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         if params.repeat_penalty != 1.0:
             llama_cpp.llama_sampler_chain_add(
@@ -226,7 +265,7 @@ class TokenSampler:
 
     def sample(self, logits: np.ndarray, allowed: np.ndarray | None = None) -> int:
         """Pick a token from ``logits``; only among ``allowed`` (a bool array) when given."""
-        if self._chain is None:
+        if self._chain is None and self._dry is None:
             if allowed is None:
                 return int(np.argmax(logits))
             return int(np.argmax(np.where(allowed, logits, -np.inf)))
@@ -239,6 +278,10 @@ class TokenSampler:
         self._array.size = self.n_vocab
         self._array.selected = -1
         self._array.sorted = False
+        if self._dry is not None:
+            self._lc.llama_sampler_apply(self._dry, ctypes.byref(self._array))
+        if self._chain is None:  # greedy after DRY (which changes logits in place)
+            return int(self._cand["id"][int(np.argmax(self._cand["logit"]))])
         self._lc.llama_sampler_apply(self._chain, ctypes.byref(self._array))
         selected = int(self._array.selected)
         if selected < 0:
@@ -248,15 +291,25 @@ class TokenSampler:
         return int(data[selected].id)
 
     def accept(self, token: int) -> None:
-        """Record a final token (repetition-penalty history)."""
+        """Record a final token of the answer (repetition-penalty and DRY history)."""
+        if self._chain is not None:
+            self._lc.llama_sampler_accept(self._chain, token)
+        if self._dry is not None:
+            self._lc.llama_sampler_accept(self._dry, token)
+
+    def accept_prompt(self, token: int) -> None:
+        """Record a prompt token (repetition-penalty history only, not DRY's)."""
         if self._chain is not None:
             self._lc.llama_sampler_accept(self._chain, token)
 
     def close(self) -> None:
-        """Free the llama.cpp sampler chain."""
+        """Free the llama.cpp samplers."""
         if self._chain is not None:
             self._lc.llama_sampler_free(self._chain)
             self._chain = None
+        if self._dry is not None:
+            self._lc.llama_sampler_free(self._dry)
+            self._dry = None
 
     def __del__(self) -> None:
         self.close()
@@ -372,6 +425,63 @@ class DecodeOptions:
 
     check_first: bool = True
     fast_forward: bool = True
+    unique_paths: bool = True
+    """Forbid the token that would close a ``path`` equal (ignoring case) to an earlier one:
+    the grammar cannot express uniqueness, the loop can."""
+
+
+class PathGuard:
+    """Tracks the ``path`` strings of a proposal as its bytes are written.
+
+    The answer is compact JSON under the grammar, so a path value starts right after the
+    bytes ``"path":"`` (a key the grammar forces; inside a string every ``"`` is escaped, so
+    file content cannot fake it) and ends at the next ``"`` (the path pattern allows no
+    escapes). ``closes_duplicate`` says whether a candidate token would end the current path
+    equal to one already written, ignoring case.
+    """
+
+    KEY = b'"path":"'
+
+    def __init__(self) -> None:
+        self.paths: set[str] = set()
+        self._tail = b""
+        self._current: bytes | None = None
+        self.blocked = 0
+        """Tokens refused because they would have closed a duplicate path."""
+
+    def _advance(
+        self, tail: bytes, current: bytes | None, data: bytes
+    ) -> tuple[bytes, bytes | None, list[bytes]]:
+        done: list[bytes] = []
+        key = self.KEY
+        for byte in data:
+            if current is not None:
+                if byte == 0x22:  # '"' closes the path
+                    done.append(current)
+                    current, tail = None, b'"'
+                else:
+                    current += bytes((byte,))
+            else:
+                tail = (tail + bytes((byte,)))[-len(key) :]
+                if tail == key:
+                    current, tail = b"", b""
+        return tail, current, done
+
+    @staticmethod
+    def _norm(path: bytes) -> str:
+        return path.decode("utf-8", errors="replace").lower()
+
+    def closes_duplicate(self, piece: bytes) -> bool:
+        """Whether writing ``piece`` next would close a path written before."""
+        if b'"' not in piece:
+            return False
+        _tail, _current, done = self._advance(self._tail, self._current, piece)
+        return any(self._norm(p) in self.paths for p in done)
+
+    def feed(self, data: bytes) -> None:
+        """Record bytes written to the answer."""
+        self._tail, self._current, done = self._advance(self._tail, self._current, data)
+        self.paths.update(self._norm(p) for p in done)
 
 
 @dataclass(frozen=True)
@@ -409,6 +519,8 @@ class DecodeDone:
     prompt_seconds: float
     decode_seconds: float
     error: str = ""
+    path_blocks: int = 0
+    """Tokens refused because they would have closed a duplicate path."""
 
 
 DecodeItem = PromptEvaluated | TokensDecoded | DecodeDone
@@ -591,7 +703,10 @@ def decode(
     n_ctx = model.n_ctx
     t0 = time.perf_counter()
     sampled = forced = rejections = masks = completion = 0
-    sampler = TokenSampler(sampling, model.n_vocab)
+    if sampling.dry and sampling.dry_penalty_last_n < 0:  # -1: the whole context
+        sampling = replace(sampling, dry_penalty_last_n=n_ctx)
+    sampler = TokenSampler(sampling, model.n_vocab, model.vocab)
+    guard = PathGuard() if matcher is not None and options.unique_paths else None
     prompt_seconds = 0.0
     t_decode = t0
 
@@ -607,6 +722,7 @@ def decode(
             prompt_seconds=prompt_seconds,
             decode_seconds=now - t_decode if completion else 0.0,
             error=error,
+            path_blocks=guard.blocked if guard is not None else 0,
         )
 
     try:
@@ -625,9 +741,20 @@ def decode(
             return
         yield PromptEvaluated(len(prompt), cached, prompt_seconds)
         for tok in prompt[-sampling.penalty_last_n :]:
-            sampler.accept(tok)
+            sampler.accept_prompt(tok)
         t_decode = time.perf_counter()
         mask_buf = np.zeros((model.n_vocab + 31) // 32, dtype=np.int32)
+
+        def pick(logits: np.ndarray, allowed: np.ndarray) -> int:
+            """Sample among ``allowed``, never a token closing a duplicate path (-1: none)."""
+            while True:
+                tok = sampler.sample(logits, allowed)
+                if guard is None or not guard.closes_duplicate(model.piece(tok)):
+                    return tok
+                guard.blocked += 1
+                allowed[tok] = False
+                if not allowed.any():
+                    return -1
 
         def allowed_tokens() -> np.ndarray:
             assert matcher is not None
@@ -646,7 +773,10 @@ def decode(
                     sampler.accept(f)
                 forced += len(lead)
                 completion += len(lead)
-                yield TokensDecoded(tuple(lead), b"".join(map(model.piece, lead)), len(lead), False)
+                lead_data = b"".join(map(model.piece, lead))
+                if guard is not None:
+                    guard.feed(lead_data)
+                yield TokensDecoded(tuple(lead), lead_data, len(lead), False)
                 try:
                     llm.eval(lead)
                 except RuntimeError as exc:
@@ -676,14 +806,19 @@ def decode(
                 # there (cheap, few tokens allowed) so both paths pick the very same token.
                 if options.check_first and not matcher.compute_ff_bytes():
                     tok = sampler.sample(logits)
-                    if matcher.validate_tokens([tok]) != 1:
+                    if matcher.validate_tokens([tok]) != 1 or (
+                        guard is not None and guard.closes_duplicate(model.piece(tok))
+                    ):
                         rejected = True
                         rejections += 1
                         masks += 1
-                        tok = sampler.sample(logits, allowed_tokens())
+                        tok = pick(logits, allowed_tokens())
                 else:
                     masks += 1
-                    tok = sampler.sample(logits, allowed_tokens())
+                    tok = pick(logits, allowed_tokens())
+                if tok < 0:
+                    yield done("error", "no token left that keeps the paths unique")
+                    return
                 if not matcher.consume_token(tok):
                     yield done("error", f"the grammar refused token {tok}: {matcher.get_error()}")
                     return
@@ -704,6 +839,8 @@ def decode(
             completion += len(step)
             stopped = matcher is not None and matcher.is_stopped()
             data = b"".join(model.piece(t) for t in step if not (stopped and model.is_eog(t)))
+            if guard is not None:
+                guard.feed(data)
             yield TokensDecoded(tuple(step), data, len(step) - 1, rejected)
             if stopped:
                 yield done("stop")
@@ -965,18 +1102,26 @@ class LlamaCppBackend(Backend):
         stats: GenerationStats,
         t0: float,
     ) -> Iterator[GenerationEvent]:
-        stream = ProposalStream(stats, max_files=request.max_files)
+        stream = ProposalStream(
+            stats, max_files=request.max_files, issue_number=request.issue_number
+        )
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tokens: list[int] = []
         self.last_tokens = tokens
         ttft = 0.0
         cached = 0
         t_first = 0.0
+        if sampling is None:
+            sampling = SamplingParams.from_profile(self.profile)
+            if request.temperature is not None:
+                sampling = replace(sampling, temperature=request.temperature)
+            if request.seed is not None:
+                sampling = replace(sampling, seed=request.seed)
         loop = decode(
             model,
             prompt,
             matcher=matcher,
-            sampling=sampling or SamplingParams.from_profile(self.profile),
+            sampling=sampling,
             max_tokens=max_tokens,
             cancel=cancel,
             options=options,

@@ -337,16 +337,26 @@ class OllamaBackend(Backend):
             return None
         return ALL_GPU_LAYERS if layers == -1 else layers
 
-    def options(self, max_tokens: int) -> dict[str, Any]:
-        """The ``options`` of a chat request: ``num_ctx`` and ``num_predict`` always."""
+    def options(self, max_tokens: int, request: GenerationRequest | None = None) -> dict[str, Any]:
+        """The ``options`` of a chat request: ``num_ctx`` and ``num_predict`` always.
+
+        Ollama has no DRY sampler (its options do not include one), so the profile's DRY
+        settings are not sent; ``repeat_penalty`` is its tool against loops.
+        """
         p = self.profile
+        temperature = p.temperature
+        seed = p.seed
+        if request is not None and request.temperature is not None:
+            temperature = request.temperature
+        if request is not None and request.seed is not None:
+            seed = request.seed
         opts: dict[str, Any] = {
             "num_ctx": p.n_ctx,
             "num_predict": max_tokens,
-            "temperature": p.temperature,
+            "temperature": temperature,
             "top_p": p.top_p,
             "top_k": p.top_k,
-            "seed": p.seed,
+            "seed": seed,
             "repeat_penalty": p.repeat_penalty,
         }
         num_gpu = self._num_gpu()
@@ -424,7 +434,7 @@ class OllamaBackend(Backend):
                         messages=request.messages,
                         stream=True,
                         format=request.schema,
-                        options=self.options(max_tokens),
+                        options=self.options(max_tokens, request),
                         keep_alive=self.profile.keep_alive,
                     ),
                     self.retry,
@@ -440,7 +450,9 @@ class OllamaBackend(Backend):
             cancel,
             on_close=lambda: shutdown_socket(response[-1] if response else None),
         )
-        proposal = ProposalStream(base, max_files=request.max_files)
+        proposal = ProposalStream(
+            base, max_files=request.max_files, issue_number=request.issue_number
+        )
         first_at: float | None = None
         chunks = 0
         final: ollama.ChatResponse | None = None

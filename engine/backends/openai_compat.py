@@ -277,15 +277,21 @@ class OpenAICompatBackend(Backend):
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": max_tokens,
-            "temperature": p.temperature,
+            "temperature": p.temperature if request.temperature is None else request.temperature,
             "top_p": p.top_p,
             "top_k": p.top_k,
-            "seed": p.seed,
+            "seed": p.seed if request.seed is None else request.seed,
             "response_format": response_format(request.schema, flavour),
         }
         if p.repeat_penalty != 1.0:
             body["repeat_penalty"] = p.repeat_penalty  # llama.cpp servers
             body["repetition_penalty"] = p.repeat_penalty  # vLLM, SGLang
+        if p.dry_multiplier > 0.0:  # llama-server's DRY (koboldcpp, text-generation-webui too)
+            body["dry_multiplier"] = p.dry_multiplier
+            body["dry_base"] = p.dry_base
+            body["dry_allowed_length"] = p.dry_allowed_length
+            body["dry_penalty_last_n"] = p.dry_penalty_last_n
+            body["dry_sequence_breakers"] = list(p.dry_sequence_breakers)
         return body
 
     def _sse(
@@ -487,7 +493,9 @@ class OpenAICompatBackend(Backend):
         base: GenerationStats,
     ) -> Iterator[GenerationEvent]:
         flavour = server_flavour(self.base_url)
-        proposal = ProposalStream(base, max_files=request.max_files)
+        proposal = ProposalStream(
+            base, max_files=request.max_files, issue_number=request.issue_number
+        )
         first_at: float | None = None
         chunks = 0
         finish: str | None = None

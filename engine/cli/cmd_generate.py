@@ -497,7 +497,15 @@ def run_issue(args: argparse.Namespace) -> int:
     """
     from engine.checks import has_errors
     from engine.context import repo_root
-    from engine.session import ContextReady, ModelLoading, ModelReady, Review, Reviewed, Workspace
+    from engine.session import (
+        ContextReady,
+        ModelLoading,
+        ModelReady,
+        RetrySampling,
+        Review,
+        Reviewed,
+        Workspace,
+    )
 
     root = repo_root(repo_dir(args))
     config = load(args)
@@ -511,6 +519,8 @@ def run_issue(args: argparse.Namespace) -> int:
     run = workspace.start(issue, comments)
     run.max_tokens = args.max_tokens
     feedback = _previous_answer(args, workspace, run) if args.feedback is not None else None
+    if feedback is None:
+        run.continue_retries()
     reviews: list[Review] = []
     context: dict[str, Any] = {}
     err = sys.stderr
@@ -520,6 +530,8 @@ def run_issue(args: argparse.Namespace) -> int:
             print(f"loading model {event.name}...", file=err, flush=True)
         elif isinstance(event, ModelReady):
             print(f"model {event.name} ready in {event.seconds:.1f}s", file=err, flush=True)
+        elif isinstance(event, RetrySampling):
+            print(event.describe(), file=err, flush=True)
         elif isinstance(event, ContextReady):
             ctx = event.context
             context.update(

@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         n_ctx=model.n_ctx,
         max_tokens=model.max_tokens,
         comments=comments,
+        examples=profile.examples if model.prompt_examples else (),
     )
     if args.json:
         data = result.to_dict()

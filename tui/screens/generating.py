@@ -30,7 +30,14 @@ from engine.events import (
     TokensGenerated,
     Truncated,
 )
-from engine.session import ContextReady, IssueRun, ModelLoading, ModelReady, Reviewed
+from engine.session import (
+    ContextReady,
+    IssueRun,
+    ModelLoading,
+    ModelReady,
+    RetrySampling,
+    Reviewed,
+)
 from tui.messages import (
     ContextBuilt,
     GenerationPhased,
@@ -95,16 +102,22 @@ def proposal_tree(
     return tree
 
 
-def _failure_text(failure: GenerationFailed) -> RenderableType:
+def _failure_text(failure: GenerationFailed, other_models: int = 0) -> RenderableType:
     if isinstance(failure, Cancelled):
         title = "Cancelled. Nothing was written."
         todo = "r: generate again · esc: back to the issue"
     elif isinstance(failure, Truncated):
         title = f"Truncated: {failure.message}"
-        todo = "r: try again · esc: back (raise max_tokens / n_ctx in the model profile)"
+        todo = (
+            "r: try again with a new seed · esc: back (raise max_tokens / n_ctx in the model "
+            "profile)"
+        )
     elif isinstance(failure, Looping):
         title = f"Stopped, the model was looping: {failure.message}"
-        todo = "r: try again · esc: back (a larger model or a higher repeat_penalty helps)"
+        todo = "r: try again with a new seed and a small temperature"
+        if other_models:
+            todo += f" · M: switch model profile ({other_models} other configured)"
+        todo += " · esc: back (a larger model helps most; dry_multiplier in the profile too)"
     else:
         title = f"Generation failed ({failure.kind}): {failure.message}"
         todo = "r: try again · esc: back"
@@ -141,6 +154,8 @@ class GeneratingScreen(AgentScreen):
         self.numbers: ProposalStreamed | None = None
         self._started = 0.0
         self._ticker: Any = None
+        self.retry_note = ""
+        """Said while a retry runs: its new seed and temperature."""
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -172,6 +187,7 @@ class GeneratingScreen(AgentScreen):
         self.partial = None
         self.raw = ""
         self.numbers = None
+        self.retry_note = ""
         self.running = True
         self.phase = "starting"
         self._started = time.perf_counter()
@@ -199,6 +215,8 @@ class GeneratingScreen(AgentScreen):
             elif isinstance(event, ModelReady):
                 self.app.post_message(ModelLoaded(event.name, event.seconds))
                 self.post_message(GenerationPhased("building context"))
+            elif isinstance(event, RetrySampling):
+                self.app.call_from_thread(setattr, self, "retry_note", event.describe())
             elif isinstance(event, ContextReady):
                 self.post_message(ContextBuilt(run.issue.number, event.context))
                 started = time.perf_counter()
@@ -278,7 +296,8 @@ class GeneratingScreen(AgentScreen):
             self.raw = failure.raw
             self.query_one("#gen-raw", Static).update(self.raw[-RAW_TAIL:])
         outcome = self.query_one("#gen-outcome", Static)
-        outcome.update(Group(_failure_text(failure), *self._better_models(failure)))
+        others = len(self.run.workspace.config.models) - 1
+        outcome.update(Group(_failure_text(failure, others), *self._better_models(failure)))
         outcome.display = True
         outcome.set_class(not isinstance(failure, Cancelled), "error")
         self._render_stats()
@@ -319,6 +338,8 @@ class GeneratingScreen(AgentScreen):
     def _render_stats(self) -> None:
         n = self.numbers
         parts = [f"{self.run.model_name} · {self.run.prompt_name}", self.phase]
+        if self.retry_note:
+            parts.append(self.retry_note)
         if n is not None:
             if n.prompt_tokens:
                 cached = f", {n.cached_prompt_tokens:,} cached" if n.cached_prompt_tokens else ""

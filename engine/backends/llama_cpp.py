@@ -693,6 +693,10 @@ class LlamaCppBackend(Backend):
             path = resolve_gguf(profile, self.name)
             import llama_cpp
 
+            from engine.backends.llama_params import apply_model_defaults
+
+            apply_model_defaults()  # AMX/repack CPU kernels crash llama.cpp (llama_params.py)
+
             if profile.n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
                 msg = (
                     f"profile {self.name!r} asks for n_gpu_layers={profile.n_gpu_layers} but "

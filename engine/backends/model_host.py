@@ -152,6 +152,7 @@ class _Dead:
     exit_code: int | None
     words: str
     log_tail: tuple[str, ...]
+    log: Path
 
 
 class _Host:
@@ -260,7 +261,7 @@ class _Host:
             code = self.proc.wait()
         self._log_fh.flush()
         sig, exit_code, words = _describe_end(code)
-        dead = _Dead(sig, exit_code, words, _read_tail(self.log, self.log_offset))
+        dead = _Dead(sig, exit_code, words, _read_tail(self.log, self.log_offset), self.log)
         with self._waiting_lock:
             if self.dead is None:
                 self.dead = dead
@@ -273,9 +274,13 @@ class _Host:
         return self.dead is None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """End the child now (SIGKILL)."""
+        """End the child now (SIGKILL) and reap it, so the next use starts a new host."""
         if self.proc.poll() is None:
             self.proc.kill()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
 
     def close(self, timeout: float = CANCEL_GRACE_S) -> None:
         """Ask the child to exit; kill it when it does not within ``timeout``."""
@@ -356,7 +361,7 @@ class HostedLlamaBackend(Backend):
         self.crashes += 1
         error = ModelHostCrashed(
             self._crash_message(dead, during),
-            hint=self._crash_hint(),
+            hint=self._crash_hint(dead.log),
             signal=dead.signal,
             exit_code=dead.exit_code,
             log_tail=dead.log_tail,
@@ -374,7 +379,7 @@ class HostedLlamaBackend(Backend):
             text += ". llama.cpp's last log lines:\n  " + "\n  ".join(dead.log_tail)
         return text
 
-    def _crash_hint(self) -> str:
+    def _crash_hint(self, log: Path | None = None) -> str:
         p = self.profile
         tries = [f"a smaller n_ctx (now {p.n_ctx})"]
         if p.n_gpu_layers != 0:
@@ -382,10 +387,12 @@ class HostedLlamaBackend(Backend):
         tries.append("a server profile (backend = 'ollama' or 'openai')")
         return (
             "try " + ", ".join(tries[:-1]) + " or " + tries[-1] + "; the next generation starts "
-            f"a new model host. The full llama.cpp log: {log_path(self.name)}"
+            f"a new model host. The full llama.cpp log: {log or log_path(self.name)}"
         )
 
     def _call(self, op: str, payload: Any, during: str) -> Any:
+        if not self._loaded:
+            during = "while loading the model"
         host = self._ensure_host()
         try:
             return host.call(op, payload)
@@ -479,6 +486,7 @@ class HostedLlamaBackend(Backend):
                     host.send(rid, "cancel")
                 if cancel_sent and time.monotonic() - cancel_sent > CANCEL_GRACE_S:
                     host.kill()
+                    self._loaded = False
                     final_seen = True
                     yield Cancelled(
                         message=f"cancelled after {completion} tokens (the model host did not "
@@ -604,26 +612,47 @@ def _failed_from_error(
 
 
 class _CrashHook:
-    """The test hook: crash this host at one moment (see the module docstring)."""
+    """The test hook: crash this host at one moment (see the module docstring).
+
+    ``AGENT_TUI_HOST_CRASH`` is read once; ``AGENT_TUI_HOST_CRASH_FILE`` names a file read at
+    every moment, so a test can arm a host that is already running.
+    """
 
     def __init__(self) -> None:
-        spec = os.environ.get("AGENT_TUI_HOST_CRASH", "")
-        self.moment, _, self.how = spec.partition(":")
+        self.static = os.environ.get("AGENT_TUI_HOST_CRASH", "")
+        self.file = os.environ.get("AGENT_TUI_HOST_CRASH_FILE", "")
         self.once = os.environ.get("AGENT_TUI_HOST_CRASH_ONCE", "")
 
+    @property
+    def active(self) -> bool:
+        return bool(self.static or self.file)
+
+    def spec(self) -> tuple[str, str]:
+        text = self.static
+        if self.file:
+            try:
+                text = Path(self.file).read_text().strip()
+            except OSError:
+                text = ""
+        moment, _, how = text.partition(":")
+        return moment, how
+
     def fire(self, moment: str) -> None:
-        if not self.moment or moment != self.moment:
+        if not self.active:
+            return
+        armed, how = self.spec()
+        if armed != moment:
             return
         if self.once:
             try:
                 os.close(os.open(self.once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
                 return
-        sys.stderr.write(f"agent-tui test hook: crashing the host at {moment} ({self.how})\n")
+        sys.stderr.write(f"agent-tui test hook: crashing the host at {moment} ({how})\n")
         sys.stderr.flush()
-        if self.how.startswith("exit"):
-            os._exit(int(self.how[4:] or 1))
-        sig = getattr(signal, self.how, signal.SIGSEGV)
+        if how.startswith("exit"):
+            os._exit(int(how[4:] or 1))
+        sig = getattr(signal, how, signal.SIGSEGV)
         if sig not in (signal.SIGKILL, signal.SIGSTOP):
             signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
@@ -667,7 +696,7 @@ class _Child:
             if not self.loaded:
                 self.hook.fire("load")
                 model = self.backend.load()
-                if self.hook.moment == "prompt":
+                if self.hook.active:
                     original = model.eval_prompt
 
                     def eval_prompt(tokens: list[int], cancel: threading.Event) -> bool:
@@ -839,6 +868,77 @@ def _install_log(echo_fd: int) -> Any:
     return callback  # kept alive by the caller
 
 
+def probe_gguf(path: Path, timeout: float = 120.0) -> dict[str, Any]:
+    """A vocab-only load of ``path`` in a throwaway child (``doctor``'s loadability check).
+
+    Returns:
+        ``{"n_vocab": int, "has_template": bool}``.
+
+    Raises:
+        ModelLoadError: llama.cpp cannot parse it (its words).
+        ModelHostCrashed: the child died (a signal or an exit code), with its last log lines.
+    """
+    import json
+
+    from engine.errors import ModelLoadError
+
+    log = log_path("doctor")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        offset = fh.seek(0, os.SEEK_END)
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "engine.backends.model_host", "--probe", str(path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=fh,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise ModelLoadError(f"reading {path} took over {timeout:.0f} s") from None
+    lines = out.stdout.decode("utf-8", errors="replace").strip().splitlines()
+    if out.returncode == 0 and lines:
+        result: dict[str, Any] = json.loads(lines[-1])
+        if "error" in result:
+            raise ModelLoadError(f"llama.cpp cannot load it: {result['error']}")
+        return result
+    sig, exit_code, words = _describe_end(out.returncode)
+    tail = _read_tail(log, offset)
+    message = f"reading {path} killed the checking process ({words})"
+    if tail:
+        message += ". llama.cpp's last log lines:\n  " + "\n  ".join(tail)
+    raise ModelHostCrashed(
+        message,
+        hint=f"the file may be damaged or need a newer llama.cpp; the log: {log}",
+        signal=sig,
+        exit_code=exit_code,
+        log_tail=tail,
+    )
+
+
+def _probe_main(path: str) -> int:
+    import json
+
+    keep = _install_log(-1)  # a collected callback would crash llama.cpp's next log line
+    import llama_cpp
+
+    _CrashHook().fire("load")
+
+    try:
+        llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    except Exception as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 0
+    result = {
+        "n_vocab": int(llm.n_vocab()),
+        "has_template": "tokenizer.chat_template" in llm.metadata,
+    }
+    print(json.dumps(result), flush=True)
+    del keep
+    os._exit(0)
+
+
 def host_main() -> int:
     """The child process: read the init message, then serve until the socket closes."""
     fd = int(os.environ["AGENT_TUI_HOST_FD"])
@@ -870,6 +970,8 @@ def host_main() -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--probe":
+        sys.exit(_probe_main(sys.argv[2]))
     sys.exit(host_main())
 
 
@@ -879,5 +981,6 @@ __all__ = [
     "log_dir",
     "log_llama",
     "log_path",
+    "probe_gguf",
     "set_log_llama",
 ]

@@ -45,6 +45,11 @@ def build_parser(
         description="Turn a repository's issues into reviewed pull requests with a local model.",
     )
     parser.add_argument("--version", action="version", version=f"agent-tui {__version__}")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show llama.cpp's own log lines (always kept in the state dir's logs/)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     entries = [(m.NAME, m.HELP, m.add_arguments, m.run) for m in command_modules()]
     for name, help_text, add_arguments, run in sorted([*entries, *extra], key=lambda e: e[0]):
@@ -56,6 +61,10 @@ def build_parser(
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command; expected failures print a titled message, not a traceback."""
+    if getattr(args, "verbose", False):
+        from engine.backends.model_host import set_log_llama
+
+        set_log_llama(True)
     try:
         return int(args._run(args))
     except AgentTuiError as exc:

@@ -38,5 +38,13 @@ def repo_dir(args: argparse.Namespace) -> Path:
 
 
 def load(args: argparse.Namespace) -> AppConfig:
-    """The configuration as seen from the command's repository."""
-    return load_config(repo_dir(args))
+    """The configuration as seen from the command's repository.
+
+    ``[generation] log_llama`` takes effect here (llama.cpp's log lines on the terminal).
+    """
+    config = load_config(repo_dir(args))
+    if config.generation.log_llama:
+        from engine.backends.model_host import set_log_llama
+
+        set_log_llama(True)
+    return config

@@ -76,6 +76,10 @@ class LlamaCppProfile(ProfileBase):
     n_threads: int | None = Field(None, ge=1)
     """CPU threads; default: all physical cores llama.cpp sees."""
     n_batch: int = Field(512, ge=1)
+    cpu_extra_buffers: bool | None = None
+    """llama.cpp's repacked CPU weight buffers (its ``--no-repack`` turns them off). Default
+    (unset): on, except where the llama.cpp build uses Intel AMX, whose matrix multiply crashes
+    the process on Q4_K models on some CPUs (ggml-org/llama.cpp#20824)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> LlamaCppProfile:

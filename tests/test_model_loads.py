@@ -37,9 +37,9 @@ def test_missing_or_bogus_gguf_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.model
 def test_embedded_model_generates_tokens_greedily(embedded_model_path: Path) -> None:
-    import llama_cpp
+    from engine.backends.llama_cpp import new_llama
 
-    llm = llama_cpp.Llama(
+    llm = new_llama(
         model_path=str(embedded_model_path), n_ctx=512, verbose=False, seed=0, n_threads=2
     )
     try:
@@ -51,3 +51,47 @@ def test_embedded_model_generates_tokens_greedily(embedded_model_path: Path) -> 
     assert out["usage"]["completion_tokens"] > 0  # type: ignore[index]
     assert text.strip()
     assert text == again["choices"][0]["text"]  # type: ignore[index]
+
+
+AMX_BUILD = "CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | REPACK = 1 |"
+AVX2_BUILD = "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | REPACK = 1 |"
+
+
+@pytest.mark.parametrize(
+    ("setting", "system_info", "expected"),
+    [
+        (None, AMX_BUILD, False),  # llama.cpp's AMX Q4_K matmul segfaults on some CPUs
+        (None, AVX2_BUILD, True),
+        (True, AMX_BUILD, True),  # the profile decides when it says so
+        (False, AVX2_BUILD, False),
+    ],
+)
+def test_extra_cpu_buffers_are_off_on_amx_builds_unless_the_profile_says(
+    setting: bool | None, system_info: str, expected: bool
+) -> None:
+    from engine.backends.llama_cpp import cpu_extra_buffers
+
+    assert cpu_extra_buffers(setting, system_info) is expected
+
+
+def test_the_profile_setting_reaches_llama_cpp_model_params(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``new_llama`` hands ``use_extra_bufts`` to the model parameters llama.cpp loads with."""
+    import llama_cpp.llama as llama_module
+
+    from engine.backends import llama_cpp as backend_module
+
+    seen: list[bool] = []
+
+    class FakeLlama:
+        def __init__(self, **kwargs: object) -> None:
+            seen.append(bool(llama_module.llama_cpp.llama_model_default_params().use_extra_bufts))
+
+    monkeypatch.setattr("llama_cpp.Llama", FakeLlama)
+    monkeypatch.setattr(backend_module, "_system_info", lambda: AMX_BUILD)
+    backend_module.new_llama(None, model_path="x.gguf")
+    backend_module.new_llama(True, model_path="x.gguf")
+    assert seen == [False, True]
+    # and the library's own default is back afterwards
+    assert llama_module.llama_cpp.llama_model_default_params().use_extra_bufts

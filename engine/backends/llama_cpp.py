@@ -28,6 +28,7 @@ of the longest shared prompt prefix is reused by the next generation.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import logging
 import os
@@ -57,6 +58,75 @@ from engine.modelfile import resolve_gguf
 from engine.stream import ProposalStream, partial_parse
 
 log = logging.getLogger("agent_tui.llama_cpp")
+
+#: Serialises loads while ``_model_params`` swaps llama-cpp-python's default-params function.
+_PARAMS_LOCK = threading.Lock()
+
+
+def _system_info() -> str:
+    """llama.cpp's build and CPU features (``CPU : SSE3 = 1 | … | AMX_INT8 = 1 | …``)."""
+    import llama_cpp
+
+    return bytes(llama_cpp.llama_print_system_info()).decode("utf-8", "replace")
+
+
+def cpu_extra_buffers(setting: bool | None, system_info: str) -> bool:
+    """Whether llama.cpp may move weights into its extra CPU buffers (repack, AMX).
+
+    Args:
+        setting: the profile's ``cpu_extra_buffers`` (None: decide from the build).
+        system_info: ``llama_print_system_info()``'s text.
+
+    Returns:
+        ``setting`` when set; otherwise False where the build uses AMX (its Q4_K matrix
+        multiply crashes with SIGSEGV on some Sapphire Rapids class CPUs, the first prompt
+        batch killing the process) and True elsewhere.
+    """
+    if setting is not None:
+        return setting
+    return "AMX_INT8 = 1" not in system_info
+
+
+def new_llama(extra_buffers: bool | None = None, **kwargs: Any) -> Any:
+    """``llama_cpp.Llama(**kwargs)`` with the engine's CPU safeguard (see
+    :func:`cpu_extra_buffers`); every computing load in the project goes through here.
+
+    Args:
+        extra_buffers: a profile's ``cpu_extra_buffers`` (None: decide from the build).
+        **kwargs: ``llama_cpp.Llama``'s arguments.
+    """
+    import llama_cpp
+
+    with _model_params(use_extra_bufts=cpu_extra_buffers(extra_buffers, _system_info())):
+        return llama_cpp.Llama(**kwargs)
+
+
+@contextlib.contextmanager
+def _model_params(**fields: Any) -> Iterator[None]:
+    """Make ``llama_cpp.Llama`` build its model parameters with ``fields`` set.
+
+    ``Llama.__init__`` takes ``llama_model_default_params()`` and sets only the fields it has
+    arguments for; ``use_extra_bufts`` is not one of them. The function is swapped for the
+    duration of one load, under a lock.
+    """
+    import llama_cpp.llama as llama_module
+
+    lib = llama_module.llama_cpp
+    original = lib.llama_model_default_params
+
+    def with_fields() -> Any:
+        params = original()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
+
+    with _PARAMS_LOCK:
+        lib.llama_model_default_params = with_fields
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = original
+
 
 # --------------------------------------------------------------------------------------------
 # Sampling
@@ -708,7 +778,8 @@ class LlamaCppBackend(Backend):
             threads = profile.n_threads or _default_threads()
             t0 = time.perf_counter()
             try:
-                llm = llama_cpp.Llama(
+                llm = new_llama(
+                    profile.cpu_extra_buffers,
                     model_path=str(path),
                     n_ctx=profile.n_ctx,
                     n_batch=profile.n_batch,
@@ -718,7 +789,7 @@ class LlamaCppBackend(Backend):
                     n_gpu_layers=profile.n_gpu_layers,
                     flash_attn=profile.flash_attn,
                     seed=profile.seed,
-                    swa_full=True,  # keep the whole prompt for prefix reuse (sliding-window models)
+                    swa_full=True,  # keep the whole prompt for prefix reuse (SWA models)
                     verbose=False,
                 )
             except (ValueError, RuntimeError, OSError) as exc:

@@ -43,6 +43,7 @@ from engine.events import (
     ProposalUpdated,
     TokensGenerated,
 )
+from tests.test_tui_flow import describe, github_repo, open_issue, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.model
 
@@ -302,3 +303,90 @@ def test_doctor_loads_the_gguf_in_a_child_that_may_crash(
     rows = loadable()
     assert rows[0]["status"] == "fail" and "SIGSEGV" in rows[0]["detail"]
     assert all(r["status"] == "ok" for r in rows[1:])
+
+
+# ------------------------------------------------------------------------------------------
+# The TUI
+
+
+@pytest.mark.parametrize(
+    "spec", ["load:SIGABRT", "prompt:SIGKILL", "decode:SIGSEGV"], ids=lambda s: s
+)
+async def test_the_tui_survives_a_dead_host_and_generates_again(
+    github_repo: Path,  # noqa: F811 - the TUI flow's fixture
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    spec: str,
+) -> None:
+    from engine.config import load_config
+    from tui.app import AgentTuiApp
+    from tui.screens.error import ErrorModal
+    from tui.screens.generating import GeneratingScreen
+    from tui.screens.issue import IssueScreen
+    from tui.screens.preview import PreviewScreen
+
+    moment, _, how = spec.partition(":")
+    config = Path(os.environ["AGENT_TUI_CONFIG"])  # short answers: the crash is under test
+    text = config.read_text().replace("max_tokens = 512", "max_tokens = 24\nn_threads = 1")
+    config.write_text(text)
+    backends.close_all()  # the app's host must be a new one, started with the hook armed
+    _crash(monkeypatch, tmp_path, spec)
+    app = AgentTuiApp(github_repo, load_config(github_repo))
+    try:
+        async with app.run_test(size=(100, 32)) as pilot:
+            if moment == "load":
+                # the Issue screen loads the model to count the prompt's tokens: the crash is
+                # the one error modal, and the app goes on
+                issues = await _open_issue_screen(pilot)
+                deadline = time.monotonic() + 120
+                while not isinstance(app.screen, ErrorModal):  # a failed worker: no wait_for
+                    assert time.monotonic() < deadline, describe(app.screen)
+                    await pilot.pause(0.05)
+                modal = app.screen
+                assert isinstance(modal, ErrorModal)
+                assert modal.error_title == "The model crashed"
+                assert how in modal.message and MOMENTS["load"] in modal.message
+                await pilot.press("escape")
+                assert app.screen is issues
+            else:
+                await open_issue(pilot)
+            await pilot.press("g")
+            screen = app.screen
+            assert isinstance(screen, GeneratingScreen)
+            if moment != "load":
+                await wait_for(pilot, lambda: not screen.running, "the crash")
+                failure = screen.failure
+                assert isinstance(failure, HostCrashed) and failure.signal == how
+                assert app.screen is screen  # still on screen, with what to try
+                if moment == "decode":  # the partial proposal stays on screen
+                    assert screen.partial is not None and "branch_suffix" in screen.partial
+                await pilot.press("r")  # the next generation starts a new host
+            await wait_for(
+                pilot,
+                lambda: app.screen is not screen or not screen.running,
+                "the generation on a new host",
+            )
+            assert isinstance(app.screen, PreviewScreen) or not isinstance(
+                screen.failure, BackendFailed
+            ), describe(app.screen)
+            assert not isinstance(app.screen, IssueScreen | ErrorModal)
+    finally:
+        backends.close_all()
+
+
+async def _open_issue_screen(pilot: Any) -> Any:
+    from tui.screens.issue import IssueScreen
+    from tui.screens.issues import IssuesScreen
+    from tui.widgets.issue_table import IssueTable
+
+    app = pilot.app
+    await wait_for(
+        pilot,
+        lambda: (
+            isinstance(app.screen, IssuesScreen) and app.screen.query_one(IssueTable).row_count > 0
+        ),
+        "the issue list",
+    )
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: isinstance(app.screen, IssueScreen), "the issue screen")
+    return app.screen

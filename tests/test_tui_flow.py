@@ -26,7 +26,7 @@ from textual.widgets import Input, TextArea
 from engine.backends.llama_cpp import LlamaCppBackend
 from engine.config import load_config
 from engine.demo import create_demo
-from engine.events import Cancelled, GenerationEvent, TokensGenerated
+from engine.events import Cancelled, GenerationEvent
 from engine.prompts import user_prompts_dir
 from engine.store import Store
 from tests.conftest import git, unpin_demo
@@ -328,19 +328,9 @@ def hold_after_first_token(monkeypatch: pytest.MonkeyPatch) -> None:
     Same prompt, temperature 0 and a warm prefix cache make every generation in this module
     the same short answer, which a fast machine finishes before a key press could land. The
     model still decodes every token; only the pace is the user's, like on a slow machine.
+    The model host (a child process) does the waiting: ``AGENT_TUI_HOST_HOLD``.
     """
-    real = LlamaCppBackend.generate
-
-    def generate(
-        self: LlamaCppBackend, request: Any, cancel: threading.Event | None = None
-    ) -> Iterator[GenerationEvent]:
-        assert cancel is not None
-        for event in real(self, request, cancel):
-            yield event
-            if isinstance(event, TokensGenerated):
-                cancel.wait(timeout=120)
-
-    monkeypatch.setattr(LlamaCppBackend, "generate", generate)
+    monkeypatch.setenv("AGENT_TUI_HOST_HOLD", "1")
 
 
 async def test_cancel_during_generation_writes_nothing(

@@ -29,7 +29,10 @@ pipe needlessly.
 A test hook crashes the host on purpose: ``AGENT_TUI_HOST_CRASH=MOMENT:HOW`` with MOMENT one of
 ``load``, ``prompt``, ``decode`` and HOW a signal name (``SIGSEGV``, ``SIGABRT``, ``SIGKILL``)
 or ``exit3``; with ``AGENT_TUI_HOST_CRASH_ONCE=FILE`` only the first host that gets to create
-FILE crashes. Only the child reads these variables.
+FILE crashes; ``AGENT_TUI_HOST_CRASH_FILE=FILE`` reads MOMENT:HOW from FILE at each moment (to
+arm a running host). ``AGENT_TUI_HOST_HOLD=1`` makes a generation wait after its first text
+until it is cancelled (a slow machine's pace, for UI tests; read by the app at each request).
+The others are read only by the child.
 """
 
 from __future__ import annotations
@@ -144,6 +147,15 @@ def _read_tail(path: Path, offset: int, lines: int = TAIL_LINES) -> tuple[str, .
 # The parent side
 
 
+def _child_env() -> tuple[dict[str, str], str]:
+    """The environment and working directory of a child: it imports the very engine this
+    process runs (a checkout on ``PYTHONPATH`` as much as an installed package)."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env, root
+
+
 @dataclass
 class _Dead:
     """Posted to every waiting request when the host is gone."""
@@ -166,7 +178,7 @@ class _Host:
         self._log_fh = open(self.log, "ab")  # noqa: SIM115 - the child's stderr for its life
         self.log_offset = self._log_fh.seek(0, os.SEEK_END)
         pass_fds = [child_sock.fileno()]
-        env = dict(os.environ)
+        env, root = _child_env()
         env["AGENT_TUI_HOST_FD"] = str(child_sock.fileno())
         echo = -1
         if _log_llama:
@@ -182,6 +194,7 @@ class _Host:
                 pass_fds=pass_fds,
                 env=env,
                 close_fds=True,
+                cwd=root,
             )
         finally:
             child_sock.close()
@@ -471,7 +484,8 @@ class HostedLlamaBackend(Backend):
             extra["sampling"] = sampling
         if options is not None:
             extra["options"] = options
-        rid, answers = host.request("generate", (request, extra))
+        hold = os.environ.get("AGENT_TUI_HOST_HOLD") == "1"  # a test hook, see the module doc
+        rid, answers = host.request("generate", (request, extra, hold))
         raw: list[str] = []
         partial: dict[str, Any] | None = None
         prompt_done: PromptProcessed | None = None
@@ -652,10 +666,7 @@ class _CrashHook:
         sys.stderr.flush()
         if how.startswith("exit"):
             os._exit(int(how[4:] or 1))
-        sig = getattr(signal, how, signal.SIGSEGV)
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
+        os.kill(os.getpid(), getattr(signal, how, signal.SIGSEGV))  # default actions here
         time.sleep(60)  # the signal arrives first (SIGSTOP: the host hangs, as a test wants)
         os._exit(99)
 
@@ -765,17 +776,23 @@ class _Child:
             item = self.gen_queue.get()
             if item is None:
                 return
-            rid, (request, extra) = item
+            rid, (request, extra, hold) = item
             cancel = self.cancels[rid]
             try:
-                self.generate(rid, request, extra, cancel)
+                self.generate(rid, request, extra, cancel, hold=hold)
             except Exception as exc:
                 self.send_error(rid, exc)
             finally:
                 self.cancels.pop(rid, None)
 
     def generate(
-        self, rid: int, request: GenerationRequest, extra: dict[str, Any], cancel: threading.Event
+        self,
+        rid: int,
+        request: GenerationRequest,
+        extra: dict[str, Any],
+        cancel: threading.Event,
+        *,
+        hold: bool = False,
     ) -> None:
         try:
             info = self.load()
@@ -792,6 +809,7 @@ class _Child:
         last = time.perf_counter()
         tokens_events = 0
         fired = False
+        # hold (a test hook): after the first text, wait for the user's cancel
         for event in self.backend.generate(request, cancel, **extra):
             pending.append(event)
             final = isinstance(event, Finished | GenerationFailed)
@@ -802,6 +820,11 @@ class _Child:
                 self.send(rid, "events", _coalesce(pending))
                 pending = []
                 last = now
+            if hold and tokens_events == 1 and not final:
+                if pending:
+                    self.send(rid, "events", _coalesce(pending))
+                    pending = []
+                cancel.wait(timeout=120)
             if tokens_events == 3 and not final and not fired:
                 fired = True
                 if pending:
@@ -884,11 +907,14 @@ def probe_gguf(path: Path, timeout: float = 120.0) -> dict[str, Any]:
 
     log = log_path("doctor")
     log.parent.mkdir(parents=True, exist_ok=True)
+    env, root = _child_env()
     with open(log, "ab") as fh:
         offset = fh.seek(0, os.SEEK_END)
         try:
             out = subprocess.run(
                 [sys.executable, "-m", "engine.backends.model_host", "--probe", str(path)],
+                env=env,
+                cwd=root,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=fh,

@@ -408,9 +408,12 @@ class HostedLlamaBackend(Backend):
             during = "while loading the model"
         host = self._ensure_host()
         try:
-            return host.call(op, payload)
+            result = host.call(op, payload)
         except _DeadError as exc:
+            self._loaded = False
             raise self._crash_error(exc.dead, during) from None
+        self._loaded = True  # every request loads the model in the host first
+        return result
 
     # -- Backend -----------------------------------------------------------------------------
     def load(self) -> dict[str, Any]:

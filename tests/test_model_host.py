@@ -389,3 +389,58 @@ async def _open_issue_screen(pilot: Any) -> Any:
     await pilot.press("enter")
     await wait_for(pilot, lambda: isinstance(app.screen, IssueScreen), "the issue screen")
     return app.screen
+
+
+# ------------------------------------------------------------------------------------------
+# The batch runner
+
+
+@pytest.fixture
+def batch_repo(
+    git_repo: Path, embedded_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    from tests.cli_repo import LLAMA_NAME, llama_profile, prepare_repo, simple_issues
+
+    prepare_repo(git_repo, simple_issues(1, 2))
+    config = git_repo.parent / "config.toml"
+    config.write_text(
+        llama_profile(embedded_model_path).replace("max_tokens = 160", "max_tokens = 48")
+    )
+    monkeypatch.setenv("AGENT_TUI_CONFIG", str(config))
+    backends.close_all()  # a new host, started with this test's hook
+    yield git_repo
+    inst = backends._instances.pop(LLAMA_NAME, None)
+    if inst is not None:
+        inst.close()
+
+
+def test_batch_marks_the_crashed_issue_failed_and_goes_on(
+    batch_repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    _crash(monkeypatch, tmp_path, "decode:SIGABRT")
+    cli_main(["batch", "--label", "easy", "--repo", str(batch_repo), "--json"])
+    items = {i["issue_number"]: i for i in json.loads(capfd.readouterr().out)["items"]}
+    assert items[1]["state"] == "failed"
+    assert items[1]["detail"].startswith("host_crashed:") and "SIGABRT" in items[1]["detail"]
+    assert "while decoding" in items[1]["detail"]
+    # the next issue ran on a new host: whatever the small model wrote, it was not a crash
+    assert items[2]["state"] != "pending" and "host_crashed" not in items[2]["detail"]
+
+
+def test_batch_whose_model_dies_loading_stops_with_exit_7_and_runs_again(
+    batch_repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    _crash(monkeypatch, tmp_path, "load:SIGKILL")
+    argv = ["batch", "--issues", "1", "--repo", str(batch_repo)]
+    assert cli_main(argv) == ERROR  # loaded before any issue starts: the batch cannot run
+    err = capfd.readouterr().err
+    assert "The model crashed" in err and "SIGKILL" in err and "hint:" in err
+    cli_main([*argv, "--json"])  # the same process, the same profile: a new host
+    items = json.loads(capfd.readouterr().out)["items"]
+    assert items[0]["state"] != "pending" and "host_crashed" not in items[0]["detail"]

@@ -16,7 +16,7 @@ Meant for a GPU machine with no network and a few minutes. Steps:
    that case): abort callback set or not; ``swa_full`` on/off; ``flash_attn`` on/off;
    ``n_batch``/``n_ubatch`` 512 and 128; prompt lengths 20, 600, 2,000 and 8,000 tokens; all
    with llama.cpp's extra CPU buffer types off (``use_extra_bufts``: the AMX/repack kernels
-   that segfault on AMX CPUs, see ``engine/backends/llama_params.py``), then the base settings
+   that segfault on AMX CPUs: the profile setting ``cpu_extra_buffers``), then the base settings
    with them on. One line per case: ``ok`` with prompt and decode tokens/s, or the signal.
 3. **The engine on the settings that work** (the first ``ok`` case at 2,000 tokens): the
    engine's constrained and unconstrained tokens/s and cold/warm TTFT, each in a child.

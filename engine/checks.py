@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import yaml
 
+from engine import pysource
 from engine.diff import RepoBase, count_changes, split_lines
 from engine.errors import ConfigError, InvalidProposalError, UnsafePathError
 from engine.models import BRANCH_SUFFIX_PATTERN, DEFAULT_MAX_FILES, ChangeProposal, FileChange
@@ -963,7 +964,7 @@ _PY_EOF_MESSAGES = ("was never closed", "unexpected eof", "unterminated triple-q
 
 def _python_findings(path: str, text: str) -> tuple[list[Finding], ast.Module | None]:
     try:
-        tree = ast.parse(text, filename=path)
+        tree = pysource.parse(text, filename=path)
     except (SyntaxError, ValueError) as exc:
         msg = str(getattr(exc, "msg", exc))
         lineno = getattr(exc, "lineno", None)
@@ -1266,7 +1267,7 @@ def _safe_parse(text: str | None) -> ast.Module | None:
     if text is None:
         return None
     try:
-        return ast.parse(text)
+        return pysource.parse(text)
     except (SyntaxError, ValueError):
         return None
 

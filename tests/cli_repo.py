@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests import cpu_variant
 from tests.conftest import git
 
 TINY_PROMPT = (
@@ -83,9 +84,7 @@ def llama_profile(model_path: Path) -> str:
         f'model_path = "{model_path}"\n'
         'chat_format = "gemma"\n'
         "n_ctx = 1024\nmax_tokens = 160\ntemperature = 0.0\n"
-        # one thread: two llama.cpp threads sharing a busy 2-core machine spin on their
-        # barriers and decode many times slower (seen: 2 tok/s); one thread never collapses
-        "n_threads = 1\n"
+        f"n_threads = {cpu_variant.N_THREADS}\nn_batch = {cpu_variant.N_BATCH}\n"
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests import cpu_variant
 from tests.github_fake import github_fake, github_fake_server  # noqa: F401  (loopback GitHub)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,10 @@ def _isolated_env(
     monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.com")
     monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Author")
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "author@example.com")
+    if cpu_variant.VARIED:
+        user_config = home / "config" / "agent-tui" / "config.toml"
+        user_config.parent.mkdir(parents=True)
+        user_config.write_text(cpu_variant.bundled_profile_override())
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -105,9 +110,8 @@ def embedded_backend(embedded_model_path: Path) -> Iterator[Any]:
         top_p=0.95,
         top_k=40,
         seed=0,
-        # one thread: llama.cpp's threads spin at barriers, and on a busy shared machine two
-        # of them run several times slower than one (measured 2.0 vs 9.1 tok/s here)
-        n_threads=1,
+        n_threads=cpu_variant.N_THREADS,
+        n_batch=cpu_variant.N_BATCH,
     )
     backend = LlamaCppBackend("gemma3-270m", profile)
     backend.load().tokenizer()

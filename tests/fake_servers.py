@@ -35,6 +35,7 @@ from __future__ import annotations
 import codecs
 import json
 import queue
+import re
 import threading
 import time
 import uuid
@@ -73,6 +74,24 @@ PROPOSAL_MESSAGES: list[dict[str, str]] = [
 GREETING_MESSAGES: list[dict[str, str]] = [
     {"role": "user", "content": 'Reply with this JSON exactly: {"greeting": "hello"}'}
 ]
+#: What a server that dropped the schema for "JSON mode" makes the model answer: any JSON object,
+#: here one that is short and bounded, so the answer's shape (an object, not a proposal) does
+#: not depend on the CPU's rounding. An unbounded ``{"type": "object"}`` let greedy text on one
+#: CPU close the object in 30 tokens and on another run to ``max_tokens``.
+NOT_A_PROPOSAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"greeting": {"type": "string", "maxLength": 12}},
+    "required": ["greeting"],
+    "additionalProperties": False,
+}
+#: The free text of a server that dropped the schema altogether (``ignore_schema="text"``).
+FREE_TEXT_ANSWER = (
+    "Sure! Here is the JSON you asked for, with the greeting you wanted in it. "
+    "The greeting is hello, as written in your message, and nothing else is needed. " * 6
+)
+#: Seconds between the scripted answer's chunks: a client that stops reading is noticed
+#: (a disconnect), as it is mid-way through a real model's answer.
+SCRIPT_CHUNK_S = 0.005
 #: Tokens kept at the start when a prompt is cut (Ollama's ``num_keep``: BOS and the turn head).
 NUM_KEEP = 4
 
@@ -89,8 +108,11 @@ class ServerKnobs:
     """Cut prompts longer than this many tokens (keep ``NUM_KEEP`` + the tail), whatever
     ``num_ctx`` said, and report the true, smaller ``prompt_eval_count``."""
     ignore_schema: str | None = None
-    """Drop the schema it was sent, as some servers silently do: ``"json"`` answers any JSON
-    object (the "fall back to JSON mode" servers), ``"text"`` generates unconstrained."""
+    """Drop the schema it was sent, as some servers silently do. ``"json"``: the model answers
+    a JSON object that is not a proposal (the "fall back to JSON mode" servers), held to
+    ``NOT_A_PROPOSAL_SCHEMA`` so that it closes on every CPU; ``"text"``: free text, streamed
+    from ``FREE_TEXT_ANSWER`` (the model's own free text differs between CPUs, and where it
+    starts is what the backend's check looks at)."""
     max_tokens_cap: int | None = None
     """A server-side output cap: the answer stops with ``length``."""
     delay_s: float = 0.0
@@ -260,9 +282,10 @@ class FakeModelServer:
     ) -> Generator[str | _Answer, None, None]:
         """Text deltas from the real model, then one ``_Answer`` with the counts."""
         if self.knobs.ignore_schema == "json":
-            schema = {"type": "object"}
+            schema = NOT_A_PROPOSAL_SCHEMA
         elif self.knobs.ignore_schema == "text":
-            schema = None
+            yield from self._scripted(FREE_TEXT_ANSWER, prompt, max_tokens, cancel)
+            return
         if self.knobs.max_tokens_cap is not None:
             max_tokens = min(max_tokens, self.knobs.max_tokens_cap)
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -306,6 +329,30 @@ class FakeModelServer:
             reason=reason,
             prompt_s=prompt_s or done.prompt_seconds,
             decode_s=done.decode_seconds,
+        )
+
+    def _scripted(
+        self, answer: str, prompt: list[int], max_tokens: int, cancel: threading.Event
+    ) -> Generator[str | _Answer, None, None]:
+        """``answer`` streamed a word at a time (each word counts as one token)."""
+        words = [w for w in re.findall(r"\S*\s*", answer) if w][:max_tokens]
+        start = time.monotonic()
+        for word in words:
+            if cancel.is_set():
+                return
+            time.sleep(SCRIPT_CHUNK_S)
+            yield word
+        text = "".join(words)
+        reason = "length" if len(words) == max_tokens else "stop"
+        with self._lock:
+            self.log.answers.append((text, len(words), reason))
+        yield _Answer(
+            text=text,
+            prompt_tokens=len(prompt),
+            completion_tokens=len(words),
+            reason=reason,
+            prompt_s=0.0,
+            decode_s=time.monotonic() - start,
         )
 
     def _enter(self) -> None:
@@ -761,6 +808,7 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 __all__ = [
     "FakeModelServer",
+    "FREE_TEXT_ANSWER",
     "GREETING_MESSAGES",
     "PROPOSAL_MESSAGES",
     "JSON_SCHEMA_REJECTION",

@@ -18,6 +18,7 @@ from engine.backends.model_host import HostedLlamaBackend
 from engine.config import LlamaCppProfile
 from engine.errors import ModelLoadError
 from engine.events import Finished, GenerationEvent, GenerationFailed, PromptProcessed
+from tests import cpu_variant
 
 NAME = "registry-test"
 
@@ -39,7 +40,8 @@ def llama(model_path: Path | str, **overrides: Any) -> LlamaCppProfile:
         "n_ctx": 512,
         "max_tokens": 16,
         "temperature": 0.0,
-        "n_threads": 1,
+        "n_threads": cpu_variant.N_THREADS,
+        "n_batch": cpu_variant.N_BATCH,
     }
     fields.update(overrides)
     return LlamaCppProfile(**fields)

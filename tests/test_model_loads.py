@@ -89,7 +89,7 @@ def test_the_profile_setting_reaches_llama_cpp_model_params(
             seen.append(bool(llama_module.llama_cpp.llama_model_default_params().use_extra_bufts))
 
     monkeypatch.setattr("llama_cpp.Llama", FakeLlama)
-    monkeypatch.setattr(backend_module, "_system_info", lambda: AMX_BUILD)
+    monkeypatch.setattr(backend_module, "system_info", lambda: AMX_BUILD)
     backend_module.new_llama(None, model_path="x.gguf")
     backend_module.new_llama(True, model_path="x.gguf")
     assert seen == [False, True]

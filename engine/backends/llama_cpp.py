@@ -63,19 +63,19 @@ log = logging.getLogger("agent_tui.llama_cpp")
 _PARAMS_LOCK = threading.Lock()
 
 
-def _system_info() -> str:
+def system_info() -> str:
     """llama.cpp's build and CPU features (``CPU : SSE3 = 1 | … | AMX_INT8 = 1 | …``)."""
     import llama_cpp
 
     return bytes(llama_cpp.llama_print_system_info()).decode("utf-8", "replace")
 
 
-def cpu_extra_buffers(setting: bool | None, system_info: str) -> bool:
+def cpu_extra_buffers(setting: bool | None, info: str) -> bool:
     """Whether llama.cpp may move weights into its extra CPU buffers (repack, AMX).
 
     Args:
         setting: the profile's ``cpu_extra_buffers`` (None: decide from the build).
-        system_info: ``llama_print_system_info()``'s text.
+        info: ``llama_print_system_info()``'s text (:func:`system_info`).
 
     Returns:
         ``setting`` when set; otherwise False where the build uses AMX (its Q4_K matrix
@@ -84,7 +84,7 @@ def cpu_extra_buffers(setting: bool | None, system_info: str) -> bool:
     """
     if setting is not None:
         return setting
-    return "AMX_INT8 = 1" not in system_info
+    return "AMX_INT8 = 1" not in info
 
 
 def new_llama(extra_buffers: bool | None = None, **kwargs: Any) -> Any:
@@ -97,7 +97,7 @@ def new_llama(extra_buffers: bool | None = None, **kwargs: Any) -> Any:
     """
     import llama_cpp
 
-    with _model_params(use_extra_bufts=cpu_extra_buffers(extra_buffers, _system_info())):
+    with _model_params(use_extra_bufts=cpu_extra_buffers(extra_buffers, system_info())):
         return llama_cpp.Llama(**kwargs)
 
 
@@ -762,10 +762,6 @@ class LlamaCppBackend(Backend):
             profile: LlamaCppProfile = self.profile
             path = resolve_gguf(profile, self.name)
             import llama_cpp
-
-            from engine.backends.llama_params import apply_model_defaults
-
-            apply_model_defaults()  # AMX/repack CPU kernels crash llama.cpp (llama_params.py)
 
             if profile.n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
                 msg = (

@@ -195,6 +195,9 @@ class _Host:
                 env=env,
                 close_fds=True,
                 cwd=root,
+                # its own session: a Ctrl-C in the terminal is the app's to handle (a cancel),
+                # it must not kill the host
+                start_new_session=True,
             )
         finally:
             child_sock.close()
@@ -918,6 +921,7 @@ def probe_gguf(path: Path, timeout: float = 120.0) -> dict[str, Any]:
                 [sys.executable, "-m", "engine.backends.model_host", "--probe", str(path)],
                 env=env,
                 cwd=root,
+                start_new_session=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=fh,
@@ -970,6 +974,7 @@ def _probe_main(path: str) -> int:
 
 def host_main() -> int:
     """The child process: read the init message, then serve until the socket closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the app turns Ctrl-C into a cancel message
     fd = int(os.environ["AGENT_TUI_HOST_FD"])
     echo_fd = int(os.environ.get("AGENT_TUI_HOST_ECHO_FD", "-1"))
     conn = Connection(fd)

@@ -444,3 +444,25 @@ def test_batch_whose_model_dies_loading_stops_with_exit_7_and_runs_again(
     cli_main([*argv, "--json"])  # the same process, the same profile: a new host
     items = json.loads(capfd.readouterr().out)["items"]
     assert items[0]["state"] != "pending" and "host_crashed" not in items[0]["detail"]
+
+
+def test_a_missing_model_is_the_typed_load_error_and_a_big_log_is_rotated(
+    tmp_path: Path,
+) -> None:
+    from engine.backends.model_host import LOG_ROTATE_BYTES
+    from engine.errors import ModelLoadError
+
+    log = log_path("rotating")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_bytes(b"x" * (LOG_ROTATE_BYTES + 1))
+    profile = _profile(tmp_path / "absent.gguf")
+    backend = HostedLlamaBackend("rotating", profile)
+    try:
+        with pytest.raises(ModelLoadError, match="does not exist"):  # the host's own error
+            backend.count_text("hello")
+        assert not isinstance(backend.last_crash, ModelHostCrashed)  # no crash: a typed error
+        assert backend.host_pid is not None  # the host is fine and stays
+    finally:
+        backend.close()
+    assert log.with_name(log.name + ".1").stat().st_size == LOG_ROTATE_BYTES + 1
+    assert log.stat().st_size < LOG_ROTATE_BYTES

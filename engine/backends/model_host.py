@@ -73,6 +73,8 @@ CANCEL_GRACE_S = 2.0
 FLUSH_INTERVAL_S = 0.02
 #: log lines quoted in a crash message
 TAIL_LINES = 8
+#: a host's log past this size is renamed to ``.log.1`` when the next host starts
+LOG_ROTATE_BYTES = 4 * 1024 * 1024
 
 _log_llama = False
 
@@ -174,6 +176,11 @@ class _Host:
         self.name = name
         self.log = log_path(name)
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        try:  # one old generation of the log is kept
+            if self.log.stat().st_size > LOG_ROTATE_BYTES:
+                os.replace(self.log, self.log.with_name(self.log.name + ".1"))
+        except OSError:
+            pass
         parent_sock, child_sock = socket.socketpair()
         self._log_fh = open(self.log, "ab")  # noqa: SIM115 - the child's stderr for its life
         self.log_offset = self._log_fh.seek(0, os.SEEK_END)

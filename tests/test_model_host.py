@@ -466,3 +466,18 @@ def test_a_missing_model_is_the_typed_load_error_and_a_big_log_is_rotated(
         backend.close()
     assert log.with_name(log.name + ".1").stat().st_size == LOG_ROTATE_BYTES + 1
     assert log.stat().st_size < LOG_ROTATE_BYTES
+
+
+def test_the_log_llama_setting_turns_the_echo_on(git_repo: Path) -> None:
+    import argparse
+
+    from engine.backends.model_host import log_llama, set_log_llama
+    from engine.cli.common import load
+
+    (git_repo / ".agent-tui.toml").write_text("[generation]\nlog_llama = true\n")
+    set_log_llama(False)
+    try:
+        load(argparse.Namespace(repo=git_repo))
+        assert log_llama() is True
+    finally:
+        set_log_llama(False)

@@ -13,6 +13,10 @@ The two sides take turns, one generation each (``--rounds`` pairs), after one wa
 (model load, llguidance's tokenizer, the prefix cache): a shared machine whose speed swings
 within a minute slows both alike. The ratio is the median of the per-pair ratios.
 
+The line before last compares the decoders' own tok/s (``GenerationStats.tokens_per_s``,
+measured inside each decoding process): the gap between the two lines is what the pipe costs;
+a gap in both is the decoding process itself running slower or faster.
+
 The last line is ``host/in-process tok/s: R`` (goal: >= 0.97).
 """
 
@@ -46,8 +50,9 @@ def messages() -> list[dict[str, str]]:
     return [{"role": "system", "content": system}, {"role": "user", "content": ISSUE}]
 
 
-def timed(backend: Any, request: GenerationRequest) -> tuple[int, float, str]:
-    """(tokens after the first, seconds from the first text to the end, final kind)."""
+def timed(backend: Any, request: GenerationRequest) -> tuple[int, float, str, float]:
+    """(tokens after the first, seconds from the first text to the end, final kind, the
+    decoder's own tok/s from the final event's stats)."""
     first_at: float | None = None
     first_tokens = 0
     for event in backend.generate(request):
@@ -57,7 +62,8 @@ def timed(backend: Any, request: GenerationRequest) -> tuple[int, float, str]:
         if isinstance(event, Finished | GenerationFailed):
             assert first_at is not None, event
             kind = "finished" if isinstance(event, Finished) else event.kind
-            return event.stats.completion_tokens - first_tokens, now - first_at, kind
+            tokens = event.stats.completion_tokens - first_tokens
+            return tokens, now - first_at, kind, event.stats.tokens_per_s
     raise AssertionError("the stream ended without a final event")
 
 
@@ -88,21 +94,31 @@ def main() -> int:
         timed(hosted, request)
         print(f"host:       started, loaded and warmed in {time.perf_counter() - t0:.1f}s")
         ratios: list[float] = []
+        own_ratios: list[float] = []
         rates: dict[str, list[float]] = {"in-process": [], "host": []}
         for i in range(args.rounds):
             pair: dict[str, float] = {}
+            own: dict[str, float] = {}
             order = [("in-process", inproc), ("host", hosted)]
             if i % 2:
                 order.reverse()
             for label, backend in order:
-                tokens, seconds, kind = timed(backend, request)
+                tokens, seconds, kind, own[label] = timed(backend, request)
                 pair[label] = tokens / seconds
                 rates[label].append(pair[label])
                 rate = pair[label]
-                print(f"round {i + 1} {label:<10} {rate:7.1f} tok/s ({tokens} tokens, {kind})")
+                print(
+                    f"round {i + 1} {label:<10} {rate:7.1f} tok/s ({tokens} tokens, {kind}; "
+                    f"the decoder's own figure {own[label]:.1f})"
+                )
             ratios.append(pair["host"] / pair["in-process"])
+            own_ratios.append(own["host"] / own["in-process"])
         for label, values in rates.items():
             print(f"{label:<10} median {statistics.median(values):7.1f} tok/s")
+        print(
+            "the decoders' own figures, host/in-process (no pipe inside): "
+            f"{statistics.median(own_ratios):.3f}"
+        )
         print(f"host/in-process tok/s: {statistics.median(ratios):.3f}")
     finally:
         hosted.close()

@@ -23,7 +23,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
-from engine.backends.llama_cpp import LlamaCppBackend
+from engine.backends.model_host import HostedLlamaBackend
 from engine.config import load_config
 from engine.demo import create_demo
 from engine.events import Cancelled, GenerationEvent
@@ -406,15 +406,15 @@ async def test_regenerate_with_feedback_sends_the_answer_and_the_feedback(
     """`r` on the preview: the previous answer and the reviewer's words go to the model; the
     replaced proposal and the one left unpublished are both recorded as discarded."""
     sent: list[list[dict[str, str]]] = []
-    real = LlamaCppBackend.generate
+    real = HostedLlamaBackend.generate
 
     def generate(
-        self: LlamaCppBackend, request: Any, cancel: threading.Event | None = None
+        self: HostedLlamaBackend, request: Any, cancel: threading.Event | None = None
     ) -> Iterator[GenerationEvent]:
         sent.append(request.messages)
         yield from real(self, request, cancel)
 
-    monkeypatch.setattr(LlamaCppBackend, "generate", generate)
+    monkeypatch.setattr(HostedLlamaBackend, "generate", generate)
     app = AgentTuiApp(github_repo, load_config(github_repo))
     async with app.run_test(size=SIZE) as pilot:
         first = await generate_to_preview(pilot)

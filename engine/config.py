@@ -238,6 +238,9 @@ class GenerationSettings(_Strict):
     """Bounds on what one generation may produce."""
 
     max_files: int = Field(default=DEFAULT_MAX_FILES, ge=1, le=MAX_FILES_LIMIT)
+    log_llama: bool = False
+    """Copy llama.cpp's own log lines to the terminal (headless commands; they always go to
+    ``<state dir>/logs/llama-PROFILE.log``). ``--verbose`` does the same for one command."""
 
 
 class TuiSettings(_Strict):

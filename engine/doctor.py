@@ -195,17 +195,16 @@ def check_llama_cpp(name: str, profile: LlamaCppProfile) -> list[Check]:
         return [Check(section, "model file", "fail", exc.message, exc.hint)]
     rows = [Check(section, "model file", "ok", str(path))]
     try:
-        import llama_cpp
+        # in a child process: a crash in llama.cpp's parser must not end doctor itself
+        from engine.backends.model_host import probe_gguf
 
-        llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-        meta = dict(llm.metadata)
-        n_vocab = llm.n_vocab()
-        llm.close()
-    except Exception as exc:
-        rows.append(Check(section, "loadable", "fail", f"llama.cpp cannot load it: {exc}"))
+        probe = probe_gguf(path)
+    except AgentTuiError as exc:
+        rows.append(Check(section, "loadable", "fail", exc.message, exc.hint))
         return rows
+    n_vocab = probe["n_vocab"]
     rows.append(Check(section, "loadable", "ok", f"GGUF parsed, vocabulary {n_vocab} tokens"))
-    has_template = "tokenizer.chat_template" in meta
+    has_template = bool(probe["has_template"])
     if profile.chat_format:
         rows.append(Check(section, "chat template", "ok", f"chat_format = {profile.chat_format}"))
     elif has_template:

@@ -60,6 +60,33 @@ class BackendError(AgentTuiError):
     title = "Model backend error"
 
 
+class ModelHostCrashed(BackendError):
+    """The model host (the child process running llama.cpp) died: a signal, an abort, an exit.
+
+    Attributes:
+        signal: the signal's name (``SIGSEGV``), empty when it exited with a code.
+        exit_code: the exit status, None when a signal ended it.
+        log_tail: the last lines llama.cpp wrote to its log before the end.
+    """
+
+    title = "The model crashed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        title: str | None = None,
+        signal: str = "",
+        exit_code: int | None = None,
+        log_tail: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, hint=hint, title=title)
+        self.signal = signal
+        self.exit_code = exit_code
+        self.log_tail = log_tail
+
+
 class RepoError(AgentTuiError):
     """The repository is not usable (not a git repo, bad remote...)."""
 

@@ -144,6 +144,20 @@ class BackendFailed(GenerationFailed):
     """The backend failed (server unreachable, model missing, HTTP error...)."""
 
 
+@dataclass(frozen=True)
+class HostCrashed(BackendFailed):
+    """The model host process died mid-generation (a crash in llama.cpp, an OOM kill).
+
+    The app goes on; the next generation starts a new host.
+    """
+
+    signal: str = ""
+    """The signal's name (``SIGSEGV``), empty when the host exited with a code."""
+    exit_code: int | None = None
+    log_tail: tuple[str, ...] = ()
+    """The last lines llama.cpp wrote to its log."""
+
+
 _KINDS: dict[type, str] = {
     Truncated: "truncated",
     Looping: "looping",
@@ -152,6 +166,7 @@ _KINDS: dict[type, str] = {
     PromptTooLong: "prompt_too_long",
     PromptTruncated: "prompt_truncated",
     BackendFailed: "backend",
+    HostCrashed: "host_crashed",
 }
 
 FinalEvent = Finished | GenerationFailed

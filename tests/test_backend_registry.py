@@ -14,7 +14,7 @@ import pytest
 from engine import backends
 from engine.backends import get_backend
 from engine.backends.base import GenerationRequest
-from engine.backends.llama_cpp import LlamaCppBackend
+from engine.backends.model_host import HostedLlamaBackend
 from engine.config import LlamaCppProfile
 from engine.errors import ModelLoadError
 from engine.events import Finished, GenerationEvent, GenerationFailed, PromptProcessed
@@ -51,7 +51,7 @@ def test_nothing_loads_before_the_first_use(registry_name: str, tmp_path: Path) 
     # a model file that does not exist: creating the backend must not touch it
     missing = tmp_path / "later.gguf"
     backend = get_backend(registry_name, llama(missing))
-    assert isinstance(backend, LlamaCppBackend)
+    assert isinstance(backend, HostedLlamaBackend)
     assert backend.loaded is False
     assert get_backend(registry_name, llama(missing)) is backend
     # the first use is what loads it (and so what reports the missing file)
@@ -66,7 +66,7 @@ def test_same_profile_same_instance_changed_profile_closes_the_old(
 ) -> None:
     profile = llama(embedded_model_path)
     first = get_backend(registry_name, profile)
-    assert isinstance(first, LlamaCppBackend)
+    assert isinstance(first, HostedLlamaBackend)
     assert first.loaded is False  # lazy: created, not loaded
     assert first.count_text("hello world") > 0  # the first use loads it
     assert first.loaded is True
@@ -76,7 +76,7 @@ def test_same_profile_same_instance_changed_profile_closes_the_old(
     # a changed profile replaces it: the old one is closed, the new one not loaded yet
     changed = get_backend(registry_name, llama(embedded_model_path, max_tokens=32))
     assert changed is not first
-    assert isinstance(changed, LlamaCppBackend)
+    assert isinstance(changed, HostedLlamaBackend)
     assert first.loaded is False
     assert changed.loaded is False
     assert changed.profile.max_tokens == 32

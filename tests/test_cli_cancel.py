@@ -32,7 +32,12 @@ LONG_ANSWER = (
 )
 
 
-def test_sigint_cancels_generate_with_exit_5(tmp_path: Path, embedded_model_path: Path) -> None:
+@pytest.mark.parametrize("to_group", [False, True], ids=["process", "terminal-group"])
+def test_sigint_cancels_generate_with_exit_5(
+    tmp_path: Path, embedded_model_path: Path, to_group: bool
+) -> None:
+    """``terminal-group``: Ctrl-C in a terminal signals the whole foreground process group;
+    the model host (a child in its own session) must not die of it: the app cancels."""
     config = write_config(tmp_path / "config.toml", llama_profile(embedded_model_path))
     prompt = tmp_path / "prompt.txt"
     prompt.write_text(LONG_ANSWER)
@@ -47,6 +52,7 @@ def test_sigint_cancels_generate_with_exit_5(tmp_path: Path, embedded_model_path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=to_group,  # a group of its own, as a terminal's foreground job
     )
     # a watchdog: whatever happens, the process does not outlive the test
     watchdog = threading.Timer(120, proc.kill)
@@ -61,7 +67,10 @@ def test_sigint_cancels_generate_with_exit_5(tmp_path: Path, embedded_model_path
         else:
             pytest.fail("no progress line before the process ended: " + "".join(progress))
         sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        if to_group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
         waited = time.monotonic() - sent
     finally:

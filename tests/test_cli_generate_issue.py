@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from engine.backends.llama_cpp import LlamaCppBackend
+from engine.backends.model_host import HostedLlamaBackend
 from engine.cli import main
 from engine.cli.exitcodes import ERROR, FAILED_CHECK, OK, TRUNCATED, USAGE
 from engine.store import Store
@@ -134,13 +134,13 @@ def test_generate_with_feedback_revises_the_latest_proposal(
 ) -> None:
     """The TUI's `r`, scripted: the previous answer and the feedback reach the model."""
     sent: list[list[dict[str, str]]] = []
-    real = LlamaCppBackend.generate
+    real = HostedLlamaBackend.generate
 
-    def spy(self: LlamaCppBackend, request: Any, cancel: Any = None) -> Iterator[Any]:
+    def spy(self: HostedLlamaBackend, request: Any, cancel: Any = None) -> Iterator[Any]:
         sent.append(request.messages)
         yield from real(self, request, cancel)
 
-    monkeypatch.setattr(LlamaCppBackend, "generate", spy)
+    monkeypatch.setattr(HostedLlamaBackend, "generate", spy)
     base = ["generate", "1", "--repo", str(repo), "--json"]
     assert main(base) == OK
     first = json.loads(capsys.readouterr().out)

@@ -23,10 +23,10 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
-from engine.backends.llama_cpp import LlamaCppBackend
+from engine.backends.model_host import HostedLlamaBackend
 from engine.config import load_config
 from engine.demo import create_demo
-from engine.events import Cancelled, GenerationEvent, TokensGenerated
+from engine.events import Cancelled, GenerationEvent
 from engine.prompts import user_prompts_dir
 from engine.store import Store
 from tests.conftest import git, unpin_demo
@@ -328,19 +328,9 @@ def hold_after_first_token(monkeypatch: pytest.MonkeyPatch) -> None:
     Same prompt, temperature 0 and a warm prefix cache make every generation in this module
     the same short answer, which a fast machine finishes before a key press could land. The
     model still decodes every token; only the pace is the user's, like on a slow machine.
+    The model host (a child process) does the waiting: ``AGENT_TUI_HOST_HOLD``.
     """
-    real = LlamaCppBackend.generate
-
-    def generate(
-        self: LlamaCppBackend, request: Any, cancel: threading.Event | None = None
-    ) -> Iterator[GenerationEvent]:
-        assert cancel is not None
-        for event in real(self, request, cancel):
-            yield event
-            if isinstance(event, TokensGenerated):
-                cancel.wait(timeout=120)
-
-    monkeypatch.setattr(LlamaCppBackend, "generate", generate)
+    monkeypatch.setenv("AGENT_TUI_HOST_HOLD", "1")
 
 
 async def test_cancel_during_generation_writes_nothing(
@@ -416,15 +406,15 @@ async def test_regenerate_with_feedback_sends_the_answer_and_the_feedback(
     """`r` on the preview: the previous answer and the reviewer's words go to the model; the
     replaced proposal and the one left unpublished are both recorded as discarded."""
     sent: list[list[dict[str, str]]] = []
-    real = LlamaCppBackend.generate
+    real = HostedLlamaBackend.generate
 
     def generate(
-        self: LlamaCppBackend, request: Any, cancel: threading.Event | None = None
+        self: HostedLlamaBackend, request: Any, cancel: threading.Event | None = None
     ) -> Iterator[GenerationEvent]:
         sent.append(request.messages)
         yield from real(self, request, cancel)
 
-    monkeypatch.setattr(LlamaCppBackend, "generate", generate)
+    monkeypatch.setattr(HostedLlamaBackend, "generate", generate)
     app = AgentTuiApp(github_repo, load_config(github_repo))
     async with app.run_test(size=SIZE) as pilot:
         first = await generate_to_preview(pilot)

@@ -17,9 +17,11 @@ from engine.cli.exitcodes import OK
 
 
 def _run_tui(repo: Path) -> int:
+    from engine.backends.model_host import set_log_llama
     from engine.config import load_config
     from tui.app import AgentTuiApp
 
+    set_log_llama(False)  # the terminal is Textual's: llama.cpp's lines stay in the log file
     config = load_config(repo)
     app = AgentTuiApp(repo=repo, config=config)
     app.run()

@@ -23,9 +23,10 @@ from typing import Any
 from engine.backends.base import Backend, GenerationRequest
 from engine.errors import ConfigError
 
-#: backend name -> "module:Class"
+#: backend name -> "module:Class". ``llama_cpp`` profiles run in a model host process
+#: (``engine.backends.model_host``): a crash in llama.cpp must not take the app down.
 REGISTRY: dict[str, str] = {
-    "llama_cpp": "engine.backends.llama_cpp:LlamaCppBackend",
+    "llama_cpp": "engine.backends.model_host:HostedLlamaBackend",
     "ollama": "engine.backends.ollama:OllamaBackend",
     "openai": "engine.backends.openai_compat:OpenAICompatBackend",
 }

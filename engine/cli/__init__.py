@@ -46,6 +46,11 @@ def build_parser(
         description="Turn a repository's issues into reviewed pull requests with a local model.",
     )
     parser.add_argument("--version", action="version", version=f"agent-tui {__version__}")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show llama.cpp's own log lines (always kept in the state dir's logs/)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     entries = [(m.NAME, m.HELP, m.add_arguments, m.run) for m in command_modules()]
     headless = {m.NAME for m in command_modules()}
@@ -62,8 +67,13 @@ def dispatch(args: argparse.Namespace) -> int:
 
     A headless command's output goes through :class:`engine.textsafe.SafeStream`: the
     control characters of untrusted text (issue titles, server messages, paths) are shown
-    escaped, never obeyed by the terminal.
+    escaped, never obeyed by the terminal. ``--verbose`` puts llama.cpp's log lines on the
+    terminal too.
     """
+    if getattr(args, "verbose", False):
+        from engine.backends.model_host import set_log_llama
+
+        set_log_llama(True)
     if getattr(args, "_safe_output", False):
         with safe_std_streams():
             return _dispatch(args)

@@ -57,10 +57,15 @@ def load(args: argparse.Namespace) -> AppConfig:
     """The configuration as seen from the command's repository.
 
     An untrusted repository config whose sensitive settings were ignored is said once, on
-    stderr (stdout stays clean for ``--json``).
+    stderr (stdout stays clean for ``--json``). ``[generation] log_llama`` takes effect here
+    (llama.cpp's log lines on the terminal).
     """
     config = load_config(repo_dir(args))
     note = config.untrusted_message()
     if note:
         print(f"warning: {safe(note)}", file=sys.stderr)
+    if config.generation.log_llama:
+        from engine.backends.model_host import set_log_llama
+
+        set_log_llama(True)
     return config

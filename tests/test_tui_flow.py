@@ -6,7 +6,10 @@ Space and every other key never publish; Esc during generation leaves nothing wr
 publish with the network cut lands in the outbox.
 
 Every test runs a real generation; the model and its prompt-prefix cache are shared by the
-process (the backend registry), so only the first one pays for the prompt.
+process (the backend registry), so only the first one pays for the prompt. What the model
+writes is not under test here, and its greedy text differs between CPUs (one CPU's answer
+finished, another's looped): the schema each generation is held to admits exactly one answer,
+``ANSWER``, so the real engine decodes it under its grammar on any CPU.
 """
 
 from __future__ import annotations
@@ -66,6 +69,48 @@ def health() -> dict[str, str]:
     """Liveness probe."""
     return {"status": "ok"}
 '''
+
+
+#: The one answer the flow's generations can give (two files: the review drops one).
+ANSWER: dict[str, Any] = {
+    "branch_suffix": "health-endpoint",
+    "commit_message": "feat: add a /health endpoint",
+    "pr_title": "feat: add a /health endpoint",
+    "pr_body": "Adds GET /health.\n\nCloses #1",
+    "files": [
+        {"path": "app/api/v1/endpoints/health.py", "content": "def health():\n    return 1\n"},
+        {"path": "tests/test_health.py", "content": "def test_health():\n    assert True\n"},
+    ],
+}
+
+
+def only_schema(value: Any) -> dict[str, Any]:
+    """A JSON schema that ``value`` (strings, objects, lists of objects) alone satisfies."""
+    if isinstance(value, dict):
+        return {
+            "type": "object",
+            "properties": {key: only_schema(item) for key, item in value.items()},
+            "required": list(value),
+            "additionalProperties": False,
+        }
+    if isinstance(value, list):
+        return {
+            "type": "array",
+            "prefixItems": [only_schema(item) for item in value],
+            "minItems": len(value),
+            "maxItems": len(value),
+            "items": False,
+        }
+    return {"const": value}
+
+
+@pytest.fixture(autouse=True)
+def _the_answer_is_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every generation request carries the schema of ``ANSWER`` (see the module docstring)."""
+    monkeypatch.setattr(
+        "engine.backends.base.proposal_json_schema",
+        lambda max_files=None, issue_number=None: only_schema(ANSWER),
+    )
 
 
 #: A short prompt profile: the flow is under test here, not the prompt, and a short prompt

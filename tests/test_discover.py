@@ -255,7 +255,9 @@ async def test_a_failed_answer_of_the_embedded_model_offers_the_found_ones(tmp_p
     repo = create_demo(tmp_path / "demo").repo
     app = AgentTuiApp(repo, load_config(repo), source=LocalIssueSource(repo))
     async with app.run_test(size=(100, 30)) as pilot:
-        await app.workers.wait_for_complete()
+        while app.discovered is None:  # the startup discovery (stubbed: finds nothing) is done
+            await app.workers.wait_for_complete()
+            await pilot.pause()
         app.discovered = [Discovered("ollama-qwen2.5-coder-7b", "ollama", "qwen2.5-coder:7b", "x")]
         run = app.workspace.start(app.workspace.issue_source().get_issue(1), comments=[])
         screen = GeneratingScreen(run, start=False)

@@ -2017,6 +2017,11 @@ def _new_lines(old: str | None) -> set[str]:
     return {ln.strip() for ln in split_lines(old)} if old else set()
 
 
+#: detect-secrets stops reading a file after this many flagged lines: the file is blocked by
+#: then, and a file of nothing but secret-looking lines costs seconds per 100 KB otherwise.
+SECRET_LINES_PER_FILE = 50
+
+
 def _secret_findings(proposal: Any, files: list[_File]) -> list[Finding]:
     out: list[Finding] = []
     items = [(f.norm, f.text) for f in files]
@@ -2031,7 +2036,10 @@ def _secret_findings(proposal: Any, files: list[_File]) -> list[Finding]:
             key = f"<{attr}>/{name}"  # cannot clash with a file: '<' never passes the checks
             messages.append((label, key))
             items.append((key, value))
-    results = {key: scan_text(posixpath.basename(key), text) for key, text in items}
+    results = {
+        key: scan_text(posixpath.basename(key), text, limit=SECRET_LINES_PER_FILE)
+        for key, text in items
+    }
     for f in files:
         hits = results.get(f.norm, [])
         if not hits:

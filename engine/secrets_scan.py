@@ -131,7 +131,7 @@ def sensitive_path_reason(path: str) -> str | None:
     return None
 
 
-def scan_text(path: str, text: str) -> list[SecretFinding]:
+def scan_text(path: str, text: str, *, limit: int | None = None) -> list[SecretFinding]:
     """Suspected secrets in ``text`` (the content of ``path``), in line order.
 
     Uses detect-secrets' full plugin set with its default heuristic filters (UUIDs,
@@ -148,11 +148,14 @@ def scan_text(path: str, text: str) -> list[SecretFinding]:
     Args:
         path: repository-relative path of the text (used by filters and in findings).
         text: the content to scan.
+        limit: stop handing lines to detect-secrets once it has flagged this many (a file
+            made of nothing but secret-looking lines would otherwise cost seconds per 100 KB;
+            a caller that only needs to know the file holds secrets sets it low).
 
     Returns:
         The findings, at most one per (line, kind), without secret values.
     """
-    return _scan(path, text, prefilter=True)
+    return _scan(path, text, prefilter=True, limit=limit)
 
 
 def scan_text_full(path: str, text: str) -> list[SecretFinding]:
@@ -184,7 +187,9 @@ class _Lines:
         return bisect.bisect_right(self._starts, offset)
 
 
-def _scan(path: str, text: str, *, prefilter: bool) -> list[SecretFinding]:
+def _scan(
+    path: str, text: str, *, prefilter: bool, limit: int | None = None
+) -> list[SecretFinding]:
     view = _Lines(text)
     if not view.lines:
         return []
@@ -194,7 +199,7 @@ def _scan(path: str, text: str, *, prefilter: bool) -> list[SecretFinding]:
         findings[(number, "Private Key")] = SecretFinding(path, number, "Private Key")
     for number, kind in _own_rules(path, view):
         findings.setdefault((number, kind), SecretFinding(path, number, kind))
-    for number, kind in _detect_secrets_lines(path, view, prefilter=prefilter):
+    for number, kind in _detect_secrets_lines(path, view, prefilter=prefilter, limit=limit):
         findings.setdefault((number, kind), SecretFinding(path, number, kind))
     return [findings[key] for key in sorted(findings)]
 
@@ -208,7 +213,9 @@ def detect_secrets_findings(path: str, text: str, *, prefilter: bool) -> list[tu
     return sorted(set(_detect_secrets_lines(path, _Lines(text), prefilter=prefilter)))
 
 
-def _detect_secrets_lines(path: str, view: _Lines, *, prefilter: bool) -> list[tuple[int, str]]:
+def _detect_secrets_lines(
+    path: str, view: _Lines, *, prefilter: bool, limit: int | None = None
+) -> list[tuple[int, str]]:
     candidates: set[int] | None = None
     if prefilter:
         pre = _prefilter()
@@ -216,11 +223,11 @@ def _detect_secrets_lines(path: str, view: _Lines, *, prefilter: bool) -> list[t
             candidates = pre.candidates(view)
             if not candidates:
                 return []  # the common case: detect-secrets is not even set up
-    return _detect_secrets(path, view.lines, candidates)
+    return _detect_secrets(path, view.lines, candidates, limit)
 
 
 def _detect_secrets(
-    path: str, lines: list[str], candidates: AbstractSet[int] | None
+    path: str, lines: list[str], candidates: AbstractSet[int] | None, limit: int | None = None
 ) -> list[tuple[int, str]]:
     """(line, type) of every detect-secrets finding, under the process-wide lock.
 
@@ -241,6 +248,8 @@ def _detect_secrets(
     with _LOCK, default_settings():
         plugins = get_plugins()
         for number in numbers:
+            if limit is not None and len({n for n, _kind in out}) >= limit:
+                break
             line = lines[number - 1].rstrip()
             context = get_code_snippet(lines=lines, line_number=number)
             if _is_filtered_out(

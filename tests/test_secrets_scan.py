@@ -182,3 +182,12 @@ def test_required_literals_are_read_from_the_pattern(
     else:
         assert found is not None and {text for text, _i in found} == expected
         assert all(icase == bool(flags & re.IGNORECASE) for _t, icase in found)
+
+
+def test_a_limit_stops_the_scan_after_that_many_flagged_lines() -> None:
+    lines = [f'password = "k{n:04d}Zq8#vR2!mT9xLw4pB"' for n in range(400)]
+    text = "\n".join(lines) + "\n"
+    full = scan_text("settings.py", text)
+    limited = scan_text("settings.py", text, limit=5)
+    assert len({f.line for f in full}) == 400
+    assert {f.line for f in limited} == set(range(1, 6))  # the first five, in line order

@@ -12,7 +12,6 @@ A server that answers slowly, with garbage, or not at all is simply not listed.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import LlamaCppProfile, OllamaProfile, OpenAIProfile
+from engine.forge.github import is_loopback
 
 #: (kind, base URL) probed by default; ``kind`` says which API to ask
 DEFAULT_SERVERS: tuple[tuple[str, str], ...] = (
@@ -83,15 +83,9 @@ class Discovered:
         )
 
 
-def is_loopback(url: str) -> bool:
+def is_loopback_url(url: str) -> bool:
     """Whether ``url`` names this machine (discovery never asks another host)."""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urllib.parse.urlsplit(url).hostname or "")
 
 
 def _get(url: str, timeout: float) -> Any:
@@ -131,7 +125,7 @@ def probe(kind: str, base: str, timeout: float = TIMEOUT_S) -> list[Discovered]:
         timeout: seconds for each request.
     """
     base = base.rstrip("/")
-    if not is_loopback(base):
+    if not is_loopback_url(base):
         return []
     found: list[Discovered] = []
     if kind == "ollama":

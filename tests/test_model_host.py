@@ -43,6 +43,7 @@ from engine.events import (
     ProposalUpdated,
     TokensGenerated,
 )
+from tests.conftest import trust_repo_config
 from tests.test_tui_flow import describe, github_repo, open_issue, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.model
@@ -234,6 +235,7 @@ def tiny_repo(git_repo: Path, embedded_model_path: Path) -> Iterator[Path]:
         f'model_path = "{embedded_model_path}"\nchat_format = "gemma"\nn_ctx = 1024\n'
         "max_tokens = 96\nn_threads = 1\n"
     )
+    trust_repo_config(git_repo)  # a repository's model profile applies once trusted
     (git_repo / "prompt.json").write_text(json.dumps(MESSAGES))
     yield git_repo
     inst = backends._instances.pop("tiny", None)

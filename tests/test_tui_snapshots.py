@@ -9,6 +9,7 @@ model run (generation progress, a context summary, history rows). Regenerate the
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -375,9 +376,21 @@ def test_history_screen(snap_compare: Any, demo_repo: Path, size: tuple[int, int
 
 @pytest.mark.parametrize("size", SIZES)
 def test_models_screen(snap_compare: Any, demo_repo: Path, size: tuple[int, int]) -> None:
-    assert snap_compare(
-        make_app(demo_repo), terminal_size=size, run_before=push(lambda app: ModelsScreen())
-    )
+    pushed = push(lambda app: ModelsScreen())
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await pushed(pilot)
+        screen = pilot.app.screen
+        assert isinstance(screen, ModelsScreen)
+        deadline = time.monotonic() + 120
+        # the doctor check starts after the first paint and loads in a child process
+        while set(screen.status) != set(screen.workspace.config.models):
+            assert time.monotonic() < deadline, screen.status
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause(0.05)
+        await settle(pilot)
+
+    assert snap_compare(make_app(demo_repo), terminal_size=size, run_before=run_before)
 
 
 @pytest.mark.parametrize("size", SIZES)

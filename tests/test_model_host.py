@@ -347,6 +347,7 @@ async def test_the_tui_survives_a_dead_host_and_generates_again(
                 assert isinstance(modal, ErrorModal)
                 assert modal.error_title == "The model crashed"
                 assert how in modal.message and MOMENTS["load"] in modal.message
+                assert app.model_state.startswith("crashed")  # the badge no longer says loaded
                 await pilot.press("escape")
                 assert app.screen is issues
             else:
@@ -358,6 +359,7 @@ async def test_the_tui_survives_a_dead_host_and_generates_again(
                 await wait_for(pilot, lambda: not screen.running, "the crash")
                 failure = screen.failure
                 assert isinstance(failure, HostCrashed) and failure.signal == how
+                assert app.model_state.startswith("crashed")  # the badge no longer says loaded
                 assert app.screen is screen  # still on screen, with what to try
                 if moment == "decode":  # the partial proposal stays on screen
                     assert screen.partial is not None and "branch_suffix" in screen.partial
@@ -371,6 +373,8 @@ async def test_the_tui_survives_a_dead_host_and_generates_again(
                 screen.failure, BackendFailed
             ), describe(app.screen)
             assert not isinstance(app.screen, IssueScreen | ErrorModal)
+            if isinstance(app.screen, PreviewScreen):  # the new host answered
+                assert app.model_state == "loaded"
     finally:
         backends.close_all()
 

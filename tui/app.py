@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from engine.config import AppConfig
-from engine.errors import AgentTuiError, ConfigError
+from engine.errors import AgentTuiError, ConfigError, ModelHostCrashed
 from engine.forge.base import IssueSource
 
 # Imported here, not lazily by the issue prefetch thread: an import in that thread holds
@@ -254,6 +254,11 @@ class AgentTuiApp(App[int]):
         self.model_state = "loaded"
         self.refresh_badges()
 
+    def model_crashed(self) -> None:
+        """The model host died: nothing is loaded now, and the next use starts a new host."""
+        self.model_state = "crashed, restarts when next used"
+        self.refresh_badges()
+
     def refresh_badges(self) -> None:
         """Update the model badge on every screen's status bar."""
         text = f"{self.model_name}: {self.model_state}"
@@ -264,6 +269,8 @@ class AgentTuiApp(App[int]):
     # -- errors ----------------------------------------------------------------------------
     def show_error(self, error: BaseException) -> None:
         """Show an error in the one error modal: title, message, what to do."""
+        if isinstance(error, ModelHostCrashed):
+            self.model_crashed()
         if isinstance(error, AgentTuiError):
             title, message, hint = error.title, error.message, error.hint
         else:
@@ -277,7 +284,9 @@ class AgentTuiApp(App[int]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
-            if event.worker.group == "model":
+            if event.worker.group == "model" and not isinstance(
+                event.worker.error, ModelHostCrashed
+            ):
                 self.model_state = "failed"
                 self.refresh_badges()
             self.show_error(event.worker.error)

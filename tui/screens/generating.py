@@ -24,6 +24,7 @@ from engine.events import (
     Cancelled,
     Finished,
     GenerationFailed,
+    HostCrashed,
     Looping,
     PromptProcessed,
     ProposalUpdated,
@@ -255,6 +256,10 @@ class GeneratingScreen(AgentScreen):
     def on_generation_phased(self, message: GenerationPhased) -> None:
         self.phase = message.phase
         self._render_stats()
+        app = self.app
+        if message.phase == "generating" and getattr(app, "model_state", "loaded") != "loaded":
+            app.model_state = "loaded"  # type: ignore[attr-defined]  # it answers: it is loaded
+            app.refresh_badges()  # type: ignore[attr-defined]
 
     def on_context_built(self, message: ContextBuilt) -> None:
         context = message.context
@@ -289,6 +294,8 @@ class GeneratingScreen(AgentScreen):
         self._stop_ticker()
         self.failure = failure
         self.phase = f"stopped: {failure.kind}"
+        if isinstance(failure, HostCrashed):
+            self.app.model_crashed()  # type: ignore[attr-defined]
         if failure.partial is not None:
             self.partial = failure.partial
         self.query_one("#gen-tree", Static).update(proposal_tree(self.partial, stopped=True))

@@ -32,22 +32,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# the same issue and prompt as the constrained-decoding bench, so the figures compare
+from constrained_decoding import messages  # noqa: E402
+
 from engine.backends.base import GenerationRequest  # noqa: E402
 from engine.backends.llama_cpp import LlamaCppBackend  # noqa: E402
 from engine.backends.model_host import HostedLlamaBackend  # noqa: E402
 from engine.config import LlamaCppProfile, load_config  # noqa: E402
 from engine.events import Finished, GenerationFailed, TokensGenerated  # noqa: E402
-
-ISSUE = (
-    "Issue #12: Add a health endpoint\n\n"
-    'Add `GET /api/v1/health` to the FastAPI app. It returns `{"status": "ok"}` and the '
-    "application version from settings. Add a test with httpx. Closes #12 in the PR body."
-)
-
-
-def messages() -> list[dict[str, str]]:
-    system = (ROOT / "prompts" / "backend-dev.md").read_text(encoding="utf-8")
-    return [{"role": "system", "content": system}, {"role": "user", "content": ISSUE}]
 
 
 def timed(backend: Any, request: GenerationRequest) -> tuple[int, float, str, float]:

@@ -97,8 +97,17 @@ def new_llama(extra_buffers: bool | None = None, **kwargs: Any) -> Any:
     """
     import llama_cpp
 
-    with _model_params(use_extra_bufts=cpu_extra_buffers(extra_buffers, system_info())):
+    with cpu_safeguard(extra_buffers):
         return llama_cpp.Llama(**kwargs)
+
+
+def cpu_safeguard(extra_buffers: bool | None = None) -> contextlib.AbstractContextManager[None]:
+    """While it is open, llama.cpp models load with :func:`cpu_extra_buffers`'s decision.
+
+    For :func:`new_llama`, and for code that lets a library load the model itself (the
+    tests start the real ``llama_cpp.server`` inside it).
+    """
+    return _model_params(use_extra_bufts=cpu_extra_buffers(extra_buffers, system_info()))
 
 
 @contextlib.contextmanager

@@ -48,6 +48,7 @@ from engine.events import (
     Truncated,
 )
 from engine.models import BRANCH_SUFFIX_PATTERN, PATH_PATTERN, ChangeProposal, proposal_json_schema
+from tests import cpu_variant
 from tests.conftest import trust_repo_config
 
 pytestmark = pytest.mark.model
@@ -495,7 +496,7 @@ def test_generate_command_exit_codes_and_output(
     (git_repo / ".agent-tui.toml").write_text(
         'default_model = "tiny"\n[models.tiny]\nbackend = "llama_cpp"\n'
         f'model_path = "{embedded_model_path}"\nchat_format = "gemma"\nn_ctx = 1024\n'
-        "max_tokens = 96\nn_threads = 1\n"
+        f"max_tokens = 96\nn_threads = {cpu_variant.N_THREADS}\nn_batch = {cpu_variant.N_BATCH}\n"
     )
     trust_repo_config(git_repo)  # a model file needs trust
     prompt = git_repo / "prompt.json"

@@ -43,6 +43,7 @@ from engine.events import (
     ProposalUpdated,
     TokensGenerated,
 )
+from tests import cpu_variant
 from tests.conftest import trust_repo_config
 from tests.test_tui_flow import describe, github_repo, open_issue, wait_for  # noqa: F401
 
@@ -69,7 +70,8 @@ def _profile(model_path: Path) -> LlamaCppProfile:
         n_ctx=1024,
         max_tokens=16,
         temperature=0.0,
-        n_threads=1,
+        n_threads=cpu_variant.N_THREADS,
+        n_batch=cpu_variant.N_BATCH,
     )
 
 
@@ -233,7 +235,7 @@ def tiny_repo(git_repo: Path, embedded_model_path: Path) -> Iterator[Path]:
     (git_repo / ".agent-tui.toml").write_text(
         'default_model = "tiny"\n[models.tiny]\nbackend = "llama_cpp"\n'
         f'model_path = "{embedded_model_path}"\nchat_format = "gemma"\nn_ctx = 1024\n'
-        "max_tokens = 96\nn_threads = 1\n"
+        f"max_tokens = 96\nn_threads = {cpu_variant.N_THREADS}\nn_batch = {cpu_variant.N_BATCH}\n"
     )
     trust_repo_config(git_repo)  # a repository's model profile applies once trusted
     (git_repo / "prompt.json").write_text(json.dumps(MESSAGES))
@@ -327,7 +329,9 @@ async def test_the_tui_survives_a_dead_host_and_generates_again(
 
     moment, _, how = spec.partition(":")
     config = Path(os.environ["AGENT_TUI_CONFIG"])  # short answers: the crash is under test
-    text = config.read_text().replace("max_tokens = 512", "max_tokens = 24\nn_threads = 1")
+    text = config.read_text().replace(
+        "max_tokens = 512", f"max_tokens = 24\nn_threads = {cpu_variant.N_THREADS}"
+    )
     text = text.replace("n_ctx = 1536", "n_ctx = 1024")
     config.write_text(text)
     backends.close_all()  # the app's host must be a new one, started with the hook armed

@@ -36,7 +36,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.backends.llama_cpp import (  # noqa: E402
+from engine.core.config import LlamaCppProfile, load_config  # noqa: E402
+from engine.core.models import proposal_json_schema  # noqa: E402
+from engine.generate.backends.llama_cpp import (  # noqa: E402
     DecodeDone,
     DecodeOptions,
     LlamaCppBackend,
@@ -44,8 +46,6 @@ from engine.backends.llama_cpp import (  # noqa: E402
     SamplingParams,
     TokensDecoded,
 )
-from engine.config import LlamaCppProfile, load_config  # noqa: E402
-from engine.models import proposal_json_schema  # noqa: E402
 
 ISSUE = (
     "Issue #12: Add a health endpoint\n\n"

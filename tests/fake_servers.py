@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from engine.backends.llama_cpp import (
+from engine.generate.backends.llama_cpp import (
     DecodeDone,
     LlamaCppBackend,
     PromptEvaluated,

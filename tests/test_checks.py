@@ -18,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.checks import (
+from engine.core.errors import ConfigError, InvalidProposalError, UnsafePathError
+from engine.core.models import BRANCH_SUFFIX_PATTERN, ChangeProposal, FileChange
+from engine.review.checks import (
     ALWAYS_ON_CODES,
     CHECK_GROUPS,
     RULES,
@@ -33,9 +35,7 @@ from engine.checks import (
     safe_target,
     slugify_branch,
 )
-from engine.diff import RepoBase
-from engine.errors import ConfigError, InvalidProposalError, UnsafePathError
-from engine.models import BRANCH_SUFFIX_PATTERN, ChangeProposal, FileChange
+from engine.review.diff import RepoBase
 from tests.conftest import git
 
 ISSUE = 7
@@ -581,7 +581,7 @@ def test_enabled_filters_codes_and_rejects_unknown(world: dict[str, Path], base:
 
 
 def test_limits_from_config_follow_generation_max_files(git_repo: Path) -> None:
-    from engine.config import load_config
+    from engine.core.config import load_config
 
     (git_repo / ".agent-tui.toml").write_text("[generation]\nmax_files = 3\n")
     assert CheckLimits.from_config(load_config(git_repo)).max_files == 3
@@ -633,7 +633,7 @@ def test_slugify_always_gives_a_valid_suffix(text: str, number: int) -> None:
     number=st.integers(min_value=1, max_value=99999),
 )
 def test_fixed_proposals_pass_the_fixable_rules(branch: str | None, body: str, number: int) -> None:
-    from engine.checks import _message_findings
+    from engine.review.checks import _message_findings
 
     prop = ChangeProposal.model_construct(
         branch_suffix=branch, commit_message="feat: x", pr_title="feat: y", pr_body=body, files=[]
@@ -905,7 +905,7 @@ def test_a_profile_selects_its_convention_rules_and_keeps_the_safety_ones(
 
 
 def test_the_default_profile_turns_on_every_rule() -> None:
-    from engine.prompts import load_profile
+    from engine.context.prompts import load_profile
 
     enabled = enabled_for_profile(load_profile().checks)
     assert enabled == set(RULES)

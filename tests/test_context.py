@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.context import (
+from engine.context.build import (
     REASON_BINARY,
     REASON_BUDGET,
     REASON_SECRET,
@@ -27,9 +27,9 @@ from engine.context import (
     render_file,
     render_tree,
 )
-from engine.errors import ContextTooLargeError, RepoError
-from engine.models import Issue, IssueComment
-from engine.prompts import PromptProfile, load_profile
+from engine.context.prompts import PromptProfile, load_profile
+from engine.core.errors import ContextTooLargeError, RepoError
+from engine.core.models import Issue, IssueComment
 from tests.conftest import git
 
 Messages = list[dict[str, str]]

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from engine import context
-from engine.context import ContextResult, build_context, clear_cache, index_path
-from engine.models import Issue
-from engine.prompts import PromptProfile
+from engine.context import build as context
+from engine.context.build import ContextResult, build_context, clear_cache, index_path
+from engine.context.prompts import PromptProfile
+from engine.core.models import Issue
 from tests.conftest import git
 
 WORDS = (

@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.config import load_config
-from engine.forge.registry import issue_source_for
-from engine.models import Issue
+from engine.core.config import load_config
+from engine.core.models import Issue
+from engine.issues.forge.registry import issue_source_for
 from tests.conftest import REPO_ROOT, trust_repo_config
 
 #: heavy modules the first paint must not import (top-level packages or engine/tui modules)
@@ -31,20 +31,20 @@ MUST_BE_ABSENT = (
     "yaml",
     "numpy",
     "tokenizers",
-    "engine.context",
-    "engine.secrets_scan",
-    "engine.checks",
-    "engine.publish",
-    "engine.stream",
-    "engine.grammar",
-    "engine.batch",
-    "engine.prompts",
-    "engine.diff",
-    "engine.doctor",
-    "engine.backends.llama_cpp",
-    "engine.backends.http",
-    "engine.backends.ollama",
-    "engine.backends.openai_compat",
+    "engine.context.build",
+    "engine.context.secrets_scan",
+    "engine.review.checks",
+    "engine.publish.runner",
+    "engine.generate.stream",
+    "engine.generate.grammar",
+    "engine.flow.batch",
+    "engine.context.prompts",
+    "engine.review.diff",
+    "engine.flow.doctor",
+    "engine.generate.backends.llama_cpp",
+    "engine.generate.backends.http",
+    "engine.generate.backends.ollama",
+    "engine.generate.backends.openai_compat",
     "tui.screens.generating",
     "tui.screens.preview",
     "tui.screens.publish_plan",
@@ -53,13 +53,16 @@ MUST_BE_ABSENT = (
 )
 #: every engine/tui module the first paint may import; a new one must be added here on purpose
 FIRST_PAINT_MODULES = frozenset(
-    """engine engine.backends engine.backends.base engine.cli engine.cli.exitcodes
-    engine.config engine.errors engine.events engine.forge engine.forge.base
-    engine.forge.cache engine.forge.github engine.forge.local engine.forge.registry
-    engine.gitops engine.issuefilter engine.models engine.resources engine.session
+    """engine engine.core engine.issues engine.generate engine.publish engine.flow
+    engine.generate.backends engine.generate.backends.base engine.cli engine.cli.exitcodes
+    engine.core.config engine.core.errors engine.core.events engine.issues.forge
+    engine.issues.forge.base engine.issues.forge.cache engine.issues.forge.github
+    engine.issues.forge.local engine.issues.forge.registry engine.publish.gitops
+    engine.issues.issuefilter engine.core.models engine.core.resources engine.flow.session
     tui tui.app tui.cli tui.messages tui.screens tui.screens.base tui.screens.error
     tui.screens.issues tui.widgets tui.widgets.issue_table tui.widgets.status_bar
-    engine.textsafe engine.redact engine.trust engine.store engine.discover""".split()
+    engine.core.textsafe engine.core.redact engine.core.trust engine.publish.store
+    engine.generate.discover""".split()
     # the last line, ~20 ms together (stdlib only): untrusted titles are escaped and an
     # untrusted repository config is noticed in the first frame; the issue list's state column
     # reads the history store; discovery's worker starts right after the first refresh
@@ -69,7 +72,7 @@ CHILD = """
 import json, sys
 import tui.cli
 from pathlib import Path
-from engine.config import load_config
+from engine.core.config import load_config
 from tui.app import AgentTuiApp
 
 repo = Path(sys.argv[1])

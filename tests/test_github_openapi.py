@@ -30,11 +30,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-import engine.forge.github as gh
-from engine.errors import GitHubError, IssueNotFoundError
-from engine.forge.github import GitHubIssueSource, GitHubRepo, Token
-from engine.models import ChangeProposal
-from engine.publish import build_plan, execute
+import engine.issues.forge.github as gh
+from engine.core.errors import GitHubError, IssueNotFoundError
+from engine.core.models import ChangeProposal
+from engine.issues.forge.github import GitHubIssueSource, GitHubRepo, Token
+from engine.publish.runner import build_plan, execute
 from tests import test_publish
 from tests.conftest import git
 from tests.github_fake import FAKE_TOKEN, RawBody, RecordedRequest

@@ -24,7 +24,7 @@ def _engine_modules() -> list[str]:
 
 def test_there_are_engine_modules_to_check() -> None:
     mods = _engine_modules()
-    assert "engine.config" in mods and "engine.cli" in mods
+    assert "engine.core.config" in mods and "engine.cli" in mods
 
 
 @pytest.mark.parametrize("module", _engine_modules())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.secrets_scan import (
+from engine.context.secrets_scan import (
     OWN_KINDS,
     _prefilter,
     _required_literals,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.checks import Finding
 from engine.cli import main as cli_main
-from engine.errors import AgentTuiError
-from engine.store import STORE_FILE, PublishJob, Store, finding_to_json
+from engine.core.errors import AgentTuiError
+from engine.publish.store import STORE_FILE, PublishJob, Store, finding_to_json
+from engine.review.checks import Finding
 
 PROPOSAL = {
     "branch_suffix": "x",

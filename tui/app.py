@@ -23,16 +23,16 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from engine.config import AppConfig
-from engine.errors import AgentTuiError, ConfigError, ModelHostCrashed
-from engine.forge.base import IssueSource
+from engine.core.config import AppConfig
+from engine.core.errors import AgentTuiError, ConfigError, ModelHostCrashed
+from engine.core.textsafe import safe
+from engine.flow.session import ModelHost, Workspace
+from engine.issues.forge.base import IssueSource
 
 # Imported here, not lazily by the issue prefetch thread: an import in that thread holds
 # Python's import lock while the UI thread imports Textual's widgets during its first
 # compose, so the two serialise and the first paint came ~0.3 s later (bench/tui_bench.py).
-from engine.forge.registry import issue_source_for  # noqa: F401
-from engine.session import ModelHost, Workspace
-from engine.textsafe import safe
+from engine.issues.forge.registry import issue_source_for  # noqa: F401
 from tui.messages import ModelLoaded, ModelLoadStarted, WorkerFailed
 from tui.screens.error import ErrorModal
 from tui.widgets.status_bar import StatusBar
@@ -206,9 +206,9 @@ class AgentTuiApp(App[int]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="discover")
     def discover_models(self) -> None:
-        """Find the models this machine runs or has (``engine.discover``), for the Models
+        """Find the models this machine runs or has (``engine.generate.discover``), for the Models
         screen; short timeouts, loopback only."""
-        from engine.discover import discover
+        from engine.generate.discover import discover
 
         self.discovered = discover()
         for screen in self.screen_stack:

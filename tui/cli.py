@@ -17,8 +17,8 @@ from engine.cli.exitcodes import OK
 
 
 def _run_tui(repo: Path) -> int:
-    from engine.backends.model_host import set_log_llama
-    from engine.config import load_config
+    from engine.core.config import load_config
+    from engine.generate.backends.model_host import set_log_llama
     from tui.app import AgentTuiApp
 
     set_log_llama(False)  # the terminal is Textual's: llama.cpp's lines stay in the log file
@@ -57,7 +57,7 @@ def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import create_demo
+    from engine.flow.demo import create_demo
 
     demo = create_demo(args.dir)
     if args.no_tui:

@@ -15,10 +15,10 @@ from typing import Any
 
 from textual.message import Message
 
-from engine.errors import AgentTuiError
-from engine.events import GenerationFailed
-from engine.forge.base import RefreshResult
-from engine.models import Issue, IssueComment
+from engine.core.errors import AgentTuiError
+from engine.core.events import GenerationFailed
+from engine.core.models import Issue, IssueComment
+from engine.issues.forge.base import RefreshResult
 
 
 @dataclass
@@ -49,7 +49,7 @@ class IssueStatesLoaded(Message):
 @dataclass
 class ProposalRestored(Message):
     """The latest proposal of the issue on screen was brought back from the history
-    (``run``: an ``engine.session.IssueRun`` holding its review)."""
+    (``run``: an ``engine.flow.session.IssueRun`` holding its review)."""
 
     run: Any
 
@@ -113,7 +113,7 @@ class GenerationPhased(Message):
 @dataclass
 class ProposalReady(Message):
     """Generation finished with a valid proposal, already checked (``result``: a
-    ``engine.session.Review``)."""
+    ``engine.flow.session.Review``)."""
 
     result: Any
 
@@ -167,7 +167,8 @@ class HistoryLoaded(Message):
 
 @dataclass
 class ModelsDiscovered(Message):
-    """Model servers and GGUF files found on this machine (``engine.discover.Discovered``)."""
+    """Model servers and GGUF files found on this machine
+    (``engine.generate.discover.Discovered``)."""
 
     found: list[Any]
 

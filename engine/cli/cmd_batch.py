@@ -1,7 +1,7 @@
 """``agent-tui batch``: proposals (and optionally draft PRs) for many issues in one run.
 
 Why: "a draft PR for every ``good-first-issue``" overnight on a served model, and the same in
-CI. The work is ``engine.batch`` (the TUI's steps per issue, K at once on a server backend,
+CI. The work is ``engine.flow.batch`` (the TUI's steps per issue, K at once on a server backend,
 resumable from the history database); this module parses flags, asks before publishing on a
 terminal, shows progress on stderr and prints the summary table (or ``--json``) on stdout.
 Ctrl-C cancels the running generations cleanly; rerunning the same command resumes.
@@ -15,12 +15,12 @@ import sys
 import threading
 from typing import Any
 
-from engine.batch import PUBLISH_MODES, BatchOptions, BatchProgress, BatchSummary, run_batch
 from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import CANCELLED, FAILED_CHECK, INTERRUPTED, OK, QUEUED
-from engine.context import repo_root
-from engine.errors import ConfigError
-from engine.session import Workspace
+from engine.context.build import repo_root
+from engine.core.errors import ConfigError
+from engine.flow.batch import PUBLISH_MODES, BatchOptions, BatchProgress, BatchSummary, run_batch
+from engine.flow.session import Workspace
 
 NAME = "batch"
 HELP = "generate (and optionally publish as drafts) for many issues; resumable"
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     options.selector()  # neither/both selections: an error before anything else
     workspace = Workspace(root, config)
     if args.publish == "draft":
-        from engine.forge.registry import github_repo_for
+        from engine.issues.forge.registry import github_repo_for
 
         github = github_repo_for(root, config)
         if not _confirm(args, github.full_name if github else f"remote {config.publish.remote}"):

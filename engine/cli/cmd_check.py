@@ -13,7 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.checks import (
+from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.exitcodes import FAILED_CHECK, OK
+from engine.context.prompts import load_profile
+from engine.core.errors import ConfigError
+from engine.review.checks import (
     CheckLimits,
     apply_fixes,
     enabled_for_profile,
@@ -22,11 +26,7 @@ from engine.checks import (
     proposal_to_data,
     run_checks,
 )
-from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
-from engine.cli.exitcodes import FAILED_CHECK, OK
-from engine.diff import RepoBase, diff_proposal
-from engine.errors import ConfigError
-from engine.prompts import load_profile
+from engine.review.diff import RepoBase, diff_proposal
 
 NAME = "check"
 HELP = "check a proposal JSON file: findings (safety + the prompt's rules) and the diff summary"

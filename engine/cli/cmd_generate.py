@@ -1,6 +1,6 @@
 """``agent-tui generate``: one constrained generation, headless, progress on stderr.
 
-Two forms: ``generate ISSUE`` runs an issue the way the TUI does (``engine.session``: context,
+Two forms: ``generate ISSUE`` runs an issue the way the TUI does (``engine.flow.session``: context,
 generation, checks, a history entry); ``generate --prompt-file FILE`` sends a prompt of your
 own (no checks, no history).
 
@@ -30,11 +30,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.backends import Backend, GenerationRequest, get_backend
 from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, INVALID, LOOPING, OK, TRUNCATED
-from engine.errors import ConfigError
-from engine.events import (
+from engine.core.errors import ConfigError
+from engine.core.events import (
     Cancelled,
     FinalEvent,
     Finished,
@@ -47,7 +46,8 @@ from engine.events import (
     TokensGenerated,
     Truncated,
 )
-from engine.stream import json_location
+from engine.generate.backends import Backend, GenerationRequest, get_backend
+from engine.generate.stream import json_location
 
 NAME = "generate"
 HELP = "generate a change proposal for an issue (or from a prompt file) with a model profile"
@@ -488,16 +488,15 @@ def _previous_answer(args: argparse.Namespace, workspace: Any, run: Any) -> str:
 
 
 def run_issue(args: argparse.Namespace) -> int:
-    """``generate ISSUE``: the TUI's run of one issue, headless (``engine.session``).
+    """``generate ISSUE``: the TUI's run of one issue, headless (``engine.flow.session``).
 
     The proposal goes to stdout or ``--out``, the findings to stderr; the generation is
     recorded in the history (failures too), so ``agent-tui publish --generation ID`` can
     publish it later with its provenance. Exit status: the generation's (3-6, 7), else 1 when
     an error finding remains, else 0.
     """
-    from engine.checks import has_errors
-    from engine.context import repo_root
-    from engine.session import (
+    from engine.context.build import repo_root
+    from engine.flow.session import (
         ContextReady,
         ModelLoading,
         ModelReady,
@@ -506,6 +505,7 @@ def run_issue(args: argparse.Namespace) -> int:
         Reviewed,
         Workspace,
     )
+    from engine.review.checks import has_errors
 
     root = repo_root(repo_dir(args))
     config = load(args)

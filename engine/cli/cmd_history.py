@@ -13,10 +13,10 @@ import json
 
 from engine.cli.common import add_json_argument, add_repo_argument, positive_int, repo_dir
 from engine.cli.exitcodes import OK
-from engine.errors import AgentTuiError
-from engine.gitops import toplevel
-from engine.store import OUTCOMES, Store
-from engine.textsafe import safe
+from engine.core.errors import AgentTuiError
+from engine.core.textsafe import safe
+from engine.publish.gitops import toplevel
+from engine.publish.store import OUTCOMES, Store
 
 NAME = "history"
 HELP = "list past generations and their outcome; --jobs lists the publish outbox"

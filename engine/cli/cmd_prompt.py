@@ -11,12 +11,12 @@ import argparse
 import json
 from pathlib import Path
 
-from engine.backends import get_backend
 from engine.cli.common import add_json_argument, add_repo_argument, load, positive_int, repo_dir
 from engine.cli.exitcodes import OK
-from engine.context import ContextResult, build_context, repo_root
-from engine.errors import ConfigError, RepoError
-from engine.prompts import PromptProfile, discover_profiles, load_profile
+from engine.context.build import ContextResult, build_context, repo_root
+from engine.context.prompts import PromptProfile, discover_profiles, load_profile
+from engine.core.errors import ConfigError, RepoError
+from engine.generate.backends import get_backend
 
 NAME = "prompt"
 HELP = "show the exact messages for an issue, their token counts and what was left out"
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     model = config.profile(model_name)
     profile = load_profile(args.prompt_profile or config.default_prompt, root)
 
-    from engine.forge.registry import issue_source_for
+    from engine.issues.forge.registry import issue_source_for
 
     source = issue_source_for(root, config)
     issue = source.get_issue(args.issue)

@@ -1,6 +1,6 @@
 """``agent-tui publish``: a proposal file -> branch, commit, push and pull request.
 
-Why headless: the TUI's publish screen and scripts share one path (``engine.publish``). The
+Why headless: the TUI's publish screen and scripts share one path (``engine.publish.runner``). The
 checks run first and any error finding refuses the publish (exit status 1); the plan is
 printed, and on a terminal the user must type ``yes`` (a bare Enter never publishes); without
 a terminal ``--yes`` is required. A network failure queues the job in the outbox (exit 8,
@@ -14,20 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-from engine.checks import (
-    CheckLimits,
-    enabled_for_profile,
-    has_errors,
-    load_proposal_file,
-    run_checks,
-)
 from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, OK, QUEUED
-from engine.config import AppConfig
-from engine.errors import AgentTuiError, PublishError
-from engine.gitops import toplevel
-from engine.prompts import load_profile
-from engine.publish import (
+from engine.context.prompts import load_profile
+from engine.core.config import AppConfig
+from engine.core.errors import AgentTuiError, PublishError
+from engine.publish.gitops import toplevel
+from engine.publish.runner import (
     BranchChoice,
     Provenance,
     PublishPlan,
@@ -37,7 +30,14 @@ from engine.publish import (
     model_ref_for,
     provenance_from_history,
 )
-from engine.store import Store
+from engine.publish.store import Store
+from engine.review.checks import (
+    CheckLimits,
+    enabled_for_profile,
+    has_errors,
+    load_proposal_file,
+    run_checks,
+)
 
 NAME = "publish"
 HELP = "publish a proposal JSON file: branch, commit, push and pull request (asks first)"
@@ -147,7 +147,7 @@ def _generation_of(store: Store, issue: int, proposal: dict[str, object]) -> int
 
 def _issue_title(repo: Path, config: AppConfig, number: int) -> str:
     """The issue's title from the issue cache or local files (no network; "" unknown)."""
-    from engine.forge.registry import issue_source_for
+    from engine.issues.forge.registry import issue_source_for
 
     try:
         issues = issue_source_for(repo, config).list_issues()

@@ -20,7 +20,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Static
 
-from engine.events import (
+from engine.core.events import (
     Cancelled,
     Finished,
     GenerationFailed,
@@ -31,7 +31,7 @@ from engine.events import (
     TokensGenerated,
     Truncated,
 )
-from engine.session import (
+from engine.flow.session import (
     ContextReady,
     IssueRun,
     ModelLoading,

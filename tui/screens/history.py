@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
-from engine.textsafe import safe
+from engine.core.textsafe import safe
 from tui.messages import HistoryLoaded
 from tui.screens.base import AgentScreen
 from tui.widgets.status_bar import StatusBar
@@ -64,7 +64,7 @@ class HistoryScreen(AgentScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="history")
     def load(self) -> None:
-        from engine.publish import outbox
+        from engine.publish.runner import outbox
 
         workspace = self.app.workspace  # type: ignore[attr-defined]
         store = workspace.store()

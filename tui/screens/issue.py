@@ -16,10 +16,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Markdown, Static
 
-from engine.errors import AgentTuiError
-from engine.models import Issue, IssueComment
-from engine.session import IssueRun
-from engine.textsafe import safe
+from engine.core.errors import AgentTuiError
+from engine.core.models import Issue, IssueComment
+from engine.core.textsafe import safe
+from engine.flow.session import IssueRun
 from tui.messages import (
     ContextBuilt,
     IssueCommentsLoaded,

@@ -16,9 +16,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Input, Static
 
-from engine.issuefilter import SORT_KEYS, IssueFilter, SortKey, sort_issues
-from engine.models import Issue
-from engine.textsafe import safe
+from engine.core.models import Issue
+from engine.core.textsafe import safe
+from engine.issues.issuefilter import SORT_KEYS, IssueFilter, SortKey, sort_issues
 from tui.messages import IssuesLoaded, IssuesRefreshed, IssueStatesLoaded
 from tui.screens.base import AgentScreen
 from tui.widgets.issue_table import IssueTable

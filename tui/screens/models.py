@@ -58,7 +58,8 @@ class ModelsScreen(AgentScreen):
         self.run_doctor = run_doctor
         self.status: dict[str, tuple[str, str]] = {}
         self.found: dict[str, Any] = {}
-        """Models found on this machine and not configured (``engine.discover.Discovered``)."""
+        """Models found on this machine and not configured
+        (``engine.generate.discover.Discovered``)."""
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -157,7 +158,7 @@ class ModelsScreen(AgentScreen):
         self._fill_models()
 
     def _fill_prompts(self) -> None:
-        from engine.prompts import discover_profiles
+        from engine.context.prompts import discover_profiles
 
         table = self.query_one("#prompts", DataTable)
         row = table.cursor_row
@@ -173,7 +174,7 @@ class ModelsScreen(AgentScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="doctor")
     def check(self) -> None:
-        from engine.doctor import check_profile
+        from engine.flow.doctor import check_profile
 
         for name, profile in sorted(self.workspace.config.models.items()):
             status, detail = summarise_checks(check_profile(name, profile))
@@ -220,7 +221,7 @@ class ModelsScreen(AgentScreen):
 
     def action_save(self) -> None:
         """Save the highlighted profile found on this machine to the user config."""
-        from engine.discover import save_profile
+        from engine.generate.discover import save_profile
 
         name = self._selected("models")
         config = self.workspace.config

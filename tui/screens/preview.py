@@ -21,8 +21,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Footer, OptionList, Static
 
-from engine.session import IssueRun, Review
-from engine.textsafe import safe
+from engine.core.textsafe import safe
+from engine.flow.session import IssueRun, Review
 from tui.messages import ChecksCompleted
 from tui.screens.base import AgentScreen
 from tui.widgets.diff_view import DiffView

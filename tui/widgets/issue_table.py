@@ -23,8 +23,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.models import Issue
-from engine.textsafe import safe
+from engine.core.models import Issue
+from engine.core.textsafe import safe
 
 
 def _fit(text: str, width: int) -> str:

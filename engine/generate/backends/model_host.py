@@ -1,0 +1,1027 @@
+"""The model host: llama.cpp in a child process, so a crash there never takes the app down.
+
+Why a child process: llama.cpp is native code. A segfault, a ``GGML_ABORT`` on a CUDA
+out-of-memory or the kernel's OOM killer ends the whole process that runs it; in-process, that
+is the user's TUI session with its proposal and edits. Ollama, llama-server and LM Studio keep
+the runtime in its own process for this reason, and so do we.
+
+``HostedLlamaBackend`` is what the registry gives a ``llama_cpp`` profile. It implements the
+same ``Backend`` interface and forwards every call to a child (``python -m
+engine.generate.backends.model_host``) that runs the unchanged ``LlamaCppBackend``: the check-first
+decoding loop, llguidance's matcher and the prefix KV cache all live there. The two talk over a
+socket pair with pickled messages; the child sends the backend's own typed events, several per
+message (text merged, only the newest partial proposal kept), so nothing per token crosses the
+pipe needlessly.
+
+* The host starts on first use and lives as long as its backend (one per loaded profile; the
+  registry keeps one backend per profile for the app's life). ``close()`` ends it.
+* Cancel is a message the child's reader thread turns into the backend's ``threading.Event``
+  (so it stops within one token, or mid-batch through llama.cpp's abort callback); a host that
+  has not answered 2 s after a cancel is killed, and the next use starts a new one.
+* When the host dies, the generation ends with ``HostCrashed`` (a ``BackendFailed``) naming the
+  signal or exit code, the last lines llama.cpp logged and the profile's ``n_ctx`` and
+  ``n_gpu_layers``, with what to try; outside a generation (loading, counting tokens) the same
+  words come as a raised ``ModelHostCrashed``. The next use starts a new host.
+* llama.cpp's own log lines go to ``<state dir>/logs/llama-<profile>.log`` (the child's stderr
+  is that file), never to the terminal; ``set_log_llama(True)`` (``--verbose``, ``[generation]
+  log_llama``) copies them to the app's stderr too.
+
+A test hook crashes the host on purpose: ``AGENT_TUI_HOST_CRASH=MOMENT:HOW`` with MOMENT one of
+``load``, ``prompt``, ``decode`` and HOW a signal name (``SIGSEGV``, ``SIGABRT``, ``SIGKILL``)
+or ``exit3``; with ``AGENT_TUI_HOST_CRASH_ONCE=FILE`` only the first host that gets to create
+FILE crashes; ``AGENT_TUI_HOST_CRASH_FILE=FILE`` reads MOMENT:HOW from FILE at each moment (to
+arm a running host). ``AGENT_TUI_HOST_HOLD=1`` makes a generation wait after its first text
+until it is cancelled (a slow machine's pace, for UI tests; read by the app at each request).
+The others are read only by the child.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from engine.core.errors import AgentTuiError, BackendError, ModelHostCrashed
+from engine.core.events import (
+    Cancelled,
+    Finished,
+    GenerationEvent,
+    GenerationFailed,
+    GenerationStats,
+    HostCrashed,
+    PromptProcessed,
+    ProposalUpdated,
+    TokensGenerated,
+)
+from engine.generate.backends.base import Backend, GenerationRequest
+
+#: seconds a host may take to stop after a cancel before it is killed
+CANCEL_GRACE_S = 2.0
+#: the child sends what it has at least this often while decoding
+FLUSH_INTERVAL_S = 0.02
+#: log lines quoted in a crash message
+TAIL_LINES = 8
+#: a host's log past this size is renamed to ``.log.1`` when the next host starts
+LOG_ROTATE_BYTES = 4 * 1024 * 1024
+
+_log_llama = False
+
+
+def set_log_llama(on: bool) -> None:
+    """Copy llama.cpp's log lines to the app's stderr (``--verbose``); hosts started later."""
+    global _log_llama
+    _log_llama = on
+
+
+def log_llama() -> bool:
+    """Whether llama.cpp's log lines are copied to the app's stderr."""
+    return _log_llama
+
+
+def log_dir() -> Path:
+    """Where the model hosts write llama.cpp's log (the app's state directory)."""
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("agent-tui")) / "logs"
+
+
+def log_path(profile_name: str) -> Path:
+    """The llama.cpp log file of one profile's host."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", profile_name) or "model"
+    return log_dir() / f"llama-{safe}.log"
+
+
+_SIGNAL_WORDS = {
+    "SIGSEGV": "a segmentation fault in native code",
+    "SIGABRT": "an abort (llama.cpp's GGML_ABORT, e.g. out of GPU memory)",
+    "SIGKILL": "killed (the system may have run out of memory)",
+    "SIGBUS": "a bus error in native code",
+    "SIGILL": "an illegal instruction (a build for another CPU?)",
+    "SIGFPE": "an arithmetic fault in native code",
+}
+
+
+def _describe_end(returncode: int | None) -> tuple[str, int | None, str]:
+    """(signal name, exit code, words) for a finished child's return code."""
+    if returncode is None:
+        return "", None, "stopped answering"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        words = _SIGNAL_WORDS.get(name, "killed by a signal")
+        return name, None, f"{name}: {words}"
+    return "", returncode, f"exited with code {returncode}"
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _read_tail(path: Path, offset: int, lines: int = TAIL_LINES) -> tuple[str, ...]:
+    """The last ``lines`` non-empty lines written to ``path`` after ``offset``."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            start = max(offset, size - 16384)
+            fh.seek(start)
+            data = fh.read()
+    except OSError:
+        return ()
+    text = data.decode("utf-8", errors="replace")
+    kept = [_CONTROL.sub("", line).rstrip() for line in text.splitlines()]
+    return tuple(line for line in kept if line.strip())[-lines:]
+
+
+# ============================================================================================
+# The parent side
+
+
+def _child_env() -> tuple[dict[str, str], str]:
+    """The environment and working directory of a child: it imports the very engine this
+    process runs (a checkout on ``PYTHONPATH`` as much as an installed package)."""
+    root = str(Path(__file__).resolve().parents[3])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env, root
+
+
+@dataclass
+class _Dead:
+    """Posted to every waiting request when the host is gone."""
+
+    signal: str
+    exit_code: int | None
+    words: str
+    log_tail: tuple[str, ...]
+    log: Path
+
+
+class _Host:
+    """One running child process and the requests waiting on it."""
+
+    def __init__(self, name: str, profile: Any) -> None:
+        self.name = name
+        self.log = log_path(name)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        try:  # one old generation of the log is kept
+            if self.log.stat().st_size > LOG_ROTATE_BYTES:
+                os.replace(self.log, self.log.with_name(self.log.name + ".1"))
+        except OSError:
+            pass
+        parent_sock, child_sock = socket.socketpair()
+        self._log_fh = open(self.log, "ab")  # noqa: SIM115 - the child's stderr for its life
+        self.log_offset = self._log_fh.seek(0, os.SEEK_END)
+        pass_fds = [child_sock.fileno()]
+        env, root = _child_env()
+        env["AGENT_TUI_HOST_FD"] = str(child_sock.fileno())
+        echo = -1
+        if _log_llama:
+            echo = os.dup(sys.stderr.fileno())
+            pass_fds.append(echo)
+        env["AGENT_TUI_HOST_ECHO_FD"] = str(echo)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "engine.generate.backends.model_host"],
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_fh,
+                stderr=self._log_fh,
+                pass_fds=pass_fds,
+                env=env,
+                close_fds=True,
+                cwd=root,
+                # its own session: a Ctrl-C in the terminal is the app's to handle (a cancel),
+                # it must not kill the host
+                start_new_session=True,
+            )
+        finally:
+            child_sock.close()
+            if echo >= 0:
+                os.close(echo)
+        self.conn = Connection(parent_sock.detach())
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, queue.Queue[Any]] = {}
+        self._waiting_lock = threading.Lock()
+        self.dead: _Dead | None = None
+        self.send(0, "init", (name, profile))
+        self._reader = threading.Thread(target=self._read, name=f"model-host-{name}", daemon=True)
+        self._reader.start()
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def send(self, rid: int, op: str, payload: Any = None) -> bool:
+        """Send one message; False when the host is gone."""
+        try:
+            with self._send_lock:
+                self.conn.send((rid, op, payload))
+            return True
+        except (OSError, EOFError, ValueError):
+            return False
+
+    def request(self, op: str, payload: Any = None) -> tuple[int, queue.Queue[Any]]:
+        """Start a request; its answers arrive on the returned queue."""
+        rid = next(self._ids)
+        answers: queue.Queue[Any] = queue.Queue()
+        with self._waiting_lock:
+            if self.dead is not None:
+                answers.put(self.dead)
+                return rid, answers
+            self._waiting[rid] = answers
+        if not self.send(rid, op, payload):
+            self._wait_dead()
+        return rid, answers
+
+    def finish(self, rid: int) -> None:
+        with self._waiting_lock:
+            self._waiting.pop(rid, None)
+
+    def call(self, op: str, payload: Any = None) -> Any:
+        """A request with one answer: its value, or its error raised."""
+        rid, answers = self.request(op, payload)
+        try:
+            item = answers.get()
+        finally:
+            self.finish(rid)
+        if isinstance(item, _Dead):
+            raise _DeadError(item)
+        kind, value = item
+        if kind == "err":
+            raise _rebuild_error(value)
+        return value
+
+    def _read(self) -> None:
+        while True:
+            try:
+                rid, kind, value = self.conn.recv()
+            except (EOFError, OSError, ValueError):
+                break
+            except Exception:  # a message we cannot unpickle: the host is not sane
+                self.kill()
+                break
+            with self._waiting_lock:
+                answers = self._waiting.get(rid)
+            if answers is not None:
+                answers.put((kind, value))
+        self._wait_dead()
+
+    def _wait_dead(self) -> None:
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._log_fh.flush()
+        sig, exit_code, words = _describe_end(code)
+        dead = _Dead(sig, exit_code, words, _read_tail(self.log, self.log_offset), self.log)
+        with self._waiting_lock:
+            if self.dead is None:
+                self.dead = dead
+            waiting = list(self._waiting.values())
+        for answers in waiting:
+            answers.put(self.dead)
+
+    @property
+    def alive(self) -> bool:
+        return self.dead is None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """End the child now (SIGKILL) and reap it, so the next use starts a new host."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def close(self, timeout: float = CANCEL_GRACE_S) -> None:
+        """Ask the child to exit; kill it when it does not within ``timeout``."""
+        if self.proc.poll() is None:
+            self.send(0, "close")
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        self._reader.join(timeout=timeout)
+        self._log_fh.close()
+
+
+def _rebuild_error(info: tuple[str, str, str, str, str]) -> AgentTuiError:
+    """The child's typed error, rebuilt in this process (same class when it is ours)."""
+    module, qualname, message, hint, title = info
+    import importlib
+
+    cls: Any = BackendError
+    if module.startswith("engine."):
+        try:
+            found = getattr(importlib.import_module(module), qualname, None)
+        except ImportError:
+            found = None
+        if isinstance(found, type) and issubclass(found, AgentTuiError):
+            cls = found
+    try:
+        error: AgentTuiError = cls(message, hint=hint, title=title)
+    except TypeError:
+        error = BackendError(message, hint=hint, title=title)
+    return error
+
+
+class HostedLlamaBackend(Backend):
+    """A ``llama_cpp`` profile served by its own model host process (see the module doc)."""
+
+    kind = "llama_cpp"
+    CAN_CANCEL = True
+    CONCURRENT = False
+    PREFIX_CACHE = True
+    EXACT_TOKEN_COUNT = True
+
+    def __init__(self, name: str, profile: Any) -> None:
+        super().__init__(name, profile)
+        self._host: _Host | None = None
+        self._lock = threading.Lock()
+        self._loaded = False
+        self.warnings: list[str] = []
+        """Warnings from loading (e.g. GPU offload asked for but unavailable)."""
+        self.crashes = 0
+        """Hosts of this backend that died (tests, the TUI's model badge)."""
+        self.last_crash: ModelHostCrashed | None = None
+
+    # -- the host ----------------------------------------------------------------------------
+    def _ensure_host(self) -> _Host:
+        with self._lock:
+            host = self._host
+            if host is not None and not host.alive:
+                host.close(timeout=0.5)
+                self._host = host = None
+                self._loaded = False
+            if host is None:
+                host = self._host = _Host(self.name, self.profile)
+            return host
+
+    @property
+    def host_pid(self) -> int | None:
+        """The running host's process id (None: none runs)."""
+        host = self._host
+        return host.proc.pid if host is not None and host.alive else None
+
+    def _crash_error(self, dead: _Dead, during: str) -> ModelHostCrashed:
+        self.crashes += 1
+        error = ModelHostCrashed(
+            self._crash_message(dead, during),
+            hint=self._crash_hint(dead.log),
+            signal=dead.signal,
+            exit_code=dead.exit_code,
+            log_tail=dead.log_tail,
+        )
+        self.last_crash = error
+        return error
+
+    def _crash_message(self, dead: _Dead, during: str) -> str:
+        p = self.profile
+        text = (
+            f"the model host of profile {self.name!r} died {during} ({dead.words}); "
+            f"n_ctx={p.n_ctx}, n_gpu_layers={p.n_gpu_layers}. agent-tui itself is fine"
+        )
+        if dead.log_tail:
+            text += ". llama.cpp's last log lines:\n  " + "\n  ".join(dead.log_tail)
+        return text
+
+    def _crash_hint(self, log: Path | None = None) -> str:
+        p = self.profile
+        tries = [f"a smaller n_ctx (now {p.n_ctx})"]
+        if p.n_gpu_layers != 0:
+            tries.append(f"fewer GPU layers (n_gpu_layers, now {p.n_gpu_layers})")
+        tries.append("a server profile (backend = 'ollama' or 'openai')")
+        return (
+            "try " + ", ".join(tries[:-1]) + " or " + tries[-1] + "; the next generation starts "
+            f"a new model host. The full llama.cpp log: {log or log_path(self.name)}"
+        )
+
+    def _call(self, op: str, payload: Any, during: str) -> Any:
+        if not self._loaded:
+            during = "while loading the model"
+        host = self._ensure_host()
+        try:
+            result = host.call(op, payload)
+        except _DeadError as exc:
+            self._loaded = False
+            raise self._crash_error(exc.dead, during) from None
+        self._loaded = True  # every request loads the model in the host first
+        return result
+
+    # -- Backend -----------------------------------------------------------------------------
+    def load(self) -> dict[str, Any]:
+        """Start the host and load the model in it (it loads lazily otherwise).
+
+        Returns:
+            What the host says about the model (``n_ctx``, ``n_vocab``, ``warnings``).
+
+        Raises:
+            ModelLoadError: the file is missing, not a GGUF, or llama.cpp cannot load it.
+            ModelHostCrashed: the host died while loading.
+        """
+        info: dict[str, Any] = self._call("load", None, "while loading the model")
+        self.warnings = list(info.get("warnings", []))
+        self._loaded = True
+        return info
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a host runs with the model in memory."""
+        return self._loaded and self._host is not None and self._host.alive
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        result: int = self._call("count_tokens", messages, "while counting tokens")
+        return result
+
+    def count_text(self, text: str) -> int:
+        result: int = self._call("count_text", text, "while counting tokens")
+        return result
+
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """Exactly the tokens ``generate`` evaluates for ``messages``."""
+        result: list[int] = self._call("prompt_tokens", messages, "while counting tokens")
+        return result
+
+    def close(self) -> None:
+        """End the host (the next use starts a new one)."""
+        with self._lock:
+            host, self._host = self._host, None
+            self._loaded = False
+        if host is not None:
+            host.close()
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        cancel: threading.Event | None = None,
+        *,
+        sampling: Any = None,
+        options: Any = None,
+    ) -> Iterator[GenerationEvent]:
+        """Stream the host's events for ``request``; the last is final.
+
+        ``sampling``/``options`` are ``LlamaCppBackend.generate``'s (forwarded as they are).
+        A host that dies ends the stream with ``HostCrashed``; one that does not stop within
+        2 s of ``cancel`` is killed and the stream ends with ``Cancelled``.
+        """
+        cancel = cancel or threading.Event()
+        stats = GenerationStats(backend=self.kind, model=self.name)
+        try:
+            host = self._ensure_host()
+        except OSError as exc:
+            yield HostCrashed(
+                message=f"profile {self.name!r}: the model host could not start: {exc}",
+                hint=self._crash_hint(),
+                stats=stats,
+            )
+            return
+        extra: dict[str, Any] = {}
+        if sampling is not None:
+            extra["sampling"] = sampling
+        if options is not None:
+            extra["options"] = options
+        hold = os.environ.get("AGENT_TUI_HOST_HOLD") == "1"  # a test hook, see the module doc
+        rid, answers = host.request("generate", (request, extra, hold))
+        raw: list[str] = []
+        partial: dict[str, Any] | None = None
+        prompt_done: PromptProcessed | None = None
+        completion = 0
+        model_loaded = self._loaded
+        cancel_sent = 0.0
+        final_seen = False
+        try:
+            while True:
+                if cancel.is_set() and not cancel_sent:
+                    cancel_sent = time.monotonic()
+                    host.send(rid, "cancel")
+                if cancel_sent and time.monotonic() - cancel_sent > CANCEL_GRACE_S:
+                    host.kill()
+                    self._loaded = False
+                    final_seen = True
+                    yield Cancelled(
+                        message=f"cancelled after {completion} tokens (the model host did not "
+                        f"stop within {CANCEL_GRACE_S:.0f} s and was restarted)",
+                        hint="regenerate when ready",
+                        partial=partial,
+                        raw="".join(raw),
+                        stats=replace(
+                            stats, completion_tokens=completion, finish_reason="cancelled"
+                        ),
+                    )
+                    return
+                try:
+                    item = answers.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if isinstance(item, _Dead):
+                    if prompt_done is None:
+                        during = "while evaluating the prompt"
+                        if not model_loaded:
+                            during = "while loading the model"
+                    else:
+                        during = f"while decoding (after {completion} tokens)"
+                    error = self._crash_error(item, during)
+                    self._loaded = False
+                    final_seen = True
+                    if partial is None and raw:
+                        from engine.generate.stream import partial_parse
+
+                        partial = partial_parse("".join(raw))
+                    yield HostCrashed(
+                        message=error.message,
+                        hint=error.hint,
+                        partial=partial,
+                        raw="".join(raw),
+                        stats=replace(
+                            stats,
+                            prompt_tokens=prompt_done.prompt_tokens if prompt_done else 0,
+                            completion_tokens=completion,
+                            finish_reason="error",
+                        ),
+                        signal=item.signal,
+                        exit_code=item.exit_code,
+                        log_tail=item.log_tail,
+                    )
+                    return
+                kind, value = item
+                if kind == "loaded":
+                    self._loaded = model_loaded = True
+                    self.warnings = list(value.get("warnings", []))
+                    continue
+                if kind == "err":  # an unexpected error in the host (a bug): typed anyway
+                    final_seen = True
+                    yield _failed_from_error(_rebuild_error(value), stats, raw, partial)
+                    return
+                for event in value:
+                    if isinstance(event, PromptProcessed):
+                        prompt_done = event
+                    elif isinstance(event, TokensGenerated):
+                        raw.append(event.text)
+                        completion = event.completion_tokens
+                    elif isinstance(event, ProposalUpdated):
+                        partial = event.partial
+                    if isinstance(event, Finished | GenerationFailed):
+                        final_seen = True
+                    yield event
+                if final_seen:
+                    return
+        finally:
+            if not final_seen:
+                # the consumer stopped reading: stop the host's loop so the next request is clean
+                self._abandon(host, rid, answers, cancel_sent)
+            host.finish(rid)
+
+    def _abandon(
+        self, host: _Host, rid: int, answers: queue.Queue[Any], cancel_sent: float
+    ) -> None:
+        if not cancel_sent:
+            host.send(rid, "cancel")
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while time.monotonic() < deadline:
+            try:
+                item = answers.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(item, _Dead):
+                return
+            kind, value = item
+            if kind == "err" or (
+                kind == "events" and any(isinstance(e, Finished | GenerationFailed) for e in value)
+            ):
+                return
+        host.kill()
+
+
+class _DeadError(Exception):
+    """Raised by ``_Host.call`` when the host is gone (turned into ``ModelHostCrashed``)."""
+
+    def __init__(self, dead: _Dead) -> None:
+        super().__init__(dead.words)
+        self.dead = dead
+
+
+def _failed_from_error(
+    error: AgentTuiError,
+    stats: GenerationStats,
+    raw: list[str],
+    partial: dict[str, Any] | None,
+) -> GenerationFailed:
+    from engine.core.events import BackendFailed
+
+    return BackendFailed(
+        message=error.render(),
+        hint=error.hint,
+        partial=partial,
+        raw="".join(raw),
+        stats=replace(stats, finish_reason="error"),
+    )
+
+
+# ============================================================================================
+# The child side
+
+
+class _CrashHook:
+    """The test hook: crash this host at one moment (see the module docstring).
+
+    ``AGENT_TUI_HOST_CRASH`` is read once; ``AGENT_TUI_HOST_CRASH_FILE`` names a file read at
+    every moment, so a test can arm a host that is already running.
+    """
+
+    def __init__(self) -> None:
+        self.static = os.environ.get("AGENT_TUI_HOST_CRASH", "")
+        self.file = os.environ.get("AGENT_TUI_HOST_CRASH_FILE", "")
+        self.once = os.environ.get("AGENT_TUI_HOST_CRASH_ONCE", "")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.static or self.file)
+
+    def spec(self) -> tuple[str, str]:
+        text = self.static
+        if self.file:
+            try:
+                text = Path(self.file).read_text().strip()
+            except OSError:
+                text = ""
+        moment, _, how = text.partition(":")
+        return moment, how
+
+    def fire(self, moment: str) -> None:
+        if not self.active:
+            return
+        armed, how = self.spec()
+        if armed != moment:
+            return
+        if self.once:
+            try:
+                os.close(os.open(self.once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
+        sys.stderr.write(f"agent-tui test hook: crashing the host at {moment} ({how})\n")
+        sys.stderr.flush()
+        if how.startswith("exit"):
+            os._exit(int(how[4:] or 1))
+        os.kill(os.getpid(), getattr(signal, how, signal.SIGSEGV))  # default actions here
+        time.sleep(60)  # the signal arrives first (SIGSTOP: the host hangs, as a test wants)
+        os._exit(99)
+
+
+class _Child:
+    """The host's side: one ``LlamaCppBackend``, a reader thread and two workers."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.send_lock = threading.Lock()
+        self.cancels: dict[int, threading.Event] = {}
+        self.gen_queue: queue.Queue[Any] = queue.Queue()
+        self.aux_queue: queue.Queue[Any] = queue.Queue()
+        self.hook = _CrashHook()
+        self.backend: Any = None
+        self.loaded = False
+        self._load_lock = threading.Lock()
+
+    def send(self, rid: int, kind: str, value: Any) -> None:
+        with self.send_lock:
+            self.conn.send((rid, kind, value))
+
+    def send_error(self, rid: int, exc: BaseException) -> None:
+        if isinstance(exc, AgentTuiError):
+            info = (type(exc).__module__, type(exc).__qualname__, exc.message, exc.hint, exc.title)
+        else:
+            info = (
+                "builtins",
+                type(exc).__name__,
+                f"the model host failed: {type(exc).__name__}: {exc}",
+                "this is a bug in agent-tui or llama.cpp; report it with the model name",
+                "Model backend error",
+            )
+        self.send(rid, "err", info)
+
+    def load(self) -> dict[str, Any]:
+        with self._load_lock:
+            if not self.loaded:
+                self.hook.fire("load")
+                model = self.backend.load()
+                if self.hook.active:
+                    original = model.eval_prompt
+
+                    def eval_prompt(tokens: list[int], cancel: threading.Event) -> bool:
+                        self.hook.fire("prompt")
+                        return bool(original(tokens, cancel))
+
+                    model.eval_prompt = eval_prompt
+                self.loaded = True
+            model = self.backend.load()
+            return {
+                "n_ctx": model.n_ctx,
+                "n_vocab": model.n_vocab,
+                "warnings": list(self.backend.warnings),
+            }
+
+    def read(self) -> None:
+        """The reader thread: cancels act at once, the rest is queued for the workers."""
+        while True:
+            try:
+                rid, op, payload = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            if op == "cancel":
+                event = self.cancels.get(rid)
+                if event is not None:
+                    event.set()
+            elif op == "close":
+                break
+            elif op == "generate":
+                self.cancels[rid] = threading.Event()
+                self.gen_queue.put((rid, payload))
+            else:
+                self.aux_queue.put((rid, op, payload))
+        for event in list(self.cancels.values()):
+            event.set()
+        self.gen_queue.put(None)
+        self.aux_queue.put(None)
+
+    def aux(self) -> None:
+        """Loading and token counting (may run while a generation decodes, as in-process)."""
+        while True:
+            item = self.aux_queue.get()
+            if item is None:
+                return
+            rid, op, payload = item
+            try:
+                info = self.load()
+                if op == "load":
+                    value: Any = info
+                elif op == "count_tokens":
+                    value = self.backend.count_tokens(payload)
+                elif op == "count_text":
+                    value = self.backend.count_text(payload)
+                elif op == "prompt_tokens":
+                    value = self.backend.prompt_tokens(payload)
+                else:
+                    raise BackendError(f"the model host does not know {op!r}")
+            except Exception as exc:
+                self.send_error(rid, exc)
+                continue
+            self.send(rid, "ok", value)
+
+    def generations(self) -> None:
+        """The main thread: one generation at a time, events sent in small batches."""
+        while True:
+            item = self.gen_queue.get()
+            if item is None:
+                return
+            rid, (request, extra, hold) = item
+            cancel = self.cancels[rid]
+            try:
+                self.generate(rid, request, extra, cancel, hold=hold)
+            except Exception as exc:
+                self.send_error(rid, exc)
+            finally:
+                self.cancels.pop(rid, None)
+
+    def generate(
+        self,
+        rid: int,
+        request: GenerationRequest,
+        extra: dict[str, Any],
+        cancel: threading.Event,
+        *,
+        hold: bool = False,
+    ) -> None:
+        try:
+            info = self.load()
+        except AgentTuiError as exc:
+            from engine.core.events import BackendFailed
+
+            stats = GenerationStats(backend="llama_cpp", model=self.backend.name)
+            self.send(
+                rid, "events", [BackendFailed(message=exc.render(), hint=exc.hint, stats=stats)]
+            )
+            return
+        self.send(rid, "loaded", info)
+        pending: list[GenerationEvent] = []
+        last = time.perf_counter()
+        tokens_events = 0
+        fired = False
+        # hold (a test hook): after the first text, wait for the user's cancel
+        for event in self.backend.generate(request, cancel, **extra):
+            pending.append(event)
+            final = isinstance(event, Finished | GenerationFailed)
+            if isinstance(event, TokensGenerated):
+                tokens_events += 1
+            now = time.perf_counter()
+            if final or isinstance(event, PromptProcessed) or now - last >= FLUSH_INTERVAL_S:
+                self.send(rid, "events", _coalesce(pending))
+                pending = []
+                last = now
+            if hold and tokens_events == 1 and not final:
+                if pending:
+                    self.send(rid, "events", _coalesce(pending))
+                    pending = []
+                cancel.wait(timeout=120)
+            if tokens_events == 3 and not final and not fired:
+                fired = True
+                if pending:
+                    self.send(rid, "events", _coalesce(pending))
+                    pending = []
+                self.hook.fire("decode")
+        if pending:
+            self.send(rid, "events", _coalesce(pending))
+
+
+def _coalesce(events: list[GenerationEvent]) -> list[GenerationEvent]:
+    """Merge runs of token text into one event and keep only the newest partial proposal."""
+    out: list[GenerationEvent] = []
+    text: list[str] = []
+    last_tokens: TokensGenerated | None = None
+    last_partial: ProposalUpdated | None = None
+
+    def flush() -> None:
+        nonlocal last_tokens, last_partial
+        if last_tokens is not None:
+            out.append(replace(last_tokens, text="".join(text)))
+        if last_partial is not None:
+            out.append(last_partial)
+        text.clear()
+        last_tokens = last_partial = None
+
+    for event in events:
+        if isinstance(event, TokensGenerated):
+            text.append(event.text)
+            last_tokens = event
+        elif isinstance(event, ProposalUpdated):
+            last_partial = event
+        else:
+            flush()
+            out.append(event)
+    flush()
+    return out
+
+
+def _install_log(echo_fd: int) -> Any:
+    """llama.cpp's log callback: every line to our stderr (the log file), and to the app's
+    stderr when asked. Writes to a duplicate of the log's descriptor, so llama-cpp-python's
+    ``verbose=False`` (which points fd 2 at /dev/null while loading) does not lose them."""
+    import llama_cpp
+
+    log_fd = os.dup(2)
+    last_level = [0]
+
+    @llama_cpp.llama_log_callback  # type: ignore[misc]
+    def callback(level: int, text: bytes, _user: Any) -> None:
+        if level == 5:  # GGML_LOG_LEVEL_CONT: the previous line's level
+            level = last_level[0]
+        last_level[0] = level
+        if level == 4:  # GGML_LOG_LEVEL_DEBUG: thousands of lines per load
+            return
+        try:
+            os.write(log_fd, text)
+            if echo_fd >= 0:
+                os.write(echo_fd, text)
+        except OSError:
+            pass
+
+    llama_cpp.llama_log_set(callback, None)
+    return callback  # kept alive by the caller
+
+
+def probe_gguf(path: Path, timeout: float = 120.0) -> dict[str, Any]:
+    """A vocab-only load of ``path`` in a throwaway child (``doctor``'s loadability check).
+
+    Returns:
+        ``{"n_vocab": int, "has_template": bool}``.
+
+    Raises:
+        ModelLoadError: llama.cpp cannot parse it (its words).
+        ModelHostCrashed: the child died (a signal or an exit code), with its last log lines.
+    """
+    import json
+
+    from engine.core.errors import ModelLoadError
+
+    log = log_path("doctor")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env, root = _child_env()
+    with open(log, "ab") as fh:
+        offset = fh.seek(0, os.SEEK_END)
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "engine.generate.backends.model_host", "--probe", str(path)],
+                env=env,
+                cwd=root,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=fh,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise ModelLoadError(f"reading {path} took over {timeout:.0f} s") from None
+    lines = out.stdout.decode("utf-8", errors="replace").strip().splitlines()
+    if out.returncode == 0 and lines:
+        result: dict[str, Any] = json.loads(lines[-1])
+        if "error" in result:
+            raise ModelLoadError(f"llama.cpp cannot load it: {result['error']}")
+        return result
+    sig, exit_code, words = _describe_end(out.returncode)
+    tail = _read_tail(log, offset)
+    message = f"reading {path} killed the checking process ({words})"
+    if tail:
+        message += ". llama.cpp's last log lines:\n  " + "\n  ".join(tail)
+    raise ModelHostCrashed(
+        message,
+        hint=f"the file may be damaged or need a newer llama.cpp; the log: {log}",
+        signal=sig,
+        exit_code=exit_code,
+        log_tail=tail,
+    )
+
+
+def _probe_main(path: str) -> int:
+    import json
+
+    keep = _install_log(-1)  # a collected callback would crash llama.cpp's next log line
+    import llama_cpp
+
+    _CrashHook().fire("load")
+
+    try:
+        llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    except Exception as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 0
+    result = {
+        "n_vocab": int(llm.n_vocab()),
+        "has_template": "tokenizer.chat_template" in llm.metadata,
+    }
+    print(json.dumps(result), flush=True)
+    del keep
+    os._exit(0)
+
+
+def host_main() -> int:
+    """The child process: read the init message, then serve until the socket closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the app turns Ctrl-C into a cancel message
+    fd = int(os.environ["AGENT_TUI_HOST_FD"])
+    echo_fd = int(os.environ.get("AGENT_TUI_HOST_ECHO_FD", "-1"))
+    conn = Connection(fd)
+    try:
+        _rid, op, payload = conn.recv()
+    except (EOFError, OSError):
+        return 0
+    if op != "init":
+        return 2
+    name, profile = payload
+    child = _Child(conn)
+    try:
+        keep = _install_log(echo_fd)
+        from engine.generate.backends.llama_cpp import LlamaCppBackend
+
+        child.backend = LlamaCppBackend(name, profile)
+    except Exception as exc:  # llama_cpp missing or broken: every request says so
+        print(f"model host: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
+    reader = threading.Thread(target=child.read, name="host-reader", daemon=True)
+    aux = threading.Thread(target=child.aux, name="host-aux", daemon=True)
+    reader.start()
+    aux.start()
+    child.generations()
+    del keep
+    os._exit(0)  # skip llama.cpp's teardown: the process ends here anyway
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--probe":
+        sys.exit(_probe_main(sys.argv[2]))
+    sys.exit(host_main())
+
+
+__all__ = [
+    "CANCEL_GRACE_S",
+    "HostedLlamaBackend",
+    "log_dir",
+    "log_llama",
+    "log_path",
+    "probe_gguf",
+    "set_log_llama",
+]

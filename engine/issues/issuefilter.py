@@ -1,0 +1,118 @@
+"""Sorting and fuzzy-filtering a list of issues, fast enough to run on every keystroke.
+
+Why here and not in the TUI: the same filter serves the Issues screen and scripts, and it is
+the part that must stay fast (10,000 issues within a few milliseconds per keystroke). Each
+issue's searchable text is lowered once; a query whose text extends the previous one (the user
+typing) only re-checks the previous matches, because every rule below only narrows.
+
+A query is whitespace-separated terms, all of which must match (AND). A term matches an issue
+when it is a substring of its title, labels or body (case-insensitive), or when its letters
+appear in order in the title (``hlth`` finds "Add a /health endpoint"). ``#12`` (or ``12``)
+also matches issue numbers starting with 12.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Literal
+
+from engine.core.models import Issue
+
+SortKey = Literal["updated", "number", "comments", "title"]
+SORT_KEYS: tuple[SortKey, ...] = ("updated", "number", "comments", "title")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def sort_issues(issues: Sequence[Issue], key: SortKey = "updated") -> list[Issue]:
+    """``issues`` sorted by ``key``: newest update, highest number, most comments first; titles
+    A to Z. Ties keep the higher number first, so the order is total and stable.
+
+    Args:
+        issues: any issues.
+        key: one of ``SORT_KEYS``.
+
+    Returns:
+        A new sorted list.
+    """
+    if key == "title":
+        return sorted(issues, key=lambda i: (i.title.lower(), -i.number))
+    if key == "number":
+        return sorted(issues, key=lambda i: -i.number)
+    if key == "comments":
+        return sorted(issues, key=lambda i: (-i.comments, -i.number))
+
+    def updated(issue: Issue) -> tuple[float, int]:
+        when = issue.updated_at or _EPOCH
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return (-when.timestamp(), -issue.number)
+
+    return sorted(issues, key=updated)
+
+
+class IssueFilter:
+    """A precomputed search index over ``issues`` (in their given order).
+
+    Args:
+        issues: the issues, already in display order.
+    """
+
+    def __init__(self, issues: Sequence[Issue]) -> None:
+        self.issues = list(issues)
+        self._titles = [i.title.lower() for i in self.issues]
+        self._hay = [f"{i.title}\n{' '.join(i.labels)}\n{i.body}".lower() for i in self.issues]
+        self._numbers = [str(i.number) for i in self.issues]
+        self._last_query = ""
+        self._last_result: list[int] = list(range(len(self.issues)))
+
+    def __len__(self) -> int:
+        return len(self.issues)
+
+    def _term_matches(self, term: str, candidates: list[int]) -> list[int]:
+        hay = self._hay
+        titles = self._titles
+        numbers = self._numbers
+        digits = term.lstrip("#")
+        is_number = digits.isdigit()
+        if term.startswith("#") and is_number:
+            return [i for i in candidates if numbers[i].startswith(digits)]
+        fuzzy = re.compile(".*?".join(re.escape(c) for c in term)) if len(term) > 1 else None
+        out = []
+        for i in candidates:
+            if term in hay[i]:
+                out.append(i)
+            elif is_number and numbers[i].startswith(digits):
+                out.append(i)
+            elif fuzzy is not None and fuzzy.search(titles[i]) is not None:
+                out.append(i)
+        return out
+
+    def filter(self, query: str) -> list[int]:
+        """Indices (into ``issues``) of the issues matching ``query``, in display order.
+
+        Args:
+            query: whitespace-separated terms; empty matches everything.
+
+        Returns:
+            Ascending indices.
+        """
+        q = query.lower()
+        if not q.strip():
+            result = list(range(len(self.issues)))
+        else:
+            if self._last_query and q.startswith(self._last_query):
+                candidates = self._last_result  # every rule only narrows as the text grows
+            else:
+                candidates = list(range(len(self.issues)))
+            result = candidates
+            for term in q.split():
+                if term == "#":
+                    continue  # the start of a number search: matches everything so far
+                result = self._term_matches(term, result)
+                if not result:
+                    break
+        self._last_query = q
+        self._last_result = result
+        return result

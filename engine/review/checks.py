@@ -1,0 +1,2384 @@
+"""Checks on every proposal: the safety of the user's repository and the Backend Dev Agent's rules.
+
+Why: a model's answer is untrusted input. Before anything is written or pushed, the user is
+told precisely what is wrong with a proposal (``Finding``: severity, stable code, message,
+path, line, how to fix it), what is unsafe is blocked (``error`` findings block publishing),
+what is risky needs an explicit acknowledgement (``warning``), and what can be fixed
+deterministically is fixed (``apply_fixes``).
+
+Nothing here trusts ``ChangeProposal``'s own validation: proposals built with
+``model_construct`` (or edited by hand) reach these checks with any path and any content, so
+every rule is checked here again. ``safe_target`` is the one door through which the
+publisher turns a proposal path into a filesystem path.
+
+Every rule has a stable code listed in ``RULES`` (and in the README's "Checks" section).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import posixpath
+import re
+import stat
+import sys
+import tomllib
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from engine.context.secrets_scan import SecretFinding, scan_text
+from engine.core.errors import ConfigError, InvalidProposalError, UnsafePathError
+from engine.core.models import (
+    BRANCH_SUFFIX_PATTERN,
+    COMMIT_MESSAGE_MAX,
+    DEFAULT_MAX_FILES,
+    MAX_FILES_LIMIT,
+    PATH_MAX,
+    PR_TITLE_MAX,
+    ChangeProposal,
+    FileChange,
+)
+from engine.core.textsafe import control_chars
+from engine.review import pysource
+from engine.review.diff import RepoBase, count_changes, split_lines
+
+Severity = Literal["error", "warning", "info"]
+SEVERITY_ORDER: dict[str, int] = {"error": 0, "warning": 1, "info": 2}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: its stable code, its severity, and one line saying what it catches."""
+
+    code: str
+    severity: Severity
+    summary: str
+    fixable: bool = False
+
+
+def _rules(*rules: Rule) -> dict[str, Rule]:
+    return {r.code: r for r in rules}
+
+
+#: every rule the checks know, by code. Codes are stable: scripts and configs refer to them.
+RULES: dict[str, Rule] = _rules(
+    # the proposal's shape
+    Rule("proposal-malformed", "error", "a field has the wrong type (not text, files not a list)"),
+    Rule("no-files", "error", "the proposal changes no file"),
+    Rule("too-many-files", "error", "more files than the limit (generation.max_files)"),
+    # paths
+    Rule("path-empty", "error", "a file path is empty"),
+    Rule(
+        "path-control-char",
+        "error",
+        "a path holds NUL, control, invisible or unencodable characters",
+    ),
+    Rule("path-backslash", "error", "a path uses backslashes"),
+    Rule("path-absolute", "error", "a path is absolute"),
+    Rule("path-drive", "error", "a path starts with a drive letter (C:)"),
+    Rule("path-traversal", "error", "a path has a '..' segment"),
+    Rule("path-not-normalised", "error", "a path has '.' or empty segments or a trailing '/'"),
+    Rule("path-too-long", "error", "a path or one of its segments is too long"),
+    Rule(
+        "path-not-portable",
+        "error",
+        "a path has characters outside A-Z a-z 0-9 _ . - (non-ASCII look-alikes, spaces...)",
+    ),
+    Rule(
+        "path-segment-start",
+        "error",
+        "a path segment starts with '-' or another character than a letter, digit or '_'",
+    ),
+    Rule("path-too-deep", "error", "a path has more than 12 segments"),
+    Rule("path-git-dir", "error", "a path is inside .git (any case)"),
+    Rule(
+        "path-symlink-escape",
+        "error",
+        "a path goes through a symlink leaving the repo or into .git",
+    ),
+    Rule("path-unresolvable", "error", "a path cannot be examined (symlink loop, OS error)"),
+    Rule("path-through-symlink", "warning", "a path goes through a symlink that stays in the repo"),
+    Rule("path-is-directory", "error", "a path is an existing directory (or submodule)"),
+    Rule("path-not-regular-file", "error", "a path is a FIFO, socket or device"),
+    Rule("path-parent-is-file", "error", "a parent of a path is a file"),
+    Rule("path-duplicate", "error", "two paths are equal after normalisation"),
+    Rule("path-case-conflict", "error", "two paths differ only in case or Unicode form"),
+    Rule("path-case-existing", "warning", "a new path differs only in case from an existing file"),
+    # content
+    Rule("file-too-large", "error", "a file is larger than the per-file byte limit"),
+    Rule("total-too-large", "error", "all files together are larger than the byte limit"),
+    Rule("content-not-utf8", "error", "a file's content cannot be encoded as UTF-8"),
+    Rule("content-not-text", "error", "a file's content holds NUL or control characters"),
+    Rule("secret-in-content", "error", "a private key, cloud key, token or password literal"),
+    Rule("secret-high-entropy", "warning", "a high-entropy string that may be a secret"),
+    Rule("secret-in-message", "error", "a secret in the commit message, PR title or PR body"),
+    Rule("commit-message-length", "error", "the commit message is empty or over 120 characters"),
+    Rule("pr-title-length", "error", "the PR title is empty or over 120 characters"),
+    Rule("pr-body-length", "error", "the PR body is over 65,536 characters (GitHub's limit)"),
+    Rule(
+        "message-control-char",
+        "error",
+        "control, escape or bidi characters in the commit message, PR title or PR body",
+    ),
+    Rule(
+        "message-trailer",
+        "error",
+        "a trailer line (Signed-off-by:, Agent-Tui-*:) in the commit message; the app writes them",
+    ),
+    # sensitive paths: a change there runs code on someone's machine
+    Rule("sensitive-ci", "warning", "a CI configuration (.github/, .gitlab-ci.yml...)"),
+    Rule("sensitive-git-hooks", "warning", "git hooks (.githooks/, .husky/, pre-commit config)"),
+    Rule("sensitive-docker", "warning", "Dockerfile or docker-compose file"),
+    Rule(
+        "sensitive-build", "warning", "build hooks: setup.py, setup.cfg, pyproject build sections"
+    ),
+    Rule("sensitive-makefile", "warning", "Makefile, *.mk, justfile, Taskfile"),
+    Rule("sensitive-shell", "warning", "a shell script (.sh, .ps1, .bat... or a #!/bin/sh line)"),
+    Rule("sensitive-dependencies", "warning", "dependency files and pyproject dependency lists"),
+    Rule(
+        "sensitive-gitattributes",
+        "warning",
+        ".gitattributes: a filter runs code, linguist-generated/-diff hide a diff",
+    ),
+    Rule(
+        "sensitive-dev-env",
+        "warning",
+        "files an editor or shell runs: .envrc, .vscode/tasks.json, launch.json, settings.json",
+    ),
+    Rule(
+        "sensitive-agent-config",
+        "warning",
+        "agent-tui's own config or prompts: .agent-tui.toml, .agent-tui/prompts/*",
+    ),
+    Rule(
+        "sensitive-test-config", "warning", "conftest.py and test runner config run with the tests"
+    ),
+    # destructive rewrites
+    Rule("destructive-drop-lines", "warning", "an existing file loses most of its lines"),
+    Rule("destructive-removed-definitions", "warning", "existing functions/classes/routes removed"),
+    Rule("unseen-file-rewritten", "warning", "an existing file rewritten though not shown"),
+    Rule("unchanged-file", "info", "a file identical to its base (a no-op)"),
+    Rule(
+        "uncommitted-changes",
+        "warning",
+        "a file with uncommitted local changes (shown to the model; the PR starts from the base)",
+    ),
+    # the seed's rules (prompts/backend-dev.md)
+    Rule("branch-suffix-invalid", "error", "branch_suffix not lowercase-hyphen, <= 30", True),
+    Rule("closes-missing", "error", "pr_body lacks 'Closes #N' for this issue", True),
+    Rule("closes-other-issue", "warning", "pr_body closes another issue"),
+    Rule("commit-message-style", "warning", "commit message not 'feat: ...'/'fix: ...' style"),
+    Rule("pr-title-style", "warning", "PR title not 'feat: ...'/'fix: ...' style"),
+    Rule("placeholder-content", "error", "a lazy placeholder instead of the complete file"),
+    Rule("python-syntax-error", "error", "a Python file does not parse"),
+    Rule("data-syntax-error", "error", "a JSON, TOML or YAML file does not parse"),
+    Rule("truncated-content", "error", "a file ends mid-construct (truncated last line)"),
+    Rule("missing-final-newline", "info", "a file does not end with a newline", True),
+    Rule("endpoint-without-test", "warning", "a new route with no test file that exercises it"),
+    Rule("missing-requirement", "warning", "a new third-party import no requirements names"),
+    Rule("route-missing-docstring", "info", "a route handler without a docstring"),
+    Rule("orm-returned-raw", "info", "a route handler seems to return an ORM object raw"),
+)
+
+
+#: The convention rules a prompt profile selects with its ``checks:`` list, by group id. A
+#: profile is one team's way of working (its branch names, title style, test policy), so its
+#: rules are opt-in per profile. Every other rule guards safety or correctness (paths, sizes,
+#: secrets, sensitive files, destructive rewrites) and runs whatever the profile says.
+CHECK_GROUPS: dict[str, tuple[str, ...]] = {
+    "branch-suffix": ("branch-suffix-invalid",),
+    "closes-issue": ("closes-missing", "closes-other-issue"),
+    "conventional-title": ("commit-message-style", "pr-title-style"),
+    "complete-files": (
+        "placeholder-content",
+        "truncated-content",
+        "python-syntax-error",
+        "data-syntax-error",
+        "missing-final-newline",
+    ),
+    "endpoint-tests": ("endpoint-without-test",),
+    "requirements": ("missing-requirement",),
+    "route-docstrings": ("route-missing-docstring",),
+    "orm-responses": ("orm-returned-raw",),
+}
+CONVENTION_CODES: frozenset[str] = frozenset(c for codes in CHECK_GROUPS.values() for c in codes)
+ALWAYS_ON_CODES: frozenset[str] = frozenset(RULES) - CONVENTION_CODES
+"""Rules no profile can turn off."""
+PUBLISH_REQUIRED: frozenset[str] = frozenset({"branch-suffix-invalid"})
+"""Convention rules that publishing enforces anyway (the proposal model's branch pattern), so
+they run whatever the profile says: ``check`` never calls publishable what ``publish``
+refuses."""
+
+
+def check_ids_problem(ids: Iterable[str]) -> str | None:
+    """Why a profile's ``checks:`` list is wrong (an unknown id), or None when it is fine."""
+    unknown = [i for i in ids if i not in CHECK_GROUPS and i not in RULES]
+    if not unknown:
+        return None
+    return (
+        f"unknown check id(s) {', '.join(map(repr, unknown))}; a check id is a group "
+        f"({', '.join(CHECK_GROUPS)}) or a rule code (the README's Checks table)"
+    )
+
+
+def enabled_for_profile(ids: Iterable[str]) -> set[str] | None:
+    """The rule codes that run for a profile whose ``checks:`` lists ``ids``.
+
+    An empty list means every rule (a profile that says nothing opts out of nothing).
+    Otherwise: the always-on rules plus the named groups and rule codes.
+
+    Raises:
+        ConfigError: an id is neither a group nor a rule code.
+    """
+    ids = list(ids)
+    if not ids:
+        return None
+    problem = check_ids_problem(ids)
+    if problem is not None:
+        raise ConfigError(problem, hint="fix the prompt profile's checks: list")
+    enabled = set(ALWAYS_ON_CODES) | PUBLISH_REQUIRED
+    for i in ids:
+        enabled.update(CHECK_GROUPS.get(i, (i,)))
+    return enabled
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong (or worth knowing) about a proposal.
+
+    Attributes:
+        severity: ``error`` blocks publishing, ``warning`` must be acknowledged, ``info``.
+        code: the rule's stable code (a key of ``RULES``).
+        message: what is wrong, in words a person understands.
+        path: the proposal path concerned (None for proposal-wide findings).
+        line: the 1-based line in the new content, where it applies.
+        fix: how to fix it.
+        fixable: ``apply_fixes`` fixes it.
+    """
+
+    severity: Severity
+    code: str
+    message: str
+    path: str | None = None
+    line: int | None = None
+    fix: str = ""
+    fixable: bool = False
+
+    @property
+    def needs_ack(self) -> bool:
+        """True for warnings: the user must acknowledge them before publishing."""
+        return self.severity == "warning"
+
+    def location(self) -> str:
+        """``path:line``, ``path``, or empty."""
+        if self.path is None:
+            return ""
+        shown = self.path if self.path.isprintable() else ascii(self.path)
+        return f"{shown}:{self.line}" if self.line else shown
+
+    def render(self) -> str:
+        """The finding as terminal text (two lines when it has a fix)."""
+        where = self.location()
+        text = f"{self.severity:<7} {self.code:<31} {where + ': ' if where else ''}{self.message}"
+        if self.fix:
+            text += f"\n        fix: {self.fix}" + (
+                " (agent-tui check --fix)" if self.fixable else ""
+            )
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "path": self.path,
+            "line": self.line,
+            "fix": self.fix,
+            "fixable": self.fixable,
+        }
+
+
+def _finding(
+    code: str, message: str, *, path: str | None = None, line: int | None = None, fix: str = ""
+) -> Finding:
+    """A finding whose severity and fixability come from its rule (one source of truth)."""
+    rule = RULES[code]
+    return Finding(rule.severity, code, message, path, line, fix, rule.fixable)
+
+
+def has_errors(findings: Iterable[Finding]) -> bool:
+    """True when any finding blocks publishing."""
+    return any(f.severity == "error" for f in findings)
+
+
+@dataclass(frozen=True)
+class CheckLimits:
+    """The bounds the checks enforce (sizes, thresholds of the destructive-rewrite rule)."""
+
+    max_files: int = DEFAULT_MAX_FILES
+    """Most files one proposal may contain (config: ``generation.max_files``)."""
+    max_file_bytes: int = 256_000
+    """Most UTF-8 bytes in one file."""
+    max_total_bytes: int = 1_000_000
+    """Most UTF-8 bytes in all files together."""
+    max_path_bytes: int = 1024
+    """Longest path, in UTF-8 bytes."""
+    max_segment_bytes: int = 255
+    """Longest path segment, in UTF-8 bytes (the usual filesystem limit)."""
+    drop_ratio: float = 0.5
+    """An existing file losing more than this share of its lines is a destructive rewrite."""
+    drop_min_lines: int = 10
+    """...when it had at least this many lines."""
+
+    @classmethod
+    def from_config(cls, config: Any) -> CheckLimits:
+        """Limits from an ``AppConfig`` (``generation.max_files``), the rest default."""
+        generation = getattr(getattr(config, "settings", config), "generation", None)
+        max_files = getattr(generation, "max_files", DEFAULT_MAX_FILES)
+        return cls(max_files=int(max_files))
+
+
+# --------------------------------------------------------------------------------------
+# paths
+# --------------------------------------------------------------------------------------
+
+_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+
+
+def _is_git_segment(segment: str) -> bool:
+    """``.git`` in any case, with the trailing dots/spaces Windows ignores (``.GIT.``)."""
+    return segment.rstrip(". ").casefold() == ".git"
+
+
+#: invisible characters that make a path look like another one ("Trojan Source" bidi
+#: overrides, zero-width characters, the byte order mark)
+_INVISIBLE = {
+    *map(chr, range(0x202A, 0x202F)),
+    *map(chr, range(0x2066, 0x206A)),
+    "\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\ufeff",
+}  # fmt: skip
+
+
+def _bad_path_char(c: str) -> bool:
+    """C0/C1 controls, DEL, lone surrogates (unencodable) and invisible direction marks."""
+    o = ord(c)
+    return o < 32 or 0x7F <= o <= 0x9F or 0xD800 <= o <= 0xDFFF or c in _INVISIBLE
+
+
+#: the proposal model's bounds on a path (``engine.core.models.PATH_PATTERN``): publishing refuses
+#: what breaks them, so the checks say it first, each with its own code
+_SEGMENT_MAX = 64
+_MAX_SEGMENTS = 12
+_PORTABLE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/")
+_SEGMENT_START_RE = re.compile(r"[.]?[A-Za-z0-9_]")
+
+
+def _model_path_findings(raw: str, segments: list[str], *, control: bool) -> list[Finding]:
+    out: list[Finding] = []
+    odd = sorted({c for c in raw if c not in _PORTABLE_CHARS and c != "\\"})
+    if odd and not control:
+        shown = ", ".join(f"{c!r} U+{ord(c):04X}" for c in odd[:4])
+        out.append(
+            _finding(
+                "path-not-portable",
+                f"the path holds {shown}: only ASCII letters, digits, '_', '.', '-' are "
+                "allowed (a Cyrillic 'а' looks like a Latin 'a')",
+                path=raw,
+                fix="spell the path with ASCII letters, digits, '_', '.' and '-'",
+            )
+        )
+    bad_start = [s for s in segments if s not in ("", ".", "..") and not _SEGMENT_START_RE.match(s)]
+    if bad_start and not odd:
+        out.append(
+            _finding(
+                "path-segment-start",
+                f"the segment {bad_start[0]!r} starts with {bad_start[0][:1]!r}; a leading '-' "
+                "reads as an option to git and shells",
+                path=raw,
+                fix="start every segment with a letter, digit or '_' (or '.' then one)",
+            )
+        )
+    if len(segments) > _MAX_SEGMENTS:
+        out.append(
+            _finding(
+                "path-too-deep",
+                f"the path has {len(segments)} segments; at most {_MAX_SEGMENTS} are allowed",
+                path=raw,
+                fix="use a shallower path",
+            )
+        )
+    return out
+
+
+def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Finding], str | None]:
+    """Rules that need only the string. Returns (findings, normalised path or None).
+
+    The normalised path is None when the path must not reach the filesystem at all.
+    """
+    if not isinstance(raw, str):
+        return [
+            _finding(
+                "proposal-malformed",
+                f"a file path is {type(raw).__name__}, not text",
+                fix="give every file a repository-relative path string",
+            )
+        ], None
+    if not raw.strip():
+        return [
+            _finding("path-empty", "a file has an empty path", path=raw, fix="name the file")
+        ], None
+    out: list[Finding] = []
+    safe = True
+    bad = [c for c in raw if _bad_path_char(c)]
+    if bad:
+        out.append(
+            _finding(
+                "path-control-char",
+                f"the path contains {len(bad)} control or unencodable character(s) "
+                f"({', '.join(sorted({repr(c) for c in bad})[:3])})",
+                path=raw,
+                fix="use printable characters only",
+            )
+        )
+        safe = False
+    if "\\" in raw:
+        out.append(
+            _finding(
+                "path-backslash",
+                "the path uses backslashes; paths are POSIX, separated by '/'",
+                path=raw,
+                fix="write the path with '/' separators",
+            )
+        )
+        safe = False
+    if raw.startswith("/"):
+        out.append(
+            _finding(
+                "path-absolute",
+                "the path is absolute; it must be relative to the repository root",
+                path=raw,
+                fix="drop the leading '/'",
+            )
+        )
+        safe = False
+    if _DRIVE_RE.match(raw):
+        out.append(
+            _finding(
+                "path-drive",
+                "the path starts with a drive letter",
+                path=raw,
+                fix="use a repository-relative path",
+            )
+        )
+        safe = False
+    segments = raw.split("/")
+    if ".." in segments:
+        out.append(
+            _finding(
+                "path-traversal",
+                "the path has a '..' segment and could leave the repository",
+                path=raw,
+                fix="use a path inside the repository without '..'",
+            )
+        )
+        safe = False
+    inner = segments[1:] if raw.startswith("/") else segments
+    if any(s in ("", ".") for s in inner):
+        out.append(
+            _finding(
+                "path-not-normalised",
+                "the path has '.' or empty segments or a trailing '/'",
+                path=raw,
+                fix=f"write it as {posixpath.normpath(raw)!r}",
+            )
+        )
+    encoded = raw.encode("utf-8", "surrogatepass")
+    longest = max(len(s) for s in segments)
+    # a hidden file's leading dot does not count (the model's pattern: ``[.]?`` then 1-64)
+    over_segment = any(len(s) - s.startswith(".") > _SEGMENT_MAX for s in segments)
+    if (
+        len(encoded) > limits.max_path_bytes
+        or any(len(s.encode("utf-8", "surrogatepass")) > limits.max_segment_bytes for s in segments)
+        or len(raw) > PATH_MAX
+        or over_segment
+    ):
+        out.append(
+            _finding(
+                "path-too-long",
+                f"the path is {len(raw)} characters (limit {PATH_MAX}) with a longest segment "
+                f"of {longest} (limit {_SEGMENT_MAX})",
+                path=raw,
+                fix="use a shorter path",
+            )
+        )
+        safe = False
+    out += _model_path_findings(raw, segments, control=bool(bad))
+    if any(_is_git_segment(s) for s in segments):
+        out.append(
+            _finding(
+                "path-git-dir",
+                "the path is inside .git; writing there changes git itself (hooks, config)",
+                path=raw,
+                fix="write project files only, never under .git",
+            )
+        )
+        safe = False
+    if not safe:
+        return out, None
+    norm = posixpath.normpath(raw)
+    if norm in (".", "") or norm.startswith("../"):
+        # unreachable after the checks above; kept as a last guard
+        return out + [_finding("path-traversal", "the path leaves the repository", path=raw)], None
+    return out, norm
+
+
+def _inside(root: str, real: str) -> bool:
+    return real == root or real.startswith(root + os.sep)
+
+
+def _in_git_dir(root: str, real: str) -> bool:
+    rel = os.path.relpath(real, root)
+    return _is_git_segment(rel.split(os.sep)[0])
+
+
+def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
+    """Walk ``norm`` component by component in the working tree, following symlinks."""
+    root_s = str(root)
+    cur = root_s
+    parts = norm.split("/")
+    out: list[Finding] = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        nxt = os.path.join(cur, part)
+        shown = "/".join(parts[: i + 1])
+        try:
+            st = os.lstat(nxt)
+        except FileNotFoundError:
+            return out
+        except NotADirectoryError:
+            return out + [
+                _finding(
+                    "path-parent-is-file",
+                    f"{posixpath.dirname(shown)!r} is a file, not a directory",
+                    path=raw,
+                    fix="choose a path whose parents are directories",
+                )
+            ]
+        except OSError as exc:
+            return out + [
+                _finding(
+                    "path-unresolvable",
+                    f"{shown!r} cannot be examined: {exc.strerror or exc}",
+                    path=raw,
+                    fix="choose another path",
+                )
+            ]
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                real = os.path.realpath(nxt, strict=True)
+            except FileNotFoundError:
+                real = os.path.realpath(nxt)  # dangling: writing creates its target
+            except OSError as exc:
+                return out + [
+                    _finding(
+                        "path-unresolvable",
+                        f"the symlink {shown!r} cannot be resolved: {exc.strerror or exc}",
+                        path=raw,
+                        fix="choose a path that does not go through this symlink",
+                    )
+                ]
+            if not _inside(root_s, real):
+                return out + [
+                    _finding(
+                        "path-symlink-escape",
+                        f"{shown!r} is a symlink to {real}, outside the repository",
+                        path=raw,
+                        fix="choose a path that does not go through this symlink",
+                    )
+                ]
+            if _in_git_dir(root_s, real):
+                return out + [
+                    _finding(
+                        "path-symlink-escape",
+                        f"{shown!r} is a symlink into .git",
+                        path=raw,
+                        fix="choose a path that does not go through this symlink",
+                    )
+                ]
+            out.append(
+                _finding(
+                    "path-through-symlink",
+                    f"{shown!r} is a symlink to "
+                    f"{os.path.relpath(real, root_s)!r}; the write lands there",
+                    path=raw,
+                    fix="write the symlink's target path instead",
+                )
+            )
+            try:
+                st = os.stat(real)
+            except FileNotFoundError:
+                return out
+            except OSError as exc:
+                return out + [
+                    _finding(
+                        "path-unresolvable",
+                        f"{shown!r} cannot be examined: {exc.strerror or exc}",
+                        path=raw,
+                    )
+                ]
+            nxt = real
+        if not last and not stat.S_ISDIR(st.st_mode):
+            return out + [
+                _finding(
+                    "path-parent-is-file",
+                    f"{shown!r} is a file, not a directory",
+                    path=raw,
+                    fix="choose a path whose parents are directories",
+                )
+            ]
+        if last and stat.S_ISDIR(st.st_mode):
+            out.append(
+                _finding(
+                    "path-is-directory",
+                    "the path is an existing directory",
+                    path=raw,
+                    fix="name a file inside it",
+                )
+            )
+        elif last and not stat.S_ISREG(st.st_mode):
+            out.append(
+                _finding(
+                    "path-not-regular-file",
+                    "the path is a FIFO, socket or device, not a file",
+                    path=raw,
+                    fix="choose another path",
+                )
+            )
+        cur = nxt
+    return out
+
+
+_MAX_SYMLINK_HOPS = 40
+
+
+def _tree_path_findings(base: RepoBase, norm: str, raw: str) -> list[Finding]:
+    """The same walk in the base git tree: the publisher writes into a checkout of it."""
+    parts = norm.split("/")
+    out: list[Finding] = []
+    hops = 0
+    i = 0
+    while i < len(parts):
+        prefix = "/".join(parts[: i + 1])
+        target = base.symlink_target(prefix)
+        if target is None:
+            if i < len(parts) - 1 and base.is_file(prefix):
+                mode = base.entry_mode(prefix)
+                if mode == "160000":
+                    return out + [
+                        _finding(
+                            "path-is-directory",
+                            f"{prefix!r} is a git submodule",
+                            path=raw,
+                            fix="change the submodule in its own repository",
+                        )
+                    ]
+                return out + [
+                    _finding(
+                        "path-parent-is-file",
+                        f"{prefix!r} is a file in {base.describe()}, not a directory",
+                        path=raw,
+                        fix="choose a path whose parents are directories",
+                    )
+                ]
+            i += 1
+            continue
+        hops += 1
+        if hops > _MAX_SYMLINK_HOPS:
+            return out + [
+                _finding(
+                    "path-unresolvable",
+                    f"too many symlinks resolving {raw!r} in {base.describe()}",
+                    path=raw,
+                )
+            ]
+        joined = posixpath.normpath(posixpath.join(posixpath.dirname(prefix), target))
+        if (
+            target.startswith("/")
+            or _DRIVE_RE.match(target)
+            or joined == ".."
+            or joined.startswith("../")
+        ):
+            return out + [
+                _finding(
+                    "path-symlink-escape",
+                    f"{prefix!r} is a symlink to {target!r} in {base.describe()}, "
+                    "outside the repository",
+                    path=raw,
+                    fix="choose a path that does not go through this symlink",
+                )
+            ]
+        rest = parts[i + 1 :]
+        parts = ([] if joined == "." else joined.split("/")) + rest
+        if parts and _is_git_segment(parts[0]):
+            return out + [
+                _finding(
+                    "path-symlink-escape",
+                    f"{prefix!r} is a symlink into .git in {base.describe()}",
+                    path=raw,
+                    fix="choose a path that does not go through this symlink",
+                )
+            ]
+        if not parts:
+            return out + [
+                _finding("path-is-directory", "the path is the repository root", path=raw)
+            ]
+        out.append(
+            _finding(
+                "path-through-symlink",
+                f"{prefix!r} is a symlink to {target!r} in {base.describe()}; "
+                "the write lands there",
+                path=raw,
+                fix="write the symlink's target path instead",
+            )
+        )
+        i = 0
+    resolved = "/".join(parts)
+    if base.is_dir(resolved) or base.entry_mode(resolved) == "160000":
+        out.append(
+            _finding(
+                "path-is-directory",
+                f"the path is a directory in {base.describe()}",
+                path=raw,
+                fix="name a file inside it",
+            )
+        )
+    return out
+
+
+def _dedup(findings: Iterable[Finding]) -> list[Finding]:
+    seen: set[tuple[str, str | None]] = set()
+    out = []
+    for f in findings:
+        key = (f.code, f.path)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def path_findings(
+    raw: object,
+    repo_dir: Path,
+    *,
+    base: RepoBase | None = None,
+    limits: CheckLimits | None = None,
+) -> list[Finding]:
+    """Every rule about one path on its own (lexical, working tree, base tree).
+
+    Args:
+        raw: the path as the proposal gives it (any type: it is untrusted).
+        repo_dir: the repository directory.
+        base: the base tree, also walked for symlinks and files when it is a git tree.
+        limits: path length limits.
+
+    Returns:
+        The findings for this path (cross-path rules such as duplicates are not here).
+    """
+    limits = limits or CheckLimits()
+    root = Path(os.path.realpath(repo_dir))
+    out, norm = _lexical_path_findings(raw, limits)
+    if norm is None:
+        return out
+    assert isinstance(raw, str)
+    out += _filesystem_path_findings(root, norm, raw)
+    if base is not None and base.is_git:
+        out += _tree_path_findings(base, norm, raw)
+    return _dedup(out)
+
+
+def safe_target(repo_dir: Path, path: str) -> Path:
+    """Resolve a proposal path to the file to write, inside ``repo_dir``, or refuse.
+
+    The publisher calls this before writing any file (in its worktree, so ``repo_dir`` is
+    that worktree). Symlinks that stay inside the repository are followed: the returned
+    path is the real file the write lands on.
+
+    Args:
+        repo_dir: the directory the file is written under.
+        path: the proposal's path (untrusted).
+
+    Returns:
+        The absolute, symlink-free path to write.
+
+    Raises:
+        UnsafePathError: the path breaks a path rule of severity error (it would leave the
+            repository, write into .git, overwrite a directory...).
+    """
+    root = Path(os.path.realpath(repo_dir))
+    errors = [f for f in path_findings(path, root) if f.severity == "error"]
+    if errors:
+        first = errors[0]
+        raise UnsafePathError(
+            f"{path!r}: {first.message} [{first.code}]",
+            hint=first.fix or "choose a repository-relative path inside the repository",
+        )
+    norm = posixpath.normpath(path)
+    target = os.path.realpath(root / norm)
+    root_s = str(root)
+    if not _inside(root_s, target) or target == root_s or _in_git_dir(root_s, target):
+        # defence in depth: the rules above should already have refused this
+        raise UnsafePathError(
+            f"{path!r} resolves to {target}, outside the repository's files",
+            hint="choose a repository-relative path inside the repository",
+        )
+    return Path(target)
+
+
+# --------------------------------------------------------------------------------------
+# the seed's rules: branch, commit, PR
+# --------------------------------------------------------------------------------------
+
+_BRANCH_RE = re.compile(BRANCH_SUFFIX_PATTERN)
+_CONVENTIONAL_RE = re.compile(
+    r"^(feat|fix|docs|style|refactor|perf|test|tests|build|ci|chore|revert)"
+    r"(\([^()\s]+\))?!?: \S"
+)
+_CLOSES_PLACEHOLDER_RE = re.compile(
+    r"(?i)\b(closes)(\s+)#(ISSUE_NUMBER|ISSUE|NUMBER|N|NN|XX?X?|\{\w*\}|<[^>]*>)(?![\w-])"
+)
+_CLOSING_KEYWORD_RE = re.compile(
+    r"(?i)\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#(\d+)(?!\d)"
+)
+
+
+def slugify_branch(text: str, issue_number: int) -> str:
+    """A branch suffix from any text: lowercase ASCII, hyphens, at most 30 characters.
+
+    Args:
+        text: the model's branch suffix (or a title) to slugify.
+        issue_number: used for ``issue-N`` when nothing usable is left.
+
+    Returns:
+        A suffix matching ``BRANCH_SUFFIX_PATTERN``.
+    """
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    slug = slug[:30].rstrip("-")
+    if not slug:
+        slug = f"issue-{issue_number}"[:30]
+    return slug
+
+
+def _closes(body: str, issue_number: int) -> bool:
+    return bool(re.search(rf"(?i)\bcloses\s*:?\s+#{issue_number}(?!\d)", body))
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+#: GitHub refuses a pull request body longer than this
+PR_BODY_MAX = 65_536
+
+#: a line git (or a provenance reader) would take as a trailer naming who or what made a commit
+TRAILER_RE = re.compile(
+    r"^[ \t]*((?:Agent-Tui[A-Za-z0-9-]*|Signed-off-by|Co-authored-by|Reviewed-by|Acked-by|"
+    r"Tested-by|Reported-by|Suggested-by|Helped-by|Change-Id)[ \t]*:)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
+    out: list[Finding] = []
+    fields: dict[str, str] = {}
+    for name in ("branch_suffix", "commit_message", "pr_title", "pr_body"):
+        value = _text(getattr(proposal, name, None))
+        if value is None:
+            out.append(
+                _finding(
+                    "proposal-malformed",
+                    f"{name} is {type(getattr(proposal, name, None)).__name__}, not text",
+                    fix=f"give {name} as a string",
+                )
+            )
+        fields[name] = value or ""
+    branch = fields["branch_suffix"]
+    if not _BRANCH_RE.match(branch):
+        out.append(
+            _finding(
+                "branch-suffix-invalid",
+                f"branch_suffix {branch!r} is not lowercase letters, digits and hyphens, "
+                "at most 30 characters",
+                fix=f"use {slugify_branch(branch or fields['pr_title'], issue_number)!r}",
+            )
+        )
+    body = fields["pr_body"]
+    if not _closes(body, issue_number):
+        placeholder = _CLOSES_PLACEHOLDER_RE.search(body)
+        detail = f" (it has the placeholder {placeholder.group(0)!r})" if placeholder else ""
+        out.append(
+            _finding(
+                "closes-missing",
+                f"pr_body does not reference the issue with 'Closes #{issue_number}'{detail}",
+                fix=f"add 'Closes #{issue_number}' to the PR body",
+            )
+        )
+    others = sorted({int(n) for n in _CLOSING_KEYWORD_RE.findall(body)} - {issue_number})
+    if others:
+        out.append(
+            _finding(
+                "closes-other-issue",
+                "pr_body would close other issue(s) on merge: "
+                + ", ".join(f"#{n}" for n in others),
+                fix="remove the closing keywords for issues this PR does not solve",
+            )
+        )
+    for name, code, low, high in (
+        ("commit_message", "commit-message-length", 1, COMMIT_MESSAGE_MAX),
+        ("pr_title", "pr-title-length", 1, PR_TITLE_MAX),
+        ("pr_body", "pr-body-length", 0, PR_BODY_MAX),
+    ):
+        size = len(fields[name].strip()) if low else len(fields[name])
+        if getattr(proposal, name, None) is not None and not low <= size <= high:
+            out.append(
+                _finding(
+                    code,
+                    f"{name} is empty; it must say what the change does"
+                    if size < low
+                    else f"{name} is {size} characters; the limit is {high}",
+                    fix=f"write {name} in {low} to {high} characters",
+                )
+            )
+    for name in ("commit_message", "pr_title", "pr_body"):
+        bad = control_chars(fields[name], allow_newlines=name != "pr_title")
+        if bad:
+            out.append(
+                _finding(
+                    "message-control-char",
+                    f"{name} holds control, escape or bidi characters ({', '.join(bad[:4])}); "
+                    "a terminal or a web page would obey them",
+                    fix=f"remove them from {name}",
+                )
+            )
+    for match in TRAILER_RE.finditer(fields["commit_message"]):
+        out.append(
+            _finding(
+                "message-trailer",
+                f"the commit message has a trailer line {match.group(1)!r}: provenance and "
+                "sign-offs are written by agent-tui and git, never by the model",
+                fix="remove the line",
+            )
+        )
+    commit_first = fields["commit_message"].split("\n", 1)[0]
+    if not _CONVENTIONAL_RE.match(commit_first):
+        out.append(
+            _finding(
+                "commit-message-style",
+                f"commit message {commit_first[:60]!r} is not in the 'feat: ...' / 'fix: ...' "
+                "style",
+                fix="start it with a type and a colon, e.g. 'feat: add health endpoint'",
+            )
+        )
+    if not _CONVENTIONAL_RE.match(fields["pr_title"]):
+        out.append(
+            _finding(
+                "pr-title-style",
+                f"PR title {fields['pr_title'][:60]!r} is not in the 'feat: ...' / 'fix: ...' "
+                "style",
+                fix="start it with a type and a colon, e.g. 'feat: add health endpoint'",
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# content rules
+# --------------------------------------------------------------------------------------
+
+#: a comment opener (Python, C-like, SQL, HTML, block-comment continuation)
+_COMMENT = r"(#|//|/\*|<!--|--|^\s*\*)"
+_PLACEHOLDER_PATTERNS = [
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"\b(rest|remainder) of (the )?(file|code|class|module|function|implementation|methods?"
+        r"|content|routes?|tests?)\b.*\b(unchanged|same|as (before|is)|remains?|omitted|here|"
+        r"stays?)\b",
+        _COMMENT + r".*\.\.\.\s*[(\[]?\s*(existing|previous|other|remaining|original|rest"
+        r"|unchanged|same)\b",
+        _COMMENT + r".*\b(existing|previous|original|remaining|other) (code|implementation"
+        r"|methods|functions|routes|endpoints|imports|content|tests)\s*(here|goes here|remains?"
+        r"|unchanged|omitted|as before|\.\.\.)",
+        r"\bpass\s*#\s*(TODO|FIXME|implement)",
+        r"\b(omitted|elided|truncated|skipped) for brevity\b",
+        r"\bunchanged from (the )?(original|previous|before|existing)\b",
+        r"\b(your|the) (implementation|code|logic) goes here\b",
+        r"^\s*(#|//|/\*|<!--|--)\s*\.\.\.\s*(\*/|-->)?\s*$",
+    )
+]
+
+_PYTHON_EXT = (".py", ".pyi")
+_TEXT_DOC_EXT = (".md", ".markdown", ".rst", ".txt", ".adoc", "")
+_BRACE_EXT = (
+    ".js", ".jsx", ".ts", ".tsx", ".mjs", ".cjs", ".java", ".kt", ".go", ".rs", ".c", ".h",
+    ".cc", ".cpp", ".hpp", ".cs", ".swift", ".scala", ".php", ".css", ".scss",
+)  # fmt: skip
+_DANGLING_ENDINGS = (",", "(", "[", "{", "\\", "=", "+", "&&", "||", "->", "=>")
+_ALLOWED_CONTROL = {"\t", "\n", "\r", "\f", "\v", "\x1b"}
+_CONTENT_CONTROL_RE = re.compile(
+    "["
+    + "".join(re.escape(chr(c)) for c in [*range(32), 127] if chr(c) not in _ALLOWED_CONTROL)
+    + "]"
+)
+
+
+def _ext(path: str) -> str:
+    return posixpath.splitext(path)[1].casefold()
+
+
+def _placeholder_findings(path: str, text: str) -> list[Finding]:
+    hits: list[int] = []
+    for n, line in enumerate(split_lines(text), start=1):
+        if any(p.search(line) for p in _PLACEHOLDER_PATTERNS):
+            hits.append(n)
+    if not hits:
+        return []
+    first = split_lines(text)[hits[0] - 1].strip()
+    more = f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""
+    return [
+        _finding(
+            "placeholder-content",
+            f"a lazy placeholder instead of code: {first[:80]!r}{more}; writing this file "
+            "would delete what the placeholder stands for",
+            path=path,
+            line=hits[0],
+            fix="regenerate asking for the complete file, or write the missing part",
+        )
+    ]
+
+
+def _brace_depth(text: str) -> int:
+    """Net open brackets in C-like code, skipping strings and comments (a rough scanner)."""
+    depth = 0
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c in "\"'`":
+            j = i + 1
+            while j < n and text[j] != c:
+                if text[j] == "\\":
+                    j += 1
+                elif text[j] == "\n" and c != "`":
+                    break
+                j += 1
+            i = j + 1
+            continue
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j + 1
+            continue
+        if text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        i += 1
+    return depth
+
+
+def _truncation_reason(path: str, text: str) -> str | None:
+    """Why the file looks cut off before its end (None when it does not)."""
+    stripped = text.rstrip()
+    if not stripped:
+        return None
+    last = stripped.rsplit("\n", 1)[-1].strip()
+    ext = _ext(path)
+    if (
+        ext in (".md", ".markdown")
+        and sum(1 for ln in stripped.split("\n") if ln.lstrip().startswith("```")) % 2
+    ):
+        return "a ``` code block is never closed"
+    if ext in _TEXT_DOC_EXT:
+        return None
+    if ext in _BRACE_EXT and _brace_depth(text) > 0:
+        return f"{_brace_depth(text)} bracket(s) are never closed"
+    if ext not in _PYTHON_EXT and last.endswith(_DANGLING_ENDINGS):
+        return f"the last line ends with {last[-2:].strip()!r}"
+    return None
+
+
+_PY_EOF_MESSAGES = ("was never closed", "unexpected eof", "unterminated triple-quoted")
+
+
+def _python_findings(path: str, text: str) -> tuple[list[Finding], ast.Module | None]:
+    try:
+        tree = pysource.parse(text, filename=path)
+    except (SyntaxError, ValueError) as exc:
+        msg = str(getattr(exc, "msg", exc))
+        lineno = getattr(exc, "lineno", None)
+        n_lines = len(split_lines(text.rstrip()))
+        at_end = lineno is not None and lineno >= n_lines
+        if any(m in msg.lower() for m in _PY_EOF_MESSAGES) or (
+            at_end and "expected an indented block" in msg
+        ):
+            return [
+                _finding(
+                    "truncated-content",
+                    f"the file ends mid-construct ({msg}); the answer was probably cut off",
+                    path=path,
+                    line=lineno,
+                    fix="regenerate with a larger token budget, or complete the file",
+                )
+            ], None
+        return [
+            _finding(
+                "python-syntax-error",
+                f"the file does not parse: {msg}",
+                path=path,
+                line=lineno,
+                fix="fix the syntax error (python -m py_compile FILE)",
+            )
+        ], None
+    return [], tree
+
+
+def _data_findings(path: str, text: str) -> list[Finding]:
+    ext = _ext(path)
+    line: int | None = None
+    try:
+        if ext == ".json":
+            json.loads(text)
+        elif ext == ".toml":
+            tomllib.loads(text)
+        elif ext in (".yaml", ".yml"):
+            for _ in yaml.safe_load_all(text):
+                pass
+        else:
+            return []
+    except json.JSONDecodeError as exc:
+        message, line = exc.msg, exc.lineno
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        m = re.search(r"line (\d+)", message)
+        line = int(m.group(1)) if m else None
+    except yaml.YAMLError as exc:
+        message = str(exc).replace("\n", " ")
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+    else:
+        return []
+    return [
+        _finding(
+            "data-syntax-error",
+            f"the {ext[1:].upper()} does not parse: {message}",
+            path=path,
+            line=line,
+            fix="fix the syntax",
+        )
+    ]
+
+
+# --- sensitive paths -------------------------------------------------------------------
+
+_CI_NAMES = {
+    ".gitlab-ci.yml", ".travis.yml", "jenkinsfile", "azure-pipelines.yml", ".drone.yml",
+    "bitbucket-pipelines.yml", "appveyor.yml", ".appveyor.yml", "cloudbuild.yaml",
+}  # fmt: skip
+_CI_DIRS = {".github", ".circleci", ".gitlab", ".buildkite", ".woodpecker", ".azure-pipelines"}
+_HOOK_DIRS = {".githooks", ".husky", ".hooks", "githooks"}
+_HOOK_NAMES = {
+    ".pre-commit-config.yaml", ".pre-commit-hooks.yaml", "lefthook.yml", "lefthook.yaml",
+    ".lefthook.yml", ".lefthook.yaml", ".gitmodules",
+}  # fmt: skip
+_DOCKER_NAMES = {
+    "dockerfile", "containerfile", "docker-compose.yml", "docker-compose.yaml", "compose.yml",
+    "compose.yaml",
+}  # fmt: skip
+_BUILD_NAMES = {"setup.py", "setup.cfg", "tox.ini", "noxfile.py", "build.py", "hatch_build.py"}
+_DEV_ENV_NAMES = {".envrc", ".env.local", ".direnv"}
+_DEV_ENV = {
+    ".vscode/tasks.json", ".vscode/launch.json", ".vscode/settings.json",
+    ".vscode/extensions.json", ".devcontainer/devcontainer.json", ".idea/workspace.xml",
+}  # fmt: skip
+_TEST_CONFIG_NAMES = {"conftest.py", "pytest.ini", "sitecustomize.py", "usercustomize.py"}
+_MAKE_NAMES = {"makefile", "gnumakefile", "justfile", ".justfile", "taskfile.yml", "taskfile.yaml"}
+_SHELL_EXT = {".sh", ".bash", ".zsh", ".ksh", ".fish", ".ps1", ".psm1", ".bat", ".cmd"}
+_SHEBANG_SHELL_RE = re.compile(r"\A#!.*\b(ba|z|k|da|fi|c|tc)?sh\b")
+_DEP_NAMES = {
+    "pipfile", "pipfile.lock", "poetry.lock", "uv.lock", "pdm.lock", "package.json",
+    "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml", "go.mod",
+    "go.sum", "cargo.toml", "cargo.lock", "gemfile", "gemfile.lock", "composer.json",
+    "composer.lock", "environment.yml", "environment.yaml", "conda.yml", "conda.yaml",
+}  # fmt: skip
+_REQ_NAME_RE = re.compile(r"^(requirements|constraints)([-_.\w]*)\.(txt|in)$")
+
+
+def _pyproject_changed_sections(old: str | None, new: str) -> tuple[list[str], list[str]]:
+    """(build keys, dependency keys) whose values differ between two pyproject texts."""
+    try:
+        new_doc = tomllib.loads(new)
+    except tomllib.TOMLDecodeError:
+        return [], []  # reported as data-syntax-error
+    try:
+        old_doc = tomllib.loads(old) if old else {}
+    except tomllib.TOMLDecodeError:
+        old_doc = {}
+    build: list[str] = []
+    deps: list[str] = []
+
+    def visit(prefix: str, a: Any, b: Any) -> None:
+        keys = set(a if isinstance(a, dict) else {}) | set(b if isinstance(b, dict) else {})
+        for key in sorted(keys):
+            av = a.get(key) if isinstance(a, dict) else None
+            bv = b.get(key) if isinstance(b, dict) else None
+            if av == bv:
+                continue
+            dotted = f"{prefix}{key}"
+            low = dotted.casefold()
+            is_build = (
+                low.startswith("build-system")
+                or low in ("project.scripts", "project.gui-scripts", "project.entry-points")
+                or (
+                    low.startswith("tool.")
+                    and ("build" in low or low.startswith("tool.setuptools"))
+                )
+            )
+            is_deps = "depend" in low or low.startswith("dependency-groups")
+            if is_build:
+                build.append(dotted)
+            elif is_deps:
+                deps.append(dotted)
+            elif isinstance(av, dict) or isinstance(bv, dict):
+                visit(dotted + ".", av, bv)
+
+    visit("", old_doc, new_doc)
+    return build, deps
+
+
+def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> list[Finding]:
+    low = norm.casefold()
+    segments = low.split("/")
+    name = segments[-1]
+    out: list[Finding] = []
+    runs = "a change there runs code on someone's machine; review it line by line"
+    if segments[0] in _CI_DIRS or name in _CI_NAMES:
+        out.append(
+            _finding(
+                "sensitive-ci",
+                f"CI configuration: {runs}",
+                path=path,
+                fix="acknowledge after review, or drop the file from the proposal",
+            )
+        )
+    if segments[0] in _HOOK_DIRS or name in _HOOK_NAMES:
+        out.append(
+            _finding(
+                "sensitive-git-hooks",
+                f"git hooks / pre-commit config: {runs}",
+                path=path,
+                fix="acknowledge after review, or drop the file",
+            )
+        )
+    if (
+        name in _DOCKER_NAMES
+        or name.startswith(("dockerfile.", "docker-compose."))
+        or name.endswith(".dockerfile")
+    ):
+        out.append(
+            _finding(
+                "sensitive-docker",
+                f"container build / compose file: {runs}",
+                path=path,
+                fix="acknowledge after review, or drop the file",
+            )
+        )
+    if name in _BUILD_NAMES:
+        out.append(
+            _finding(
+                "sensitive-build",
+                f"build hook: {runs}",
+                path=path,
+                fix="acknowledge after review, or drop the file",
+            )
+        )
+    if name == "pyproject.toml":
+        build, deps = _pyproject_changed_sections(old, text)
+        if build:
+            out.append(
+                _finding(
+                    "sensitive-build",
+                    f"pyproject.toml build sections change ({', '.join(build[:4])}): {runs}",
+                    path=path,
+                    fix="acknowledge after review, or keep the build sections",
+                )
+            )
+        if deps:
+            out.append(
+                _finding(
+                    "sensitive-dependencies",
+                    f"pyproject.toml dependencies change ({', '.join(deps[:4])}): "
+                    "new packages run code when installed",
+                    path=path,
+                    fix="check each new package name and version, then acknowledge",
+                )
+            )
+    if name in _MAKE_NAMES or name.endswith(".mk"):
+        out.append(
+            _finding(
+                "sensitive-makefile",
+                f"Makefile / task runner: {runs}",
+                path=path,
+                fix="acknowledge after review, or drop the file",
+            )
+        )
+    if _ext(name) in _SHELL_EXT or _SHEBANG_SHELL_RE.match(text):
+        out.append(
+            _finding(
+                "sensitive-shell",
+                f"shell script: {runs}",
+                path=path,
+                fix="acknowledge after review, or drop the file",
+            )
+        )
+    if name == ".gitattributes":
+        out.append(
+            _finding(
+                "sensitive-gitattributes",
+                "git attributes: a filter/diff driver runs a command, linguist-generated or "
+                "-diff hide a file's diff from review",
+                path=path,
+                fix="acknowledge after review, or drop the file",
+            )
+        )
+    if name in _DEV_ENV_NAMES or (len(segments) > 1 and f"{segments[-2]}/{name}" in _DEV_ENV):
+        out.append(
+            _finding(
+                "sensitive-dev-env",
+                f"an editor or shell runs this file when the project is opened: {runs}",
+                path=path,
+                fix="acknowledge after review, or drop the file",
+            )
+        )
+    if name == ".agent-tui.toml" or low.startswith(".agent-tui/prompts/"):
+        out.append(
+            _finding(
+                "sensitive-agent-config",
+                "agent-tui's own configuration or prompts: a change steers the next "
+                "generation (a changed .agent-tui.toml needs `agent-tui trust` again)",
+                path=path,
+                fix="acknowledge after review, or drop the file",
+            )
+        )
+    if name in _TEST_CONFIG_NAMES:
+        out.append(
+            _finding(
+                "sensitive-test-config",
+                f"runs whenever the tests run (also [publish] test_command): {runs}",
+                path=path,
+                fix="acknowledge after review, or drop the file",
+            )
+        )
+    if (
+        name in _DEP_NAMES
+        or _REQ_NAME_RE.match(name)
+        or (len(segments) > 1 and segments[-2] == "requirements" and _ext(name) in (".txt", ".in"))
+    ):
+        out.append(
+            _finding(
+                "sensitive-dependencies",
+                "dependency file: new packages run code when installed",
+                path=path,
+                fix="check each new package name and version, then acknowledge",
+            )
+        )
+    return out  # fmt: skip
+
+
+# --- Python structure: definitions, routes, imports ------------------------------------
+
+_ROUTE_METHODS = {
+    "get", "post", "put", "patch", "delete", "head", "options", "trace", "route", "api_route",
+    "websocket",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Route:
+    method: str
+    path: str
+    handler: str
+    line: int
+    node: ast.FunctionDef | ast.AsyncFunctionDef = field(compare=False, hash=False)
+    response_model: bool = field(default=False, compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.method.upper()} {self.path}"
+
+
+def _routes(tree: ast.Module) -> list[_Route]:
+    found: list[_Route] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for dec in node.decorator_list:
+            if not (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Attribute)):
+                continue
+            if dec.func.attr not in _ROUTE_METHODS:
+                continue
+            route_path: str | None = None
+            if dec.args and isinstance(dec.args[0], ast.Constant):
+                route_path = str(dec.args[0].value)
+            for kw in dec.keywords:
+                if kw.arg == "path" and isinstance(kw.value, ast.Constant):
+                    route_path = str(kw.value.value)
+            if route_path is None:
+                continue
+            has_model = any(kw.arg == "response_model" for kw in dec.keywords)
+            found.append(_Route(dec.func.attr, route_path, node.name, node.lineno, node, has_model))
+    return found
+
+
+def _definitions(tree: ast.Module) -> dict[str, int]:
+    """Module-level functions and classes, and methods as ``Class.name`` -> line."""
+    defs: dict[str, int] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            defs[f"{node.name}()"] = node.lineno
+        elif isinstance(node, ast.ClassDef):
+            defs[f"class {node.name}"] = node.lineno
+            for sub in node.body:
+                if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
+                    defs[f"{node.name}.{sub.name}()"] = sub.lineno
+    for route in _routes(tree):
+        defs[f"route {route.key}"] = route.line
+    return defs
+
+
+def _safe_parse(text: str | None) -> ast.Module | None:
+    if text is None:
+        return None
+    try:
+        return pysource.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _imports(tree: ast.Module) -> dict[str, int]:
+    """Top-level module names imported absolutely -> first line."""
+    found: dict[str, int] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.setdefault(alias.name.split(".")[0], node.lineno)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.setdefault(node.module.split(".")[0], node.lineno)
+    return found
+
+
+def _is_test_path(path: str) -> bool:
+    segments = path.casefold().split("/")
+    name = segments[-1]
+    return (
+        any(s in ("tests", "test") for s in segments[:-1])
+        or name.startswith("test_")
+        or name.endswith("_test.py")
+        or name == "conftest.py"
+    )
+
+
+_ORM_CALL_RE = re.compile(
+    r"\.(query|scalars|scalar_one|scalar_one_or_none|first|one|one_or_none|all|get|execute)\("
+)
+
+
+def _returns_orm(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int | None:
+    """Line of a ``return`` that hands back a query result directly (heuristic)."""
+    assigned: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Assign) and _ORM_CALL_RE.search(ast.unparse(sub.value)):
+            assigned.update(t.id for t in sub.targets if isinstance(t, ast.Name))
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Return) and sub.value is not None:
+            value = sub.value
+            if isinstance(value, ast.Name) and value.id in assigned:
+                return sub.lineno
+            if isinstance(value, ast.Call | ast.Attribute) and _ORM_CALL_RE.search(
+                ast.unparse(value)
+            ):
+                return sub.lineno
+    return None
+
+
+#: import name -> distribution names it commonly comes from (beyond the obvious spelling)
+_IMPORT_ALIASES: dict[str, tuple[str, ...]] = {
+    "jose": ("python-jose",),
+    "jwt": ("pyjwt",),
+    "yaml": ("pyyaml",),
+    "PIL": ("pillow",),
+    "dotenv": ("python-dotenv",),
+    "multipart": ("python-multipart",),
+    "bs4": ("beautifulsoup4",),
+    "sklearn": ("scikit-learn",),
+    "cv2": ("opencv-python", "opencv-python-headless"),
+    "dateutil": ("python-dateutil",),
+    "psycopg2": ("psycopg2-binary",),
+    "attr": ("attrs",),
+    "Crypto": ("pycryptodome",),
+    "magic": ("python-magic",),
+    "starlette": ("fastapi",),
+    "pydantic": ("fastapi", "pydantic-settings", "sqlmodel"),
+    "sqlalchemy": ("sqlmodel",),
+    "passlib": ("passlib",),
+    "google": ("protobuf",),
+}
+
+
+def _norm_dist(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).casefold()
+
+
+@lru_cache(maxsize=1)
+def _installed_distributions() -> dict[str, list[str]]:
+    try:
+        return {k: list(v) for k, v in metadata.packages_distributions().items()}
+    except Exception:  # a broken installed distribution must not break the checks
+        return {}
+
+
+_REQ_LINE_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def _requirement_names(path: str, text: str) -> set[str]:
+    """Distribution names a requirements file or pyproject.toml declares (normalised)."""
+    names: set[str] = set()
+    if posixpath.basename(path).casefold() == "pyproject.toml":
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            return names
+        project = doc.get("project", {})
+        specs: list[str] = list(project.get("dependencies", []) or [])
+        for extra in (project.get("optional-dependencies", {}) or {}).values():
+            specs += list(extra or [])
+        for group in (doc.get("dependency-groups", {}) or {}).values():
+            specs += [s for s in group or [] if isinstance(s, str)]
+        poetry = doc.get("tool", {}).get("poetry", {})
+        names.update(_norm_dist(k) for k in (poetry.get("dependencies", {}) or {}))
+        for group in (poetry.get("group", {}) or {}).values():
+            names.update(_norm_dist(k) for k in (group.get("dependencies", {}) or {}))
+        for spec in specs:
+            m = _REQ_LINE_RE.match(str(spec))
+            if m:
+                names.add(_norm_dist(m.group(1)))
+        return names
+    for raw_line in text.splitlines():
+        line = raw_line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        m = _REQ_LINE_RE.match(line)
+        if m:
+            names.add(_norm_dist(m.group(1)))
+    return names
+
+
+def _is_requirements_file(path: str) -> bool:
+    low = path.casefold()
+    name = posixpath.basename(low)
+    return (
+        bool(_REQ_NAME_RE.match(name))
+        or name == "pyproject.toml"
+        or ("/requirements/" in f"/{low}" and _ext(name) in (".txt", ".in"))
+    )
+
+
+# --------------------------------------------------------------------------------------
+# run_checks
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _File:
+    raw: str
+    norm: str
+    text: str
+    old: str | None
+    existed: bool
+    tree: ast.Module | None = None
+
+
+def _iter_files(proposal: Any) -> tuple[list[tuple[object, object]], list[Finding]]:
+    files = getattr(proposal, "files", None)
+    if not isinstance(files, list | tuple):
+        return [], [
+            _finding(
+                "proposal-malformed",
+                f"files is {type(files).__name__}, not a list",
+                fix="give files as a list of {path, content} objects",
+            )
+        ]
+    pairs: list[tuple[object, object]] = []
+    problems: list[Finding] = []
+    for item in files:
+        if isinstance(item, dict):
+            pairs.append((item.get("path"), item.get("content")))
+        elif hasattr(item, "path") and hasattr(item, "content"):
+            pairs.append((getattr(item, "path", None), getattr(item, "content", None)))
+        else:
+            problems.append(
+                _finding(
+                    "proposal-malformed",
+                    f"a files entry is {type(item).__name__}, not a {{path, content}} object",
+                    fix="give files as a list of {path, content} objects",
+                )
+            )
+    return pairs, problems
+
+
+def _validate_enabled(enabled: set[str] | None) -> None:
+    if enabled is None:
+        return
+    unknown = sorted(set(enabled) - set(RULES))
+    if unknown:
+        raise ConfigError(
+            f"unknown check code(s): {', '.join(unknown)}",
+            hint="known codes: " + ", ".join(sorted(RULES)),
+        )
+
+
+def run_checks(
+    proposal: Any,
+    repo_dir: Path,
+    issue_number: int,
+    *,
+    shown_files: set[str] | None = None,
+    limits: CheckLimits | None = None,
+    enabled: set[str] | None = None,
+    base: RepoBase | None = None,
+    base_ref: str | None = "HEAD",
+) -> list[Finding]:
+    """Every check on ``proposal`` against the repository at ``repo_dir``.
+
+    Args:
+        proposal: the ``ChangeProposal`` (untrusted: built with ``model_construct`` or
+            edited, any field may hold anything).
+        repo_dir: the repository the proposal would be published to.
+        issue_number: the issue the proposal answers (for ``Closes #N``).
+        shown_files: the paths the model was shown (the context builder's
+            ``ContextResult.shown_files``); None skips the unseen-file rule.
+        limits: sizes and thresholds; default ``CheckLimits()``.
+        enabled: only these codes are reported (None: all).
+        base: an already opened base (shared with ``engine.review.diff.diff_proposal``).
+        base_ref: the git ref the proposal is compared with when ``base`` is None.
+
+    Returns:
+        The findings, errors first, then warnings, then info; by path and line within each.
+
+    Raises:
+        ConfigError: ``enabled`` names an unknown code.
+        RepoError: the repository or ``base_ref`` cannot be read.
+    """
+    _validate_enabled(enabled)
+    limits = limits or CheckLimits()
+    if base is None:
+        base = RepoBase(repo_dir, base_ref)
+    root = Path(os.path.realpath(repo_dir))
+
+    def wanted(*codes: str) -> bool:
+        return enabled is None or any(c in enabled for c in codes)
+
+    findings: list[Finding] = []
+    findings += _message_findings(proposal, issue_number)
+    pairs, problems = _iter_files(proposal)
+    findings += problems
+    if not pairs and not problems and isinstance(getattr(proposal, "files", None), list | tuple):
+        findings.append(
+            _finding("no-files", "the proposal changes no file", fix="regenerate the proposal")
+        )
+    if len(pairs) > limits.max_files:
+        findings.append(
+            _finding(
+                "too-many-files",
+                f"{len(pairs)} files; the limit is {limits.max_files}",
+                fix="split the change, or raise generation.max_files in the config",
+            )
+        )
+
+    # paths, one by one, then across the proposal
+    files: list[_File] = []
+    by_norm: dict[str, str] = {}
+    by_fold: dict[str, str] = {}
+    total_bytes = 0
+    # past the most any configuration allows, paths are not examined one by one either
+    for raw, content in pairs[:MAX_FILES_LIMIT]:
+        path_out = path_findings(raw, root, base=base, limits=limits)
+        findings += path_out
+        if not isinstance(raw, str):
+            continue
+        norm = _lexical_path_findings(raw, limits)[1]
+        if norm is not None:
+            fold = unicodedata.normalize("NFC", norm).casefold()
+            if norm in by_norm:
+                findings.append(
+                    _finding(
+                        "path-duplicate",
+                        f"the same file as {by_norm[norm]!r} after normalisation",
+                        path=raw,
+                        fix="give each file once",
+                    )
+                )
+                continue
+            if fold in by_fold:
+                findings.append(
+                    _finding(
+                        "path-case-conflict",
+                        f"differs from {by_fold[fold]!r} only in case or Unicode form; on "
+                        "macOS and Windows they are the same file",
+                        path=raw,
+                        fix="give each file once, with one spelling",
+                    )
+                )
+                continue
+            by_norm[norm] = raw
+            by_fold[fold] = raw
+        if not isinstance(content, str):
+            findings.append(
+                _finding(
+                    "proposal-malformed",
+                    f"the content is {type(content).__name__}, not text",
+                    path=raw,
+                    fix="give the complete file content as a string",
+                )
+            )
+            continue
+        # sizes and encoding (on every file, whatever its path)
+        try:
+            size = len(content.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            line = content.count("\n", 0, exc.start) + 1
+            findings.append(
+                _finding(
+                    "content-not-utf8",
+                    f"the content holds characters UTF-8 cannot encode ({exc.reason})",
+                    path=raw,
+                    line=line,
+                    fix="regenerate the file; content must be UTF-8 text",
+                )
+            )
+            continue
+        total_bytes += size
+        if size > limits.max_file_bytes:
+            findings.append(
+                _finding(
+                    "file-too-large",
+                    f"{size} bytes; the limit is {limits.max_file_bytes}",
+                    path=raw,
+                    fix="split the file, or change it by hand",
+                )
+            )
+            continue  # not scanned further: a 50 MB answer must not cost minutes
+        bad = [m.start() for m in _CONTENT_CONTROL_RE.finditer(content)]  # a regex: 25 MB fast
+        if bad:
+            findings.append(
+                _finding(
+                    "content-not-text",
+                    f"the content holds {len(bad)} NUL/control character(s); it is not text",
+                    path=raw,
+                    line=content.count("\n", 0, bad[0]) + 1,
+                    fix="regenerate the file; binary files cannot be proposed",
+                )
+            )
+            continue
+        if norm is None or any(f.severity == "error" and f.path == raw for f in path_out):
+            continue
+        old_bytes = base.read_bytes(norm)
+        old: str | None = None
+        if old_bytes is not None:
+            try:
+                old = old_bytes.decode("utf-8")
+            except UnicodeDecodeError:
+                old = None
+        files.append(_File(raw, norm, content, old, old_bytes is not None))
+    if total_bytes > limits.max_total_bytes:
+        findings.append(
+            _finding(
+                "total-too-large",
+                f"{total_bytes} bytes in all files; the limit is {limits.max_total_bytes}",
+                fix="split the change into smaller proposals",
+            )
+        )
+    if total_bytes > limits.max_total_bytes or len(pairs) > limits.max_files:
+        # refused whatever else is wrong: the content is not scanned further (100 files just
+        # under the per-file limit took 298 s of secret scanning and 390,000 findings)
+        files = []
+
+    # a proposal path that is a parent of another one
+    norms = {f.norm for f in files}
+    for f in files:
+        parts = f.norm.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in norms:
+                findings.append(
+                    _finding(
+                        "path-parent-is-file",
+                        f"{parent!r} is also a file of this proposal",
+                        path=f.raw,
+                        fix="a path cannot be both a file and a directory",
+                    )
+                )
+    if wanted("path-case-existing"):
+        existing_fold: dict[str, str] = {}
+        for p in base.files():
+            existing_fold.setdefault(unicodedata.normalize("NFC", p).casefold(), p)
+        for f in files:
+            if f.existed:
+                continue
+            twin = existing_fold.get(unicodedata.normalize("NFC", f.norm).casefold())
+            if twin is not None and twin != f.norm:
+                findings.append(
+                    _finding(
+                        "path-case-existing",
+                        f"differs only in case from the existing {twin!r}; on macOS and "
+                        "Windows this overwrites it",
+                        path=f.raw,
+                        fix=f"use the existing spelling {twin!r}",
+                    )
+                )
+
+    shown_norm = None
+    if shown_files is not None:
+        shown_norm = {posixpath.normpath(p) for p in shown_files if isinstance(p, str) and p}
+
+    for f in files:
+        findings += _file_findings(f, limits, shown_norm)
+    if wanted("uncommitted-changes"):
+        findings += _uncommitted_findings(files, base)
+
+    if wanted("secret-in-content", "secret-high-entropy", "secret-in-message"):
+        findings += _secret_findings(proposal, files)
+    if wanted("endpoint-without-test", "route-missing-docstring", "orm-returned-raw"):
+        findings += _route_findings(files)
+    if wanted("missing-requirement"):
+        findings += _requirement_findings(files, base)
+
+    if enabled is not None:
+        findings = [f for f in findings if f.code in enabled]
+    return sorted(
+        _dedup_exact(findings),
+        key=lambda f: (SEVERITY_ORDER[f.severity], str(f.path or ""), f.line or 0, f.code),
+    )
+
+
+def _dedup_exact(findings: Iterable[Finding]) -> list[Finding]:
+    seen: set[Finding] = set()
+    out = []
+    for f in findings:
+        if f not in seen:
+            seen.add(f)
+            out.append(f)
+    return out
+
+
+def _file_findings(f: _File, limits: CheckLimits, shown: set[str] | None) -> list[Finding]:
+    out: list[Finding] = []
+    path, text, old = f.raw, f.text, f.old
+    if f.existed and old is not None and old == text:
+        return [
+            _finding(
+                "unchanged-file",
+                "identical to the base; writing it changes nothing",
+                path=path,
+                fix="drop it from the proposal",
+            )
+        ]
+    out += _placeholder_findings(path, text)
+    if _ext(path) in _PYTHON_EXT:
+        py, f.tree = _python_findings(path, text)
+        out += py
+    else:
+        reason = _truncation_reason(path, text)
+        if reason:
+            out.append(
+                _finding(
+                    "truncated-content",
+                    f"the file looks cut off: {reason}",
+                    path=path,
+                    line=len(split_lines(text)),
+                    fix="regenerate with a larger token budget, or complete the file",
+                )
+            )
+        out += _data_findings(path, text)
+    if text and not text.endswith("\n"):
+        out.append(
+            _finding(
+                "missing-final-newline",
+                "the file does not end with a newline",
+                path=path,
+                line=len(split_lines(text)),
+                fix="add a newline at the end",
+            )
+        )
+    out += _sensitive_findings(f.norm, text, old, path)
+    if f.existed:
+        if shown is not None and f.norm not in shown:
+            out.append(
+                _finding(
+                    "unseen-file-rewritten",
+                    "an existing file is rewritten although the model was not shown it; "
+                    "whatever it held may be lost",
+                    path=path,
+                    fix="regenerate with the file in the context, or review the diff closely",
+                )
+            )
+        if old is not None:
+            old_lines = split_lines(old)
+            if len(old_lines) >= limits.drop_min_lines:
+                added, removed = count_changes(old_lines, split_lines(text))
+                if removed / len(old_lines) > limits.drop_ratio:
+                    kept = len(old_lines) - removed
+                    out.append(
+                        _finding(
+                            "destructive-drop-lines",
+                            f"keeps {kept} of {len(old_lines)} existing lines "
+                            f"({round(100 * removed / len(old_lines))}% removed), adds {added}",
+                            path=path,
+                            fix="check the diff: the model may have dropped code it never saw",
+                        )
+                    )
+            if _ext(path) in _PYTHON_EXT and f.tree is not None:
+                old_tree = _safe_parse(old)
+                if old_tree is not None:
+                    gone = sorted(set(_definitions(old_tree)) - set(_definitions(f.tree)))
+                    if gone:
+                        shown_names = ", ".join(gone[:6]) + (" ..." if len(gone) > 6 else "")
+                        out.append(
+                            _finding(
+                                "destructive-removed-definitions",
+                                f"removes {len(gone)} existing definition(s): {shown_names}",
+                                path=path,
+                                fix="keep them, unless the issue asks for their removal",
+                            )
+                        )
+    return out
+
+
+_SHOWN_LOCAL = (
+    "; the model was shown that version, but the pull request is built on the base branch, "
+    "so any local change the model kept is published with it"
+)
+_UNCOMMITTED_WHAT = {
+    "modified": "this file has uncommitted edits in your working tree" + _SHOWN_LOCAL,
+    "added": "this file is staged but not committed" + _SHOWN_LOCAL,
+    "untracked": "this file exists only in your working tree (untracked)" + _SHOWN_LOCAL,
+    "deleted": "this file is deleted in your working tree but not in the last commit; the "
+    "pull request writes it with the proposed content",
+}
+
+
+def _uncommitted_findings(files: list[_File], base: RepoBase) -> list[Finding]:
+    """Files the user changed locally: the model saw that version, the PR will not start there.
+
+    The context shows the model the working tree, while publishing commits on a fresh
+    checkout of the base branch. Whatever of the local version the model copied into its
+    answer goes into the pull request with it, so the user is told to look at the diff.
+    """
+    states = base.uncommitted(f.norm for f in files)
+    out = []
+    for f in files:
+        state = states.get(f.norm)
+        if state is None:
+            continue
+        out.append(
+            _finding(
+                "uncommitted-changes",
+                _UNCOMMITTED_WHAT[state],
+                path=f.raw,
+                fix="review the diff for local work you do not mean to publish, or commit "
+                "or stash it first and regenerate",
+            )
+        )
+    return out
+
+
+def _new_lines(old: str | None) -> set[str]:
+    return {ln.strip() for ln in split_lines(old)} if old else set()
+
+
+#: detect-secrets stops reading a file after this many flagged lines: the file is blocked by
+#: then, and a file of nothing but secret-looking lines costs seconds per 100 KB otherwise.
+SECRET_LINES_PER_FILE = 50
+
+
+def _secret_findings(proposal: Any, files: list[_File]) -> list[Finding]:
+    out: list[Finding] = []
+    items = [(f.norm, f.text) for f in files]
+    messages: list[tuple[str, str]] = []  # (label, scan key)
+    for label, attr, name in (
+        ("commit message", "commit_message", "COMMIT_EDITMSG"),
+        ("PR title", "pr_title", "PR_TITLE.txt"),
+        ("PR body", "pr_body", "PR_BODY.md"),
+    ):
+        value = _text(getattr(proposal, attr, None))
+        if value and len(value) <= PR_BODY_MAX:  # longer: refused anyway, not scanned
+            key = f"<{attr}>/{name}"  # cannot clash with a file: '<' never passes the checks
+            messages.append((label, key))
+            items.append((key, value))
+    results = {
+        key: scan_text(posixpath.basename(key), text, limit=SECRET_LINES_PER_FILE)
+        for key, text in items
+    }
+    for f in files:
+        hits = results.get(f.norm, [])
+        if not hits:
+            continue
+        lines = split_lines(f.text)
+        old_lines = _new_lines(f.old)
+        by_line: dict[int, list[SecretFinding]] = {}
+        for hit in hits:
+            by_line.setdefault(hit.line, []).append(hit)
+        for line_no, line_hits in sorted(by_line.items()):
+            if 0 < line_no <= len(lines) and lines[line_no - 1].strip() in old_lines:
+                continue  # carried over from the base, not introduced by the model
+            named = sorted({h.kind for h in line_hits if not h.heuristic})
+            if named:
+                out.append(
+                    _finding(
+                        "secret-in-content",
+                        f"looks like a secret literal ({', '.join(named)})",
+                        path=f.raw,
+                        line=line_no,
+                        fix="read it from the environment (os.getenv) or the settings "
+                        "object instead of writing it in the file",
+                    )
+                )
+            else:
+                out.append(
+                    _finding(
+                        "secret-high-entropy",
+                        "a high-entropy string that may be a secret "
+                        f"({', '.join(sorted({h.kind for h in line_hits}))})",
+                        path=f.raw,
+                        line=line_no,
+                        fix="if it is a credential, read it from the environment; "
+                        "acknowledge if it is a hash or test data",
+                    )
+                )
+    for label, key in messages:
+        hits = results.get(key, [])
+        named = sorted({h.kind for h in hits if not h.heuristic})
+        if named:
+            out.append(
+                _finding(
+                    "secret-in-message",
+                    f"the {label} holds what looks like a secret ({', '.join(named)}); "
+                    "it would be published",
+                    line=hits[0].line,
+                    fix=f"remove it from the {label}",
+                )
+            )
+    return out
+
+
+def _route_findings(files: list[_File]) -> list[Finding]:
+    out: list[Finding] = []
+    tests = [f for f in files if _is_test_path(f.norm)]
+    for f in files:
+        if f.tree is None or _is_test_path(f.norm):
+            continue
+        old_tree = _safe_parse(f.old)
+        old_routes = {r.key: r for r in _routes(old_tree)} if old_tree is not None else {}
+        for route in _routes(f.tree):
+            previous = old_routes.get(route.key)
+            if previous is None:
+                if not _route_tested(route, f.norm, tests):
+                    out.append(
+                        _finding(
+                            "endpoint-without-test",
+                            f"new route {route.key} ({route.handler}) has no test file in "
+                            "the proposal that exercises it",
+                            path=f.raw,
+                            line=route.line,
+                            fix="add a test file (tests/test_*.py) calling this endpoint",
+                        )
+                    )
+            if ast.get_docstring(route.node) is None and (
+                previous is None or ast.get_docstring(previous.node) is not None
+            ):
+                out.append(
+                    _finding(
+                        "route-missing-docstring",
+                        f"route handler {route.handler}() has no docstring",
+                        path=f.raw,
+                        line=route.line,
+                        fix="add a docstring saying what the endpoint does",
+                    )
+                )
+            if not route.response_model and route.node.returns is None:
+                line = _returns_orm(route.node)
+                if line is not None and (previous is None or _returns_orm(previous.node) is None):
+                    out.append(
+                        _finding(
+                            "orm-returned-raw",
+                            f"{route.handler}() seems to return a query result directly; "
+                            "return a Pydantic schema",
+                            path=f.raw,
+                            line=line,
+                            fix="add response_model=YourSchema or convert to a schema",
+                        )
+                    )
+    return out
+
+
+def _route_tested(route: _Route, module_path: str, tests: list[_File]) -> bool:
+    static = [s for s in route.path.split("/") if s and not s.startswith(("{", "<", ":"))]
+    needles = {route.handler}
+    if static:
+        needles.add("/" + "/".join(static))
+        needles.add(static[-1])
+    else:
+        needles.add(posixpath.splitext(posixpath.basename(module_path))[0])
+    return any(any(n in t.text for n in needles) for t in tests)
+
+
+def _requirement_findings(files: list[_File], base: RepoBase) -> list[Finding]:
+    python = [f for f in files if f.tree is not None]
+    if not python:
+        return []
+    all_paths = set(base.files()) | {f.norm for f in files}
+    own: set[str] = set()
+    for p in all_paths:
+        segments = p.split("/")
+        own.update(segments[:-1])
+        stem, ext = posixpath.splitext(segments[-1])
+        if ext in _PYTHON_EXT or ext == "":
+            own.add(stem)
+    declared: set[str] = set()
+    proposed = {f.norm: f.text for f in files}
+    for p in all_paths:
+        if not _is_requirements_file(p):
+            continue
+        text = proposed.get(p)
+        if text is None:
+            text = base.read_text(p)
+        if text:
+            declared |= _requirement_names(p, text)
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    dists = _installed_distributions()
+    out: list[Finding] = []
+    for f in python:
+        assert f.tree is not None
+        old_tree = _safe_parse(f.old)
+        old_imports = set(_imports(old_tree)) if old_tree is not None else set()
+        for name, line in sorted(_imports(f.tree).items()):
+            if name in old_imports or name in stdlib or name in own:
+                continue
+            candidates = {_norm_dist(name), _norm_dist("python-" + name), _norm_dist("py" + name)}
+            candidates.update(_norm_dist(d) for d in _IMPORT_ALIASES.get(name, ()))
+            candidates.update(_norm_dist(d) for d in dists.get(name, ()))
+            if candidates & declared:
+                continue
+            suggestion = (_IMPORT_ALIASES.get(name) or tuple(dists.get(name, ())) or (name,))[0]
+            out.append(
+                _finding(
+                    "missing-requirement",
+                    f"imports {name!r}, which no requirements.txt (or pyproject.toml) names",
+                    path=f.raw,
+                    line=line,
+                    fix=f"add {suggestion} to requirements.txt in the proposal",
+                )
+            )
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# fixes and loading
+# --------------------------------------------------------------------------------------
+
+
+def apply_fixes(proposal: Any, issue_number: int) -> ChangeProposal:
+    """The deterministic fixes: slugify the branch suffix, reference the issue, end files.
+
+    Only ``fixable`` rules are touched (``branch-suffix-invalid``, ``closes-missing``,
+    ``missing-final-newline``); everything else is kept exactly as it was, so a second run
+    of the checks still reports what needs a person.
+
+    Args:
+        proposal: the proposal (untrusted; fields of the wrong type are left as they are).
+        issue_number: the issue the PR must close.
+
+    Returns:
+        A new proposal (validated when it passes ``ChangeProposal``'s validation, else
+        built with ``model_construct`` so the checks can report what remains).
+    """
+    branch = getattr(proposal, "branch_suffix", None)
+    title = _text(getattr(proposal, "pr_title", None)) or ""
+    if not isinstance(branch, str) or not _BRANCH_RE.match(branch):
+        branch = slugify_branch(branch if isinstance(branch, str) and branch else title,
+                                issue_number)  # fmt: skip
+    body = getattr(proposal, "pr_body", None)
+    if isinstance(body, str) and not _closes(body, issue_number):
+        body = _CLOSES_PLACEHOLDER_RE.sub(rf"\g<1>\g<2>#{issue_number}", body, count=1)
+        if not _closes(body, issue_number):
+            body = (body.rstrip() + "\n\n" if body.strip() else "") + f"Closes #{issue_number}"
+    elif body is None:
+        body = f"Closes #{issue_number}"
+    files: list[Any] = []
+    for item in getattr(proposal, "files", None) or []:
+        path = getattr(item, "path", None) if not isinstance(item, dict) else item.get("path")
+        content = (
+            getattr(item, "content", None) if not isinstance(item, dict) else item.get("content")
+        )
+        if isinstance(content, str) and content and not content.endswith("\n"):
+            content += "\n"
+        files.append(FileChange.model_construct(path=path, content=content))
+    data = {
+        "branch_suffix": branch,
+        "commit_message": getattr(proposal, "commit_message", None),
+        "pr_title": getattr(proposal, "pr_title", None),
+        "pr_body": body,
+        "files": files,
+    }
+    try:
+        return ChangeProposal.model_validate(
+            {**data, "files": [{"path": f.path, "content": f.content} for f in files]}
+        )
+    except Exception:
+        return ChangeProposal.model_construct(
+            branch_suffix=branch,
+            commit_message=data["commit_message"],
+            pr_title=data["pr_title"],
+            pr_body=body,
+            files=files,
+        )
+
+
+_PROPOSAL_SHAPE_HINT = (
+    "a proposal is one JSON object {branch_suffix, commit_message, pr_title, pr_body, "
+    "files: [{path, content}]}, every value a string"
+)
+_TEXT_FIELDS = ("branch_suffix", "commit_message", "pr_title", "pr_body")
+
+
+def proposal_from_data(data: object) -> ChangeProposal:
+    """A proposal from parsed JSON, checking only its shape (the checks judge the values).
+
+    Why not ``ChangeProposal.model_validate``: a path like ``../x`` must reach the checks
+    and be reported with its code, not be rejected by the model's pattern first.
+
+    Args:
+        data: the parsed JSON.
+
+    Returns:
+        The proposal, built with ``model_construct``.
+
+    Raises:
+        InvalidProposalError: not an object, a missing or extra key, a value not a string,
+            files not a list of {path, content} string objects.
+    """
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise InvalidProposalError(
+            f"the proposal is a JSON {type(data).__name__}, not an object",
+            hint=_PROPOSAL_SHAPE_HINT,
+        )
+    expected = (*_TEXT_FIELDS, "files")
+    missing = [k for k in expected if k not in data]
+    extra = sorted(str(k) for k in data if k not in expected)
+    if missing:
+        problems.append("missing " + ", ".join(missing))
+    if extra:
+        problems.append("unexpected " + ", ".join(extra))
+    for key in _TEXT_FIELDS:
+        if key in data and not isinstance(data[key], str):
+            problems.append(f"{key} is not a string")
+    files = data.get("files")
+    changes: list[FileChange] = []
+    if "files" in data and not isinstance(files, list):
+        problems.append("files is not a list")
+    elif isinstance(files, list):
+        for i, item in enumerate(files):
+            if not isinstance(item, dict) or set(item) != {"path", "content"}:
+                problems.append(f"files[{i}] is not an object with exactly path and content")
+            elif not isinstance(item["path"], str) or not isinstance(item["content"], str):
+                problems.append(f"files[{i}].path and .content must be strings")
+            else:
+                changes.append(
+                    FileChange.model_construct(path=item["path"], content=item["content"])
+                )
+    if problems:
+        raise InvalidProposalError("; ".join(problems), hint=_PROPOSAL_SHAPE_HINT)
+    return ChangeProposal.model_construct(**{k: data[k] for k in _TEXT_FIELDS}, files=changes)
+
+
+def load_proposal_file(path: Path) -> ChangeProposal:
+    """Read a proposal JSON file (``agent-tui check``), checking only its shape.
+
+    Args:
+        path: the JSON file.
+
+    Returns:
+        The proposal.
+
+    Raises:
+        InvalidProposalError: unreadable, not UTF-8, not JSON, or not shaped like a proposal.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidProposalError(
+            f"cannot read {path}: {exc.strerror or exc}", hint="check the file's path"
+        ) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidProposalError(
+            f"{path} is not UTF-8 text (byte {exc.start})", hint=_PROPOSAL_SHAPE_HINT
+        ) from exc
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise InvalidProposalError(
+            f"{path} is nested too deeply to be a proposal", hint=_PROPOSAL_SHAPE_HINT
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise InvalidProposalError(
+            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+            hint=_PROPOSAL_SHAPE_HINT,
+        ) from exc
+    try:
+        return proposal_from_data(data)
+    except InvalidProposalError as exc:
+        raise InvalidProposalError(f"{path}: {exc.message}", hint=exc.hint) from exc
+
+
+def proposal_to_data(proposal: Any) -> dict[str, Any]:
+    """The proposal as plain JSON data, even when built with ``model_construct``."""
+    files = []
+    for item in getattr(proposal, "files", None) or []:
+        if isinstance(item, dict):
+            files.append({"path": item.get("path"), "content": item.get("content")})
+        else:
+            files.append(
+                {"path": getattr(item, "path", None), "content": getattr(item, "content", None)}
+            )
+    data: dict[str, Any] = {k: getattr(proposal, k, None) for k in _TEXT_FIELDS}
+    data["files"] = files
+    return data
+
+
+def iter_rules() -> Iterator[Rule]:
+    """Every rule, in the order of ``RULES`` (the README lists them the same way)."""
+    yield from RULES.values()

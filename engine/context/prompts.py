@@ -45,6 +45,7 @@ import yaml
 from engine.core.errors import PromptProfileError, UnknownProfileError
 from engine.core.models import ChangeProposal, Issue, issue_rule_errors
 from engine.core.resources import bundled_prompts_dir
+from engine.core.rules import check_ids_problem
 
 REPO_PROMPTS_DIR = Path(".agent-tui") / "prompts"
 DEFAULT_PROFILE = "backend-dev"
@@ -253,8 +254,6 @@ def parse_profile(path: Path, origin: Origin = "bundled") -> PromptProfile:
             f"{path}: check ids are lowercase kebab-case (bad: {', '.join(map(repr, bad))})",
             hint=_HINT,
         )
-    from engine.review.checks import check_ids_problem  # the rules are the checks' to define
-
     problem = check_ids_problem(checks)
     if problem is not None:
         raise PromptProfileError(f"{path}: {problem}", hint=_HINT)

@@ -14,8 +14,8 @@ import json
 from engine.cli.common import add_json_argument, add_repo_argument, positive_int, repo_dir
 from engine.cli.exitcodes import OK
 from engine.core.errors import AgentTuiError
+from engine.core.gitcmd import toplevel
 from engine.core.textsafe import safe
-from engine.publish.gitops import toplevel
 from engine.publish.store import OUTCOMES, Store
 
 NAME = "history"

@@ -19,7 +19,7 @@ from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, OK, QUEUED
 from engine.context.prompts import load_profile
 from engine.core.config import AppConfig
 from engine.core.errors import AgentTuiError, PublishError
-from engine.publish.gitops import toplevel
+from engine.core.gitcmd import toplevel
 from engine.publish.runner import (
     BranchChoice,
     Provenance,

@@ -54,8 +54,8 @@ import numpy as np
 from engine.context.prompts import PromptProfile, WorkedExample
 from engine.context.secrets_scan import SecretFinding, scan_text, sensitive_path_reason
 from engine.core.errors import ContextTooLargeError, RepoError
+from engine.core.gitcmd import status_entries
 from engine.core.models import Issue, IssueComment
-from engine.review.diff import status_entries
 
 CountMessages = Callable[[list[dict[str, str]]], int]
 CountText = Callable[[str], int]

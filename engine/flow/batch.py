@@ -43,6 +43,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from engine.core import gitcmd
 from engine.core.errors import AgentTuiError, ConfigError
 from engine.core.events import (
     Cancelled,
@@ -54,7 +55,6 @@ from engine.core.events import (
 from engine.core.models import ChangeProposal, Issue, IssueComment
 from engine.flow.session import Reviewed, Workspace
 from engine.generate.backends.base import Backend
-from engine.publish import gitops
 from engine.publish.store import Store
 
 PublishMode = Literal["none", "draft"]
@@ -270,7 +270,7 @@ def effective_concurrency(backend: Backend, requested: int | None) -> tuple[int,
 @contextlib.contextmanager
 def _batch_lock(repo: Any, batch_id: int) -> Iterator[None]:
     """Hold the batch's lock file for the run (released by the OS if the process dies)."""
-    path = gitops.state_dir(repo) / f"batch-{batch_id}.lock"
+    path = gitcmd.state_dir(repo) / f"batch-{batch_id}.lock"
     with open(path, "a+") as fh:
         try:
             import fcntl

@@ -18,7 +18,6 @@ must not run on model-written code or touch the user's checkout behind our back.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
 import re
@@ -31,71 +30,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import platformdirs
-
-from engine.core.errors import RepoError, UnsafePathError
+from engine.core.errors import UnsafePathError
+from engine.core.gitcmd import GitError, git_env, redact, run_git, state_dir
 from engine.core.models import PATH_PATTERN
-from engine.core.redact import redact as redact_text
 from engine.core.redact import secret_env_names
 from engine.core.textsafe import has_controls
 
 log = logging.getLogger(__name__)
 
-#: environment variables that would point git somewhere else than the repository we name
-_GIT_LOCATION_VARS = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_PREFIX",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-)
 #: variables holding secrets that a test command (model-written code) must never see
 SECRET_ENV_VARS = ("GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN")
 _PATH_RE = re.compile(PATH_PATTERN)
 ZERO_SHA = "0" * 40
 
 
-class GitError(RepoError):
-    """A git command failed; ``message`` carries git's own (redacted) words."""
-
-    title = "Git error"
-
-    def __init__(self, message: str, *, hint: str = "", stderr: str = "") -> None:
-        super().__init__(message, hint=hint)
-        self.stderr = stderr
-
-
-def redact(text: str, secrets: Sequence[str | None]) -> str:
-    """``text`` with every secret (and its Basic-auth encoding) replaced by ``***``.
-
-    Args:
-        text: what may be shown or logged.
-        secrets: the values that must never appear (``None`` entries are skipped).
-
-    Returns:
-        The redacted text.
-    """
-    return redact_text(text, secrets)
-
-
 def _basic(token: str) -> str:
     return base64.b64encode(f"x-access-token:{token}".encode()).decode()
-
-
-def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a git subprocess: no location overrides, no prompts, C messages."""
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    env["LC_ALL"] = "C"
-    env.setdefault("GIT_ASKPASS", "")
-    env["SSH_ASKPASS"] = ""
-    env["GCM_INTERACTIVE"] = "never"
-    if extra:
-        env.update(extra)
-    return env
 
 
 def auth_env(url: str, token: str | None, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -128,111 +78,6 @@ def auth_env(url: str, token: str | None, base: Mapping[str, str] | None = None)
         f"GIT_CONFIG_KEY_{count}": f"http.{parts.scheme}://{host}/.extraHeader",
         f"GIT_CONFIG_VALUE_{count}": f"Authorization: Basic {_basic(token)}",
     }
-
-
-def run_git(
-    cwd: Path,
-    *args: str,
-    env: Mapping[str, str] | None = None,
-    check: bool = True,
-    timeout: float | None = 120,
-    input_text: str | None = None,
-    secrets: Sequence[str | None] = (),
-    no_hooks: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """Run one git command in ``cwd``.
-
-    Args:
-        cwd: the working directory (a repository or worktree).
-        *args: git's arguments.
-        env: extra environment variables (on top of :func:`git_env`).
-        check: raise :class:`GitError` on a non-zero exit.
-        timeout: seconds before the command is killed.
-        input_text: text fed to stdin.
-        secrets: values redacted from any error message.
-        no_hooks: disable every hook for this command.
-
-    Returns:
-        The completed process (stdout/stderr as text).
-
-    Raises:
-        GitError: git failed (``check``), timed out, or is not installed.
-    """
-    cmd = ["git"]
-    if no_hooks:
-        cmd += ["-c", f"core.hooksPath={os.devnull}"]
-    cmd += ["-c", "gc.auto=0", *args]
-    try:
-        proc = subprocess.run(
-            cmd,
-            cwd=cwd,
-            env=git_env(env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input_text,
-            stdin=None if input_text is not None else subprocess.DEVNULL,
-        )
-    except FileNotFoundError:
-        raise GitError("git is not installed", hint="install git and try again") from None
-    except subprocess.TimeoutExpired:
-        raise GitError(f"`git {args[0]}` did not finish within {timeout:.0f} s") from None
-    if check and proc.returncode != 0:
-        stderr = redact(proc.stderr.strip(), secrets)
-        raise GitError(f"`git {' '.join(args[:2])}` failed: {stderr}", stderr=stderr)
-    return proc
-
-
-def toplevel(repo_dir: Path) -> Path:
-    """The top of the working tree containing ``repo_dir``.
-
-    Raises:
-        RepoError: ``repo_dir`` is not inside a git working tree.
-    """
-    proc = run_git(repo_dir, "rev-parse", "--show-toplevel", check=False)
-    if proc.returncode != 0:
-        raise RepoError(
-            f"{repo_dir} is not inside a git repository",
-            hint="run agent-tui inside a repository (or pass --repo DIR)",
-        )
-    return Path(proc.stdout.strip())
-
-
-def git_common_dir(repo_dir: Path) -> Path | None:
-    """The repository's common git directory (shared by its worktrees); None outside git."""
-    if not repo_dir.exists():
-        return None
-    proc = run_git(repo_dir, "rev-parse", "--path-format=absolute", "--git-common-dir", check=False)
-    if proc.returncode != 0:
-        return None
-    return Path(proc.stdout.strip())
-
-
-def state_dir(repo_dir: Path) -> Path:
-    """Where agent-tui keeps its state for a repository, created on demand.
-
-    ``<git common dir>/agent-tui`` (never committed, shared by worktrees, gone with the clone);
-    outside git, a per-directory folder of the user's data dir.
-    """
-    common = git_common_dir(repo_dir)
-    if common is not None:
-        path = common / "agent-tui"
-    else:
-        key = hashlib.sha256(str(repo_dir.resolve()).encode()).hexdigest()[:16]
-        path = Path(platformdirs.user_data_dir("agent-tui")) / "repos" / key
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def config_get(repo_dir: Path, key: str) -> str | None:
-    """One git config value as written (no ``insteadOf`` rewriting); None when unset."""
-    proc = run_git(repo_dir, "config", "--get", key, check=False)
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
-
-
-def remote_url(repo_dir: Path, remote: str) -> str | None:
-    """The URL configured for ``remote`` (None when there is no such remote)."""
-    return config_get(repo_dir, f"remote.{remote}.url")
 
 
 def fetch_url(repo_dir: Path, remote: str) -> str | None:

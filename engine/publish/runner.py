@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from engine.core import gitcmd
 from engine.core.config import AppConfig, LlamaCppProfile, OllamaProfile, OpenAIProfile
 from engine.core.errors import AgentTuiError, GitHubError, PublishError, RepoError
 from engine.core.models import ChangeProposal
@@ -383,7 +384,7 @@ def build_plan(
     Raises:
         RepoError: ``repo_dir`` is not a git repository.
     """
-    repo = gitops.toplevel(repo_dir)
+    repo = gitcmd.toplevel(repo_dir)
     settings = config.publish
     errors: list[str] = []
     warnings: list[str] = []
@@ -417,7 +418,7 @@ def build_plan(
     if push_url is None:
         errors.append(f"there is no remote named {remote!r}")
     github = resolve_repo(
-        gitops.remote_url(repo, config.github.remote),
+        gitcmd.remote_url(repo, config.github.remote),
         api_url=config.github.api_url,
         repo=config.github.repo,
     )
@@ -612,7 +613,7 @@ def publish_lock(repo: Path, timeout: float = 60.0) -> Iterator[None]:
     Raises:
         PublishError: another publish held the lock for ``timeout`` seconds.
     """
-    path = gitops.state_dir(repo) / "publish.lock"
+    path = gitcmd.state_dir(repo) / "publish.lock"
     with open(path, "a+") as fh:
         try:
             import fcntl
@@ -752,7 +753,7 @@ def sync(
         RepoError: not a git repository.
         PublishError: another publish is running.
     """
-    repo = gitops.toplevel(repo_dir)
+    repo = gitcmd.toplevel(repo_dir)
     store = Store.for_repo(repo)
     results = []
     with publish_lock(repo):
@@ -762,7 +763,7 @@ def sync(
                 continue
             if job.github_repo is None and config is not None:
                 github = resolve_repo(
-                    gitops.remote_url(repo, config.github.remote),
+                    gitcmd.remote_url(repo, config.github.remote),
                     api_url=config.github.api_url,
                     repo=config.github.repo,
                 )
@@ -781,7 +782,7 @@ def sync(
 
 def outbox(repo_dir: Path, *, include_done: bool = False) -> list[PublishJob]:
     """The jobs of the outbox (pending and failed; all with ``include_done``)."""
-    store = Store.for_repo(gitops.toplevel(repo_dir))
+    store = Store.for_repo(gitcmd.toplevel(repo_dir))
     if include_done:
         return store.jobs()
     return store.jobs(statuses=["pending", "failed"])

@@ -34,8 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from engine.core import gitcmd
 from engine.core.redact import redact
-from engine.publish import gitops
 
 STORE_FILE = "agent-tui.sqlite"
 SCHEMA_VERSION = 1
@@ -278,7 +278,7 @@ class Store:
     @classmethod
     def for_repo(cls, repo_dir: Path) -> Store:
         """The store of the repository containing ``repo_dir`` (in its git directory)."""
-        return cls(gitops.state_dir(repo_dir) / STORE_FILE)
+        return cls(gitcmd.state_dir(repo_dir) / STORE_FILE)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.errors import RepoError
+from engine.core.gitcmd import status_entries
 from engine.core.textsafe import safe
 
 #: mode git gives a symbolic link in a tree
@@ -67,25 +68,6 @@ def lexical_repo_path(path: object) -> str | None:
     if norm in (".", "..") or norm.startswith("../"):
         return None
     return norm
-
-
-def status_entries(status: bytes) -> list[tuple[str, str]]:
-    """(XY code, path) of every ``git status --porcelain=v1 -z`` entry (renames: the new
-    path); paths are relative to the top of the work tree, as git prints them."""
-    entries = []
-    fields = status.split(b"\0")
-    i = 0
-    while i < len(fields):
-        item = fields[i]
-        i += 1
-        if len(item) < 4:
-            continue
-        code = item[:2].decode("ascii", "replace")
-        path = item[3:].decode("utf-8", "surrogateescape")
-        entries.append((code, path))
-        if code[0] in "RC":
-            i += 1  # the original path follows a rename or copy
-    return entries
 
 
 class RepoBase:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.core import gitcmd
 from engine.core.config import AppConfig
 from engine.core.errors import ConfigError
 from engine.issues.forge.base import IssueSource
 from engine.issues.forge.github import GitHubIssueSource, GitHubRepo, resolve_repo, resolve_token
 from engine.issues.forge.local import LocalIssueSource
-from engine.publish import gitops
 
 CACHE_FILE = "issues.sqlite"
 
@@ -30,13 +30,13 @@ def github_repo_for(repo_dir: Path, config: AppConfig) -> GitHubRepo | None:
         repo_dir: a directory inside the repository.
         config: the loaded configuration.
     """
-    url = gitops.remote_url(repo_dir, config.github.remote) if repo_dir.exists() else None
+    url = gitcmd.remote_url(repo_dir, config.github.remote) if repo_dir.exists() else None
     return resolve_repo(url, api_url=config.github.api_url, repo=config.github.repo)
 
 
 def cache_path(repo_dir: Path) -> Path:
     """The issue cache file for ``repo_dir`` (in its git directory)."""
-    return gitops.state_dir(repo_dir) / CACHE_FILE
+    return gitcmd.state_dir(repo_dir) / CACHE_FILE
 
 
 def issue_source_for(repo_dir: Path, config: AppConfig, *, use_gh_cli: bool = True) -> IssueSource:

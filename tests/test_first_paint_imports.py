@@ -57,7 +57,7 @@ FIRST_PAINT_MODULES = frozenset(
     engine.generate.backends engine.generate.backends.base engine.cli engine.cli.exitcodes
     engine.core.config engine.core.errors engine.core.events engine.issues.forge
     engine.issues.forge.base engine.issues.forge.cache engine.issues.forge.github
-    engine.issues.forge.local engine.issues.forge.registry engine.publish.gitops
+    engine.issues.forge.local engine.issues.forge.registry engine.publish.gitops engine.core.gitcmd
     engine.issues.issuefilter engine.core.models engine.core.resources engine.flow.session
     tui tui.app tui.cli tui.messages tui.screens tui.screens.base tui.screens.error
     tui.screens.issues tui.widgets tui.widgets.issue_table tui.widgets.status_bar

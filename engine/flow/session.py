@@ -32,7 +32,7 @@ from engine.core.events import (
     GenerationStats,
     TokensGenerated,
 )
-from engine.core.models import ChangeProposal, FileChange, Issue, IssueComment
+from engine.core.models import AnswerShape, ChangeProposal, FileChange, Issue, IssueComment
 from engine.generate.backends import get_backend
 from engine.generate.backends.base import Backend, GenerationRequest
 from engine.issues.forge.base import IssueSource
@@ -553,6 +553,21 @@ class IssueRun:
         context = self.build_context(extra_reserve=extra)
         return [*context.messages, *follow]
 
+    def answer_shape(self) -> AnswerShape:
+        """This generation's ``AnswerShape``: the prompt profile's PR body sections and the
+        repository's directories (``[generation] path_scope``), plus the paths the issue
+        names that do not exist yet."""
+        from engine.context.layout import answer_shape
+        from engine.context.prompts import load_profile
+
+        context = self.build_context()
+        return answer_shape(
+            self.repo,
+            load_profile(self.prompt_name, self.repo).body_sections,
+            context.named_missing,
+            self.workspace.config.generation.path_scope,
+        )
+
     # -- generation ------------------------------------------------------------------------
     def generate(
         self, cancel: threading.Event, feedback: str | None = None
@@ -596,6 +611,7 @@ class IssueRun:
             max_files=self.workspace.config.generation.max_files,
             max_tokens=self.max_tokens or profile.max_tokens,
             issue_number=self.issue.number,
+            shape=self.answer_shape(),
             temperature=retry.temperature if retry else None,
             seed=retry.seed if retry else None,
         )

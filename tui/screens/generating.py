@@ -173,7 +173,7 @@ class GeneratingScreen(AgentScreen):
         title = f"agent-tui · #{self.run.issue.number} {self.run.issue.title}"
         what = "regenerating with feedback" if self.feedback else "generating"
         self.query_one(StatusBar).set_left(f"{title} · {what}")
-        self.app.refresh_badges()  # type: ignore[attr-defined]
+        self.agent_app.refresh_badges()
         self.query_one("#gen-raw-box").display = False
         self.query_one("#gen-outcome").display = False
         self._render_stats()
@@ -256,10 +256,10 @@ class GeneratingScreen(AgentScreen):
     def on_generation_phased(self, message: GenerationPhased) -> None:
         self.phase = message.phase
         self._render_stats()
-        app = self.app
-        if message.phase == "generating" and getattr(app, "model_state", "loaded") != "loaded":
-            app.model_state = "loaded"  # type: ignore[attr-defined]  # it answers: it is loaded
-            app.refresh_badges()  # type: ignore[attr-defined]
+        app = self.agent_app
+        if message.phase == "generating" and app.model_state != "loaded":
+            app.model_state = "loaded"  # it answers: it is loaded
+            app.refresh_badges()
 
     def on_context_built(self, message: ContextBuilt) -> None:
         context = message.context
@@ -279,11 +279,9 @@ class GeneratingScreen(AgentScreen):
         self._render_stats()
 
     def on_proposal_ready(self, message: ProposalReady) -> None:
-        from tui.screens.preview import PreviewScreen
-
         self.running = False
         self._stop_ticker()
-        self.app.switch_screen(PreviewScreen(self.run))
+        self.agent_app.open_preview(self.run, replace=True)
 
     def on_generation_stopped(self, message: GenerationStopped) -> None:
         self.show_failure(message.failure)
@@ -295,7 +293,7 @@ class GeneratingScreen(AgentScreen):
         self.failure = failure
         self.phase = f"stopped: {failure.kind}"
         if isinstance(failure, HostCrashed):
-            self.app.model_crashed()  # type: ignore[attr-defined]
+            self.agent_app.model_crashed()
         if failure.partial is not None:
             self.partial = failure.partial
         self.query_one("#gen-tree", Static).update(proposal_tree(self.partial, stopped=True))
@@ -316,7 +314,7 @@ class GeneratingScreen(AgentScreen):
         if isinstance(failure, Cancelled):
             return []
         profile = self.run.workspace.config.models.get(self.run.model_name)
-        found = getattr(self.app, "discovered", None) or []
+        found = self.agent_app.discovered or []
         if getattr(profile, "model_package", None) is None or not found:
             return []
         names = ", ".join(d.name for d in found[:3]) + (" …" if len(found) > 3 else "")

@@ -62,7 +62,7 @@ class IssueScreen(AgentScreen):
     @property
     def run(self) -> IssueRun:
         if self._run is None:
-            self._run = self.app.workspace.start(self.issue)  # type: ignore[attr-defined]
+            self._run = self.agent_app.workspace.start(self.issue)
         return self._run
 
     def compose(self) -> ComposeResult:
@@ -89,7 +89,7 @@ class IssueScreen(AgentScreen):
 
     def on_mount(self) -> None:
         self.query_one(StatusBar).set_left(f"agent-tui · #{self.issue.number} {self.issue.title}")
-        self.app.refresh_badges()  # type: ignore[attr-defined]
+        self.agent_app.refresh_badges()
         self._layout(self.size.width)
         panel = self.query_one(ContextPanel)
         panel.show_status("not built yet: press c")
@@ -121,7 +121,7 @@ class IssueScreen(AgentScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="restore")
     def restore(self) -> None:
         """Bring back the issue's latest proposal from the history (with the user's edits)."""
-        run = self.app.workspace.restore(self.issue)  # type: ignore[attr-defined]
+        run = self.agent_app.workspace.restore(self.issue)
         if run is not None:
             self.post_message(ProposalRestored(run))
 
@@ -200,9 +200,7 @@ class IssueScreen(AgentScreen):
         self.build_context()
 
     def action_generate(self) -> None:
-        from tui.screens.generating import GeneratingScreen
-
-        self.app.push_screen(GeneratingScreen(self.run))
+        self.agent_app.open_generating(self.run)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "view_proposal":
@@ -211,7 +209,7 @@ class IssueScreen(AgentScreen):
 
     def on_screen_resume(self) -> None:
         run = self._run
-        workspace = self.app.workspace  # type: ignore[attr-defined]
+        workspace = self.agent_app.workspace
         if (
             run is not None
             and run.review is None
@@ -226,11 +224,9 @@ class IssueScreen(AgentScreen):
         self.refresh_bindings()
 
     def action_view_proposal(self) -> None:
-        from tui.screens.preview import PreviewScreen
-
         run = self.proposal_run
         if run is not None:
-            self.app.push_screen(PreviewScreen(run))
+            self.agent_app.open_preview(run)
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -14,6 +14,7 @@ from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
+from textual.reactive import var
 from textual.widgets import Footer, Markdown, Static
 
 from engine.core.errors import AgentTuiError
@@ -50,14 +51,16 @@ class IssueScreen(AgentScreen):
         Binding("escape", "back", "Back", id="back"),
     ]
 
+    restored: var[IssueRun | None] = var(None, bindings=True, init=False)
+    """The issue's latest proposal brought back from the history (see ``restore``): setting
+    it shows the proposal note and enables ``v``."""
+
     def __init__(self, issue: Issue, *, run: IssueRun | None = None, auto_context: bool = True):
         super().__init__()
         self.issue = issue
         self._run = run
         self.auto_context = auto_context
         self.context: Any = None
-        self.restored: IssueRun | None = None
-        """The issue's latest proposal brought back from the history (see ``restore``)."""
 
     @property
     def run(self) -> IssueRun:
@@ -129,8 +132,9 @@ class IssueScreen(AgentScreen):
         if self._run is not None and self._run.review is not None:
             return  # a proposal made meanwhile is newer
         self.restored = message.run
+
+    def watch_restored(self) -> None:
         self.show_proposal_note()
-        self.refresh_bindings()
 
     def show_proposal_note(self) -> None:
         """One line under the title: the issue's proposal and what to do with it."""

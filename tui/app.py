@@ -7,19 +7,27 @@ from the ``[tui] keymap`` table of the config; the command palette (``ctrl+p``) 
 actions of the screen it was opened from.
 
 Publishing is only ever confirmed by the ``confirm_publish`` binding (``ctrl+y`` by default) in
-the publish plan; a keymap that would put it on Enter, Space or a plain character is refused.
+the publish plan; a keymap that would put it on Enter, Space or a plain character is refused
+(``tui.keymap``).
+
+The app owns navigation: screens ask it to open the next one (``open_issue``,
+``open_generating``, ``open_preview``, ``open_publish_plan``...), so no screen imports another.
+Each ``open_*`` imports its screen when called: only the issue list is needed for the first
+paint, and importing every screen (``binding_catalogue``) takes 80-100 ms on top of
+``tui.app`` (tests/test_first_paint_imports.py; bench/tui_bench.py measures the start).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
-from textual.binding import Binding, BindingType
+from textual.binding import Binding, BindingType, Keymap
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -33,17 +41,23 @@ from engine.issues.forge.base import IssueSource
 # Python's import lock while the UI thread imports Textual's widgets during its first
 # compose, so the two serialise and the first paint came ~0.3 s later (bench/tui_bench.py).
 from engine.issues.forge.registry import issue_source_for  # noqa: F401
+from tui.keymap import CONFIRM_PUBLISH_ID, Catalogue, binding_ids, bindings_of, split_keymap
 from tui.messages import ModelLoaded, ModelLoadStarted, WorkerFailed
 from tui.screens.error import ErrorModal
 from tui.widgets.status_bar import StatusBar
 
-#: keys that must never confirm a publish, whatever the keymap says
-_UNSAFE_CONFIRM_KEYS = {"enter", "space", "tab", "escape", "return", "ctrl+m", "ctrl+j"}
-CONFIRM_PUBLISH_ID = "confirm_publish"
+if TYPE_CHECKING:  # types of the open_* arguments only
+    from engine.core.models import ChangeProposal, Issue
+    from engine.flow.session import IssueRun
 
 
-def binding_catalogue() -> list[tuple[str, str, list[Binding]]]:
-    """Every screen's bindings: (screen title, class name, bindings), for Help and keymaps."""
+def binding_catalogue() -> Catalogue:
+    """Every screen's bindings: (screen title, class name, bindings), for Help and keymaps.
+
+    The app knows its screens (it opens them all), so the catalogue is here and
+    ``tui.keymap`` imports no screen. Imported when called: most screens are not needed for
+    the first paint (tests/test_first_paint_imports.py).
+    """
     from tui.screens.details import DetailsModal
     from tui.screens.edit_file import EditFileScreen
     from tui.screens.error import ErrorModal
@@ -58,71 +72,27 @@ def binding_catalogue() -> list[tuple[str, str, list[Binding]]]:
     from tui.screens.publish_plan import PublishPlanScreen
     from tui.widgets.issue_table import IssueTable
 
-    def bindings(cls: Any) -> list[Binding]:
-        out = []
-        for b in getattr(cls, "BINDINGS", []):
-            if isinstance(b, Binding):
-                out.append(b)
-        return out
-
     return [
-        ("Everywhere", "AgentTuiApp", bindings(AgentTuiApp)),
-        ("Issues", "IssuesScreen", bindings(IssuesScreen) + bindings(IssueTable)),
-        ("Issue", "IssueScreen", bindings(IssueScreen)),
-        ("Generating", "GeneratingScreen", bindings(GeneratingScreen)),
-        ("Preview", "PreviewScreen", bindings(PreviewScreen)),
-        ("Edit file", "EditFileScreen", bindings(EditFileScreen)),
-        ("Edit details", "DetailsModal", bindings(DetailsModal)),
-        ("Regenerate", "FeedbackModal", bindings(FeedbackModal)),
-        ("Publish plan", "PublishPlanScreen", bindings(PublishPlanScreen)),
-        ("History", "HistoryScreen", bindings(HistoryScreen)),
-        ("Models", "ModelsScreen", bindings(ModelsScreen)),
-        ("Help", "HelpScreen", bindings(HelpScreen)),
-        ("Error", "ErrorModal", bindings(ErrorModal)),
+        ("Everywhere", "AgentTuiApp", bindings_of(AgentTuiApp)),
+        ("Issues", "IssuesScreen", bindings_of(IssuesScreen) + bindings_of(IssueTable)),
+        ("Issue", "IssueScreen", bindings_of(IssueScreen)),
+        ("Generating", "GeneratingScreen", bindings_of(GeneratingScreen)),
+        ("Preview", "PreviewScreen", bindings_of(PreviewScreen)),
+        ("Edit file", "EditFileScreen", bindings_of(EditFileScreen)),
+        ("Edit details", "DetailsModal", bindings_of(DetailsModal)),
+        ("Regenerate", "FeedbackModal", bindings_of(FeedbackModal)),
+        ("Publish plan", "PublishPlanScreen", bindings_of(PublishPlanScreen)),
+        ("History", "HistoryScreen", bindings_of(HistoryScreen)),
+        ("Models", "ModelsScreen", bindings_of(ModelsScreen)),
+        ("Help", "HelpScreen", bindings_of(HelpScreen)),
+        ("Error", "ErrorModal", bindings_of(ErrorModal)),
     ]
 
 
-def split_keymap(keymap: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """A ``[tui] keymap`` table split into what can be applied and what is refused.
-
-    Refused: unknown binding ids, and any ``confirm_publish`` key that could be pressed by
-    accident (Enter, Space, Tab, Escape or a plain character).
-
-    Args:
-        keymap: binding id -> comma-separated keys.
-
-    Returns:
-        (the safe entries, one line per refused entry).
-    """
-    known = {b.id for _t, _c, bs in binding_catalogue() for b in bs if b.id}
-    safe: dict[str, str] = {}
-    problems = []
-    for binding_id, keys in sorted(keymap.items()):
-        if binding_id not in known:
-            problems.append(
-                f"unknown binding id {binding_id!r} (known: {', '.join(sorted(known))})"
-            )
-            continue
-        if binding_id == CONFIRM_PUBLISH_ID:
-            unsafe = [
-                key
-                for key in (k.strip().lower() for k in keys.split(","))
-                if key in _UNSAFE_CONFIRM_KEYS or len(key) == 1
-            ]
-            if unsafe:
-                problems += [
-                    f"{CONFIRM_PUBLISH_ID} cannot be {key!r}: publishing needs a key that is "
-                    "never pressed by accident (e.g. ctrl+y)"
-                    for key in unsafe
-                ]
-                continue
-        safe[binding_id] = keys
-    return safe, problems
-
-
 def check_keymap(keymap: dict[str, str]) -> list[str]:
-    """Problems with a ``[tui] keymap`` table (empty when it is fine); see ``split_keymap``."""
-    return split_keymap(keymap)[1]
+    """Problems with a ``[tui] keymap`` table (empty when it is fine); see
+    ``tui.keymap.split_keymap``."""
+    return split_keymap(keymap, binding_ids(binding_catalogue()))[1]
 
 
 class AgentTuiApp(App[int]):
@@ -175,7 +145,9 @@ class AgentTuiApp(App[int]):
     # -- startup ---------------------------------------------------------------------------
     def on_mount(self) -> None:
         keymap, problems = (
-            split_keymap(self.config.tui.keymap) if self.config.tui.keymap else ({}, [])
+            split_keymap(self.config.tui.keymap, binding_ids(binding_catalogue()))
+            if self.config.tui.keymap
+            else ({}, [])
         )
         self.set_keymap(keymap)  # the safe part; the user learns what was ignored
         from tui.screens.issues import IssuesScreen
@@ -291,7 +263,21 @@ class AgentTuiApp(App[int]):
                 self.refresh_badges()
             self.show_error(event.worker.error)
 
-    # -- navigation ------------------------------------------------------------------------
+    # -- key map ---------------------------------------------------------------------------
+    keymap: Mapping[str, str] = MappingProxyType({})
+    """The keymap in force (``set_keymap``): binding id -> comma-separated keys, for the Help
+    screen and the publish plan's confirm key (``tui.keymap``)."""
+
+    def set_keymap(self, keymap: Keymap) -> None:
+        """Textual's ``set_keymap``, remembered in ``keymap`` (Textual keeps it private)."""
+        self.keymap = MappingProxyType(dict(keymap))
+        super().set_keymap(keymap)
+
+    def binding_catalogue(self) -> Catalogue:
+        """Every screen's bindings (``tui.app.binding_catalogue``), for the Help screen."""
+        return binding_catalogue()
+
+    # -- navigation: screens open each other through these -------------------------------
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen
 
@@ -309,6 +295,78 @@ class AgentTuiApp(App[int]):
 
         if not isinstance(self.screen, ModelsScreen):
             self.push_screen(ModelsScreen())
+
+    def open_issue(self, issue: Issue) -> None:
+        """The Issue screen of ``issue``, over the issue list."""
+        from tui.screens.issue import IssueScreen
+
+        self.push_screen(IssueScreen(issue))
+
+    def open_generating(
+        self, run: IssueRun, feedback: str | None = None, *, replace: bool = False
+    ) -> None:
+        """Generate ``run``'s proposal (with ``feedback`` on the previous answer) on the
+        Generating screen; ``replace``: in place of the current screen (a regeneration)."""
+        from tui.screens.generating import GeneratingScreen
+
+        screen = GeneratingScreen(run, feedback)
+        if replace:
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
+    def open_preview(self, run: IssueRun, *, replace: bool = False) -> None:
+        """The Preview of ``run``'s proposal; ``replace``: in place of the current screen
+        (the Generating screen, once the answer is checked)."""
+        from tui.screens.preview import PreviewScreen
+
+        screen = PreviewScreen(run)
+        if replace:
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
+    def open_publish_plan(self, run: IssueRun) -> None:
+        """The publish plan of ``run``'s proposal. Once published or queued, the review
+        records it (the Issue screen says what became of it) and a notification tells."""
+        from tui.screens.publish_plan import PublishPlanScreen, result_words
+
+        def done(result: Any) -> None:
+            if result is None:
+                return
+            review = run.review
+            if review is not None:
+                review.outcome = "published" if result.published else "queued"
+                review.pr_url = result.pr_url
+            title, words = result_words(result)
+            self.notify(words, title=title, timeout=8, markup=False)
+
+        self.push_screen(PublishPlanScreen(run), done)
+
+    def open_edit_file(self, path: str, content: str, done: Callable[[str | None], None]) -> None:
+        """The in-app editor on one file of a proposal; ``done`` gets the new content (None:
+        discarded)."""
+        from tui.screens.edit_file import EditFileScreen
+
+        self.push_screen(EditFileScreen(path, content), done)
+
+    def open_details(
+        self, proposal: ChangeProposal, done: Callable[[dict[str, str] | None], None]
+    ) -> None:
+        """Edit a proposal's branch, commit message, PR title and body; ``done`` gets the
+        changed fields (None: cancelled)."""
+        from tui.screens.details import DetailsModal
+
+        modal = DetailsModal(
+            proposal.branch_suffix, proposal.commit_message, proposal.pr_title, proposal.pr_body
+        )
+        self.push_screen(modal, done)
+
+    def open_feedback(self, done: Callable[[str | None], None]) -> None:
+        """Ask what should change before a regeneration; ``done`` gets it (None: cancelled)."""
+        from tui.screens.feedback import FeedbackModal
+
+        self.push_screen(FeedbackModal(), done)
 
     # -- command palette -------------------------------------------------------------------
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:

@@ -19,7 +19,14 @@ from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, 
 from engine.cli.exitcodes import CANCELLED, FAILED_CHECK, INTERRUPTED, OK, QUEUED
 from engine.context.build import repo_root
 from engine.core.errors import ConfigError
-from engine.flow.batch import PUBLISH_MODES, BatchOptions, BatchProgress, BatchSummary, run_batch
+from engine.flow.batch import (
+    PUBLISH_MODES,
+    BatchOptions,
+    BatchProgress,
+    BatchSummary,
+    ItemState,
+    run_batch,
+)
 from engine.flow.session import Workspace
 
 NAME = "batch"
@@ -172,9 +179,9 @@ def exit_status(summary: BatchSummary) -> int:
         return INTERRUPTED
     if summary.ok:
         return OK
-    goal = "published" if summary.publish == "draft" else "generated"
+    goal = ItemState.PUBLISHED if summary.publish == "draft" else ItemState.GENERATED
     rest = [i for i in summary.items if i.state != goal or i.errors]
-    if rest and all(i.state == "queued" for i in rest):
+    if rest and all(i.state == ItemState.QUEUED for i in rest):
         return QUEUED
     return FAILED_CHECK
 

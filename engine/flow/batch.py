@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any, Literal
 
 from engine.core import gitcmd
@@ -60,11 +61,39 @@ from engine.publish.store import Store
 PublishMode = Literal["none", "draft"]
 PUBLISH_MODES: tuple[str, ...] = ("none", "draft")
 
+
+class ItemState(StrEnum):
+    """How far one issue of a batch got (the module docstring draws the transitions).
+
+    A ``StrEnum``: the history database, ``--json`` and the summary table hold the plain
+    value."""
+
+    PENDING = "pending"
+    GENERATING = "generating"
+    GENERATED = "generated"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    """Generated, but the checks or the publish plan found errors."""
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+    QUEUED = "queued"
+    """Pushed; the pull request waits in the outbox."""
+    PUBLISH_FAILED = "publish_failed"
+
+
 #: item states after which the batch has nothing left to do for the issue
-DONE_GENERATE_ONLY = frozenset({"generated", "blocked", "failed"})
-DONE_PUBLISH = frozenset({"published", "blocked", "failed", "queued", "publish_failed"})
+DONE_GENERATE_ONLY = frozenset({ItemState.GENERATED, ItemState.BLOCKED, ItemState.FAILED})
+DONE_PUBLISH = frozenset(
+    {
+        ItemState.PUBLISHED,
+        ItemState.BLOCKED,
+        ItemState.FAILED,
+        ItemState.QUEUED,
+        ItemState.PUBLISH_FAILED,
+    }
+)
 #: outcomes that count as the batch's success
-SUCCESS = frozenset({"generated", "published"})
+SUCCESS = frozenset({ItemState.GENERATED, ItemState.PUBLISHED})
 
 
 class BatchBusyError(AgentTuiError):
@@ -120,7 +149,7 @@ class BatchItem:
     issue_number: int
     issue_title: str = ""
     position: int = 0
-    state: str = "pending"
+    state: ItemState = ItemState.PENDING
     generation_id: int | None = None
     job_id: int | None = None
     pr_url: str | None = None
@@ -136,7 +165,9 @@ class BatchItem:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> BatchItem:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in row.items() if k in names})
+        item = cls(**{k: v for k, v in row.items() if k in names})
+        item.state = ItemState(item.state)
+        return item
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready data."""
@@ -192,7 +223,7 @@ class BatchSummary:
     def ok(self) -> bool:
         """Every item reached its goal without an error finding (generated, or published
         with ``--publish draft``)."""
-        goal = "published" if self.publish == "draft" else "generated"
+        goal = ItemState.PUBLISHED if self.publish == "draft" else ItemState.GENERATED
         return self.complete and all(i.state == goal and not i.errors for i in self.items)
 
     def to_json(self) -> dict[str, Any]:
@@ -430,8 +461,8 @@ class BatchRunner:
             items = [BatchItem.from_row(r) for r in self.store.batch_items(batch_id)]
             goal = DONE_PUBLISH if self.options.publish == "draft" else DONE_GENERATE_ONLY
             for item in items:
-                if self.options.retry_failed and item.state == "failed":
-                    self._set(batch_id, item, state="pending", detail="")
+                if self.options.retry_failed and item.state == ItemState.FAILED:
+                    self._set(batch_id, item, state=ItemState.PENDING, detail="")
                 item.done_before = item.state in goal
             backend = self.workspace.models.load(self.model)
             concurrency, note = effective_concurrency(backend, self.options.concurrency)
@@ -517,24 +548,26 @@ class BatchRunner:
         try:
             started = time.monotonic()
             self.progress(BatchProgress("started", item.issue_number, item))
-            if item.state in ("pending", "generating"):
+            if item.state in (ItemState.PENDING, ItemState.GENERATING):
                 self._generate(batch_id, item)
             if (
                 self.options.publish == "draft"
-                and item.state == "generated"
+                and item.state == ItemState.GENERATED
                 and not self.cancel.is_set()
             ):
                 self._publish(batch_id, item)
             self._set(batch_id, item, seconds=item.seconds + time.monotonic() - started)
         except AgentTuiError as exc:
             # one issue's problem (its context, its publish) does not stop the others
-            state = "publish_failed" if item.state == "publishing" else "failed"
+            state = (
+                ItemState.PUBLISH_FAILED if item.state == ItemState.PUBLISHING else ItemState.FAILED
+            )
             self._set(batch_id, item, state=state, detail=exc.message)
         self.progress(BatchProgress("finished", item.issue_number, item))
 
     def _generate(self, batch_id: int, item: BatchItem) -> None:
         issue = self._issues[item.issue_number]
-        self._set(batch_id, item, state="generating", attempts=item.attempts + 1, detail="")
+        self._set(batch_id, item, state=ItemState.GENERATING, attempts=item.attempts + 1, detail="")
         run = self.workspace.start(issue, self._comments.get(issue.number, []))
         if item.attempts > 1:  # generated again (--retry-failed): a loop is not retried greedily
             run.continue_retries()
@@ -557,13 +590,13 @@ class BatchRunner:
                     )
                 )
             elif isinstance(event, Cancelled):
-                self._set(batch_id, item, state="pending", detail="cancelled; resumable")
+                self._set(batch_id, item, state=ItemState.PENDING, detail="cancelled; resumable")
                 return
             elif isinstance(event, GenerationFailed):
                 self._set(
                     batch_id,
                     item,
-                    state="failed",
+                    state=ItemState.FAILED,
                     tokens_per_s=event.stats.tokens_per_s,
                     detail=f"{event.kind}: {event.message}",
                 )
@@ -577,7 +610,7 @@ class BatchRunner:
                 self._set(
                     batch_id,
                     item,
-                    state="blocked" if blocked else "generated",
+                    state=ItemState.BLOCKED if blocked else ItemState.GENERATED,
                     generation_id=review.generation_id,
                     errors=errors,
                     warnings=warnings,
@@ -587,8 +620,8 @@ class BatchRunner:
                     ),
                 )
                 return
-        if item.state == "generating":  # the stream ended without a final event
-            self._set(batch_id, item, state="failed", detail="the generation ended early")
+        if item.state == ItemState.GENERATING:  # the stream ended without a final event
+            self._set(batch_id, item, state=ItemState.FAILED, detail="the generation ended early")
 
     def _publish(self, batch_id: int, item: BatchItem) -> None:
         """Open a draft PR for the item's recorded generation (one publish at a time)."""
@@ -597,7 +630,9 @@ class BatchRunner:
         assert item.generation_id is not None
         record = self.store.generation(item.generation_id)
         if record is None or record.proposal is None:
-            self._set(batch_id, item, state="failed", detail="the generation is not in history")
+            self._set(
+                batch_id, item, state=ItemState.FAILED, detail="the generation is not in history"
+            )
             return
         config = self.workspace.config
         proposal = ChangeProposal.model_validate(record.proposal)
@@ -619,21 +654,23 @@ class BatchRunner:
                         f" (publish it yourself: agent-tui publish --generation "
                         f"{item.generation_id} --new-branch or --update-branch)"
                     )
-                self._set(batch_id, item, state="blocked", detail="; ".join(plan.errors) + hint)
+                self._set(
+                    batch_id, item, state=ItemState.BLOCKED, detail="; ".join(plan.errors) + hint
+                )
                 return
-            self._set(batch_id, item, state="publishing")
+            self._set(batch_id, item, state=ItemState.PUBLISHING)
             result = execute(plan, cancel=self.cancel)
         self._apply_result(batch_id, item, result)
 
     def _apply_result(self, batch_id: int, item: BatchItem, result: Any) -> None:
         state = {
-            "done": "published",
-            "pending": "queued",
-            "failed": "publish_failed",
-            "cancelled": "generated",  # stopped before the push: publish again on resume
-        }.get(result.status, "publish_failed")
-        detail = "" if state == "published" else result.message
-        if state == "queued":
+            "done": ItemState.PUBLISHED,
+            "pending": ItemState.QUEUED,
+            "failed": ItemState.PUBLISH_FAILED,
+            "cancelled": ItemState.GENERATED,  # stopped before the push: publish again on resume
+        }.get(result.status, ItemState.PUBLISH_FAILED)
+        detail = "" if state == ItemState.PUBLISHED else result.message
+        if state == ItemState.QUEUED:
             detail += " (`agent-tui sync` or rerunning the batch retries it)"
         self._set(
             batch_id, item, state=state, job_id=result.job_id, pr_url=result.pr_url, detail=detail
@@ -652,19 +689,24 @@ class BatchRunner:
 
         waiting: dict[int, BatchItem] = {}
         for item in items:
-            if item.state not in ("publishing", "queued") or item.generation_id is None:
+            if (
+                item.state not in (ItemState.PUBLISHING, ItemState.QUEUED)
+                or item.generation_id is None
+            ):
                 continue
             jobs = [j for j in self.store.jobs_for_generation(item.generation_id)]
             job = jobs[-1] if jobs else None
             if job is None or job.status == "cancelled":
-                self._set(batch_id, item, state="generated")
+                self._set(batch_id, item, state=ItemState.GENERATED)
                 item.done_before = False
                 continue
             if job.status == "done":
-                self._set(batch_id, item, state="published", job_id=job.id, pr_url=job.pr_url)
+                self._set(
+                    batch_id, item, state=ItemState.PUBLISHED, job_id=job.id, pr_url=job.pr_url
+                )
                 continue
             if job.status == "failed":
-                self._set(batch_id, item, state="publish_failed", job_id=job.id)
+                self._set(batch_id, item, state=ItemState.PUBLISH_FAILED, job_id=job.id)
                 continue
             assert job.id is not None
             waiting[job.id] = item

@@ -77,7 +77,7 @@ class IssuesScreen(AgentScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="issues")
     def load_issues(self) -> None:
         """Read the cached issues, then refresh from the forge in the background."""
-        source, cached = self.app.workspace.cached_issues()  # type: ignore[attr-defined]
+        source, cached = self.agent_app.workspace.cached_issues()
         last_refresh = getattr(source, "last_refresh", None)
         when = last_refresh() if callable(last_refresh) else None
         self.post_message(IssuesLoaded(cached, source.name, when))
@@ -90,7 +90,7 @@ class IssuesScreen(AgentScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="states")
     def load_states(self) -> None:
         """Where each issue stands (proposal ready, queued, PR #N), from the history."""
-        store = self.app.workspace.store()  # type: ignore[attr-defined]
+        store = self.agent_app.workspace.store()
         if store is not None:
             latest = store.latest_by_issue()
             self.post_message(IssueStatesLoaded({n: r.state for n, r in latest.items()}))
@@ -192,9 +192,7 @@ class IssuesScreen(AgentScreen):
 
     @on(IssueTable.IssueChosen)
     def _open(self, event: IssueTable.IssueChosen) -> None:
-        from tui.screens.issue import IssueScreen
-
-        self.app.push_screen(IssueScreen(event.issue))
+        self.agent_app.open_issue(event.issue)
 
     # -- actions ---------------------------------------------------------------------------
     def action_filter(self) -> None:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from engine.core.errors import ConfigError, InvalidProposalError, UnsafePathError
 from engine.core.models import BRANCH_SUFFIX_PATTERN, ChangeProposal, FileChange
+from engine.core.proposal_io import proposal_from_data
 from engine.review.checks import (
     ALWAYS_ON_CODES,
     CHECK_GROUPS,
@@ -30,7 +31,6 @@ from engine.review.checks import (
     enabled_for_profile,
     has_errors,
     path_findings,
-    proposal_from_data,
     run_checks,
     safe_target,
     slugify_branch,

@@ -19,9 +19,10 @@ from engine.cli import main as cli_main
 from engine.core.config import load_config
 from engine.core.errors import AgentTuiError, ConfigError
 from engine.core.models import MAX_ISSUE_BODY, ChangeProposal, Issue
+from engine.core.proposal_io import load_proposal_file, proposal_from_data
 from engine.issues.forge.local import LocalIssueSource
 from engine.publish import gitops
-from engine.review.checks import has_errors, load_proposal_file, proposal_from_data, run_checks
+from engine.review.checks import has_errors, run_checks
 from engine.review.diff import diff_proposal
 
 FUZZ = settings(

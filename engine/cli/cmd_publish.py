@@ -20,6 +20,7 @@ from engine.context.prompts import load_profile
 from engine.core.config import AppConfig
 from engine.core.errors import AgentTuiError, PublishError
 from engine.core.gitcmd import toplevel
+from engine.core.proposal_io import load_proposal_file
 from engine.publish.runner import (
     BranchChoice,
     Provenance,
@@ -35,7 +36,6 @@ from engine.review.checks import (
     CheckLimits,
     enabled_for_profile,
     has_errors,
-    load_proposal_file,
     run_checks,
 )
 

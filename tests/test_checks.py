@@ -633,7 +633,7 @@ def test_slugify_always_gives_a_valid_suffix(text: str, number: int) -> None:
     number=st.integers(min_value=1, max_value=99999),
 )
 def test_fixed_proposals_pass_the_fixable_rules(branch: str | None, body: str, number: int) -> None:
-    from engine.review.checks import _message_findings
+    from engine.review.checks import message_findings as _message_findings
 
     prop = ChangeProposal.model_construct(
         branch_suffix=branch, commit_message="feat: x", pr_title="feat: y", pr_body=body, files=[]

@@ -140,7 +140,7 @@ class Finding:
         }
 
 
-def _finding(
+def finding(
     code: str, message: str, *, path: str | None = None, line: int | None = None, fix: str = ""
 ) -> Finding:
     """A finding whose severity and fixability come from its rule (one source of truth)."""
@@ -221,7 +221,7 @@ def _model_path_findings(raw: str, segments: list[str], *, control: bool) -> lis
     if odd and not control:
         shown = ", ".join(f"{c!r} U+{ord(c):04X}" for c in odd[:4])
         out.append(
-            _finding(
+            finding(
                 "path-not-portable",
                 f"the path holds {shown}: only ASCII letters, digits, '_', '.', '-' are "
                 "allowed (a Cyrillic 'а' looks like a Latin 'a')",
@@ -232,7 +232,7 @@ def _model_path_findings(raw: str, segments: list[str], *, control: bool) -> lis
     bad_start = [s for s in segments if s not in ("", ".", "..") and not _SEGMENT_START_RE.match(s)]
     if bad_start and not odd:
         out.append(
-            _finding(
+            finding(
                 "path-segment-start",
                 f"the segment {bad_start[0]!r} starts with {bad_start[0][:1]!r}; a leading '-' "
                 "reads as an option to git and shells",
@@ -242,7 +242,7 @@ def _model_path_findings(raw: str, segments: list[str], *, control: bool) -> lis
         )
     if len(segments) > _MAX_SEGMENTS:
         out.append(
-            _finding(
+            finding(
                 "path-too-deep",
                 f"the path has {len(segments)} segments; at most {_MAX_SEGMENTS} are allowed",
                 path=raw,
@@ -252,14 +252,14 @@ def _model_path_findings(raw: str, segments: list[str], *, control: bool) -> lis
     return out
 
 
-def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Finding], str | None]:
+def lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Finding], str | None]:
     """Rules that need only the string. Returns (findings, normalised path or None).
 
     The normalised path is None when the path must not reach the filesystem at all.
     """
     if not isinstance(raw, str):
         return [
-            _finding(
+            finding(
                 "proposal-malformed",
                 f"a file path is {type(raw).__name__}, not text",
                 fix="give every file a repository-relative path string",
@@ -267,14 +267,14 @@ def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findi
         ], None
     if not raw.strip():
         return [
-            _finding("path-empty", "a file has an empty path", path=raw, fix="name the file")
+            finding("path-empty", "a file has an empty path", path=raw, fix="name the file")
         ], None
     out: list[Finding] = []
     safe = True
     bad = [c for c in raw if _bad_path_char(c)]
     if bad:
         out.append(
-            _finding(
+            finding(
                 "path-control-char",
                 f"the path contains {len(bad)} control or unencodable character(s) "
                 f"({', '.join(sorted({repr(c) for c in bad})[:3])})",
@@ -285,7 +285,7 @@ def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findi
         safe = False
     if "\\" in raw:
         out.append(
-            _finding(
+            finding(
                 "path-backslash",
                 "the path uses backslashes; paths are POSIX, separated by '/'",
                 path=raw,
@@ -295,7 +295,7 @@ def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findi
         safe = False
     if raw.startswith("/"):
         out.append(
-            _finding(
+            finding(
                 "path-absolute",
                 "the path is absolute; it must be relative to the repository root",
                 path=raw,
@@ -305,7 +305,7 @@ def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findi
         safe = False
     if _DRIVE_RE.match(raw):
         out.append(
-            _finding(
+            finding(
                 "path-drive",
                 "the path starts with a drive letter",
                 path=raw,
@@ -316,7 +316,7 @@ def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findi
     segments = raw.split("/")
     if ".." in segments:
         out.append(
-            _finding(
+            finding(
                 "path-traversal",
                 "the path has a '..' segment and could leave the repository",
                 path=raw,
@@ -327,7 +327,7 @@ def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findi
     inner = segments[1:] if raw.startswith("/") else segments
     if any(s in ("", ".") for s in inner):
         out.append(
-            _finding(
+            finding(
                 "path-not-normalised",
                 "the path has '.' or empty segments or a trailing '/'",
                 path=raw,
@@ -345,7 +345,7 @@ def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findi
         or over_segment
     ):
         out.append(
-            _finding(
+            finding(
                 "path-too-long",
                 f"the path is {len(raw)} characters (limit {PATH_MAX}) with a longest segment "
                 f"of {longest} (limit {_SEGMENT_MAX})",
@@ -357,7 +357,7 @@ def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findi
     out += _model_path_findings(raw, segments, control=bool(bad))
     if any(_is_git_segment(s) for s in segments):
         out.append(
-            _finding(
+            finding(
                 "path-git-dir",
                 "the path is inside .git; writing there changes git itself (hooks, config)",
                 path=raw,
@@ -370,7 +370,7 @@ def _lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findi
     norm = posixpath.normpath(raw)
     if norm in (".", "") or norm.startswith("../"):
         # unreachable after the checks above; kept as a last guard
-        return out + [_finding("path-traversal", "the path leaves the repository", path=raw)], None
+        return out + [finding("path-traversal", "the path leaves the repository", path=raw)], None
     return out, norm
 
 
@@ -399,7 +399,7 @@ def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
             return out
         except NotADirectoryError:
             return out + [
-                _finding(
+                finding(
                     "path-parent-is-file",
                     f"{posixpath.dirname(shown)!r} is a file, not a directory",
                     path=raw,
@@ -408,7 +408,7 @@ def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
             ]
         except OSError as exc:
             return out + [
-                _finding(
+                finding(
                     "path-unresolvable",
                     f"{shown!r} cannot be examined: {exc.strerror or exc}",
                     path=raw,
@@ -422,7 +422,7 @@ def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
                 real = os.path.realpath(nxt)  # dangling: writing creates its target
             except OSError as exc:
                 return out + [
-                    _finding(
+                    finding(
                         "path-unresolvable",
                         f"the symlink {shown!r} cannot be resolved: {exc.strerror or exc}",
                         path=raw,
@@ -431,7 +431,7 @@ def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
                 ]
             if not _inside(root_s, real):
                 return out + [
-                    _finding(
+                    finding(
                         "path-symlink-escape",
                         f"{shown!r} is a symlink to {real}, outside the repository",
                         path=raw,
@@ -440,7 +440,7 @@ def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
                 ]
             if _in_git_dir(root_s, real):
                 return out + [
-                    _finding(
+                    finding(
                         "path-symlink-escape",
                         f"{shown!r} is a symlink into .git",
                         path=raw,
@@ -448,7 +448,7 @@ def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
                     )
                 ]
             out.append(
-                _finding(
+                finding(
                     "path-through-symlink",
                     f"{shown!r} is a symlink to "
                     f"{os.path.relpath(real, root_s)!r}; the write lands there",
@@ -462,7 +462,7 @@ def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
                 return out
             except OSError as exc:
                 return out + [
-                    _finding(
+                    finding(
                         "path-unresolvable",
                         f"{shown!r} cannot be examined: {exc.strerror or exc}",
                         path=raw,
@@ -471,7 +471,7 @@ def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
             nxt = real
         if not last and not stat.S_ISDIR(st.st_mode):
             return out + [
-                _finding(
+                finding(
                     "path-parent-is-file",
                     f"{shown!r} is a file, not a directory",
                     path=raw,
@@ -480,7 +480,7 @@ def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
             ]
         if last and stat.S_ISDIR(st.st_mode):
             out.append(
-                _finding(
+                finding(
                     "path-is-directory",
                     "the path is an existing directory",
                     path=raw,
@@ -489,7 +489,7 @@ def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
             )
         elif last and not stat.S_ISREG(st.st_mode):
             out.append(
-                _finding(
+                finding(
                     "path-not-regular-file",
                     "the path is a FIFO, socket or device, not a file",
                     path=raw,
@@ -517,7 +517,7 @@ def _tree_path_findings(base: RepoBase, norm: str, raw: str) -> list[Finding]:
                 mode = base.entry_mode(prefix)
                 if mode == "160000":
                     return out + [
-                        _finding(
+                        finding(
                             "path-is-directory",
                             f"{prefix!r} is a git submodule",
                             path=raw,
@@ -525,7 +525,7 @@ def _tree_path_findings(base: RepoBase, norm: str, raw: str) -> list[Finding]:
                         )
                     ]
                 return out + [
-                    _finding(
+                    finding(
                         "path-parent-is-file",
                         f"{prefix!r} is a file in {base.describe()}, not a directory",
                         path=raw,
@@ -537,7 +537,7 @@ def _tree_path_findings(base: RepoBase, norm: str, raw: str) -> list[Finding]:
         hops += 1
         if hops > _MAX_SYMLINK_HOPS:
             return out + [
-                _finding(
+                finding(
                     "path-unresolvable",
                     f"too many symlinks resolving {raw!r} in {base.describe()}",
                     path=raw,
@@ -551,7 +551,7 @@ def _tree_path_findings(base: RepoBase, norm: str, raw: str) -> list[Finding]:
             or joined.startswith("../")
         ):
             return out + [
-                _finding(
+                finding(
                     "path-symlink-escape",
                     f"{prefix!r} is a symlink to {target!r} in {base.describe()}, "
                     "outside the repository",
@@ -563,7 +563,7 @@ def _tree_path_findings(base: RepoBase, norm: str, raw: str) -> list[Finding]:
         parts = ([] if joined == "." else joined.split("/")) + rest
         if parts and _is_git_segment(parts[0]):
             return out + [
-                _finding(
+                finding(
                     "path-symlink-escape",
                     f"{prefix!r} is a symlink into .git in {base.describe()}",
                     path=raw,
@@ -571,11 +571,9 @@ def _tree_path_findings(base: RepoBase, norm: str, raw: str) -> list[Finding]:
                 )
             ]
         if not parts:
-            return out + [
-                _finding("path-is-directory", "the path is the repository root", path=raw)
-            ]
+            return out + [finding("path-is-directory", "the path is the repository root", path=raw)]
         out.append(
-            _finding(
+            finding(
                 "path-through-symlink",
                 f"{prefix!r} is a symlink to {target!r} in {base.describe()}; "
                 "the write lands there",
@@ -587,7 +585,7 @@ def _tree_path_findings(base: RepoBase, norm: str, raw: str) -> list[Finding]:
     resolved = "/".join(parts)
     if base.is_dir(resolved) or base.entry_mode(resolved) == "160000":
         out.append(
-            _finding(
+            finding(
                 "path-is-directory",
                 f"the path is a directory in {base.describe()}",
                 path=raw,
@@ -628,7 +626,7 @@ def path_findings(
     """
     limits = limits or CheckLimits()
     root = Path(os.path.realpath(repo_dir))
-    out, norm = _lexical_path_findings(raw, limits)
+    out, norm = lexical_path_findings(raw, limits)
     if norm is None:
         return out
     assert isinstance(raw, str)
@@ -680,12 +678,12 @@ def safe_target(repo_dir: Path, path: str) -> Path:
 # the seed's rules: branch, commit, PR
 # --------------------------------------------------------------------------------------
 
-_BRANCH_RE = re.compile(BRANCH_SUFFIX_PATTERN)
+BRANCH_RE = re.compile(BRANCH_SUFFIX_PATTERN)
 _CONVENTIONAL_RE = re.compile(
     r"^(feat|fix|docs|style|refactor|perf|test|tests|build|ci|chore|revert)"
     r"(\([^()\s]+\))?!?: \S"
 )
-_CLOSES_PLACEHOLDER_RE = re.compile(
+CLOSES_PLACEHOLDER_RE = re.compile(
     r"(?i)\b(closes)(\s+)#(ISSUE_NUMBER|ISSUE|NUMBER|N|NN|XX?X?|\{\w*\}|<[^>]*>)(?![\w-])"
 )
 _CLOSING_KEYWORD_RE = re.compile(
@@ -711,11 +709,11 @@ def slugify_branch(text: str, issue_number: int) -> str:
     return slug
 
 
-def _closes(body: str, issue_number: int) -> bool:
+def closes_issue(body: str, issue_number: int) -> bool:
     return bool(re.search(rf"(?i)\bcloses\s*:?\s+#{issue_number}(?!\d)", body))
 
 
-def _text(value: object) -> str | None:
+def text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
@@ -730,14 +728,14 @@ TRAILER_RE = re.compile(
 )
 
 
-def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
+def message_findings(proposal: Any, issue_number: int) -> list[Finding]:
     out: list[Finding] = []
     fields: dict[str, str] = {}
     for name in ("branch_suffix", "commit_message", "pr_title", "pr_body"):
-        value = _text(getattr(proposal, name, None))
+        value = text_or_none(getattr(proposal, name, None))
         if value is None:
             out.append(
-                _finding(
+                finding(
                     "proposal-malformed",
                     f"{name} is {type(getattr(proposal, name, None)).__name__}, not text",
                     fix=f"give {name} as a string",
@@ -745,9 +743,9 @@ def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
             )
         fields[name] = value or ""
     branch = fields["branch_suffix"]
-    if not _BRANCH_RE.match(branch):
+    if not BRANCH_RE.match(branch):
         out.append(
-            _finding(
+            finding(
                 "branch-suffix-invalid",
                 f"branch_suffix {branch!r} is not lowercase letters, digits and hyphens, "
                 "at most 30 characters",
@@ -755,11 +753,11 @@ def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
             )
         )
     body = fields["pr_body"]
-    if not _closes(body, issue_number):
-        placeholder = _CLOSES_PLACEHOLDER_RE.search(body)
+    if not closes_issue(body, issue_number):
+        placeholder = CLOSES_PLACEHOLDER_RE.search(body)
         detail = f" (it has the placeholder {placeholder.group(0)!r})" if placeholder else ""
         out.append(
-            _finding(
+            finding(
                 "closes-missing",
                 f"pr_body does not reference the issue with 'Closes #{issue_number}'{detail}",
                 fix=f"add 'Closes #{issue_number}' to the PR body",
@@ -768,7 +766,7 @@ def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
     others = sorted({int(n) for n in _CLOSING_KEYWORD_RE.findall(body)} - {issue_number})
     if others:
         out.append(
-            _finding(
+            finding(
                 "closes-other-issue",
                 "pr_body would close other issue(s) on merge: "
                 + ", ".join(f"#{n}" for n in others),
@@ -783,7 +781,7 @@ def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
         size = len(fields[name].strip()) if low else len(fields[name])
         if getattr(proposal, name, None) is not None and not low <= size <= high:
             out.append(
-                _finding(
+                finding(
                     code,
                     f"{name} is empty; it must say what the change does"
                     if size < low
@@ -795,7 +793,7 @@ def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
         bad = control_chars(fields[name], allow_newlines=name != "pr_title")
         if bad:
             out.append(
-                _finding(
+                finding(
                     "message-control-char",
                     f"{name} holds control, escape or bidi characters ({', '.join(bad[:4])}); "
                     "a terminal or a web page would obey them",
@@ -804,7 +802,7 @@ def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
             )
     for match in TRAILER_RE.finditer(fields["commit_message"]):
         out.append(
-            _finding(
+            finding(
                 "message-trailer",
                 f"the commit message has a trailer line {match.group(1)!r}: provenance and "
                 "sign-offs are written by agent-tui and git, never by the model",
@@ -814,7 +812,7 @@ def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
     commit_first = fields["commit_message"].split("\n", 1)[0]
     if not _CONVENTIONAL_RE.match(commit_first):
         out.append(
-            _finding(
+            finding(
                 "commit-message-style",
                 f"commit message {commit_first[:60]!r} is not in the 'feat: ...' / 'fix: ...' "
                 "style",
@@ -823,7 +821,7 @@ def _message_findings(proposal: Any, issue_number: int) -> list[Finding]:
         )
     if not _CONVENTIONAL_RE.match(fields["pr_title"]):
         out.append(
-            _finding(
+            finding(
                 "pr-title-style",
                 f"PR title {fields['pr_title'][:60]!r} is not in the 'feat: ...' / 'fix: ...' "
                 "style",
@@ -858,7 +856,7 @@ _PLACEHOLDER_PATTERNS = [
     )
 ]
 
-_PYTHON_EXT = (".py", ".pyi")
+PYTHON_EXT = (".py", ".pyi")
 _TEXT_DOC_EXT = (".md", ".markdown", ".rst", ".txt", ".adoc", "")
 _BRACE_EXT = (
     ".js", ".jsx", ".ts", ".tsx", ".mjs", ".cjs", ".java", ".kt", ".go", ".rs", ".c", ".h",
@@ -873,7 +871,7 @@ _CONTENT_CONTROL_RE = re.compile(
 )
 
 
-def _ext(path: str) -> str:
+def extension(path: str) -> str:
     return posixpath.splitext(path)[1].casefold()
 
 
@@ -887,7 +885,7 @@ def _placeholder_findings(path: str, text: str) -> list[Finding]:
     first = split_lines(text)[hits[0] - 1].strip()
     more = f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""
     return [
-        _finding(
+        finding(
             "placeholder-content",
             f"a lazy placeholder instead of code: {first[:80]!r}{more}; writing this file "
             "would delete what the placeholder stands for",
@@ -937,7 +935,7 @@ def _truncation_reason(path: str, text: str) -> str | None:
     if not stripped:
         return None
     last = stripped.rsplit("\n", 1)[-1].strip()
-    ext = _ext(path)
+    ext = extension(path)
     if (
         ext in (".md", ".markdown")
         and sum(1 for ln in stripped.split("\n") if ln.lstrip().startswith("```")) % 2
@@ -947,7 +945,7 @@ def _truncation_reason(path: str, text: str) -> str | None:
         return None
     if ext in _BRACE_EXT and _brace_depth(text) > 0:
         return f"{_brace_depth(text)} bracket(s) are never closed"
-    if ext not in _PYTHON_EXT and last.endswith(_DANGLING_ENDINGS):
+    if ext not in PYTHON_EXT and last.endswith(_DANGLING_ENDINGS):
         return f"the last line ends with {last[-2:].strip()!r}"
     return None
 
@@ -967,7 +965,7 @@ def _python_findings(path: str, text: str) -> tuple[list[Finding], ast.Module | 
             at_end and "expected an indented block" in msg
         ):
             return [
-                _finding(
+                finding(
                     "truncated-content",
                     f"the file ends mid-construct ({msg}); the answer was probably cut off",
                     path=path,
@@ -976,7 +974,7 @@ def _python_findings(path: str, text: str) -> tuple[list[Finding], ast.Module | 
                 )
             ], None
         return [
-            _finding(
+            finding(
                 "python-syntax-error",
                 f"the file does not parse: {msg}",
                 path=path,
@@ -988,7 +986,7 @@ def _python_findings(path: str, text: str) -> tuple[list[Finding], ast.Module | 
 
 
 def _data_findings(path: str, text: str) -> list[Finding]:
-    ext = _ext(path)
+    ext = extension(path)
     line: int | None = None
     try:
         if ext == ".json":
@@ -1013,7 +1011,7 @@ def _data_findings(path: str, text: str) -> list[Finding]:
     else:
         return []
     return [
-        _finding(
+        finding(
             "data-syntax-error",
             f"the {ext[1:].upper()} does not parse: {message}",
             path=path,
@@ -1055,7 +1053,7 @@ _DEP_NAMES = {
     "go.sum", "cargo.toml", "cargo.lock", "gemfile", "gemfile.lock", "composer.json",
     "composer.lock", "environment.yml", "environment.yaml", "conda.yml", "conda.yaml",
 }  # fmt: skip
-_REQ_NAME_RE = re.compile(r"^(requirements|constraints)([-_.\w]*)\.(txt|in)$")
+REQ_NAME_RE = re.compile(r"^(requirements|constraints)([-_.\w]*)\.(txt|in)$")
 
 
 def _pyproject_changed_sections(old: str | None, new: str) -> tuple[list[str], list[str]]:
@@ -1100,7 +1098,7 @@ def _pyproject_changed_sections(old: str | None, new: str) -> tuple[list[str], l
     return build, deps
 
 
-def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> list[Finding]:
+def sensitive_findings(norm: str, text: str, old: str | None, path: str) -> list[Finding]:
     low = norm.casefold()
     segments = low.split("/")
     name = segments[-1]
@@ -1108,7 +1106,7 @@ def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> lis
     runs = "a change there runs code on someone's machine; review it line by line"
     if segments[0] in _CI_DIRS or name in _CI_NAMES:
         out.append(
-            _finding(
+            finding(
                 "sensitive-ci",
                 f"CI configuration: {runs}",
                 path=path,
@@ -1117,7 +1115,7 @@ def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> lis
         )
     if segments[0] in _HOOK_DIRS or name in _HOOK_NAMES:
         out.append(
-            _finding(
+            finding(
                 "sensitive-git-hooks",
                 f"git hooks / pre-commit config: {runs}",
                 path=path,
@@ -1130,7 +1128,7 @@ def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> lis
         or name.endswith(".dockerfile")
     ):
         out.append(
-            _finding(
+            finding(
                 "sensitive-docker",
                 f"container build / compose file: {runs}",
                 path=path,
@@ -1139,7 +1137,7 @@ def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> lis
         )
     if name in _BUILD_NAMES:
         out.append(
-            _finding(
+            finding(
                 "sensitive-build",
                 f"build hook: {runs}",
                 path=path,
@@ -1150,7 +1148,7 @@ def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> lis
         build, deps = _pyproject_changed_sections(old, text)
         if build:
             out.append(
-                _finding(
+                finding(
                     "sensitive-build",
                     f"pyproject.toml build sections change ({', '.join(build[:4])}): {runs}",
                     path=path,
@@ -1159,7 +1157,7 @@ def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> lis
             )
         if deps:
             out.append(
-                _finding(
+                finding(
                     "sensitive-dependencies",
                     f"pyproject.toml dependencies change ({', '.join(deps[:4])}): "
                     "new packages run code when installed",
@@ -1169,16 +1167,16 @@ def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> lis
             )
     if name in _MAKE_NAMES or name.endswith(".mk"):
         out.append(
-            _finding(
+            finding(
                 "sensitive-makefile",
                 f"Makefile / task runner: {runs}",
                 path=path,
                 fix="acknowledge after review, or drop the file",
             )
         )
-    if _ext(name) in _SHELL_EXT or _SHEBANG_SHELL_RE.match(text):
+    if extension(name) in _SHELL_EXT or _SHEBANG_SHELL_RE.match(text):
         out.append(
-            _finding(
+            finding(
                 "sensitive-shell",
                 f"shell script: {runs}",
                 path=path,
@@ -1187,7 +1185,7 @@ def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> lis
         )
     if name == ".gitattributes":
         out.append(
-            _finding(
+            finding(
                 "sensitive-gitattributes",
                 "git attributes: a filter/diff driver runs a command, linguist-generated or "
                 "-diff hide a file's diff from review",
@@ -1197,7 +1195,7 @@ def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> lis
         )
     if name in _DEV_ENV_NAMES or (len(segments) > 1 and f"{segments[-2]}/{name}" in _DEV_ENV):
         out.append(
-            _finding(
+            finding(
                 "sensitive-dev-env",
                 f"an editor or shell runs this file when the project is opened: {runs}",
                 path=path,
@@ -1206,7 +1204,7 @@ def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> lis
         )
     if name == ".agent-tui.toml" or low.startswith(".agent-tui/prompts/"):
         out.append(
-            _finding(
+            finding(
                 "sensitive-agent-config",
                 "agent-tui's own configuration or prompts: a change steers the next "
                 "generation (a changed .agent-tui.toml needs `agent-tui trust` again)",
@@ -1216,7 +1214,7 @@ def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> lis
         )
     if name in _TEST_CONFIG_NAMES:
         out.append(
-            _finding(
+            finding(
                 "sensitive-test-config",
                 f"runs whenever the tests run (also [publish] test_command): {runs}",
                 path=path,
@@ -1225,11 +1223,15 @@ def _sensitive_findings(norm: str, text: str, old: str | None, path: str) -> lis
         )
     if (
         name in _DEP_NAMES
-        or _REQ_NAME_RE.match(name)
-        or (len(segments) > 1 and segments[-2] == "requirements" and _ext(name) in (".txt", ".in"))
+        or REQ_NAME_RE.match(name)
+        or (
+            len(segments) > 1
+            and segments[-2] == "requirements"
+            and extension(name) in (".txt", ".in")
+        )
     ):
         out.append(
-            _finding(
+            finding(
                 "sensitive-dependencies",
                 "dependency file: new packages run code when installed",
                 path=path,
@@ -1284,7 +1286,7 @@ def _routes(tree: ast.Module) -> list[_Route]:
     return found
 
 
-def _definitions(tree: ast.Module) -> dict[str, int]:
+def definitions(tree: ast.Module) -> dict[str, int]:
     """Module-level functions and classes, and methods as ``Class.name`` -> line."""
     defs: dict[str, int] = {}
     for node in tree.body:
@@ -1300,7 +1302,7 @@ def _definitions(tree: ast.Module) -> dict[str, int]:
     return defs
 
 
-def _safe_parse(text: str | None) -> ast.Module | None:
+def safe_parse(text: str | None) -> ast.Module | None:
     if text is None:
         return None
     try:
@@ -1431,9 +1433,9 @@ def _is_requirements_file(path: str) -> bool:
     low = path.casefold()
     name = posixpath.basename(low)
     return (
-        bool(_REQ_NAME_RE.match(name))
+        bool(REQ_NAME_RE.match(name))
         or name == "pyproject.toml"
-        or ("/requirements/" in f"/{low}" and _ext(name) in (".txt", ".in"))
+        or ("/requirements/" in f"/{low}" and extension(name) in (".txt", ".in"))
     )
 
 
@@ -1443,7 +1445,7 @@ def _is_requirements_file(path: str) -> bool:
 
 
 @dataclass
-class _File:
+class ProposedFile:
     raw: str
     norm: str
     text: str
@@ -1456,7 +1458,7 @@ def _iter_files(proposal: Any) -> tuple[list[tuple[object, object]], list[Findin
     files = getattr(proposal, "files", None)
     if not isinstance(files, list | tuple):
         return [], [
-            _finding(
+            finding(
                 "proposal-malformed",
                 f"files is {type(files).__name__}, not a list",
                 fix="give files as a list of {path, content} objects",
@@ -1471,7 +1473,7 @@ def _iter_files(proposal: Any) -> tuple[list[tuple[object, object]], list[Findin
             pairs.append((getattr(item, "path", None), getattr(item, "content", None)))
         else:
             problems.append(
-                _finding(
+                finding(
                     "proposal-malformed",
                     f"a files entry is {type(item).__name__}, not a {{path, content}} object",
                     fix="give files as a list of {path, content} objects",
@@ -1480,7 +1482,7 @@ def _iter_files(proposal: Any) -> tuple[list[tuple[object, object]], list[Findin
     return pairs, problems
 
 
-def _validate_enabled(enabled: set[str] | None) -> None:
+def validate_enabled(enabled: set[str] | None) -> None:
     if enabled is None:
         return
     unknown = sorted(set(enabled) - set(RULES))
@@ -1523,7 +1525,7 @@ def run_checks(
         ConfigError: ``enabled`` names an unknown code.
         RepoError: the repository or ``base_ref`` cannot be read.
     """
-    _validate_enabled(enabled)
+    validate_enabled(enabled)
     limits = limits or CheckLimits()
     if base is None:
         base = RepoBase(repo_dir, base_ref)
@@ -1533,16 +1535,16 @@ def run_checks(
         return enabled is None or any(c in enabled for c in codes)
 
     findings: list[Finding] = []
-    findings += _message_findings(proposal, issue_number)
+    findings += message_findings(proposal, issue_number)
     pairs, problems = _iter_files(proposal)
     findings += problems
     if not pairs and not problems and isinstance(getattr(proposal, "files", None), list | tuple):
         findings.append(
-            _finding("no-files", "the proposal changes no file", fix="regenerate the proposal")
+            finding("no-files", "the proposal changes no file", fix="regenerate the proposal")
         )
     if len(pairs) > limits.max_files:
         findings.append(
-            _finding(
+            finding(
                 "too-many-files",
                 f"{len(pairs)} files; the limit is {limits.max_files}",
                 fix="split the change, or raise generation.max_files in the config",
@@ -1550,7 +1552,7 @@ def run_checks(
         )
 
     # paths, one by one, then across the proposal
-    files: list[_File] = []
+    files: list[ProposedFile] = []
     by_norm: dict[str, str] = {}
     by_fold: dict[str, str] = {}
     total_bytes = 0
@@ -1560,12 +1562,12 @@ def run_checks(
         findings += path_out
         if not isinstance(raw, str):
             continue
-        norm = _lexical_path_findings(raw, limits)[1]
+        norm = lexical_path_findings(raw, limits)[1]
         if norm is not None:
             fold = unicodedata.normalize("NFC", norm).casefold()
             if norm in by_norm:
                 findings.append(
-                    _finding(
+                    finding(
                         "path-duplicate",
                         f"the same file as {by_norm[norm]!r} after normalisation",
                         path=raw,
@@ -1575,7 +1577,7 @@ def run_checks(
                 continue
             if fold in by_fold:
                 findings.append(
-                    _finding(
+                    finding(
                         "path-case-conflict",
                         f"differs from {by_fold[fold]!r} only in case or Unicode form; on "
                         "macOS and Windows they are the same file",
@@ -1588,7 +1590,7 @@ def run_checks(
             by_fold[fold] = raw
         if not isinstance(content, str):
             findings.append(
-                _finding(
+                finding(
                     "proposal-malformed",
                     f"the content is {type(content).__name__}, not text",
                     path=raw,
@@ -1602,7 +1604,7 @@ def run_checks(
         except UnicodeEncodeError as exc:
             line = content.count("\n", 0, exc.start) + 1
             findings.append(
-                _finding(
+                finding(
                     "content-not-utf8",
                     f"the content holds characters UTF-8 cannot encode ({exc.reason})",
                     path=raw,
@@ -1614,7 +1616,7 @@ def run_checks(
         total_bytes += size
         if size > limits.max_file_bytes:
             findings.append(
-                _finding(
+                finding(
                     "file-too-large",
                     f"{size} bytes; the limit is {limits.max_file_bytes}",
                     path=raw,
@@ -1625,7 +1627,7 @@ def run_checks(
         bad = [m.start() for m in _CONTENT_CONTROL_RE.finditer(content)]  # a regex: 25 MB fast
         if bad:
             findings.append(
-                _finding(
+                finding(
                     "content-not-text",
                     f"the content holds {len(bad)} NUL/control character(s); it is not text",
                     path=raw,
@@ -1643,10 +1645,10 @@ def run_checks(
                 old = old_bytes.decode("utf-8")
             except UnicodeDecodeError:
                 old = None
-        files.append(_File(raw, norm, content, old, old_bytes is not None))
+        files.append(ProposedFile(raw, norm, content, old, old_bytes is not None))
     if total_bytes > limits.max_total_bytes:
         findings.append(
-            _finding(
+            finding(
                 "total-too-large",
                 f"{total_bytes} bytes in all files; the limit is {limits.max_total_bytes}",
                 fix="split the change into smaller proposals",
@@ -1665,7 +1667,7 @@ def run_checks(
             parent = "/".join(parts[:i])
             if parent in norms:
                 findings.append(
-                    _finding(
+                    finding(
                         "path-parent-is-file",
                         f"{parent!r} is also a file of this proposal",
                         path=f.raw,
@@ -1682,7 +1684,7 @@ def run_checks(
             twin = existing_fold.get(unicodedata.normalize("NFC", f.norm).casefold())
             if twin is not None and twin != f.norm:
                 findings.append(
-                    _finding(
+                    finding(
                         "path-case-existing",
                         f"differs only in case from the existing {twin!r}; on macOS and "
                         "Windows this overwrites it",
@@ -1698,14 +1700,14 @@ def run_checks(
     for f in files:
         findings += _file_findings(f, limits, shown_norm)
     if wanted("uncommitted-changes"):
-        findings += _uncommitted_findings(files, base)
+        findings += uncommitted_findings(files, base)
 
     if wanted("secret-in-content", "secret-high-entropy", "secret-in-message"):
-        findings += _secret_findings(proposal, files)
+        findings += secret_findings(proposal, files)
     if wanted("endpoint-without-test", "route-missing-docstring", "orm-returned-raw"):
-        findings += _route_findings(files)
+        findings += route_findings(files)
     if wanted("missing-requirement"):
-        findings += _requirement_findings(files, base)
+        findings += requirement_findings(files, base)
 
     if enabled is not None:
         findings = [f for f in findings if f.code in enabled]
@@ -1725,12 +1727,12 @@ def _dedup_exact(findings: Iterable[Finding]) -> list[Finding]:
     return out
 
 
-def _file_findings(f: _File, limits: CheckLimits, shown: set[str] | None) -> list[Finding]:
+def _file_findings(f: ProposedFile, limits: CheckLimits, shown: set[str] | None) -> list[Finding]:
     out: list[Finding] = []
     path, text, old = f.raw, f.text, f.old
     if f.existed and old is not None and old == text:
         return [
-            _finding(
+            finding(
                 "unchanged-file",
                 "identical to the base; writing it changes nothing",
                 path=path,
@@ -1738,14 +1740,14 @@ def _file_findings(f: _File, limits: CheckLimits, shown: set[str] | None) -> lis
             )
         ]
     out += _placeholder_findings(path, text)
-    if _ext(path) in _PYTHON_EXT:
+    if extension(path) in PYTHON_EXT:
         py, f.tree = _python_findings(path, text)
         out += py
     else:
         reason = _truncation_reason(path, text)
         if reason:
             out.append(
-                _finding(
+                finding(
                     "truncated-content",
                     f"the file looks cut off: {reason}",
                     path=path,
@@ -1756,7 +1758,7 @@ def _file_findings(f: _File, limits: CheckLimits, shown: set[str] | None) -> lis
         out += _data_findings(path, text)
     if text and not text.endswith("\n"):
         out.append(
-            _finding(
+            finding(
                 "missing-final-newline",
                 "the file does not end with a newline",
                 path=path,
@@ -1764,11 +1766,11 @@ def _file_findings(f: _File, limits: CheckLimits, shown: set[str] | None) -> lis
                 fix="add a newline at the end",
             )
         )
-    out += _sensitive_findings(f.norm, text, old, path)
+    out += sensitive_findings(f.norm, text, old, path)
     if f.existed:
         if shown is not None and f.norm not in shown:
             out.append(
-                _finding(
+                finding(
                     "unseen-file-rewritten",
                     "an existing file is rewritten although the model was not shown it; "
                     "whatever it held may be lost",
@@ -1783,7 +1785,7 @@ def _file_findings(f: _File, limits: CheckLimits, shown: set[str] | None) -> lis
                 if removed / len(old_lines) > limits.drop_ratio:
                     kept = len(old_lines) - removed
                     out.append(
-                        _finding(
+                        finding(
                             "destructive-drop-lines",
                             f"keeps {kept} of {len(old_lines)} existing lines "
                             f"({round(100 * removed / len(old_lines))}% removed), adds {added}",
@@ -1791,14 +1793,14 @@ def _file_findings(f: _File, limits: CheckLimits, shown: set[str] | None) -> lis
                             fix="check the diff: the model may have dropped code it never saw",
                         )
                     )
-            if _ext(path) in _PYTHON_EXT and f.tree is not None:
-                old_tree = _safe_parse(old)
+            if extension(path) in PYTHON_EXT and f.tree is not None:
+                old_tree = safe_parse(old)
                 if old_tree is not None:
-                    gone = sorted(set(_definitions(old_tree)) - set(_definitions(f.tree)))
+                    gone = sorted(set(definitions(old_tree)) - set(definitions(f.tree)))
                     if gone:
                         shown_names = ", ".join(gone[:6]) + (" ..." if len(gone) > 6 else "")
                         out.append(
-                            _finding(
+                            finding(
                                 "destructive-removed-definitions",
                                 f"removes {len(gone)} existing definition(s): {shown_names}",
                                 path=path,
@@ -1821,7 +1823,7 @@ _UNCOMMITTED_WHAT = {
 }
 
 
-def _uncommitted_findings(files: list[_File], base: RepoBase) -> list[Finding]:
+def uncommitted_findings(files: list[ProposedFile], base: RepoBase) -> list[Finding]:
     """Files the user changed locally: the model saw that version, the PR will not start there.
 
     The context shows the model the working tree, while publishing commits on a fresh
@@ -1835,7 +1837,7 @@ def _uncommitted_findings(files: list[_File], base: RepoBase) -> list[Finding]:
         if state is None:
             continue
         out.append(
-            _finding(
+            finding(
                 "uncommitted-changes",
                 _UNCOMMITTED_WHAT[state],
                 path=f.raw,
@@ -1855,7 +1857,7 @@ def _new_lines(old: str | None) -> set[str]:
 SECRET_LINES_PER_FILE = 50
 
 
-def _secret_findings(proposal: Any, files: list[_File]) -> list[Finding]:
+def secret_findings(proposal: Any, files: list[ProposedFile]) -> list[Finding]:
     out: list[Finding] = []
     items = [(f.norm, f.text) for f in files]
     messages: list[tuple[str, str]] = []  # (label, scan key)
@@ -1864,7 +1866,7 @@ def _secret_findings(proposal: Any, files: list[_File]) -> list[Finding]:
         ("PR title", "pr_title", "PR_TITLE.txt"),
         ("PR body", "pr_body", "PR_BODY.md"),
     ):
-        value = _text(getattr(proposal, attr, None))
+        value = text_or_none(getattr(proposal, attr, None))
         if value and len(value) <= PR_BODY_MAX:  # longer: refused anyway, not scanned
             key = f"<{attr}>/{name}"  # cannot clash with a file: '<' never passes the checks
             messages.append((label, key))
@@ -1888,7 +1890,7 @@ def _secret_findings(proposal: Any, files: list[_File]) -> list[Finding]:
             named = sorted({h.kind for h in line_hits if not h.heuristic})
             if named:
                 out.append(
-                    _finding(
+                    finding(
                         "secret-in-content",
                         f"looks like a secret literal ({', '.join(named)})",
                         path=f.raw,
@@ -1899,7 +1901,7 @@ def _secret_findings(proposal: Any, files: list[_File]) -> list[Finding]:
                 )
             else:
                 out.append(
-                    _finding(
+                    finding(
                         "secret-high-entropy",
                         "a high-entropy string that may be a secret "
                         f"({', '.join(sorted({h.kind for h in line_hits}))})",
@@ -1914,7 +1916,7 @@ def _secret_findings(proposal: Any, files: list[_File]) -> list[Finding]:
         named = sorted({h.kind for h in hits if not h.heuristic})
         if named:
             out.append(
-                _finding(
+                finding(
                     "secret-in-message",
                     f"the {label} holds what looks like a secret ({', '.join(named)}); "
                     "it would be published",
@@ -1925,20 +1927,20 @@ def _secret_findings(proposal: Any, files: list[_File]) -> list[Finding]:
     return out
 
 
-def _route_findings(files: list[_File]) -> list[Finding]:
+def route_findings(files: list[ProposedFile]) -> list[Finding]:
     out: list[Finding] = []
     tests = [f for f in files if _is_test_path(f.norm)]
     for f in files:
         if f.tree is None or _is_test_path(f.norm):
             continue
-        old_tree = _safe_parse(f.old)
+        old_tree = safe_parse(f.old)
         old_routes = {r.key: r for r in _routes(old_tree)} if old_tree is not None else {}
         for route in _routes(f.tree):
             previous = old_routes.get(route.key)
             if previous is None:
                 if not _route_tested(route, f.norm, tests):
                     out.append(
-                        _finding(
+                        finding(
                             "endpoint-without-test",
                             f"new route {route.key} ({route.handler}) has no test file in "
                             "the proposal that exercises it",
@@ -1951,7 +1953,7 @@ def _route_findings(files: list[_File]) -> list[Finding]:
                 previous is None or ast.get_docstring(previous.node) is not None
             ):
                 out.append(
-                    _finding(
+                    finding(
                         "route-missing-docstring",
                         f"route handler {route.handler}() has no docstring",
                         path=f.raw,
@@ -1963,7 +1965,7 @@ def _route_findings(files: list[_File]) -> list[Finding]:
                 line = _returns_orm(route.node)
                 if line is not None and (previous is None or _returns_orm(previous.node) is None):
                     out.append(
-                        _finding(
+                        finding(
                             "orm-returned-raw",
                             f"{route.handler}() seems to return a query result directly; "
                             "return a Pydantic schema",
@@ -1975,7 +1977,7 @@ def _route_findings(files: list[_File]) -> list[Finding]:
     return out
 
 
-def _route_tested(route: _Route, module_path: str, tests: list[_File]) -> bool:
+def _route_tested(route: _Route, module_path: str, tests: list[ProposedFile]) -> bool:
     static = [s for s in route.path.split("/") if s and not s.startswith(("{", "<", ":"))]
     needles = {route.handler}
     if static:
@@ -1986,7 +1988,7 @@ def _route_tested(route: _Route, module_path: str, tests: list[_File]) -> bool:
     return any(any(n in t.text for n in needles) for t in tests)
 
 
-def _requirement_findings(files: list[_File], base: RepoBase) -> list[Finding]:
+def requirement_findings(files: list[ProposedFile], base: RepoBase) -> list[Finding]:
     python = [f for f in files if f.tree is not None]
     if not python:
         return []
@@ -1996,7 +1998,7 @@ def _requirement_findings(files: list[_File], base: RepoBase) -> list[Finding]:
         segments = p.split("/")
         own.update(segments[:-1])
         stem, ext = posixpath.splitext(segments[-1])
-        if ext in _PYTHON_EXT or ext == "":
+        if ext in PYTHON_EXT or ext == "":
             own.add(stem)
     declared: set[str] = set()
     proposed = {f.norm: f.text for f in files}
@@ -2013,7 +2015,7 @@ def _requirement_findings(files: list[_File], base: RepoBase) -> list[Finding]:
     out: list[Finding] = []
     for f in python:
         assert f.tree is not None
-        old_tree = _safe_parse(f.old)
+        old_tree = safe_parse(f.old)
         old_imports = set(_imports(old_tree)) if old_tree is not None else set()
         for name, line in sorted(_imports(f.tree).items()):
             if name in old_imports or name in stdlib or name in own:
@@ -2025,7 +2027,7 @@ def _requirement_findings(files: list[_File], base: RepoBase) -> list[Finding]:
                 continue
             suggestion = (_IMPORT_ALIASES.get(name) or tuple(dists.get(name, ())) or (name,))[0]
             out.append(
-                _finding(
+                finding(
                     "missing-requirement",
                     f"imports {name!r}, which no requirements.txt (or pyproject.toml) names",
                     path=f.raw,
@@ -2057,14 +2059,14 @@ def apply_fixes(proposal: Any, issue_number: int) -> ChangeProposal:
         built with ``model_construct`` so the checks can report what remains).
     """
     branch = getattr(proposal, "branch_suffix", None)
-    title = _text(getattr(proposal, "pr_title", None)) or ""
-    if not isinstance(branch, str) or not _BRANCH_RE.match(branch):
+    title = text_or_none(getattr(proposal, "pr_title", None)) or ""
+    if not isinstance(branch, str) or not BRANCH_RE.match(branch):
         branch = slugify_branch(branch if isinstance(branch, str) and branch else title,
                                 issue_number)  # fmt: skip
     body = getattr(proposal, "pr_body", None)
-    if isinstance(body, str) and not _closes(body, issue_number):
-        body = _CLOSES_PLACEHOLDER_RE.sub(rf"\g<1>\g<2>#{issue_number}", body, count=1)
-        if not _closes(body, issue_number):
+    if isinstance(body, str) and not closes_issue(body, issue_number):
+        body = CLOSES_PLACEHOLDER_RE.sub(rf"\g<1>\g<2>#{issue_number}", body, count=1)
+        if not closes_issue(body, issue_number):
             body = (body.rstrip() + "\n\n" if body.strip() else "") + f"Closes #{issue_number}"
     elif body is None:
         body = f"Closes #{issue_number}"

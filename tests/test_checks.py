@@ -21,20 +21,9 @@ from hypothesis import strategies as st
 from engine.core.errors import ConfigError, InvalidProposalError, UnsafePathError
 from engine.core.models import BRANCH_SUFFIX_PATTERN, ChangeProposal, FileChange
 from engine.core.proposal_io import proposal_from_data
-from engine.review.checks import (
-    ALWAYS_ON_CODES,
-    CHECK_GROUPS,
-    RULES,
-    CheckLimits,
-    Finding,
-    apply_fixes,
-    enabled_for_profile,
-    has_errors,
-    path_findings,
-    run_checks,
-    safe_target,
-    slugify_branch,
-)
+from engine.core.rules import ALWAYS_ON_CODES, CHECK_GROUPS, RULES
+from engine.review.checks import apply_fixes, path_findings, run_checks, safe_target, slugify_branch
+from engine.review.checks.registry import CheckLimits, Finding, enabled_for_profile, has_errors
 from engine.review.diff import RepoBase
 from tests.conftest import git
 

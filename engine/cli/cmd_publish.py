@@ -32,12 +32,8 @@ from engine.publish.runner import (
     provenance_from_history,
 )
 from engine.publish.store import Store
-from engine.review.checks import (
-    CheckLimits,
-    enabled_for_profile,
-    has_errors,
-    run_checks,
-)
+from engine.review.checks import run_checks
+from engine.review.checks.registry import CheckLimits, enabled_for_profile, has_errors
 
 NAME = "publish"
 HELP = "publish a proposal JSON file: branch, commit, push and pull request (asks first)"

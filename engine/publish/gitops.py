@@ -183,7 +183,8 @@ def target_path(root: Path, path: str) -> Path:
     """
     check_path(path)
     root_resolved = root.resolve()
-    from engine.review.checks import safe_target  # lazy: the checks are heavy to import (TUI start)
+    # lazy: the checks are heavy to import (TUI start)
+    from engine.review.checks.paths import safe_target
 
     target = safe_target(root_resolved, path).resolve()
     if not target.is_relative_to(root_resolved) or target == root_resolved:

@@ -22,7 +22,8 @@ from engine.core.errors import ConfigError, InvalidProposalError, UnsafePathErro
 from engine.core.models import BRANCH_SUFFIX_PATTERN, ChangeProposal, FileChange
 from engine.core.proposal_io import proposal_from_data
 from engine.core.rules import ALWAYS_ON_CODES, CHECK_GROUPS, RULES
-from engine.review.checks import apply_fixes, run_checks, slugify_branch
+from engine.review.checks import apply_fixes, run_checks
+from engine.review.checks.conventions import slugify_branch
 from engine.review.checks.paths import path_findings, safe_target
 from engine.review.checks.registry import CheckLimits, Finding, enabled_for_profile, has_errors
 from engine.review.diff import RepoBase
@@ -623,7 +624,7 @@ def test_slugify_always_gives_a_valid_suffix(text: str, number: int) -> None:
     number=st.integers(min_value=1, max_value=99999),
 )
 def test_fixed_proposals_pass_the_fixable_rules(branch: str | None, body: str, number: int) -> None:
-    from engine.review.checks import message_findings as _message_findings
+    from engine.review.checks.conventions import message_findings as _message_findings
 
     prop = ChangeProposal.model_construct(
         branch_suffix=branch, commit_message="feat: x", pr_title="feat: y", pr_body=body, files=[]

@@ -729,7 +729,7 @@ class IssueRun:
 
     def fix(self) -> Review:
         """Apply the checks' deterministic fixes, then check again."""
-        from engine.review.checks import apply_fixes
+        from engine.review.checks.fixes import apply_fixes
 
         return self._replace(apply_fixes(self._current().proposal, self.issue.number))
 

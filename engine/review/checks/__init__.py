@@ -50,6 +50,7 @@ from engine.review.checks.registry import (
     finding,
     validate_enabled,
 )
+from engine.review.checks.rewrites import uncommitted_findings
 from engine.review.checks.secret_leaks import secret_findings
 from engine.review.checks.sensitive import sensitive_findings
 from engine.review.diff import RepoBase, count_changes, split_lines
@@ -409,42 +410,4 @@ def _file_findings(f: ProposedFile, limits: CheckLimits, shown: set[str] | None)
                                 fix="keep them, unless the issue asks for their removal",
                             )
                         )
-    return out
-
-
-_SHOWN_LOCAL = (
-    "; the model was shown that version, but the pull request is built on the base branch, "
-    "so any local change the model kept is published with it"
-)
-_UNCOMMITTED_WHAT = {
-    "modified": "this file has uncommitted edits in your working tree" + _SHOWN_LOCAL,
-    "added": "this file is staged but not committed" + _SHOWN_LOCAL,
-    "untracked": "this file exists only in your working tree (untracked)" + _SHOWN_LOCAL,
-    "deleted": "this file is deleted in your working tree but not in the last commit; the "
-    "pull request writes it with the proposed content",
-}
-
-
-def uncommitted_findings(files: list[ProposedFile], base: RepoBase) -> list[Finding]:
-    """Files the user changed locally: the model saw that version, the PR will not start there.
-
-    The context shows the model the working tree, while publishing commits on a fresh
-    checkout of the base branch. Whatever of the local version the model copied into its
-    answer goes into the pull request with it, so the user is told to look at the diff.
-    """
-    states = base.uncommitted(f.norm for f in files)
-    out = []
-    for f in files:
-        state = states.get(f.norm)
-        if state is None:
-            continue
-        out.append(
-            finding(
-                "uncommitted-changes",
-                _UNCOMMITTED_WHAT[state],
-                path=f.raw,
-                fix="review the diff for local work you do not mean to publish, or commit "
-                "or stash it first and regenerate",
-            )
-        )
     return out

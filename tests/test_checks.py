@@ -22,9 +22,9 @@ from engine.core.errors import ConfigError, InvalidProposalError, UnsafePathErro
 from engine.core.models import BRANCH_SUFFIX_PATTERN, ChangeProposal, FileChange
 from engine.core.proposal_io import proposal_from_data
 from engine.core.rules import ALWAYS_ON_CODES, CHECK_GROUPS, RULES
-from engine.review.checks import run_checks
 from engine.review.checks.conventions import slugify_branch
 from engine.review.checks.fixes import apply_fixes
+from engine.review.checks.orchestrator import run_checks
 from engine.review.checks.paths import path_findings, safe_target
 from engine.review.checks.registry import CheckLimits, Finding, enabled_for_profile, has_errors
 from engine.review.diff import RepoBase

@@ -9,7 +9,7 @@ import pytest
 from engine.context.build import ContextResult, build_context, example_messages
 from engine.context.prompts import load_profile, parse_profile
 from engine.core.errors import PromptProfileError
-from engine.review.checks import run_checks
+from engine.review.checks.orchestrator import run_checks
 from engine.review.checks.registry import enabled_for_profile, has_errors
 from tests.conftest import git
 from tests.test_context import GemmaCounter, backend_repo, issue, write

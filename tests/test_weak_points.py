@@ -22,7 +22,7 @@ from engine.core.models import MAX_ISSUE_BODY, ChangeProposal, Issue
 from engine.core.proposal_io import load_proposal_file, proposal_from_data
 from engine.issues.forge.local import LocalIssueSource
 from engine.publish import gitops
-from engine.review.checks import run_checks
+from engine.review.checks.orchestrator import run_checks
 from engine.review.checks.registry import has_errors
 from engine.review.diff import diff_proposal
 

@@ -32,7 +32,7 @@ from engine.publish.runner import (
     provenance_from_history,
 )
 from engine.publish.store import Store
-from engine.review.checks import run_checks
+from engine.review.checks.orchestrator import run_checks
 from engine.review.checks.registry import CheckLimits, enabled_for_profile, has_errors
 
 NAME = "publish"

@@ -636,7 +636,7 @@ class IssueRun:
         generation_id: int | None = None,
     ) -> Review:
         from engine.context.prompts import load_profile
-        from engine.review.checks import run_checks
+        from engine.review.checks.orchestrator import run_checks
         from engine.review.checks.registry import CheckLimits, enabled_for_profile
         from engine.review.diff import RepoBase, diff_proposal
 

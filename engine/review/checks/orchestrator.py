@@ -1,18 +1,12 @@
-"""Checks on every proposal: the safety of the user's repository and the Backend Dev Agent's rules.
+"""The orchestrator: ``run_checks`` runs every rule family over one proposal.
 
-Why: a model's answer is untrusted input. Before anything is written or pushed, the user is
-told precisely what is wrong with a proposal (``Finding``: severity, stable code, message,
-path, line, how to fix it), what is unsafe is blocked (``error`` findings block publishing),
-what is risky needs an explicit acknowledgement (``warning``), and what can be fixed
-deterministically is fixed (``apply_fixes``).
-
-Nothing here trusts ``ChangeProposal``'s own validation: proposals built with
-``model_construct`` (or edited by hand) reach these checks with any path and any content, so
-every rule is checked here again. ``safe_target`` is the one door through which the
-publisher turns a proposal path into a filesystem path.
-
-Every rule has a stable code listed in ``RULES`` (``engine.core.rules``, and in the README's
-"Checks" section).
+Why a module of its own: the families each judge one thing (a path, a message, one file's
+content); this module sees the whole proposal. It takes the untrusted ``files`` list apart,
+applies the rules that compare files with each other or with the whole (count, total size,
+duplicates, case conflicts, a file that is also a parent directory), reads each file's base
+version once, decides which families run for the enabled codes, and returns the findings
+sorted, errors first. Nothing here trusts ``ChangeProposal``'s own validation: any field may
+hold anything.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import tomllib
 import yaml
 
 from engine.review import pysource
-from engine.review.checks.registry import PYTHON_EXT, Finding, extension, finding
+from engine.review.checks.registry import PYTHON_EXT, Finding, ProposedFile, extension, finding
 from engine.review.diff import split_lines
 
 #: a comment opener (Python, C-like, SQL, HTML, block-comment continuation)
@@ -199,3 +199,40 @@ def _data_findings(path: str, text: str) -> list[Finding]:
             fix="fix the syntax",
         )
     ]
+
+
+def content_findings(f: ProposedFile) -> list[Finding]:
+    """The content rules on one file's new text; a Python file is parsed once, into ``f.tree``.
+
+    Why it sets ``f.tree``: the code rules (``python_code``) and the rewrite rules read the
+    same syntax tree, and a file that does not parse is reported here, once.
+    """
+    path, text = f.raw, f.text
+    out = _placeholder_findings(path, text)
+    if extension(path) in PYTHON_EXT:
+        py, f.tree = _python_findings(path, text)
+        out += py
+    else:
+        reason = _truncation_reason(path, text)
+        if reason:
+            out.append(
+                finding(
+                    "truncated-content",
+                    f"the file looks cut off: {reason}",
+                    path=path,
+                    line=len(split_lines(text)),
+                    fix="regenerate with a larger token budget, or complete the file",
+                )
+            )
+        out += _data_findings(path, text)
+    if text and not text.endswith("\n"):
+        out.append(
+            finding(
+                "missing-final-newline",
+                "the file does not end with a newline",
+                path=path,
+                line=len(split_lines(text)),
+                fix="add a newline at the end",
+            )
+        )
+    return out

@@ -21,33 +21,21 @@ from typing import Any
 
 from engine.core.models import MAX_FILES_LIMIT
 from engine.core.rules import SEVERITY_ORDER
-from engine.review.checks.content import (
-    _data_findings,
-    _placeholder_findings,
-    _python_findings,
-    _truncation_reason,
-)
+from engine.review.checks.content import content_findings
 from engine.review.checks.conventions import message_findings
 from engine.review.checks.paths import lexical_path_findings, path_findings
-from engine.review.checks.python_code import (
-    definitions,
-    requirement_findings,
-    route_findings,
-    safe_parse,
-)
+from engine.review.checks.python_code import requirement_findings, route_findings
 from engine.review.checks.registry import (
-    PYTHON_EXT,
     CheckLimits,
     Finding,
     ProposedFile,
-    extension,
     finding,
     validate_enabled,
 )
-from engine.review.checks.rewrites import uncommitted_findings
+from engine.review.checks.rewrites import rewrite_findings, uncommitted_findings
 from engine.review.checks.secret_leaks import secret_findings
 from engine.review.checks.sensitive import sensitive_findings
-from engine.review.diff import RepoBase, count_changes, split_lines
+from engine.review.diff import RepoBase
 
 _ALLOWED_CONTROL = {"\t", "\n", "\r", "\f", "\v", "\x1b"}
 _CONTENT_CONTROL_RE = re.compile(
@@ -325,83 +313,22 @@ def _dedup_exact(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def _file_findings(f: ProposedFile, limits: CheckLimits, shown: set[str] | None) -> list[Finding]:
-    out: list[Finding] = []
-    path, text, old = f.raw, f.text, f.old
-    if f.existed and old is not None and old == text:
+    """Every rule on one proposed file: its content, its path's meaning, what it rewrites.
+
+    A file identical to its base version gets only ``unchanged-file``: nothing else about it
+    would change anything.
+    """
+    if f.existed and f.old is not None and f.old == f.text:
         return [
             finding(
                 "unchanged-file",
                 "identical to the base; writing it changes nothing",
-                path=path,
+                path=f.raw,
                 fix="drop it from the proposal",
             )
         ]
-    out += _placeholder_findings(path, text)
-    if extension(path) in PYTHON_EXT:
-        py, f.tree = _python_findings(path, text)
-        out += py
-    else:
-        reason = _truncation_reason(path, text)
-        if reason:
-            out.append(
-                finding(
-                    "truncated-content",
-                    f"the file looks cut off: {reason}",
-                    path=path,
-                    line=len(split_lines(text)),
-                    fix="regenerate with a larger token budget, or complete the file",
-                )
-            )
-        out += _data_findings(path, text)
-    if text and not text.endswith("\n"):
-        out.append(
-            finding(
-                "missing-final-newline",
-                "the file does not end with a newline",
-                path=path,
-                line=len(split_lines(text)),
-                fix="add a newline at the end",
-            )
-        )
-    out += sensitive_findings(f.norm, text, old, path)
+    out = content_findings(f)
+    out += sensitive_findings(f.norm, f.text, f.old, f.raw)
     if f.existed:
-        if shown is not None and f.norm not in shown:
-            out.append(
-                finding(
-                    "unseen-file-rewritten",
-                    "an existing file is rewritten although the model was not shown it; "
-                    "whatever it held may be lost",
-                    path=path,
-                    fix="regenerate with the file in the context, or review the diff closely",
-                )
-            )
-        if old is not None:
-            old_lines = split_lines(old)
-            if len(old_lines) >= limits.drop_min_lines:
-                added, removed = count_changes(old_lines, split_lines(text))
-                if removed / len(old_lines) > limits.drop_ratio:
-                    kept = len(old_lines) - removed
-                    out.append(
-                        finding(
-                            "destructive-drop-lines",
-                            f"keeps {kept} of {len(old_lines)} existing lines "
-                            f"({round(100 * removed / len(old_lines))}% removed), adds {added}",
-                            path=path,
-                            fix="check the diff: the model may have dropped code it never saw",
-                        )
-                    )
-            if extension(path) in PYTHON_EXT and f.tree is not None:
-                old_tree = safe_parse(old)
-                if old_tree is not None:
-                    gone = sorted(set(definitions(old_tree)) - set(definitions(f.tree)))
-                    if gone:
-                        shown_names = ", ".join(gone[:6]) + (" ..." if len(gone) > 6 else "")
-                        out.append(
-                            finding(
-                                "destructive-removed-definitions",
-                                f"removes {len(gone)} existing definition(s): {shown_names}",
-                                path=path,
-                                fix="keep them, unless the issue asks for their removal",
-                            )
-                        )
+        out += rewrite_findings(f, limits, shown)
     return out

@@ -8,8 +8,16 @@ user's working tree); rules on the new content alone are in ``content``.
 
 from __future__ import annotations
 
-from engine.review.checks.registry import Finding, ProposedFile, finding
-from engine.review.diff import RepoBase
+from engine.review.checks.python_code import definitions, safe_parse
+from engine.review.checks.registry import (
+    PYTHON_EXT,
+    CheckLimits,
+    Finding,
+    ProposedFile,
+    extension,
+    finding,
+)
+from engine.review.diff import RepoBase, count_changes, split_lines
 
 _SHOWN_LOCAL = (
     "; the model was shown that version, but the pull request is built on the base branch, "
@@ -49,3 +57,69 @@ def uncommitted_findings(files: list[ProposedFile], base: RepoBase) -> list[Find
             )
         )
     return out
+
+
+def rewrite_findings(f: ProposedFile, limits: CheckLimits, shown: set[str] | None) -> list[Finding]:
+    """The rules on an existing file the proposal rewrites (``f.existed``).
+
+    Args:
+        f: the proposed file; ``f.tree`` is set when its new content parsed as Python.
+        limits: the thresholds of the destructive-rewrite rule.
+        shown: the normalised paths the model was shown; None skips the unseen-file rule.
+    """
+    out: list[Finding] = []
+    if shown is not None and f.norm not in shown:
+        out.append(
+            finding(
+                "unseen-file-rewritten",
+                "an existing file is rewritten although the model was not shown it; "
+                "whatever it held may be lost",
+                path=f.raw,
+                fix="regenerate with the file in the context, or review the diff closely",
+            )
+        )
+    if f.old is not None:
+        out += _dropped_lines(f, f.old, limits)
+        out += _removed_definitions(f, f.old)
+    return out
+
+
+def _dropped_lines(f: ProposedFile, old: str, limits: CheckLimits) -> list[Finding]:
+    """An existing file losing most of its lines: the model may have dropped what it never saw."""
+    old_lines = split_lines(old)
+    if len(old_lines) < limits.drop_min_lines:
+        return []
+    added, removed = count_changes(old_lines, split_lines(f.text))
+    if removed / len(old_lines) <= limits.drop_ratio:
+        return []
+    kept = len(old_lines) - removed
+    return [
+        finding(
+            "destructive-drop-lines",
+            f"keeps {kept} of {len(old_lines)} existing lines "
+            f"({round(100 * removed / len(old_lines))}% removed), adds {added}",
+            path=f.raw,
+            fix="check the diff: the model may have dropped code it never saw",
+        )
+    ]
+
+
+def _removed_definitions(f: ProposedFile, old: str) -> list[Finding]:
+    """Functions, classes, methods and routes of the base version the new Python lacks."""
+    if extension(f.raw) not in PYTHON_EXT or f.tree is None:
+        return []
+    old_tree = safe_parse(old)
+    if old_tree is None:
+        return []
+    gone = sorted(set(definitions(old_tree)) - set(definitions(f.tree)))
+    if not gone:
+        return []
+    shown_names = ", ".join(gone[:6]) + (" ..." if len(gone) > 6 else "")
+    return [
+        finding(
+            "destructive-removed-definitions",
+            f"removes {len(gone)} existing definition(s): {shown_names}",
+            path=f.raw,
+            fix="keep them, unless the issue asks for their removal",
+        )
+    ]

@@ -15,7 +15,8 @@ import os
 import posixpath
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -119,62 +120,126 @@ def run_checks(
     def wanted(*codes: str) -> bool:
         return enabled is None or any(c in enabled for c in codes)
 
-    findings: list[Finding] = []
-    findings += message_findings(proposal, issue_number)
+    findings = message_findings(proposal, issue_number)
     pairs, problems = _iter_files(proposal)
     findings += problems
+    findings += _count_findings(proposal, pairs, problems, limits)
+
+    intake = _Intake(root, base, limits)
+    # past the most any configuration allows, paths are not examined one by one either
+    for raw, content in pairs[:MAX_FILES_LIMIT]:
+        intake.add(raw, content)
+    findings += intake.findings + _total_findings(intake.total_bytes, limits)
+    files = intake.files
+    if intake.total_bytes > limits.max_total_bytes or len(pairs) > limits.max_files:
+        # refused whatever else is wrong: the content is not scanned further (100 files just
+        # under the per-file limit took 298 s of secret scanning and 390,000 findings)
+        files = []
+
+    findings += _parent_findings(files)
+    if wanted("path-case-existing"):
+        findings += _case_existing_findings(files, base)
+    shown_norm = None
+    if shown_files is not None:
+        shown_norm = {posixpath.normpath(p) for p in shown_files if isinstance(p, str) and p}
+    for f in files:
+        findings += _file_findings(f, limits, shown_norm)
+    for codes, family in _PROPOSAL_FAMILIES:
+        if wanted(*codes):
+            findings += family(proposal, files, base)
+
+    if enabled is not None:
+        findings = [f for f in findings if f.code in enabled]
+    return sorted(
+        _dedup_exact(findings),
+        key=lambda f: (SEVERITY_ORDER[f.severity], str(f.path or ""), f.line or 0, f.code),
+    )
+
+
+#: the families run over all the proposal's files at once, in this order, each when any of
+#: its codes is enabled (the families run per file are in ``_file_findings``)
+_PROPOSAL_FAMILIES: tuple[
+    tuple[tuple[str, ...], Callable[[Any, list[ProposedFile], RepoBase], list[Finding]]], ...
+] = (
+    (("uncommitted-changes",), lambda proposal, files, base: uncommitted_findings(files, base)),
+    (
+        ("secret-in-content", "secret-high-entropy", "secret-in-message"),
+        lambda proposal, files, base: secret_findings(proposal, files),
+    ),
+    (
+        ("endpoint-without-test", "route-missing-docstring", "orm-returned-raw"),
+        lambda proposal, files, base: route_findings(files),
+    ),
+    (("missing-requirement",), lambda proposal, files, base: requirement_findings(files, base)),
+)
+
+
+def _count_findings(
+    proposal: Any,
+    pairs: list[tuple[object, object]],
+    problems: list[Finding],
+    limits: CheckLimits,
+) -> list[Finding]:
+    """No file at all, or more files than the limit."""
+    out: list[Finding] = []
     if not pairs and not problems and isinstance(getattr(proposal, "files", None), list | tuple):
-        findings.append(
+        out.append(
             finding("no-files", "the proposal changes no file", fix="regenerate the proposal")
         )
     if len(pairs) > limits.max_files:
-        findings.append(
+        out.append(
             finding(
                 "too-many-files",
                 f"{len(pairs)} files; the limit is {limits.max_files}",
                 fix="split the change, or raise generation.max_files in the config",
             )
         )
+    return out
 
-    # paths, one by one, then across the proposal
-    files: list[ProposedFile] = []
-    by_norm: dict[str, str] = {}
-    by_fold: dict[str, str] = {}
-    total_bytes = 0
-    # past the most any configuration allows, paths are not examined one by one either
-    for raw, content in pairs[:MAX_FILES_LIMIT]:
-        path_out = path_findings(raw, root, base=base, limits=limits)
-        findings += path_out
+
+def _total_findings(total_bytes: int, limits: CheckLimits) -> list[Finding]:
+    """All files together over the size limit."""
+    if total_bytes <= limits.max_total_bytes:
+        return []
+    return [
+        finding(
+            "total-too-large",
+            f"{total_bytes} bytes in all files; the limit is {limits.max_total_bytes}",
+            fix="split the change into smaller proposals",
+        )
+    ]
+
+
+@dataclass
+class _Intake:
+    """The pass over the proposal's files, one by one: what reaches the content rules.
+
+    Why a class: the pass carries state across files (the spellings seen, for duplicates
+    and case conflicts; the total size) while each file's steps stay short functions. A
+    file reaches ``files`` only when its path is safe and its content is text within the
+    size limit; every other file is reported once and examined no further.
+    """
+
+    root: Path
+    base: RepoBase
+    limits: CheckLimits
+    findings: list[Finding] = field(default_factory=list)
+    files: list[ProposedFile] = field(default_factory=list)
+    total_bytes: int = 0
+    by_norm: dict[str, str] = field(default_factory=dict)
+    by_fold: dict[str, str] = field(default_factory=dict)
+
+    def add(self, raw: object, content: object) -> None:
+        """Examine one ``files`` entry (both values untrusted)."""
+        path_out = path_findings(raw, self.root, base=self.base, limits=self.limits)
+        self.findings += path_out
         if not isinstance(raw, str):
-            continue
-        norm = lexical_path_findings(raw, limits)[1]
-        if norm is not None:
-            fold = unicodedata.normalize("NFC", norm).casefold()
-            if norm in by_norm:
-                findings.append(
-                    finding(
-                        "path-duplicate",
-                        f"the same file as {by_norm[norm]!r} after normalisation",
-                        path=raw,
-                        fix="give each file once",
-                    )
-                )
-                continue
-            if fold in by_fold:
-                findings.append(
-                    finding(
-                        "path-case-conflict",
-                        f"differs from {by_fold[fold]!r} only in case or Unicode form; on "
-                        "macOS and Windows they are the same file",
-                        path=raw,
-                        fix="give each file once, with one spelling",
-                    )
-                )
-                continue
-            by_norm[norm] = raw
-            by_fold[fold] = raw
+            return
+        norm = lexical_path_findings(raw, self.limits)[1]
+        if norm is not None and not self._first_spelling(raw, norm):
+            return
         if not isinstance(content, str):
-            findings.append(
+            self.findings.append(
                 finding(
                     "proposal-malformed",
                     f"the content is {type(content).__name__}, not text",
@@ -182,13 +247,55 @@ def run_checks(
                     fix="give the complete file content as a string",
                 )
             )
-            continue
-        # sizes and encoding (on every file, whatever its path)
+            return
+        if not self._is_text_within_limits(raw, content):
+            return
+        if norm is None or any(f.severity == "error" and f.path == raw for f in path_out):
+            return
+        old_bytes = self.base.read_bytes(norm)
+        old: str | None = None
+        if old_bytes is not None:
+            try:
+                old = old_bytes.decode("utf-8")
+            except UnicodeDecodeError:
+                old = None
+        self.files.append(ProposedFile(raw, norm, content, old, old_bytes is not None))
+
+    def _first_spelling(self, raw: str, norm: str) -> bool:
+        """False (and a finding) when another entry already names the same file."""
+        fold = unicodedata.normalize("NFC", norm).casefold()
+        if norm in self.by_norm:
+            self.findings.append(
+                finding(
+                    "path-duplicate",
+                    f"the same file as {self.by_norm[norm]!r} after normalisation",
+                    path=raw,
+                    fix="give each file once",
+                )
+            )
+            return False
+        if fold in self.by_fold:
+            self.findings.append(
+                finding(
+                    "path-case-conflict",
+                    f"differs from {self.by_fold[fold]!r} only in case or Unicode form; on "
+                    "macOS and Windows they are the same file",
+                    path=raw,
+                    fix="give each file once, with one spelling",
+                )
+            )
+            return False
+        self.by_norm[norm] = raw
+        self.by_fold[fold] = raw
+        return True
+
+    def _is_text_within_limits(self, raw: str, content: str) -> bool:
+        """Sizes and encoding, on every file whatever its path; counts the total size."""
         try:
             size = len(content.encode("utf-8"))
         except UnicodeEncodeError as exc:
             line = content.count("\n", 0, exc.start) + 1
-            findings.append(
+            self.findings.append(
                 finding(
                     "content-not-utf8",
                     f"the content holds characters UTF-8 cannot encode ({exc.reason})",
@@ -197,21 +304,21 @@ def run_checks(
                     fix="regenerate the file; content must be UTF-8 text",
                 )
             )
-            continue
-        total_bytes += size
-        if size > limits.max_file_bytes:
-            findings.append(
+            return False
+        self.total_bytes += size
+        if size > self.limits.max_file_bytes:
+            self.findings.append(
                 finding(
                     "file-too-large",
-                    f"{size} bytes; the limit is {limits.max_file_bytes}",
+                    f"{size} bytes; the limit is {self.limits.max_file_bytes}",
                     path=raw,
                     fix="split the file, or change it by hand",
                 )
             )
-            continue  # not scanned further: a 50 MB answer must not cost minutes
+            return False  # not scanned further: a 50 MB answer must not cost minutes
         bad = [m.start() for m in _CONTENT_CONTROL_RE.finditer(content)]  # a regex: 25 MB fast
         if bad:
-            findings.append(
+            self.findings.append(
                 finding(
                     "content-not-text",
                     f"the content holds {len(bad)} NUL/control character(s); it is not text",
@@ -220,38 +327,20 @@ def run_checks(
                     fix="regenerate the file; binary files cannot be proposed",
                 )
             )
-            continue
-        if norm is None or any(f.severity == "error" and f.path == raw for f in path_out):
-            continue
-        old_bytes = base.read_bytes(norm)
-        old: str | None = None
-        if old_bytes is not None:
-            try:
-                old = old_bytes.decode("utf-8")
-            except UnicodeDecodeError:
-                old = None
-        files.append(ProposedFile(raw, norm, content, old, old_bytes is not None))
-    if total_bytes > limits.max_total_bytes:
-        findings.append(
-            finding(
-                "total-too-large",
-                f"{total_bytes} bytes in all files; the limit is {limits.max_total_bytes}",
-                fix="split the change into smaller proposals",
-            )
-        )
-    if total_bytes > limits.max_total_bytes or len(pairs) > limits.max_files:
-        # refused whatever else is wrong: the content is not scanned further (100 files just
-        # under the per-file limit took 298 s of secret scanning and 390,000 findings)
-        files = []
+            return False
+        return True
 
-    # a proposal path that is a parent of another one
+
+def _parent_findings(files: list[ProposedFile]) -> list[Finding]:
+    """A proposal path that is a parent of another one."""
+    out: list[Finding] = []
     norms = {f.norm for f in files}
     for f in files:
         parts = f.norm.split("/")
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             if parent in norms:
-                findings.append(
+                out.append(
                     finding(
                         "path-parent-is-file",
                         f"{parent!r} is also a file of this proposal",
@@ -259,47 +348,30 @@ def run_checks(
                         fix="a path cannot be both a file and a directory",
                     )
                 )
-    if wanted("path-case-existing"):
-        existing_fold: dict[str, str] = {}
-        for p in base.files():
-            existing_fold.setdefault(unicodedata.normalize("NFC", p).casefold(), p)
-        for f in files:
-            if f.existed:
-                continue
-            twin = existing_fold.get(unicodedata.normalize("NFC", f.norm).casefold())
-            if twin is not None and twin != f.norm:
-                findings.append(
-                    finding(
-                        "path-case-existing",
-                        f"differs only in case from the existing {twin!r}; on macOS and "
-                        "Windows this overwrites it",
-                        path=f.raw,
-                        fix=f"use the existing spelling {twin!r}",
-                    )
-                )
+    return out
 
-    shown_norm = None
-    if shown_files is not None:
-        shown_norm = {posixpath.normpath(p) for p in shown_files if isinstance(p, str) and p}
 
+def _case_existing_findings(files: list[ProposedFile], base: RepoBase) -> list[Finding]:
+    """A new file whose name differs only in case from an existing one."""
+    out: list[Finding] = []
+    existing_fold: dict[str, str] = {}
+    for p in base.files():
+        existing_fold.setdefault(unicodedata.normalize("NFC", p).casefold(), p)
     for f in files:
-        findings += _file_findings(f, limits, shown_norm)
-    if wanted("uncommitted-changes"):
-        findings += uncommitted_findings(files, base)
-
-    if wanted("secret-in-content", "secret-high-entropy", "secret-in-message"):
-        findings += secret_findings(proposal, files)
-    if wanted("endpoint-without-test", "route-missing-docstring", "orm-returned-raw"):
-        findings += route_findings(files)
-    if wanted("missing-requirement"):
-        findings += requirement_findings(files, base)
-
-    if enabled is not None:
-        findings = [f for f in findings if f.code in enabled]
-    return sorted(
-        _dedup_exact(findings),
-        key=lambda f: (SEVERITY_ORDER[f.severity], str(f.path or ""), f.line or 0, f.code),
-    )
+        if f.existed:
+            continue
+        twin = existing_fold.get(unicodedata.normalize("NFC", f.norm).casefold())
+        if twin is not None and twin != f.norm:
+            out.append(
+                finding(
+                    "path-case-existing",
+                    f"differs only in case from the existing {twin!r}; on macOS and "
+                    "Windows this overwrites it",
+                    path=f.raw,
+                    fix=f"use the existing spelling {twin!r}",
+                )
+            )
+    return out
 
 
 def _dedup_exact(findings: Iterable[Finding]) -> list[Finding]:

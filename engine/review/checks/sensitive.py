@@ -116,17 +116,38 @@ def _pyproject_changed_sections(old: str | None, new: str) -> tuple[list[str], l
     return build, deps
 
 
+_RUNS = "a change there runs code on someone's machine; review it line by line"
+
+
 def sensitive_findings(norm: str, text: str, old: str | None, path: str) -> list[Finding]:
+    """Every sensitive-path rule on one proposed file.
+
+    Args:
+        norm: the normalised path (matched case-insensitively).
+        text: the proposed content (a shebang makes a shell script).
+        old: the base version, for which ``pyproject.toml`` sections change.
+        path: the path as the proposal gives it (the findings name it).
+    """
     low = norm.casefold()
     segments = low.split("/")
     name = segments[-1]
+    out = _build_findings(segments, name, path)
+    if name == "pyproject.toml":
+        out += _pyproject_findings(old, text, path)
+    out += _script_findings(name, text, path)
+    out += _config_findings(low, segments, name, path)
+    out += _dependency_findings(segments, name, path)
+    return out
+
+
+def _build_findings(segments: list[str], name: str, path: str) -> list[Finding]:
+    """CI, git hooks, container builds and build hooks."""
     out: list[Finding] = []
-    runs = "a change there runs code on someone's machine; review it line by line"
     if segments[0] in _CI_DIRS or name in _CI_NAMES:
         out.append(
             finding(
                 "sensitive-ci",
-                f"CI configuration: {runs}",
+                f"CI configuration: {_RUNS}",
                 path=path,
                 fix="acknowledge after review, or drop the file from the proposal",
             )
@@ -135,7 +156,7 @@ def sensitive_findings(norm: str, text: str, old: str | None, path: str) -> list
         out.append(
             finding(
                 "sensitive-git-hooks",
-                f"git hooks / pre-commit config: {runs}",
+                f"git hooks / pre-commit config: {_RUNS}",
                 path=path,
                 fix="acknowledge after review, or drop the file",
             )
@@ -148,7 +169,7 @@ def sensitive_findings(norm: str, text: str, old: str | None, path: str) -> list
         out.append(
             finding(
                 "sensitive-docker",
-                f"container build / compose file: {runs}",
+                f"container build / compose file: {_RUNS}",
                 path=path,
                 fix="acknowledge after review, or drop the file",
             )
@@ -157,37 +178,48 @@ def sensitive_findings(norm: str, text: str, old: str | None, path: str) -> list
         out.append(
             finding(
                 "sensitive-build",
-                f"build hook: {runs}",
+                f"build hook: {_RUNS}",
                 path=path,
                 fix="acknowledge after review, or drop the file",
             )
         )
-    if name == "pyproject.toml":
-        build, deps = _pyproject_changed_sections(old, text)
-        if build:
-            out.append(
-                finding(
-                    "sensitive-build",
-                    f"pyproject.toml build sections change ({', '.join(build[:4])}): {runs}",
-                    path=path,
-                    fix="acknowledge after review, or keep the build sections",
-                )
+    return out
+
+
+def _pyproject_findings(old: str | None, text: str, path: str) -> list[Finding]:
+    """``pyproject.toml``: only a change to its build or dependency sections is sensitive."""
+    out: list[Finding] = []
+    build, deps = _pyproject_changed_sections(old, text)
+    if build:
+        out.append(
+            finding(
+                "sensitive-build",
+                f"pyproject.toml build sections change ({', '.join(build[:4])}): {_RUNS}",
+                path=path,
+                fix="acknowledge after review, or keep the build sections",
             )
-        if deps:
-            out.append(
-                finding(
-                    "sensitive-dependencies",
-                    f"pyproject.toml dependencies change ({', '.join(deps[:4])}): "
-                    "new packages run code when installed",
-                    path=path,
-                    fix="check each new package name and version, then acknowledge",
-                )
+        )
+    if deps:
+        out.append(
+            finding(
+                "sensitive-dependencies",
+                f"pyproject.toml dependencies change ({', '.join(deps[:4])}): "
+                "new packages run code when installed",
+                path=path,
+                fix="check each new package name and version, then acknowledge",
             )
+        )
+    return out
+
+
+def _script_findings(name: str, text: str, path: str) -> list[Finding]:
+    """Makefiles and task runners, shell scripts (by extension or shebang)."""
+    out: list[Finding] = []
     if name in _MAKE_NAMES or name.endswith(".mk"):
         out.append(
             finding(
                 "sensitive-makefile",
-                f"Makefile / task runner: {runs}",
+                f"Makefile / task runner: {_RUNS}",
                 path=path,
                 fix="acknowledge after review, or drop the file",
             )
@@ -196,11 +228,17 @@ def sensitive_findings(norm: str, text: str, old: str | None, path: str) -> list
         out.append(
             finding(
                 "sensitive-shell",
-                f"shell script: {runs}",
+                f"shell script: {_RUNS}",
                 path=path,
                 fix="acknowledge after review, or drop the file",
             )
         )
+    return out
+
+
+def _config_findings(low: str, segments: list[str], name: str, path: str) -> list[Finding]:
+    """Git attributes, editor and shell environments, agent-tui's own config, test config."""
+    out: list[Finding] = []
     if name == ".gitattributes":
         out.append(
             finding(
@@ -215,7 +253,7 @@ def sensitive_findings(norm: str, text: str, old: str | None, path: str) -> list
         out.append(
             finding(
                 "sensitive-dev-env",
-                f"an editor or shell runs this file when the project is opened: {runs}",
+                f"an editor or shell runs this file when the project is opened: {_RUNS}",
                 path=path,
                 fix="acknowledge after review, or drop the file",
             )
@@ -234,11 +272,16 @@ def sensitive_findings(norm: str, text: str, old: str | None, path: str) -> list
         out.append(
             finding(
                 "sensitive-test-config",
-                f"runs whenever the tests run (also [publish] test_command): {runs}",
+                f"runs whenever the tests run (also [publish] test_command): {_RUNS}",
                 path=path,
                 fix="acknowledge after review, or drop the file",
             )
         )
+    return out
+
+
+def _dependency_findings(segments: list[str], name: str, path: str) -> list[Finding]:
+    """Lock files, manifests and requirements files."""
     if (
         name in _DEP_NAMES
         or REQ_NAME_RE.match(name)
@@ -248,12 +291,12 @@ def sensitive_findings(norm: str, text: str, old: str | None, path: str) -> list
             and extension(name) in (".txt", ".in")
         )
     ):
-        out.append(
+        return [
             finding(
                 "sensitive-dependencies",
                 "dependency file: new packages run code when installed",
                 path=path,
                 fix="check each new package name and version, then acknowledge",
             )
-        )
-    return out  # fmt: skip
+        ]
+    return []

@@ -74,6 +74,12 @@ TRAILER_RE = re.compile(
 
 
 def message_findings(proposal: Any, issue_number: int) -> list[Finding]:
+    """Every message rule: the text fields' types, branch, Closes, lengths, safety, style.
+
+    Args:
+        proposal: the proposal (untrusted: a field may be of any type).
+        issue_number: the issue the pull request must close.
+    """
     out: list[Finding] = []
     fields: dict[str, str] = {}
     for name in ("branch_suffix", "commit_message", "pr_title", "pr_body"):
@@ -87,6 +93,17 @@ def message_findings(proposal: Any, issue_number: int) -> list[Finding]:
                 )
             )
         fields[name] = value or ""
+    out += _branch_findings(fields, issue_number)
+    out += _closes_findings(fields["pr_body"], issue_number)
+    out += _length_findings(proposal, fields)
+    out += _unsafe_text_findings(fields)
+    out += _style_findings(fields)
+    return out
+
+
+def _branch_findings(fields: dict[str, str], issue_number: int) -> list[Finding]:
+    """The branch suffix: lowercase letters, digits and hyphens (the fix is its slug)."""
+    out: list[Finding] = []
     branch = fields["branch_suffix"]
     if not BRANCH_RE.match(branch):
         out.append(
@@ -97,7 +114,12 @@ def message_findings(proposal: Any, issue_number: int) -> list[Finding]:
                 fix=f"use {slugify_branch(branch or fields['pr_title'], issue_number)!r}",
             )
         )
-    body = fields["pr_body"]
+    return out
+
+
+def _closes_findings(body: str, issue_number: int) -> list[Finding]:
+    """``Closes #N`` for this issue, and no closing keyword for another."""
+    out: list[Finding] = []
     if not closes_issue(body, issue_number):
         placeholder = CLOSES_PLACEHOLDER_RE.search(body)
         detail = f" (it has the placeholder {placeholder.group(0)!r})" if placeholder else ""
@@ -118,6 +140,12 @@ def message_findings(proposal: Any, issue_number: int) -> list[Finding]:
                 fix="remove the closing keywords for issues this PR does not solve",
             )
         )
+    return out
+
+
+def _length_findings(proposal: Any, fields: dict[str, str]) -> list[Finding]:
+    """Each message within its length (a missing field is reported as malformed instead)."""
+    out: list[Finding] = []
     for name, code, low, high in (
         ("commit_message", "commit-message-length", 1, COMMIT_MESSAGE_MAX),
         ("pr_title", "pr-title-length", 1, PR_TITLE_MAX),
@@ -134,6 +162,12 @@ def message_findings(proposal: Any, issue_number: int) -> list[Finding]:
                     fix=f"write {name} in {low} to {high} characters",
                 )
             )
+    return out
+
+
+def _unsafe_text_findings(fields: dict[str, str]) -> list[Finding]:
+    """Control, escape and bidi characters; trailer lines only agent-tui and git may write."""
+    out: list[Finding] = []
     for name in ("commit_message", "pr_title", "pr_body"):
         bad = control_chars(fields[name], allow_newlines=name != "pr_title")
         if bad:
@@ -154,6 +188,12 @@ def message_findings(proposal: Any, issue_number: int) -> list[Finding]:
                 fix="remove the line",
             )
         )
+    return out
+
+
+def _style_findings(fields: dict[str, str]) -> list[Finding]:
+    """The commit message's first line and the PR title in the 'feat: ...' style."""
+    out: list[Finding] = []
     commit_first = fields["commit_message"].split("\n", 1)[0]
     if not _CONVENTIONAL_RE.match(commit_first):
         out.append(

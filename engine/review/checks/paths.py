@@ -97,6 +97,20 @@ def _model_path_findings(raw: str, segments: list[str], *, control: bool) -> lis
     return out
 
 
+#: the path rules after which a path must not reach the filesystem at all
+_UNSAFE_CODES = frozenset(
+    {
+        "path-control-char",
+        "path-backslash",
+        "path-absolute",
+        "path-drive",
+        "path-traversal",
+        "path-too-long",
+        "path-git-dir",
+    }
+)
+
+
 def lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Finding], str | None]:
     """Rules that need only the string. Returns (findings, normalised path or None).
 
@@ -114,8 +128,33 @@ def lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findin
         return [
             finding("path-empty", "a file has an empty path", path=raw, fix="name the file")
         ], None
+    segments = raw.split("/")
+    out = _spelling_findings(raw)
+    out += _segment_findings(raw, segments)
+    out += _length_findings(raw, segments, limits)
+    control = any(f.code == "path-control-char" for f in out)
+    out += _model_path_findings(raw, segments, control=control)
+    if any(_is_git_segment(s) for s in segments):
+        out.append(
+            finding(
+                "path-git-dir",
+                "the path is inside .git; writing there changes git itself (hooks, config)",
+                path=raw,
+                fix="write project files only, never under .git",
+            )
+        )
+    if any(f.code in _UNSAFE_CODES for f in out):
+        return out, None
+    norm = posixpath.normpath(raw)
+    if norm in (".", "") or norm.startswith("../"):
+        # unreachable after the checks above; kept as a last guard
+        return out + [finding("path-traversal", "the path leaves the repository", path=raw)], None
+    return out, norm
+
+
+def _spelling_findings(raw: str) -> list[Finding]:
+    """Characters and prefixes no repository-relative POSIX path has."""
     out: list[Finding] = []
-    safe = True
     bad = [c for c in raw if _bad_path_char(c)]
     if bad:
         out.append(
@@ -127,7 +166,6 @@ def lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findin
                 fix="use printable characters only",
             )
         )
-        safe = False
     if "\\" in raw:
         out.append(
             finding(
@@ -137,7 +175,6 @@ def lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findin
                 fix="write the path with '/' separators",
             )
         )
-        safe = False
     if raw.startswith("/"):
         out.append(
             finding(
@@ -147,7 +184,6 @@ def lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findin
                 fix="drop the leading '/'",
             )
         )
-        safe = False
     if _DRIVE_RE.match(raw):
         out.append(
             finding(
@@ -157,8 +193,12 @@ def lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findin
                 fix="use a repository-relative path",
             )
         )
-        safe = False
-    segments = raw.split("/")
+    return out
+
+
+def _segment_findings(raw: str, segments: list[str]) -> list[Finding]:
+    """``..`` segments (leaving the repository), ``.`` and empty ones (not normalised)."""
+    out: list[Finding] = []
     if ".." in segments:
         out.append(
             finding(
@@ -168,7 +208,6 @@ def lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findin
                 fix="use a path inside the repository without '..'",
             )
         )
-        safe = False
     inner = segments[1:] if raw.startswith("/") else segments
     if any(s in ("", ".") for s in inner):
         out.append(
@@ -179,6 +218,11 @@ def lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findin
                 fix=f"write it as {posixpath.normpath(raw)!r}",
             )
         )
+    return out
+
+
+def _length_findings(raw: str, segments: list[str], limits: CheckLimits) -> list[Finding]:
+    """The path or one segment longer than the model's pattern or the filesystem allows."""
     encoded = raw.encode("utf-8", "surrogatepass")
     longest = max(len(s) for s in segments)
     # a hidden file's leading dot does not count (the model's pattern: ``[.]?`` then 1-64)
@@ -189,7 +233,7 @@ def lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findin
         or len(raw) > PATH_MAX
         or over_segment
     ):
-        out.append(
+        return [
             finding(
                 "path-too-long",
                 f"the path is {len(raw)} characters (limit {PATH_MAX}) with a longest segment "
@@ -197,26 +241,8 @@ def lexical_path_findings(raw: object, limits: CheckLimits) -> tuple[list[Findin
                 path=raw,
                 fix="use a shorter path",
             )
-        )
-        safe = False
-    out += _model_path_findings(raw, segments, control=bool(bad))
-    if any(_is_git_segment(s) for s in segments):
-        out.append(
-            finding(
-                "path-git-dir",
-                "the path is inside .git; writing there changes git itself (hooks, config)",
-                path=raw,
-                fix="write project files only, never under .git",
-            )
-        )
-        safe = False
-    if not safe:
-        return out, None
-    norm = posixpath.normpath(raw)
-    if norm in (".", "") or norm.startswith("../"):
-        # unreachable after the checks above; kept as a last guard
-        return out + [finding("path-traversal", "the path leaves the repository", path=raw)], None
-    return out, norm
+        ]
+    return []
 
 
 def _inside(root: str, real: str) -> bool:

@@ -99,15 +99,8 @@ def _model_path_findings(raw: str, segments: list[str], *, control: bool) -> lis
 
 #: the path rules after which a path must not reach the filesystem at all
 _UNSAFE_CODES = frozenset(
-    {
-        "path-control-char",
-        "path-backslash",
-        "path-absolute",
-        "path-drive",
-        "path-traversal",
-        "path-too-long",
-        "path-git-dir",
-    }
+    {"path-control-char", "path-backslash", "path-absolute", "path-drive", "path-traversal"}
+    | {"path-too-long", "path-git-dir"}
 )
 
 
@@ -262,84 +255,11 @@ def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
     out: list[Finding] = []
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
-        nxt = os.path.join(cur, part)
         shown = "/".join(parts[: i + 1])
-        try:
-            st = os.lstat(nxt)
-        except FileNotFoundError:
+        found, st, cur = _fs_step(root_s, os.path.join(cur, part), shown, raw)
+        out += found
+        if st is None:
             return out
-        except NotADirectoryError:
-            return out + [
-                finding(
-                    "path-parent-is-file",
-                    f"{posixpath.dirname(shown)!r} is a file, not a directory",
-                    path=raw,
-                    fix="choose a path whose parents are directories",
-                )
-            ]
-        except OSError as exc:
-            return out + [
-                finding(
-                    "path-unresolvable",
-                    f"{shown!r} cannot be examined: {exc.strerror or exc}",
-                    path=raw,
-                    fix="choose another path",
-                )
-            ]
-        if stat.S_ISLNK(st.st_mode):
-            try:
-                real = os.path.realpath(nxt, strict=True)
-            except FileNotFoundError:
-                real = os.path.realpath(nxt)  # dangling: writing creates its target
-            except OSError as exc:
-                return out + [
-                    finding(
-                        "path-unresolvable",
-                        f"the symlink {shown!r} cannot be resolved: {exc.strerror or exc}",
-                        path=raw,
-                        fix="choose a path that does not go through this symlink",
-                    )
-                ]
-            if not _inside(root_s, real):
-                return out + [
-                    finding(
-                        "path-symlink-escape",
-                        f"{shown!r} is a symlink to {real}, outside the repository",
-                        path=raw,
-                        fix="choose a path that does not go through this symlink",
-                    )
-                ]
-            if _in_git_dir(root_s, real):
-                return out + [
-                    finding(
-                        "path-symlink-escape",
-                        f"{shown!r} is a symlink into .git",
-                        path=raw,
-                        fix="choose a path that does not go through this symlink",
-                    )
-                ]
-            out.append(
-                finding(
-                    "path-through-symlink",
-                    f"{shown!r} is a symlink to "
-                    f"{os.path.relpath(real, root_s)!r}; the write lands there",
-                    path=raw,
-                    fix="write the symlink's target path instead",
-                )
-            )
-            try:
-                st = os.stat(real)
-            except FileNotFoundError:
-                return out
-            except OSError as exc:
-                return out + [
-                    finding(
-                        "path-unresolvable",
-                        f"{shown!r} cannot be examined: {exc.strerror or exc}",
-                        path=raw,
-                    )
-                ]
-            nxt = real
         if not last and not stat.S_ISDIR(st.st_mode):
             return out + [
                 finding(
@@ -367,8 +287,122 @@ def _filesystem_path_findings(root: Path, norm: str, raw: str) -> list[Finding]:
                     fix="choose another path",
                 )
             )
-        cur = nxt
     return out
+
+
+#: one step of the working-tree walk: (findings, the entry's stat or None to stop, where
+#: the walk goes on from)
+_FsStep = tuple[list[Finding], os.stat_result | None, str]
+
+
+def _fs_step(root_s: str, nxt: str, shown: str, raw: str) -> _FsStep:
+    """Look at one component of the path (``nxt``), through it when it is a symlink."""
+    try:
+        st = os.lstat(nxt)
+    except FileNotFoundError:
+        return [], None, nxt
+    except NotADirectoryError:
+        return (
+            [
+                finding(
+                    "path-parent-is-file",
+                    f"{posixpath.dirname(shown)!r} is a file, not a directory",
+                    path=raw,
+                    fix="choose a path whose parents are directories",
+                )
+            ],
+            None,
+            nxt,
+        )
+    except OSError as exc:
+        return (
+            [
+                finding(
+                    "path-unresolvable",
+                    f"{shown!r} cannot be examined: {exc.strerror or exc}",
+                    path=raw,
+                    fix="choose another path",
+                )
+            ],
+            None,
+            nxt,
+        )
+    if not stat.S_ISLNK(st.st_mode):
+        return [], st, nxt
+    return _fs_through_symlink(root_s, nxt, shown, raw)
+
+
+def _fs_through_symlink(root_s: str, nxt: str, shown: str, raw: str) -> _FsStep:
+    """A symlink on the way: refused when it leaves the repository or enters .git."""
+    try:
+        real = os.path.realpath(nxt, strict=True)
+    except FileNotFoundError:
+        real = os.path.realpath(nxt)  # dangling: writing creates its target
+    except OSError as exc:
+        return (
+            [
+                finding(
+                    "path-unresolvable",
+                    f"the symlink {shown!r} cannot be resolved: {exc.strerror or exc}",
+                    path=raw,
+                    fix="choose a path that does not go through this symlink",
+                )
+            ],
+            None,
+            nxt,
+        )
+    if not _inside(root_s, real):
+        return (
+            [
+                finding(
+                    "path-symlink-escape",
+                    f"{shown!r} is a symlink to {real}, outside the repository",
+                    path=raw,
+                    fix="choose a path that does not go through this symlink",
+                )
+            ],
+            None,
+            nxt,
+        )
+    if _in_git_dir(root_s, real):
+        return (
+            [
+                finding(
+                    "path-symlink-escape",
+                    f"{shown!r} is a symlink into .git",
+                    path=raw,
+                    fix="choose a path that does not go through this symlink",
+                )
+            ],
+            None,
+            nxt,
+        )
+    out = [
+        finding(
+            "path-through-symlink",
+            f"{shown!r} is a symlink to {os.path.relpath(real, root_s)!r}; the write lands there",
+            path=raw,
+            fix="write the symlink's target path instead",
+        )
+    ]
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        return out, None, real
+    except OSError as exc:
+        return (
+            out
+            + [
+                finding(
+                    "path-unresolvable",
+                    f"{shown!r} cannot be examined: {exc.strerror or exc}",
+                    path=raw,
+                )
+            ],
+            None,
+            real,
+        )
+    return out, st, real
 
 
 _MAX_SYMLINK_HOPS = 40
@@ -384,25 +418,10 @@ def _tree_path_findings(base: RepoBase, norm: str, raw: str) -> list[Finding]:
         prefix = "/".join(parts[: i + 1])
         target = base.symlink_target(prefix)
         if target is None:
-            if i < len(parts) - 1 and base.is_file(prefix):
-                mode = base.entry_mode(prefix)
-                if mode == "160000":
-                    return out + [
-                        finding(
-                            "path-is-directory",
-                            f"{prefix!r} is a git submodule",
-                            path=raw,
-                            fix="change the submodule in its own repository",
-                        )
-                    ]
-                return out + [
-                    finding(
-                        "path-parent-is-file",
-                        f"{prefix!r} is a file in {base.describe()}, not a directory",
-                        path=raw,
-                        fix="choose a path whose parents are directories",
-                    )
-                ]
+            if i < len(parts) - 1:
+                stop = _tree_parent_findings(base, prefix, raw)
+                if stop:
+                    return out + stop
             i += 1
             continue
         hops += 1
@@ -414,35 +433,9 @@ def _tree_path_findings(base: RepoBase, norm: str, raw: str) -> list[Finding]:
                     path=raw,
                 )
             ]
-        joined = posixpath.normpath(posixpath.join(posixpath.dirname(prefix), target))
-        if (
-            target.startswith("/")
-            or _DRIVE_RE.match(target)
-            or joined == ".."
-            or joined.startswith("../")
-        ):
-            return out + [
-                finding(
-                    "path-symlink-escape",
-                    f"{prefix!r} is a symlink to {target!r} in {base.describe()}, "
-                    "outside the repository",
-                    path=raw,
-                    fix="choose a path that does not go through this symlink",
-                )
-            ]
-        rest = parts[i + 1 :]
-        parts = ([] if joined == "." else joined.split("/")) + rest
-        if parts and _is_git_segment(parts[0]):
-            return out + [
-                finding(
-                    "path-symlink-escape",
-                    f"{prefix!r} is a symlink into .git in {base.describe()}",
-                    path=raw,
-                    fix="choose a path that does not go through this symlink",
-                )
-            ]
-        if not parts:
-            return out + [finding("path-is-directory", "the path is the repository root", path=raw)]
+        parts, stop = _tree_follow(base, prefix, target, parts[i + 1 :], raw)
+        if stop:
+            return out + stop
         out.append(
             finding(
                 "path-through-symlink",
@@ -464,6 +457,64 @@ def _tree_path_findings(base: RepoBase, norm: str, raw: str) -> list[Finding]:
             )
         )
     return out
+
+
+def _tree_parent_findings(base: RepoBase, prefix: str, raw: str) -> list[Finding]:
+    """A parent of the path that is a file (or a submodule) in the base tree: the walk stops."""
+    if not base.is_file(prefix):
+        return []
+    if base.entry_mode(prefix) == "160000":
+        return [
+            finding(
+                "path-is-directory",
+                f"{prefix!r} is a git submodule",
+                path=raw,
+                fix="change the submodule in its own repository",
+            )
+        ]
+    return [
+        finding(
+            "path-parent-is-file",
+            f"{prefix!r} is a file in {base.describe()}, not a directory",
+            path=raw,
+            fix="choose a path whose parents are directories",
+        )
+    ]
+
+
+def _tree_follow(
+    base: RepoBase, prefix: str, target: str, rest: list[str], raw: str
+) -> tuple[list[str], list[Finding]]:
+    """The path's parts after the symlink ``prefix`` -> ``target``, or why the walk stops."""
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(prefix), target))
+    if (
+        target.startswith("/")
+        or _DRIVE_RE.match(target)
+        or joined == ".."
+        or joined.startswith("../")
+    ):
+        return [], [
+            finding(
+                "path-symlink-escape",
+                f"{prefix!r} is a symlink to {target!r} in {base.describe()}, "
+                "outside the repository",
+                path=raw,
+                fix="choose a path that does not go through this symlink",
+            )
+        ]
+    parts = ([] if joined == "." else joined.split("/")) + rest
+    if parts and _is_git_segment(parts[0]):
+        return parts, [
+            finding(
+                "path-symlink-escape",
+                f"{prefix!r} is a symlink into .git in {base.describe()}",
+                path=raw,
+                fix="choose a path that does not go through this symlink",
+            )
+        ]
+    if not parts:
+        return parts, [finding("path-is-directory", "the path is the repository root", path=raw)]
+    return parts, []
 
 
 def _dedup(findings: Iterable[Finding]) -> list[Finding]:

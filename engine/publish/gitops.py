@@ -174,9 +174,9 @@ def check_path(path: str) -> None:
 def target_path(root: Path, path: str) -> Path:
     """Where ``path`` lands under ``root``, after every safety check.
 
-    The checks' own ``engine.review.checks.safe_target`` decides (it follows symlinks that stay in
-    the repository and returns the real file); the local rules (a plain relative path, no
-    ``..``, nothing in ``.git``, the result inside ``root``) always apply as well.
+    The checks' own ``engine.review.checks.paths.safe_target`` decides (it follows symlinks
+    that stay in the repository and returns the real file); the local rules (a plain relative
+    path, no ``..``, nothing in ``.git``, the result inside ``root``) always apply as well.
 
     Raises:
         UnsafePathError: the path would leave ``root`` or touch something it must not.

@@ -156,15 +156,28 @@ def extension(path: str) -> str:
 
 @dataclass
 class ProposedFile:
+    """One proposed file that passed the intake (a safe path, text within the size limits).
+
+    Why one record: every per-file family reads the same path, content and base version, and
+    the Python syntax tree is parsed once (by ``content``) for the families after it.
+    """
+
     raw: str
+    """The path as the proposal gives it (findings name it)."""
     norm: str
+    """The normalised repository-relative path."""
     text: str
+    """The proposed content."""
     old: str | None
+    """The base version's text (None: absent, or not UTF-8)."""
     existed: bool
+    """The path exists in the base (even when its content is not text)."""
     tree: ast.Module | None = None
+    """The new content's syntax tree, for a Python file that parses."""
 
 
 def validate_enabled(enabled: set[str] | None) -> None:
+    """Refuse an enabled set naming an unknown code (a typo would silently check nothing)."""
     if enabled is None:
         return
     unknown = sorted(set(enabled) - set(RULES))

@@ -20,21 +20,13 @@ from hypothesis import strategies as st
 
 from engine.core.errors import ConfigError, InvalidProposalError, UnsafePathError
 from engine.core.models import BRANCH_SUFFIX_PATTERN, ChangeProposal, FileChange
-from engine.review.checks import (
-    ALWAYS_ON_CODES,
-    CHECK_GROUPS,
-    RULES,
-    CheckLimits,
-    Finding,
-    apply_fixes,
-    enabled_for_profile,
-    has_errors,
-    path_findings,
-    proposal_from_data,
-    run_checks,
-    safe_target,
-    slugify_branch,
-)
+from engine.core.proposal_io import proposal_from_data
+from engine.core.rules import ALWAYS_ON_CODES, CHECK_GROUPS, RULES
+from engine.review.checks.conventions import slugify_branch
+from engine.review.checks.fixes import apply_fixes
+from engine.review.checks.orchestrator import run_checks
+from engine.review.checks.paths import path_findings, safe_target
+from engine.review.checks.registry import CheckLimits, Finding, enabled_for_profile, has_errors
 from engine.review.diff import RepoBase
 from tests.conftest import git
 
@@ -633,7 +625,7 @@ def test_slugify_always_gives_a_valid_suffix(text: str, number: int) -> None:
     number=st.integers(min_value=1, max_value=99999),
 )
 def test_fixed_proposals_pass_the_fixable_rules(branch: str | None, body: str, number: int) -> None:
-    from engine.review.checks import _message_findings
+    from engine.review.checks.conventions import message_findings as _message_findings
 
     prop = ChangeProposal.model_construct(
         branch_suffix=branch, commit_message="feat: x", pr_title="feat: y", pr_body=body, files=[]

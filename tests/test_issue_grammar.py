@@ -217,7 +217,8 @@ def test_every_body_the_grammar_allows_passes_the_closes_checks(
 ) -> None:
     """The pattern is never looser than the checks that judge the PR body afterwards."""
     from engine.core.models import pr_body_pattern
-    from engine.review.checks import _CLOSING_KEYWORD_RE, _closes
+    from engine.review.checks.conventions import _CLOSING_KEYWORD_RE
+    from engine.review.checks.conventions import closes_issue as _closes
 
     body = f"{prefix}Closes #{number}{tail}"
     if re.fullmatch(pr_body_pattern(number), body):

@@ -9,7 +9,8 @@ import pytest
 from engine.context.build import ContextResult, build_context, example_messages
 from engine.context.prompts import load_profile, parse_profile
 from engine.core.errors import PromptProfileError
-from engine.review.checks import enabled_for_profile, has_errors, run_checks
+from engine.review.checks.orchestrator import run_checks
+from engine.review.checks.registry import enabled_for_profile, has_errors
 from tests.conftest import git
 from tests.test_context import GemmaCounter, backend_repo, issue, write
 from tests.test_context import counter as counter  # noqa: F401 - the fixture

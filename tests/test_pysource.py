@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from engine.core.models import ChangeProposal
 from engine.review import pysource
-from engine.review.checks import run_checks
+from engine.review.checks.orchestrator import run_checks
 
 #: Each of these nests ~5,000 levels: over the ~3,000 where CPython 3.11's ``ast.parse`` raises
 #: RecursionError while building the tree.

@@ -12,7 +12,7 @@ import pytest
 from engine.cli import main as cli_main
 from engine.core.errors import AgentTuiError
 from engine.publish.store import STORE_FILE, PublishJob, Store, finding_to_json
-from engine.review.checks import Finding
+from engine.review.checks.registry import Finding
 
 PROPOSAL = {
     "branch_suffix": "x",

@@ -17,15 +17,10 @@ from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, 
 from engine.cli.exitcodes import FAILED_CHECK, OK
 from engine.context.prompts import load_profile
 from engine.core.errors import ConfigError
-from engine.review.checks import (
-    CheckLimits,
-    apply_fixes,
-    enabled_for_profile,
-    has_errors,
-    load_proposal_file,
-    proposal_to_data,
-    run_checks,
-)
+from engine.core.proposal_io import load_proposal_file, proposal_to_data
+from engine.review.checks.fixes import apply_fixes
+from engine.review.checks.orchestrator import run_checks
+from engine.review.checks.registry import CheckLimits, enabled_for_profile, has_errors
 from engine.review.diff import RepoBase, diff_proposal
 
 NAME = "check"

@@ -505,7 +505,7 @@ def run_issue(args: argparse.Namespace) -> int:
         Reviewed,
         Workspace,
     )
-    from engine.review.checks import has_errors
+    from engine.review.checks.registry import has_errors
 
     root = repo_root(repo_dir(args))
     config = load(args)

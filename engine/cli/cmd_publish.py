@@ -20,6 +20,7 @@ from engine.context.prompts import load_profile
 from engine.core.config import AppConfig
 from engine.core.errors import AgentTuiError, PublishError
 from engine.core.gitcmd import toplevel
+from engine.core.proposal_io import load_proposal_file
 from engine.publish.runner import (
     BranchChoice,
     Provenance,
@@ -31,13 +32,8 @@ from engine.publish.runner import (
     provenance_from_history,
 )
 from engine.publish.store import Store
-from engine.review.checks import (
-    CheckLimits,
-    enabled_for_profile,
-    has_errors,
-    load_proposal_file,
-    run_checks,
-)
+from engine.review.checks.orchestrator import run_checks
+from engine.review.checks.registry import CheckLimits, enabled_for_profile, has_errors
 
 NAME = "publish"
 HELP = "publish a proposal JSON file: branch, commit, push and pull request (asks first)"

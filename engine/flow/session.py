@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from engine.context.build import ContextResult
     from engine.publish.runner import ProgressCallback, Provenance, PublishPlan, PublishResult
     from engine.publish.store import Store
-    from engine.review.checks import Finding
+    from engine.review.checks.registry import Finding
     from engine.review.diff import ProposalDiff, RepoBase
 
 BackendFactory = Callable[[str, Any], Backend]
@@ -652,7 +652,8 @@ class IssueRun:
         generation_id: int | None = None,
     ) -> Review:
         from engine.context.prompts import load_profile
-        from engine.review.checks import CheckLimits, enabled_for_profile, run_checks
+        from engine.review.checks.orchestrator import run_checks
+        from engine.review.checks.registry import CheckLimits, enabled_for_profile
         from engine.review.diff import RepoBase, diff_proposal
 
         base = RepoBase(self.repo, "HEAD")
@@ -744,7 +745,7 @@ class IssueRun:
 
     def fix(self) -> Review:
         """Apply the checks' deterministic fixes, then check again."""
-        from engine.review.checks import apply_fixes
+        from engine.review.checks.fixes import apply_fixes
 
         return self._replace(apply_fixes(self._current().proposal, self.issue.number))
 

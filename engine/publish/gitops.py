@@ -174,16 +174,17 @@ def check_path(path: str) -> None:
 def target_path(root: Path, path: str) -> Path:
     """Where ``path`` lands under ``root``, after every safety check.
 
-    The checks' own ``engine.review.checks.safe_target`` decides (it follows symlinks that stay in
-    the repository and returns the real file); the local rules (a plain relative path, no
-    ``..``, nothing in ``.git``, the result inside ``root``) always apply as well.
+    The checks' own ``engine.review.checks.paths.safe_target`` decides (it follows symlinks
+    that stay in the repository and returns the real file); the local rules (a plain relative
+    path, no ``..``, nothing in ``.git``, the result inside ``root``) always apply as well.
 
     Raises:
         UnsafePathError: the path would leave ``root`` or touch something it must not.
     """
     check_path(path)
     root_resolved = root.resolve()
-    from engine.review.checks import safe_target  # lazy: the checks are heavy to import (TUI start)
+    # lazy: the checks are heavy to import (TUI start)
+    from engine.review.checks.paths import safe_target
 
     target = safe_target(root_resolved, path).resolve()
     if not target.is_relative_to(root_resolved) or target == root_resolved:

@@ -55,7 +55,7 @@ from engine.issues.forge.github import (
 )
 from engine.publish import gitops
 from engine.publish.store import PublishJob, Store, finding_to_json
-from engine.review.checks import TRAILER_RE
+from engine.review.checks.conventions import TRAILER_RE
 
 log = logging.getLogger(__name__)
 

@@ -84,7 +84,8 @@ def test_a_body_of_the_sections_passes_and_free_prose_does_not() -> None:
 )
 def test_every_structured_body_passes_the_closes_checks(words: list[str], number: int) -> None:
     """The sectioned pattern is never looser than the checks that judge the body."""
-    from engine.review.checks import _CLOSING_KEYWORD_RE, _closes
+    from engine.review.checks.conventions import _CLOSING_KEYWORD_RE
+    from engine.review.checks.conventions import closes_issue as _closes
 
     summary = " ".join(words) or "x"
     body = f"## Summary\n{summary}\n\n## Changes\n- a\n\n## Testing\nb\n\nCloses #{number}"

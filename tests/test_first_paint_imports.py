@@ -32,6 +32,8 @@ MUST_BE_ABSENT = (
     "numpy",
     "tokenizers",
     "engine.context.build",
+    "engine.context.snapshot",
+    "engine.context.index",
     "engine.context.secrets_scan",
     "engine.review.checks",
     "engine.publish.runner",

@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import CANCELLED, FAILED_CHECK, INTERRUPTED, OK, QUEUED
-from engine.context.build import repo_root
+from engine.context.snapshot import repo_root
 from engine.core.errors import ConfigError
 from engine.flow.batch import PUBLISH_MODES, BatchOptions, BatchProgress, BatchSummary, run_batch
 from engine.flow.session import Workspace

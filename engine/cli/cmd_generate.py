@@ -495,7 +495,7 @@ def run_issue(args: argparse.Namespace) -> int:
     publish it later with its provenance. Exit status: the generation's (3-6, 7), else 1 when
     an error finding remains, else 0.
     """
-    from engine.context.build import repo_root
+    from engine.context.snapshot import repo_root
     from engine.flow.session import (
         ContextReady,
         ModelLoading,

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from engine.cli.common import add_json_argument, add_repo_argument, load, positive_int, repo_dir
 from engine.cli.exitcodes import OK
-from engine.context.build import ContextResult, build_context, repo_root
+from engine.context.build import build_context
 from engine.context.prompts import PromptProfile, discover_profiles, load_profile
+from engine.context.result import ContextResult
+from engine.context.snapshot import repo_root
 from engine.core.errors import ConfigError, RepoError
 from engine.generate.backends import get_backend
 

@@ -29,12 +29,10 @@ changed state re-reads only the files whose content changed.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from engine.context.count import _COUNT_CACHE, _SCAN_CACHE, _count, _count_messages, _scan
 from engine.context.index import _Doc
@@ -57,9 +55,6 @@ from engine.context.result import (
     REASON_TOO_LARGE,
     REASON_UNREADABLE,
     WHY_ALWAYS,
-    WHY_DEFINES,
-    WHY_NAMED,
-    WHY_RANKED,
     ContextOptions,
     ContextResult,
     CountMessages,
@@ -68,20 +63,19 @@ from engine.context.result import (
     ShownFile,
 )
 from engine.context.select import (
-    _OTHER_LANGUAGE_WEIGHT,
     _Candidate,
-    _code_identifiers,
-    _code_language,
-    _defines_code,
-    _defining_files,
-    _issue_languages,
-    _issue_text,
-    _named_paths,
-    _other_language,
-    _query,
     _tool_own,
+    select_candidates,
 )
-from engine.context.snapshot import _CACHES, _CACHES_LOCK, _read_text, _snapshot, _tree, repo_root
+from engine.context.snapshot import (
+    _CACHES,
+    _CACHES_LOCK,
+    _read_text,
+    _Snapshot,
+    _snapshot,
+    _tree,
+    repo_root,
+)
 from engine.core.errors import ContextTooLargeError
 from engine.core.models import Issue, IssueComment
 
@@ -137,119 +131,134 @@ def build_context(
         LeftOut(path, REASON_SECRET_FILE, f"never sent: {reason}")
         for path, reason in snap.secret_named
     ]
-    hidden, visible, visible_set = snap.hidden, snap.visible, snap.visible_set
-    own = [p for p in visible if _tool_own(p)]
-    if own:  # the tool's own config is not the project: never shown, not even in the tree
-        hidden = hidden | set(own)
-        visible = [p for p in visible if p not in hidden]
-        visible_set = visible_set - set(own)
+    hidden, visible, visible_set = _project_files(snap)
 
     system = profile.system_prompt.rstrip("\n") + "\n" + _SYSTEM_APPENDIX
     issue_part = render_issue(issue, comments)
     shots = example_messages(examples)
+    fixed = _Fixed(system, issue_part, shots)
+    _fit_tree(fixed, snap, visible, count_messages, count_text, budget, opts)
+    if fixed.base_total > budget:
+        raise _fixed_too_large(fixed, count_text, n_ctx, max_tokens)
 
-    # Fixed parts: system, tree, issue. The tree shrinks until it takes at most its share
-    # of the budget and the fixed parts fit.
+    selection = select_candidates(
+        snap, issue, comments, profile.always_include, hidden, visible, visible_set, opts
+    )
+    chosen = _fill_budget(
+        snap, selection.candidates, budget - fixed.base_total, count_text, opts, left_out
+    )
+    final, messages, total = _fit_files(fixed, chosen, count_messages, budget, left_out)
+    return ContextResult(
+        messages=messages,
+        n_ctx=n_ctx,
+        reserved_tokens=max_tokens,
+        budget=budget,
+        total_tokens=total,
+        system_tokens=_count(count_text, system),
+        tree_tokens=fixed.tree_tokens,
+        issue_tokens=_count(count_text, issue_part),
+        example_tokens=sum(_count(count_text, m["content"]) for m in shots),
+        shown=[ShownFile(c.path, t, c.reason, c.score) for c, _s, t in final],
+        left_out=left_out,
+        tree_files=len(visible),
+        tree_summarised=fixed.summarised,
+        named_missing=selection.named_missing,
+        more_matches=selection.more_matches,
+        state_key=snap.state_key,
+        cache_hit=cache_hit,
+    )
+
+
+def _project_files(snap: _Snapshot) -> tuple[AbstractSet[str], list[str], AbstractSet[str]]:
+    """(hidden, visible, visible set) without agent-tui's own config: it is not the project,
+    so it is never shown, not even in the tree."""
+    hidden, visible, visible_set = snap.hidden, snap.visible, snap.visible_set
+    own = [p for p in visible if _tool_own(p)]
+    if own:
+        hidden = hidden | set(own)
+        visible = [p for p in visible if p not in hidden]
+        visible_set = visible_set - set(own)
+    return hidden, visible, visible_set
+
+
+def _fixed_too_large(
+    fixed: _Fixed, count_text: CountText, n_ctx: int, max_tokens: int
+) -> ContextTooLargeError:
+    """The error for fixed parts (system, tree, issue) that alone exceed the budget."""
+    system_tokens = _count(count_text, fixed.system)
+    issue_tokens = _count(count_text, fixed.issue_part)
+    return ContextTooLargeError(
+        f"the system prompt ({system_tokens} tokens), the summarised file tree "
+        f"({fixed.tree_tokens}) and the issue ({issue_tokens}) take {fixed.base_total} tokens; "
+        f"the budget is {n_ctx - max_tokens} ({n_ctx} context - {max_tokens} reserved for the "
+        "answer)",
+        hint="use a model profile with a larger n_ctx, lower max_tokens, or shorten the issue",
+    )
+
+
+@dataclass
+class _Fixed:
+    """The parts of the prompt every file comes on top of: system, examples, tree, issue."""
+
+    system: str
+    issue_part: str
+    shots: list[dict[str, str]]
+    tree_part: str = ""
+    tree_tokens: int = 0
+    base_total: int = 0
+    summarised: bool = False
+
+    def messages(self, files: Sequence[str]) -> list[dict[str, str]]:
+        return _assemble(self.system, self.tree_part, files, self.issue_part, self.shots)
+
+
+def _fit_tree(
+    fixed: _Fixed,
+    snap: _Snapshot,
+    visible: Sequence[str],
+    count_messages: CountMessages,
+    count_text: CountText,
+    budget: int,
+    opts: ContextOptions,
+) -> None:
+    """Shrink the tree until it takes at most its share of the budget and the fixed parts fit
+    (or it is down to 4 lines); sets the tree and the fixed parts' total on ``fixed``."""
     tree_lines = max(1, opts.max_tree_lines)
     while True:
-        tree, summarised = _tree(snap, visible, tree_lines)
-        tree_part = _tree_section(tree, len(visible), summarised)
-        base_total = _count_messages(
-            count_messages, _assemble(system, tree_part, [], issue_part, shots)
-        )
-        tree_tokens = _count(count_text, tree_part)
-        fits = base_total <= budget and tree_tokens <= opts.tree_share * budget
+        tree, fixed.summarised = _tree(snap, visible, tree_lines)
+        fixed.tree_part = _tree_section(tree, len(visible), fixed.summarised)
+        fixed.base_total = _count_messages(count_messages, fixed.messages([]))
+        fixed.tree_tokens = _count(count_text, fixed.tree_part)
+        fits = fixed.base_total <= budget and fixed.tree_tokens <= opts.tree_share * budget
         if fits or tree_lines <= 4:
-            break
+            return
         tree_lines = max(4, tree_lines // 2)
-    if base_total > budget:
-        system_tokens = _count(count_text, system)
-        issue_tokens = _count(count_text, issue_part)
-        raise ContextTooLargeError(
-            f"the system prompt ({system_tokens} tokens), the summarised file tree "
-            f"({tree_tokens}) and the issue ({issue_tokens}) take {base_total} tokens; the "
-            f"budget is {budget} ({n_ctx} context - {max_tokens} reserved for the answer)",
-            hint="use a model profile with a larger n_ctx, lower max_tokens, or shorten the issue",
-        )
 
-    # Candidates, in priority order: named in the issue, defining a name the issue writes in
-    # a code span, always included, ranked.
-    issue_text = _issue_text(issue, comments)
-    named, named_missing = _named_paths(issue_text, snap, visible_set)
-    candidates: list[_Candidate] = [_Candidate(p, WHY_NAMED) for p in named]
-    seen = set(named)
-    langs = _issue_languages(named, visible)
-    identifiers = _code_identifiers(issue_text)
-    for path in _defining_files(snap, identifiers, visible_set, opts.max_file_bytes):
-        lang = _code_language(path)
-        if (
-            langs
-            and lang is not None
-            and lang not in langs
-            and not _defines_code(root, path, identifiers, opts.max_file_bytes)
-        ):
-            continue  # a frontend's `type Item` does not define a Python issue's `Item`
-        if path not in seen:
-            seen.add(path)
-            candidates.append(_Candidate(path, WHY_DEFINES))
-    for pattern in profile.always_include:
-        if any(ch in pattern for ch in "*?["):
-            rx = re.compile(fnmatch.translate(pattern))
-            matches = [p for p in visible if rx.match(p)]
-        else:
-            matches = [pattern] if pattern in visible_set else []
-        for path in matches:
-            if path not in seen:
-                seen.add(path)
-                candidates.append(_Candidate(path, WHY_ALWAYS))
-    query = _query(issue, comments, snap.vocab)
-    more_matches = 0
-    if query and snap.files:
-        scores = snap.content_index.score(query, opts.k1, opts.b)
-        scores += np.float32(opts.path_weight) * snap.path_index.score(query, opts.k1, opts.b)
-        if hidden:
-            scores[[snap.position[p] for p in sorted(hidden)]] = 0.0
-        foreign = _other_language(snap.files, langs)
-        if foreign.any():
-            scores[foreign] *= np.float32(_OTHER_LANGUAGE_WEIGHT)
-        positive = np.flatnonzero(scores > 0)
-        want = opts.max_candidates + len(seen) + 1
-        if positive.size > want:  # keep the top ``want`` scores and every tie at the edge
-            edge = np.partition(scores[positive], positive.size - want)[positive.size - want]
-            top = positive[scores[positive] >= edge]
-        else:
-            top = positive
-        # Highest score first, ties by path (files are sorted, so by index).
-        order = top[np.lexsort((top, -scores[top].astype(np.float64)))]
-        floor = float(scores[order[0]]) * opts.min_relative_score if order.size else 0.0
-        ranked = 0
-        for index in order.tolist():
-            path = snap.files[index]
-            if path in seen:
-                continue
-            if ranked >= opts.max_candidates or float(scores[index]) < floor:
-                break
-            ranked += 1
-            seen.add(path)
-            candidates.append(_Candidate(path, WHY_RANKED, round(float(scores[index]), 4)))
-        already = sum(
-            1 for c in candidates if c.reason != WHY_RANKED and scores[snap.position[c.path]] > 0
-        )
-        more_matches = int(positive.size) - ranked - already
 
-    # Fill the budget greedily in priority order; a file that does not fit is left out whole.
-    remaining = budget - base_total
-    chosen: list[tuple[_Candidate, str, int]] = []
+_Chosen = tuple[_Candidate, str, int]
+"""A candidate, its rendered section and that section's tokens."""
+
+
+def _fill_budget(
+    snap: _Snapshot,
+    candidates: Sequence[_Candidate],
+    remaining: int,
+    count_text: CountText,
+    opts: ContextOptions,
+    left_out: list[LeftOut],
+) -> list[_Chosen]:
+    """Fill the budget greedily in priority order; a file that does not fit (or that is not
+    text, or that the secret scan flags) is left out whole, with its reason."""
+    chosen: list[_Chosen] = []
     for cand in candidates:
-        index = snap.position[cand.path]
-        doc = snap.docs[index]
+        doc = snap.docs[snap.position[cand.path]]
         if doc.kind != "text":
             left_out.append(LeftOut(cand.path, doc.kind, _kind_detail(doc, opts)))
             continue
         if remaining <= 0:
             left_out.append(LeftOut(cand.path, REASON_BUDGET, "no room left in the context budget"))
             continue
-        text = _read_text(root, cand.path, opts.max_file_bytes)
+        text = _read_text(snap.root, cand.path, opts.max_file_bytes)
         if text is None:
             left_out.append(LeftOut(cand.path, REASON_UNREADABLE, "could not be read as text"))
             continue
@@ -272,16 +281,30 @@ def build_context(
             continue
         chosen.append((cand, section, tokens))
         remaining -= tokens + 2
+    return chosen
 
-    # Prompt order: profile files first (stable across issues), then by priority.
-    def ordered(items: list[tuple[_Candidate, str, int]]) -> list[tuple[_Candidate, str, int]]:
-        always = sorted((c for c in items if c[0].reason == WHY_ALWAYS), key=lambda c: c[0].path)
-        return always + [c for c in items if c[0].reason != WHY_ALWAYS]
 
-    # Verify with the real count; drop the lowest-priority file until the prompt fits.
+def _ordered(items: list[_Chosen]) -> list[_Chosen]:
+    """Prompt order: profile files first (stable across issues), then by priority."""
+    always = sorted((c for c in items if c[0].reason == WHY_ALWAYS), key=lambda c: c[0].path)
+    return always + [c for c in items if c[0].reason != WHY_ALWAYS]
+
+
+def _fit_files(
+    fixed: _Fixed,
+    chosen: list[_Chosen],
+    count_messages: CountMessages,
+    budget: int,
+    left_out: list[LeftOut],
+) -> tuple[list[_Chosen], list[dict[str, str]], int]:
+    """Verify with the real count; drop the lowest-priority file until the prompt fits.
+
+    Returns:
+        (the files in prompt order, the messages, their token count).
+    """
     while True:
-        final = ordered(chosen)
-        messages = _assemble(system, tree_part, [s for _c, s, _t in final], issue_part, shots)
+        final = _ordered(chosen)
+        messages = fixed.messages([s for _c, s, _t in final])
         total = _count_messages(count_messages, messages)
         if total <= budget or not chosen:
             break
@@ -296,26 +319,7 @@ def build_context(
         )
     if total > budget:  # pragma: no cover - base_total fitted, and no files remain
         raise ContextTooLargeError(f"the prompt takes {total} tokens; the budget is {budget}")
-
-    return ContextResult(
-        messages=messages,
-        n_ctx=n_ctx,
-        reserved_tokens=max_tokens,
-        budget=budget,
-        total_tokens=total,
-        system_tokens=_count(count_text, system),
-        tree_tokens=tree_tokens,
-        issue_tokens=_count(count_text, issue_part),
-        example_tokens=sum(_count(count_text, m["content"]) for m in shots),
-        shown=[ShownFile(c.path, t, c.reason, c.score) for c, _s, t in final],
-        left_out=left_out,
-        tree_files=len(visible),
-        tree_summarised=summarised,
-        named_missing=named_missing,
-        more_matches=more_matches,
-        state_key=snap.state_key,
-        cache_hit=cache_hit,
-    )
+    return final, messages, total
 
 
 def _kind_detail(doc: _Doc, opts: ContextOptions) -> str:

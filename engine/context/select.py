@@ -8,6 +8,7 @@ the issue's weighs less).
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import numpy as np
 
 from engine.context.index import _WORD_RE, _word_terms
 from engine.context.render import _EXT_LANG
+from engine.context.result import WHY_ALWAYS, WHY_DEFINES, WHY_NAMED, WHY_RANKED, ContextOptions
 from engine.context.snapshot import _OWN_DIR, _read_text, _Snapshot
 from engine.core.models import Issue, IssueComment
 
@@ -213,3 +215,110 @@ class _Candidate:
     path: str
     reason: str
     score: float = 0.0
+
+
+@dataclass
+class Selection:
+    """The candidates in priority order, and what the issue named or matched beyond them."""
+
+    candidates: list[_Candidate]
+    named_missing: list[str]
+    more_matches: int
+
+
+def select_candidates(
+    snap: _Snapshot,
+    issue: Issue,
+    comments: Sequence[IssueComment],
+    always_include: Sequence[str],
+    hidden: AbstractSet[str],
+    visible: Sequence[str],
+    visible_set: AbstractSet[str],
+    opts: ContextOptions,
+) -> Selection:
+    """Candidates, in priority order: named in the issue, defining a name the issue writes in
+    a code span, always included by the profile, ranked by BM25."""
+    issue_text = _issue_text(issue, comments)
+    named, named_missing = _named_paths(issue_text, snap, visible_set)
+    candidates: list[_Candidate] = [_Candidate(p, WHY_NAMED) for p in named]
+    seen = set(named)
+    langs = _issue_languages(named, visible)
+    identifiers = _code_identifiers(issue_text)
+    for path in _defining_files(snap, identifiers, visible_set, opts.max_file_bytes):
+        lang = _code_language(path)
+        if (
+            langs
+            and lang is not None
+            and lang not in langs
+            and not _defines_code(snap.root, path, identifiers, opts.max_file_bytes)
+        ):
+            continue  # a frontend's `type Item` does not define a Python issue's `Item`
+        if path not in seen:
+            seen.add(path)
+            candidates.append(_Candidate(path, WHY_DEFINES))
+    for path in _always_included(always_include, visible, visible_set):
+        if path not in seen:
+            seen.add(path)
+            candidates.append(_Candidate(path, WHY_ALWAYS))
+    query = _query(issue, comments, snap.vocab)
+    more_matches = 0
+    if query and snap.files:
+        more_matches = _add_ranked(snap, query, hidden, langs, opts, candidates, seen)
+    return Selection(candidates, named_missing, more_matches)
+
+
+def _always_included(
+    patterns: Sequence[str], visible: Sequence[str], visible_set: AbstractSet[str]
+) -> list[str]:
+    """The visible files the profile's ``always_include`` patterns name, pattern by pattern."""
+    out: list[str] = []
+    for pattern in patterns:
+        if any(ch in pattern for ch in "*?["):
+            rx = re.compile(fnmatch.translate(pattern))
+            out += [p for p in visible if rx.match(p)]
+        else:
+            out += [pattern] if pattern in visible_set else []
+    return out
+
+
+def _add_ranked(
+    snap: _Snapshot,
+    query: dict[int, float],
+    hidden: AbstractSet[str],
+    langs: set[str],
+    opts: ContextOptions,
+    candidates: list[_Candidate],
+    seen: set[str],
+) -> int:
+    """Append the best BM25 matches to ``candidates``; returns how many more files matched."""
+    scores = snap.content_index.score(query, opts.k1, opts.b)
+    scores += np.float32(opts.path_weight) * snap.path_index.score(query, opts.k1, opts.b)
+    if hidden:
+        scores[[snap.position[p] for p in sorted(hidden)]] = 0.0
+    foreign = _other_language(snap.files, langs)
+    if foreign.any():
+        scores[foreign] *= np.float32(_OTHER_LANGUAGE_WEIGHT)
+    positive = np.flatnonzero(scores > 0)
+    want = opts.max_candidates + len(seen) + 1
+    if positive.size > want:  # keep the top ``want`` scores and every tie at the edge
+        edge = np.partition(scores[positive], positive.size - want)[positive.size - want]
+        top = positive[scores[positive] >= edge]
+    else:
+        top = positive
+    # Highest score first, ties by path (files are sorted, so by index).
+    order = top[np.lexsort((top, -scores[top].astype(np.float64)))]
+    floor = float(scores[order[0]]) * opts.min_relative_score if order.size else 0.0
+    ranked = 0
+    for index in order.tolist():
+        path = snap.files[index]
+        if path in seen:
+            continue
+        if ranked >= opts.max_candidates or float(scores[index]) < floor:
+            break
+        ranked += 1
+        seen.add(path)
+        candidates.append(_Candidate(path, WHY_RANKED, round(float(scores[index]), 4)))
+    already = sum(
+        1 for c in candidates if c.reason != WHY_RANKED and scores[snap.position[c.path]] > 0
+    )
+    return int(positive.size) - ranked - already

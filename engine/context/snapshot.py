@@ -309,40 +309,14 @@ def _build_snapshot(
     content_ids: list[str] = []
     kept: dict[str, _Doc] = {}
     path_terms: dict[str, tuple[array[int], array[int]]] = {}
-    secret_named: list[tuple[str, str]] = []
-    hidden: set[str] = set()
-    for path in files:
-        reason = sensitive_path_reason(path)
-        if reason is not None:
-            secret_named.append((path, reason))
-            hidden.add(path)
-        elif path.startswith(_OWN_DIR):  # local issues, prompt profiles: not the project
-            hidden.add(path)
+    secret_named, hidden = _hidden_files(files)
     suffix = f":{options.max_file_bytes}"
     unread: dict[str, str] = {}  # content key -> a path holding that content
     for path in files:
         key = f"{ids[path]}{suffix}"
         if path not in hidden and key not in cache.docs:
             unread.setdefault(key, path)
-    new_docs: dict[str, _Doc] = {}
-    batch: list[tuple[_Doc, str]] = []
-
-    def index_batch() -> None:
-        for (doc, _text), (terms, tfs) in zip(
-            batch, vectorize.many([text for _doc, text in batch]), strict=True
-        ):
-            doc.terms, doc.tfs = terms, tfs
-        batch.clear()
-
-    keys = list(unread)
-    read = _read_docs(root, [unread[k] for k in keys], ids, options.max_file_bytes)
-    for key, (doc, text) in zip(keys, read, strict=True):
-        new_docs[key] = doc
-        if text is not None:
-            batch.append((doc, text))
-            if len(batch) >= 1024:
-                index_batch()
-    index_batch()
+    new_docs = _index_new_docs(root, vectorize, unread, ids, options.max_file_bytes)
     fresh = len(new_docs)
     new_paths = [path for path in files if path not in cache.path_terms]
     fresh += len(new_paths)
@@ -388,6 +362,52 @@ def _build_snapshot(
     )
     cache.snapshot = snap
     return snap
+
+
+def _hidden_files(files: Sequence[str]) -> tuple[list[tuple[str, str]], set[str]]:
+    """(path, reason) of the files secret by name, and every file never shown: those, and
+    agent-tui's own data (local issues, prompt profiles: not the project)."""
+    secret_named: list[tuple[str, str]] = []
+    hidden: set[str] = set()
+    for path in files:
+        reason = sensitive_path_reason(path)
+        if reason is not None:
+            secret_named.append((path, reason))
+            hidden.add(path)
+        elif path.startswith(_OWN_DIR):
+            hidden.add(path)
+    return secret_named, hidden
+
+
+def _index_new_docs(
+    root: Path,
+    vectorize: _Vectorizer,
+    unread: dict[str, str],
+    ids: dict[str, str],
+    max_bytes: int,
+) -> dict[str, _Doc]:
+    """Read and index the contents not cached yet (content key -> a path holding it), in
+    batches of 1,024 texts while the reader threads run ahead."""
+    new_docs: dict[str, _Doc] = {}
+    batch: list[tuple[_Doc, str]] = []
+
+    def index_batch() -> None:
+        for (doc, _text), (terms, tfs) in zip(
+            batch, vectorize.many([text for _doc, text in batch]), strict=True
+        ):
+            doc.terms, doc.tfs = terms, tfs
+        batch.clear()
+
+    keys = list(unread)
+    read = _read_docs(root, [unread[k] for k in keys], ids, max_bytes)
+    for key, (doc, text) in zip(keys, read, strict=True):
+        new_docs[key] = doc
+        if text is not None:
+            batch.append((doc, text))
+            if len(batch) >= 1024:
+                index_batch()
+    index_batch()
+    return new_docs
 
 
 def _tree(snap: _Snapshot, visible: Sequence[str], max_lines: int) -> tuple[str, bool]:

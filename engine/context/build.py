@@ -74,9 +74,9 @@ from engine.context.snapshot import (
     _Snapshot,
     _snapshot,
     _tree,
-    repo_root,
 )
 from engine.core.errors import ContextTooLargeError
+from engine.core.gitcmd import toplevel
 from engine.core.models import Issue, IssueComment
 
 
@@ -124,7 +124,7 @@ def build_context(
             f"{n_ctx}-token context",
             hint="raise n_ctx or lower max_tokens in the model profile",
         )
-    root = repo_root(repo_dir)
+    root = toplevel(repo_dir)
     snap, cache_hit = _snapshot(root, opts)
 
     left_out = [

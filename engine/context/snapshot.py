@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
-import subprocess
 import threading
 from array import array
 from collections.abc import Iterator, Sequence
@@ -31,7 +30,7 @@ from engine.context.result import (
 )
 from engine.context.secrets_scan import sensitive_path_reason
 from engine.core.errors import RepoError
-from engine.core.gitcmd import status_entries
+from engine.core.gitcmd import run_git_bytes, status_entries
 
 _OWN_DIR = ".agent-tui/"
 
@@ -76,46 +75,7 @@ _CACHES_LOCK = threading.Lock()
 
 
 def _git(root: Path, *args: str) -> bytes:
-    try:
-        out = subprocess.run(
-            ["git", "--no-optional-locks", *args],
-            cwd=root,
-            capture_output=True,
-            check=False,
-        )
-    except OSError as exc:
-        raise RepoError(f"cannot run git: {exc.strerror}", hint="install git") from None
-    if out.returncode != 0:
-        message = out.stderr.decode("utf-8", "replace").strip()
-        raise RepoError(f"git {' '.join(args)} failed in {root}: {message}")
-    return out.stdout
-
-
-def repo_root(repo_dir: Path) -> Path:
-    """The top of the git work tree that holds ``repo_dir``.
-
-    Raises:
-        RepoError: ``repo_dir`` is not inside a git work tree.
-    """
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"],
-            cwd=repo_dir,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except (OSError, ValueError) as exc:
-        raise RepoError(
-            f"{repo_dir} is not a usable directory: {exc}",
-            hint="run agent-tui inside a git repository, or pass --repo DIR",
-        ) from None
-    if out.returncode != 0:
-        raise RepoError(
-            f"{repo_dir} is not inside a git work tree",
-            hint="run agent-tui inside a git repository, or pass --repo DIR",
-        )
-    return Path(out.stdout.strip()).resolve()
+    return run_git_bytes(root, *args).stdout
 
 
 def _state(root: Path) -> tuple[str, list[tuple[str, str]]]:

@@ -5,8 +5,9 @@ Issue 17 asks to build the one git runner on GitPython (its ``Git`` wrapper rais
 ``git cat-file --batch``) or to show why plain subprocess is better. Two measurements on a
 synthetic repository (the context bench's modules, committed, clean work tree):
 
-1. ``--calls`` git commands (``rev-parse HEAD``, ``status --porcelain -z``): through
-   ``engine.core.gitcmd.run_git`` (one ``subprocess.run``) vs GitPython's ``Git`` wrapper.
+1. ``--calls`` git commands (``rev-parse HEAD``, ``status --porcelain -z``): a bare
+   ``subprocess.run``, ``engine.core.gitcmd.run_git`` (120 s timeout) and ``run_git_bytes``
+   (none), vs GitPython's ``Git`` wrapper (which also starts one process per command).
 2. Reading the content of every tracked file, as the context's cold build does: one
    ``git cat-file blob`` process per file; one persistent ``git cat-file --batch`` by hand;
    GitPython's ``Repo.odb`` (the same batch process, behind its object-database API); and
@@ -119,6 +120,9 @@ def main() -> int:
                 ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True
             ),
             "run_git rev-parse HEAD": lambda: run_git(root, "rev-parse", "HEAD"),
+            "run_git_bytes rev-parse HEAD (no timeout)": lambda: run_git_bytes(
+                root, "rev-parse", "HEAD"
+            ),
             "GitPython Git.rev_parse HEAD": lambda: gp.rev_parse("HEAD"),
             "run_git_bytes status --porcelain -z": lambda: run_git_bytes(
                 root, "status", "--porcelain=v1", "-z"

@@ -35,6 +35,7 @@ MUST_BE_ABSENT = (
     "engine.context.snapshot",
     "engine.context.index",
     "engine.context.secrets_scan",
+    "engine.context.secrets_prefilter",
     "engine.review.checks",
     "engine.publish.runner",
     "engine.generate.stream",

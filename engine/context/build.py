@@ -117,13 +117,7 @@ def build_context(
         ContextTooLargeError: the system prompt and the issue alone do not fit.
     """
     opts = options or ContextOptions()
-    budget = n_ctx - max_tokens
-    if budget <= 0:
-        raise ContextTooLargeError(
-            f"the output reserve ({max_tokens} tokens) leaves no room for a prompt in a "
-            f"{n_ctx}-token context",
-            hint="raise n_ctx or lower max_tokens in the model profile",
-        )
+    budget = _budget(n_ctx, max_tokens)
     root = toplevel(repo_dir)
     snap, cache_hit = _snapshot(root, opts)
 
@@ -134,9 +128,7 @@ def build_context(
     hidden, visible, visible_set = _project_files(snap)
 
     system = profile.system_prompt.rstrip("\n") + "\n" + _SYSTEM_APPENDIX
-    issue_part = render_issue(issue, comments)
-    shots = example_messages(examples)
-    fixed = _Fixed(system, issue_part, shots)
+    fixed = _Fixed(system, render_issue(issue, comments), example_messages(examples))
     _fit_tree(fixed, snap, visible, count_messages, count_text, budget, opts)
     if fixed.base_total > budget:
         raise _fixed_too_large(fixed, count_text, n_ctx, max_tokens)
@@ -156,8 +148,8 @@ def build_context(
         total_tokens=total,
         system_tokens=_count(count_text, system),
         tree_tokens=fixed.tree_tokens,
-        issue_tokens=_count(count_text, issue_part),
-        example_tokens=sum(_count(count_text, m["content"]) for m in shots),
+        issue_tokens=_count(count_text, fixed.issue_part),
+        example_tokens=sum(_count(count_text, m["content"]) for m in fixed.shots),
         shown=[ShownFile(c.path, t, c.reason, c.score) for c, _s, t in final],
         left_out=left_out,
         tree_files=len(visible),
@@ -167,6 +159,17 @@ def build_context(
         state_key=snap.state_key,
         cache_hit=cache_hit,
     )
+
+
+def _budget(n_ctx: int, max_tokens: int) -> int:
+    """The most tokens the prompt may take: the context minus the answer's reserve."""
+    if n_ctx - max_tokens <= 0:
+        raise ContextTooLargeError(
+            f"the output reserve ({max_tokens} tokens) leaves no room for a prompt in a "
+            f"{n_ctx}-token context",
+            hint="raise n_ctx or lower max_tokens in the model profile",
+        )
+    return n_ctx - max_tokens
 
 
 def _project_files(snap: _Snapshot) -> tuple[AbstractSet[str], list[str], AbstractSet[str]]:

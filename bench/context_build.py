@@ -33,7 +33,8 @@ import threading
 import time
 from pathlib import Path
 
-from engine.context.build import build_context, clear_cache, index_path, wait_for_index_saves
+from engine.context.build import build_context, clear_cache
+from engine.context.persist import index_path, wait_for_index_saves
 from engine.context.prompts import load_profile
 from engine.core.config import load_config
 from engine.core.models import Issue

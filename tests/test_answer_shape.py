@@ -233,6 +233,7 @@ SYSTEM = (
 def test_the_model_cannot_leave_the_shape(embedded_backend: Any, mode: str) -> None:
     """Whatever the real model writes (greedy or sampled), every path it completes is in the
     shape, and a finished answer passes the shape's rules."""
+    written = 0
     for i, prompt in enumerate(PROMPTS):
         number = 200 + i
         sampling = (
@@ -245,7 +246,7 @@ def test_the_model_cannot_leave_the_shape(embedded_backend: Any, mode: str) -> N
                 {"role": "system", "content": SYSTEM},
                 {"role": "user", "content": prompt.format(n=number)},
             ],
-            max_tokens=160,
+            max_tokens=320,
             issue_number=number,
             shape=SHAPE,
         )
@@ -253,9 +254,11 @@ def test_the_model_cannot_leave_the_shape(embedded_backend: Any, mode: str) -> N
         assert isinstance(final, Finished | Truncated | Looping), final
         for path in re.findall(r'"path":"([^"]*)"', final.raw):
             assert re.fullmatch(path_pattern(SHAPE), path), path
+            written += 1
         if isinstance(final, Finished):
             proposal = ChangeProposal.model_validate(json.loads(final.raw))
             assert issue_rule_errors(proposal, number, SHAPE) == ()
         elif '"files"' in final.raw:  # the body was closed: it had to match the sections
             body = json.loads(final.raw.split(',"files"')[0] + "}")["pr_body"]
             assert body_ok(body, number), body
+    print(f"paths written: {written}")

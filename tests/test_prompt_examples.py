@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.context.build import ContextResult, build_context, example_messages
+from engine.context.build import build_context
 from engine.context.prompts import load_profile, parse_profile
+from engine.context.render import example_messages
+from engine.context.result import ContextResult
 from engine.core.errors import PromptProfileError
 from engine.review.checks.orchestrator import run_checks
 from engine.review.checks.registry import enabled_for_profile, has_errors

@@ -18,7 +18,7 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Input, TextArea
 
-from engine.context.build import ContextResult, LeftOut, ShownFile
+from engine.context.result import ContextResult, LeftOut, ShownFile
 from engine.core.config import load_config
 from engine.core.events import Truncated
 from engine.core.models import ChangeProposal, FileChange

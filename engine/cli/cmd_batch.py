@@ -17,8 +17,8 @@ from typing import Any
 
 from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import CANCELLED, FAILED_CHECK, INTERRUPTED, OK, QUEUED
-from engine.context.build import repo_root
 from engine.core.errors import ConfigError
+from engine.core.gitcmd import toplevel
 from engine.flow.batch import (
     PUBLISH_MODES,
     BatchOptions,
@@ -187,7 +187,7 @@ def exit_status(summary: BatchSummary) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = repo_root(repo_dir(args))
+    root = toplevel(repo_dir(args))
     config = load(args)
     options = BatchOptions(
         issues=args.issues,

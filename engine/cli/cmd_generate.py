@@ -46,6 +46,7 @@ from engine.core.events import (
     TokensGenerated,
     Truncated,
 )
+from engine.core.gitcmd import toplevel
 from engine.generate.backends import Backend, GenerationRequest, get_backend
 from engine.generate.stream import json_location
 
@@ -495,7 +496,6 @@ def run_issue(args: argparse.Namespace) -> int:
     publish it later with its provenance. Exit status: the generation's (3-6, 7), else 1 when
     an error finding remains, else 0.
     """
-    from engine.context.build import repo_root
     from engine.flow.session import (
         ContextReady,
         ModelLoading,
@@ -507,7 +507,7 @@ def run_issue(args: argparse.Namespace) -> int:
     )
     from engine.review.checks.registry import has_errors
 
-    root = repo_root(repo_dir(args))
+    root = toplevel(repo_dir(args))
     config = load(args)
     workspace = Workspace(root, config)
     workspace.set_model(args.profile or config.default_model)

@@ -11,13 +11,12 @@ Everything is created with real ``git`` commands; nothing is downloaded.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.core.errors import RepoError
+from engine.core.gitcmd import GitError, run_git
 
 REPO_NAME = "backend"
 REMOTE_NAME = "origin.git"
@@ -308,15 +307,10 @@ class DemoRepo:
 
 
 def _git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, env=env, check=False
-        )
-    except FileNotFoundError:
-        raise RepoError(
-            "git is not installed", hint="install git and run `agent-tui demo` again"
-        ) from None
+        out = run_git(cwd, *args, check=False)
+    except GitError as exc:  # git missing, or cwd gone
+        raise RepoError(exc.message, hint="install git and run `agent-tui demo` again") from None
     if out.returncode != 0:
         raise RepoError(
             f"git {' '.join(args)} failed in {cwd}: {out.stderr.strip() or out.stdout.strip()}",
@@ -343,10 +337,7 @@ def issue_text(number: int, title: str, labels: list[str], body: str) -> str:
 
 
 def _has_identity(repo: Path) -> bool:
-    out = subprocess.run(
-        ["git", "config", "user.email"], cwd=repo, capture_output=True, text=True, check=False
-    )
-    return bool(out.stdout.strip())
+    return bool(run_git(repo, "config", "user.email", check=False).stdout.strip())
 
 
 #: The demo repository's own config: the repository layer wins over the user's config, so

@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from engine.core.config import (
     AppConfig,
@@ -24,7 +24,8 @@ from engine.core.config import (
     OpenAIProfile,
     user_config_path,
 )
-from engine.core.errors import AgentTuiError
+from engine.core.errors import AgentTuiError, RepoError
+from engine.core.gitcmd import run_git, toplevel
 from engine.core.redact import redact
 
 if TYPE_CHECKING:
@@ -331,11 +332,9 @@ def check_profile(
 
 def check_repo(repo_dir: Path) -> list[Check]:
     """Is this a git repository; its remotes; its default branch."""
-    import git
-
     try:
-        repo = git.Repo(repo_dir, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        top = toplevel(repo_dir)
+    except RepoError:
         return [
             Check(
                 "Repository",
@@ -345,26 +344,25 @@ def check_repo(repo_dir: Path) -> list[Check]:
                 "run agent-tui inside a git repository (or `agent-tui demo`)",
             )
         ]
-    rows = [Check("Repository", "git", "ok", str(repo.working_tree_dir))]
-    remotes = [f"{r.name} ({next(iter(r.urls), '?')})" for r in repo.remotes]
+    rows = [Check("Repository", "git", "ok", str(top))]
+    remotes = []
+    for name in run_git(top, "remote", check=False).stdout.split():
+        url = run_git(top, "remote", "get-url", name, check=False).stdout.strip()
+        remotes.append(f"{name} ({url or '?'})")
     rows.append(
         Check("Repository", "remotes", "ok" if remotes else "info", ", ".join(remotes) or "none")
     )
-    rows.append(Check("Repository", "default branch", "ok", default_branch(repo)))
+    rows.append(Check("Repository", "default branch", "ok", default_branch(top)))
     return rows
 
 
-def default_branch(repo: Any, remote: str = "origin") -> str:
+def default_branch(repo_dir: Path, remote: str = "origin") -> str:
     """The remote's default branch (``origin/HEAD``), else the current branch's name."""
-    try:
-        ref = repo.git.symbolic_ref(f"refs/remotes/{remote}/HEAD", "--short")
-        return str(ref).split("/", 1)[1]
-    except Exception:
-        pass
-    try:
-        return str(repo.active_branch.name)
-    except Exception:
-        return "(detached HEAD)"
+    ref = run_git(repo_dir, "symbolic-ref", "--short", f"refs/remotes/{remote}/HEAD", check=False)
+    if ref.returncode == 0 and "/" in ref.stdout:
+        return ref.stdout.strip().split("/", 1)[1]
+    head = run_git(repo_dir, "symbolic-ref", "--short", "HEAD", check=False)
+    return head.stdout.strip() if head.returncode == 0 else "(detached HEAD)"
 
 
 def github_token_source(api_url: str = "https://api.github.com") -> tuple[str, str]:

@@ -38,7 +38,7 @@ from engine.generate.backends.base import Backend, GenerationRequest
 from engine.issues.forge.base import IssueSource
 
 if TYPE_CHECKING:
-    from engine.context.build import ContextResult
+    from engine.context.result import ContextResult
     from engine.publish.runner import ProgressCallback, Provenance, PublishPlan, PublishResult
     from engine.publish.store import Store
     from engine.review.checks.registry import Finding

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.errors import RepoError
-from engine.core.gitcmd import status_entries
+from engine.core.gitcmd import GitError, run_git_bytes, status_entries
 from engine.core.textsafe import safe
 
 #: mode git gives a symbolic link in a tree
 _SYMLINK_MODE = "120000"
-_GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
 
 
 class FileStatus(str, Enum):
@@ -117,19 +116,12 @@ class RepoBase:
     # -- git plumbing ------------------------------------------------------------------
 
     def _git(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            ["git", *args],
-            cwd=self.repo_dir,
-            input=stdin,
-            capture_output=True,
-            env={**os.environ, **_GIT_ENV},
-            check=False,
-        )
+        return run_git_bytes(self.repo_dir, *args, check=False, input_bytes=stdin)
 
     def _ls_tree(self, ref: str) -> dict[str, tuple[str, str]] | None:
         try:
             top = self._git("rev-parse", "--show-toplevel")
-        except OSError as exc:  # git missing
+        except GitError as exc:  # git missing
             if ref == "HEAD":
                 return None
             raise RepoError(f"git is not available: {exc}", hint="install git") from exc

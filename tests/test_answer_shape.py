@@ -261,4 +261,5 @@ def test_the_model_cannot_leave_the_shape(embedded_backend: Any, mode: str) -> N
         elif '"files"' in final.raw:  # the body was closed: it had to match the sections
             body = json.loads(final.raw.split(',"files"')[0] + "}")["pr_body"]
             assert body_ok(body, number), body
-    print(f"paths written: {written}")
+    if mode == "sampled":  # three 320-token answers at temperature 1 reach the files
+        assert written >= 1

@@ -35,6 +35,8 @@ MUST_BE_ABSENT = (
     "engine.context.secrets_scan",
     "engine.review.checks",
     "engine.publish.runner",
+    "engine.publish.plan",
+    "engine.publish.steps",
     "engine.generate.stream",
     "engine.generate.grammar",
     "engine.flow.batch",

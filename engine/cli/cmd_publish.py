@@ -1,6 +1,6 @@
 """``agent-tui publish``: a proposal file -> branch, commit, push and pull request.
 
-Why headless: the TUI's publish screen and scripts share one path (``engine.publish.runner``). The
+Why headless: the TUI's publish screen and scripts share one path (``engine.publish``). The
 checks run first and any error finding refuses the publish (exit status 1); the plan is
 printed, and on a terminal the user must type ``yes`` (a bare Enter never publishes); without
 a terminal ``--yes`` is required. A network failure queues the job in the outbox (exit 8,
@@ -20,16 +20,16 @@ from engine.context.prompts import load_profile
 from engine.core.config import AppConfig
 from engine.core.errors import AgentTuiError, PublishError
 from engine.core.gitcmd import toplevel
-from engine.publish.runner import (
+from engine.publish.plan import (
     BranchChoice,
     Provenance,
     PublishPlan,
-    PublishProgress,
     build_plan,
-    execute,
     model_ref_for,
     provenance_from_history,
 )
+from engine.publish.runner import execute
+from engine.publish.steps import PublishProgress
 from engine.publish.store import Store
 from engine.review.checks import (
     CheckLimits,

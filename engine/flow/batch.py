@@ -3,7 +3,7 @@
 Why a batch mode: teams want "draft PRs for every ``good-first-issue``" overnight on a GPU
 server, not one click per issue. The batch drives the same steps as the TUI and
 ``generate ISSUE`` (``engine.flow.session``: context -> generation -> checks -> history) and the
-same publisher (``engine.publish.runner``: plan -> outbox job -> commit, push, PR), so a batch's
+same publisher (``engine.publish``: plan -> outbox job -> commit, push, PR), so a batch's
 proposals and pull requests are exactly what a user would get by hand.
 
 Concurrency: a server backend that declares ``CONCURRENT`` (OpenAI-compatible, Ollama) runs up
@@ -592,7 +592,8 @@ class BatchRunner:
 
     def _publish(self, batch_id: int, item: BatchItem) -> None:
         """Open a draft PR for the item's recorded generation (one publish at a time)."""
-        from engine.publish.runner import build_plan, execute, provenance_from_history
+        from engine.publish.plan import build_plan, provenance_from_history
+        from engine.publish.runner import execute
 
         assert item.generation_id is not None
         record = self.store.generation(item.generation_id)

@@ -39,7 +39,8 @@ from engine.issues.forge.base import IssueSource
 
 if TYPE_CHECKING:
     from engine.context.build import ContextResult
-    from engine.publish.runner import ProgressCallback, Provenance, PublishPlan, PublishResult
+    from engine.publish.plan import Provenance, PublishPlan
+    from engine.publish.steps import ProgressCallback, PublishResult
     from engine.publish.store import Store
     from engine.review.checks import Finding
     from engine.review.diff import ProposalDiff, RepoBase
@@ -798,7 +799,7 @@ class IssueRun:
     # -- publishing ------------------------------------------------------------------------
     def provenance(self) -> Provenance:
         """Model, prompt and seed of the current proposal, for the commit trailers."""
-        from engine.publish.runner import Provenance, model_ref_for, provenance_from_history
+        from engine.publish.plan import Provenance, model_ref_for, provenance_from_history
 
         review = self.review
         store = self.workspace.store()
@@ -837,7 +838,7 @@ class IssueRun:
         Raises:
             RepoError: not a git repository.
         """
-        from engine.publish.runner import build_plan
+        from engine.publish.plan import build_plan
 
         review = self._current()
         return build_plan(

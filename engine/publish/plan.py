@@ -1,0 +1,538 @@
+"""The publish plan: everything a publish will do, worked out without changing anything.
+
+Why a plan first: pushing and opening a pull request are outward actions. ``build_plan``
+works out everything (branch, base, remote, draft, labels, ``Closes #N``, the test command,
+a branch that already exists, a job already pending) without changing anything, so the TUI's
+plan screen and ``agent-tui publish`` show the same facts and the same refusals (error
+findings remain, no token, an unresolved branch conflict). ``engine.publish.runner`` executes
+a plan without errors. The provenance (model, prompt, seed) written as commit trailers lives
+here because the plan composes the commit message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from engine.core import gitcmd
+from engine.core.config import AppConfig, LlamaCppProfile, OllamaProfile, OpenAIProfile
+from engine.core.errors import AgentTuiError, GitHubError, PublishError
+from engine.core.models import ChangeProposal
+from engine.core.textsafe import control_chars, safe
+from engine.issues.forge.github import (
+    GitHubClient,
+    GitHubRepo,
+    api_host,
+    parse_remote_url,
+    resolve_repo,
+    resolve_token,
+)
+from engine.publish import gitops
+from engine.publish.store import PublishJob, Store, finding_to_json
+from engine.review.checks import TRAILER_RE
+
+TRAILER_PREFIX = "Agent-Tui"
+#: the ``forge_facts`` key remembering that GitHub refuses draft pull requests in a repository
+DRAFTS_UNSUPPORTED = "drafts_unsupported"
+_CLOSES_RE = r"(?i)\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#{n}(?!\d)"
+
+BranchChoice = Literal["new", "update"]
+
+
+# ----------------------------------------------------------------------------------------------
+# provenance
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What produced a proposal, recorded as commit trailers so a change can be reproduced."""
+
+    model_profile: str = ""
+    model_ref: str = ""
+    """The model file's ``sha256:...`` or the served model's tag."""
+    prompt_profile: str = ""
+    prompt_hash: str = ""
+    seed: int | None = None
+
+    def trailers(self) -> list[tuple[str, str]]:
+        """``(key, value)`` commit trailers for the known fields."""
+        pairs = [
+            ("Model-Profile", self.model_profile),
+            ("Model", self.model_ref),
+            ("Prompt-Profile", self.prompt_profile),
+            ("Prompt-Hash", self.prompt_hash),
+            ("Seed", "" if self.seed is None else str(self.seed)),
+        ]
+        return [(f"{TRAILER_PREFIX}-{k}", _one_line(v)) for k, v in pairs if v]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:200]
+
+
+def file_sha256(path: Path, store: Store | None = None) -> str:
+    """``sha256:<hex>`` of a (model) file, remembered per size and mtime in ``store``."""
+    if store is not None:
+        cached = store.cached_hash(path)
+        if cached:
+            return cached
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    value = f"sha256:{digest.hexdigest()}"
+    if store is not None:
+        store.remember_hash(path, value)
+    return value
+
+
+def model_ref_for(
+    profile: LlamaCppProfile | OllamaProfile | OpenAIProfile, store: Store | None = None
+) -> str:
+    """The model's reproducible identity: the GGUF's hash, or the served model's tag.
+
+    Args:
+        profile: the model profile.
+        store: remembers file hashes (a GGUF is hashed once per size/mtime).
+
+    Returns:
+        ``sha256:<hex>`` (llama.cpp), ``ollama:<tag>`` or ``openai:<model>@<base_url>``;
+        empty when the GGUF cannot be found.
+    """
+    if isinstance(profile, LlamaCppProfile):
+        from engine.generate.modelfile import resolve_gguf
+
+        try:
+            return file_sha256(resolve_gguf(profile), store)
+        except (AgentTuiError, OSError):
+            return ""
+    if isinstance(profile, OllamaProfile):
+        return f"ollama:{profile.model}"
+    return f"openai:{profile.model}@{profile.base_url}"
+
+
+def provenance_from_history(
+    store: Store, generation_id: int, config: AppConfig | None = None
+) -> Provenance:
+    """The provenance of a stored generation (the model file hashed when it is a GGUF).
+
+    Raises:
+        PublishError: no generation has that id.
+    """
+    record = store.generation(generation_id)
+    if record is None:
+        raise PublishError(
+            f"no generation #{generation_id} in the history",
+            hint="`agent-tui history` lists them",
+        )
+    model_ref = record.model_ref
+    if config is not None and record.model_profile in config.models:
+        model_ref = model_ref_for(config.models[record.model_profile], store) or model_ref
+    return Provenance(
+        record.model_profile, model_ref, record.prompt_profile, record.prompt_hash, record.seed
+    )
+
+
+def key_envs(config: AppConfig) -> tuple[str, ...]:
+    """Every ``api_key_env`` the configuration names (kept out of the test command's env)."""
+    names = {p.api_key_env for p in config.models.values() if isinstance(p, OpenAIProfile)}
+    return tuple(sorted(n for n in names if n))
+
+
+def commit_message(message: str, provenance: Provenance) -> str:
+    """The proposal's commit message followed by the provenance trailers."""
+    text = message.strip() + "\n"
+    trailers = provenance.trailers()
+    if trailers:
+        text += "\n" + "".join(f"{k}: {v}\n" for k, v in trailers)
+    return text
+
+
+def ensure_closes(body: str, issue: int) -> tuple[str, bool]:
+    """``body`` with ``Closes #issue`` appended when no closing keyword names the issue.
+
+    Returns:
+        The body and whether it was changed.
+    """
+    if re.search(_CLOSES_RE.format(n=issue), body):
+        return body, False
+    return (body.rstrip() + f"\n\nCloses #{issue}\n").lstrip("\n"), True
+
+
+# ----------------------------------------------------------------------------------------------
+# the plan
+
+
+@dataclass
+class PublishPlan:
+    """Everything a publish will do, computed without changing anything.
+
+    ``errors`` block :func:`execute`; ``warnings`` are shown with the confirmation.
+    """
+
+    repo_dir: Path
+    issue: int
+    proposal: ChangeProposal
+    branch: str
+    base: str
+    remote: str
+    github: GitHubRepo | None
+    """Where the pull request is opened (None: no GitHub; the PR is queued)."""
+    head_owner: str | None
+    draft: bool
+    """Open it as a draft (False when asked but GitHub refuses drafts in this repository)."""
+    labels: list[str]
+    title: str
+    body: str
+    commit_message: str
+    provenance: Provenance
+    test_command: str | None
+    test_timeout: float
+    tests_in_body: bool
+    update_existing: bool = False
+    """Commit on top of the existing branch (and reuse its open pull request)."""
+    branch_conflict: bool = False
+    """The branch exists and no choice (new suffix / update) was made."""
+    suggested_branch: str | None = None
+    """The first free branch name, offered for a conflict."""
+    existing_pr: str | None = None
+    """An open pull request already using this branch (it will be reused)."""
+    token_source: str | None = None
+    """Where the token comes from (never the token); None: no token."""
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    generation_id: int | None = None
+    key_envs: tuple[str, ...] = ()
+    """The configured ``api_key_env`` variables: never in the test command's environment."""
+    head_repo: str | None = None
+    """``owner/name`` of a fork owned by the same owner the branch is pushed to (GitHub
+    needs ``head_repo`` for it); None when the branch goes to the repository itself or to a
+    fork of another owner (``owner:branch`` names it)."""
+    drafts_unsupported: bool = False
+    """A draft was asked for, but GitHub said this repository does not support draft pull
+    requests (remembered from an earlier publish): it opens ready for review."""
+    issue_title: str = ""
+    """The issue's title, for the history entry of a publish that has none yet."""
+
+    @property
+    def ready(self) -> bool:
+        """Nothing blocks publishing."""
+        return not self.errors
+
+    @property
+    def head(self) -> str:
+        """The pull request's ``head``: ``branch``, or ``owner:branch`` from a fork."""
+        if self.github and self.head_owner and self.head_owner != self.github.owner:
+            return f"{self.head_owner}:{self.branch}"
+        return self.branch
+
+    def describe(self) -> str:
+        """The plan as plain text (the CLI's confirmation, logs)."""
+        where = self.github.full_name if self.github else "(no GitHub: the PR is queued)"
+        lines = [
+            f"issue      #{self.issue}",
+            f"branch     {safe(self.branch)}"
+            + ("  (update: commit on top)" if self.update_existing else ""),
+            f"base       {self.base}",
+            f"remote     {self.remote}",
+            f"pull req.  {where}  {'draft' if self.draft else 'ready for review'}"
+            + ("  (this repository does not support drafts)" if self.drafts_unsupported else ""),
+            f"title      {safe(self.title)}",
+            f"labels     {safe(', '.join(self.labels)) or '-'}",
+            f"closes     #{self.issue}",
+            f"files      {safe(', '.join(f.path for f in self.proposal.files))}",
+            f"tests      {safe(self.test_command or '-')}"
+            + ("  (result in the PR body)" if self.test_command and self.tests_in_body else ""),
+            f"token      {self.token_source or 'none'}",
+        ]
+        if self.existing_pr:
+            lines.append(f"reuses     {self.existing_pr}")
+        lines += [f"warning    {safe(w)}" for w in self.warnings]
+        lines += [f"ERROR      {safe(e)}" for e in self.errors]
+        return "\n".join(lines)
+
+
+def _severity(finding: Any) -> str:
+    value = getattr(finding, "severity", None)
+    if value is None and isinstance(finding, dict):
+        value = finding.get("severity")
+    value = getattr(value, "value", value)
+    return str(value or "").lower()
+
+
+def _code(finding: Any) -> str:
+    value = getattr(finding, "code", None)
+    if value is None and isinstance(finding, dict):
+        value = finding.get("code")
+    return str(value or "")
+
+
+def _branch_taken(repo: Path, remote: str, name: str, jobs: Sequence[PublishJob]) -> bool:
+    return (
+        gitops.branch_sha(repo, name) is not None
+        or gitops.remote_branch_sha(repo, remote, name) is not None
+        or any(j.branch == name and j.status != "cancelled" for j in jobs)
+    )
+
+
+def build_plan(
+    repo_dir: Path,
+    config: AppConfig,
+    proposal: ChangeProposal,
+    issue: int,
+    *,
+    findings: Sequence[Any] = (),
+    provenance: Provenance | None = None,
+    generation_id: int | None = None,
+    draft: bool | None = None,
+    labels: Sequence[str] | None = None,
+    base: str | None = None,
+    on_existing: BranchChoice | None = None,
+    run_tests: bool | None = None,
+    tests_in_body: bool | None = None,
+    ask_github: bool = True,
+    issue_title: str = "",
+) -> PublishPlan:
+    """Work out a publish without changing anything.
+
+    Args:
+        repo_dir: the repository.
+        config: the loaded configuration (``[publish]``, ``[github]``).
+        proposal: the proposal to publish (validated again here).
+        issue: the issue it closes.
+        findings: the checks' findings (objects or dicts with ``severity``); any ``error``
+            blocks publishing.
+        provenance: model/prompt/seed for the commit trailers.
+        generation_id: the history entry this proposal came from.
+        draft: open the PR as a draft (default ``[publish] draft``).
+        labels: labels for the PR, added to ``[publish] labels``.
+        base: the base branch (default ``[publish] base``, else GitHub's default branch).
+        on_existing: what to do when the branch exists: ``new`` (next free suffix) or
+            ``update`` (commit on top, reuse its PR); None reports a conflict.
+        run_tests: run ``[publish] test_command`` (default: when one is configured).
+        tests_in_body: put the test result in the PR body (default ``[publish] tests_in_body``).
+        ask_github: ask GitHub for the default branch and an existing PR (else only local
+            facts are used).
+        issue_title: the issue's title (kept in the history entry a publish without
+            ``generation_id`` creates).
+
+    Returns:
+        The plan; check ``plan.errors`` (or ``plan.ready``) before :func:`execute`.
+
+    Raises:
+        RepoError: ``repo_dir`` is not a git repository.
+    """
+    repo = gitcmd.toplevel(repo_dir)
+    settings = config.publish
+    errors: list[str] = []
+    warnings: list[str] = []
+
+    try:
+        proposal = ChangeProposal.model_validate(proposal.model_dump())
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        errors.append(f"the proposal is not valid: {problems}")
+    for f in proposal.files:
+        try:
+            gitops.check_path(f.path)
+        except AgentTuiError as exc:
+            errors.append(exc.message)
+    for name in ("commit_message", "pr_title", "pr_body"):
+        bad = control_chars(getattr(proposal, name), allow_newlines=name != "pr_title")
+        if bad:
+            errors.append(f"{name} holds control, escape or bidi characters ({', '.join(bad)})")
+    if TRAILER_RE.search(proposal.commit_message):
+        errors.append("the commit message has trailer lines (Signed-off-by:, Agent-Tui-*:)")
+
+    blocking = [f for f in findings if _severity(f).endswith("error")]
+    if blocking:
+        first = getattr(blocking[0], "message", None) or str(blocking[0])
+        errors.append(f"{len(blocking)} error finding(s) remain (first: {first}); fix them first")
+
+    remote = settings.remote
+    push_url = gitops.push_url(repo, remote)
+    if push_url is None:
+        errors.append(f"there is no remote named {remote!r}")
+    github = resolve_repo(
+        gitcmd.remote_url(repo, config.github.remote),
+        api_url=config.github.api_url,
+        repo=config.github.repo,
+    )
+    head_owner = github.owner if github else None
+    head_repo = None
+    if github and remote != config.github.remote and push_url:
+        parsed = parse_remote_url(push_url)
+        if parsed:
+            head_owner = parsed[1]
+            same_owner = parsed[1].lower() == github.owner.lower()
+            if same_owner and parsed[2].lower() != github.name.lower():
+                head_repo = f"{parsed[1]}/{parsed[2]}"  # a fork owned by the same owner
+    token = (
+        resolve_token(github.api_url, configured_api_url=config.github.api_url) if github else None
+    )
+    if github is None:
+        warnings.append(
+            f"remote {config.github.remote!r} is not on GitHub: the branch is pushed and the "
+            "pull request waits in the outbox until [github] repo is configured"
+        )
+    elif token is None:
+        if api_host(github.api_url) == "github.com":
+            errors.append(
+                "no GitHub token: opening a pull request needs GH_TOKEN, GITHUB_TOKEN or "
+                "`gh auth login`"
+            )
+        else:
+            errors.append(
+                f"no GitHub token for {api_host(github.api_url)}: an Enterprise host needs "
+                "GH_ENTERPRISE_TOKEN (or `gh auth login --hostname`) and its api_url in your "
+                "own config (or a trusted repository config); plain http only on loopback"
+            )
+    client = GitHubClient(github, token, timeout=config.github.timeout) if github else None
+
+    base = base or settings.base
+    if not base and client is not None and ask_github:
+        try:
+            base = client.default_branch()
+        except GitHubError as exc:
+            warnings.append(f"could not ask GitHub for the default branch: {exc.message}")
+    if not base:
+        base = gitops.remote_head_branch(repo, remote) or gitops.current_branch(repo) or "main"
+
+    store = Store.for_repo(repo)
+    jobs = store.jobs(statuses=["pending", "failed"])
+    want_draft = settings.draft if draft is None else draft
+    drafts_unsupported = False
+    refused = store.fact(github.key, DRAFTS_UNSUPPORTED) if github and want_draft else None
+    if refused is not None and github is not None:
+        drafts_unsupported, want_draft = True, False
+        warnings.append(
+            f"GitHub does not support draft pull requests in {github.full_name} (it said so "
+            f"on {refused[2][:10]}): the pull request opens ready for review"
+        )
+    suffix = proposal.branch_suffix
+    branch = f"{settings.branch_prefix}{issue}-{suffix}"
+    update_existing = False
+    conflict = False
+    suggested: str | None = None
+    if not gitops.valid_branch_name(branch):
+        errors.append(f"{branch!r} is not a valid branch name (check [publish] branch_prefix)")
+    if branch == base:
+        errors.append(f"the branch {branch!r} is the base branch")
+    in_flight = [j for j in jobs if j.branch == branch]
+    if _branch_taken(repo, remote, branch, jobs):
+        n = 2
+        while _branch_taken(repo, remote, f"{branch}-{n}", jobs):
+            n += 1
+        suggested = f"{branch}-{n}"
+        if on_existing == "new":
+            warnings.append(f"{branch} exists: publishing on {suggested}")
+            branch = suggested
+        elif on_existing == "update":
+            if in_flight:
+                errors.append(
+                    f"job #{in_flight[0].id} for {branch} is still {in_flight[0].status}: "
+                    "run `agent-tui sync` first"
+                )
+            update_existing = True
+        else:
+            conflict = True
+            errors.append(
+                f"branch {branch} already exists: publish on a new branch ({suggested}) "
+                "or update it (commit on top)"
+            )
+
+    existing_pr = None
+    if update_existing and client is not None and ask_github and token is not None:
+        try:
+            pulls = client.open_pulls_for_head(head_owner or github.owner, branch)  # type: ignore[union-attr]
+        except GitHubError as exc:
+            warnings.append(f"could not look for an open pull request: {exc.message}")
+        else:
+            if pulls:
+                existing_pr = str(pulls[0].get("html_url") or f"#{pulls[0].get('number')}")
+                warnings.append(f"pull request {existing_pr} is already open: it is reused")
+
+    body, appended = ensure_closes(proposal.pr_body, issue)
+    closes_blocks = any(_code(f) == "closes-missing" for f in blocking)
+    if appended and not closes_blocks:  # else the error says what to do (f fixes it)
+        warnings.append(f"'Closes #{issue}' will be added to the pull request body")
+    provenance = provenance or Provenance()
+    test_command = settings.test_command if run_tests is not False else None
+    if run_tests and not settings.test_command:
+        warnings.append("no test command is configured ([publish] test_command)")
+    return PublishPlan(
+        repo_dir=repo,
+        issue=issue,
+        proposal=proposal,
+        branch=branch,
+        base=base,
+        remote=remote,
+        github=github,
+        head_owner=head_owner,
+        draft=want_draft,
+        labels=list(dict.fromkeys([*settings.labels, *(labels or [])])),
+        title=proposal.pr_title,
+        body=body,
+        commit_message=commit_message(proposal.commit_message, provenance),
+        provenance=provenance,
+        test_command=test_command,
+        test_timeout=settings.test_timeout,
+        tests_in_body=settings.tests_in_body if tests_in_body is None else tests_in_body,
+        update_existing=update_existing,
+        branch_conflict=conflict,
+        suggested_branch=suggested,
+        existing_pr=existing_pr,
+        token_source=token.source if token else None,
+        findings=[finding_to_json(f) for f in findings],
+        warnings=warnings,
+        errors=errors,
+        generation_id=generation_id,
+        key_envs=key_envs(config),
+        head_repo=head_repo,
+        drafts_unsupported=drafts_unsupported,
+        issue_title=issue_title,
+    )
+
+
+def plan_with_choice(plan: PublishPlan, config: AppConfig, choice: BranchChoice) -> PublishPlan:
+    """Rebuild a plan that had a branch conflict with the user's choice (new / update)."""
+    return build_plan(
+        plan.repo_dir,
+        config,
+        plan.proposal,
+        plan.issue,
+        findings=plan.findings,
+        provenance=plan.provenance,
+        generation_id=plan.generation_id,
+        draft=plan.draft or plan.drafts_unsupported,
+        labels=plan.labels,
+        base=plan.base,
+        on_existing=choice,
+        run_tests=plan.test_command is not None,
+        tests_in_body=plan.tests_in_body,
+        issue_title=plan.issue_title,
+    )
+
+
+__all__ = [
+    "DRAFTS_UNSUPPORTED",
+    "BranchChoice",
+    "Provenance",
+    "PublishPlan",
+    "build_plan",
+    "commit_message",
+    "ensure_closes",
+    "key_envs",
+    "model_ref_for",
+    "plan_with_choice",
+    "provenance_from_history",
+]

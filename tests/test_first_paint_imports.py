@@ -36,6 +36,7 @@ MUST_BE_ABSENT = (
     "engine.review.checks",
     "engine.publish.runner",
     "engine.publish.plan",
+    "engine.publish.provenance",
     "engine.publish.steps",
     "engine.generate.stream",
     "engine.generate.grammar",

@@ -193,7 +193,7 @@ def test_publish_dirty_tree_untouched_pr_opened(
 
 
 def test_trailers_record_provenance(project: Project) -> None:
-    from engine.publish.plan import Provenance
+    from engine.publish.provenance import Provenance
 
     prov = Provenance("coder-7b", "sha256:abc123", "backend-dev", "sha256:def456", 7)
     result = execute(project.plan(provenance=prov))
@@ -643,7 +643,7 @@ def test_unsafe_paths_are_never_written(tmp_path: Path) -> None:
 
 def test_model_ref_hashes_the_gguf_once_and_tags_served_models(tmp_path: Path) -> None:
     from engine.core.config import parse_profile
-    from engine.publish.plan import model_ref_for
+    from engine.publish.provenance import model_ref_for
 
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + bytes(4096))

@@ -20,14 +20,8 @@ from engine.context.prompts import load_profile
 from engine.core.config import AppConfig
 from engine.core.errors import AgentTuiError, PublishError
 from engine.core.gitcmd import toplevel
-from engine.publish.plan import (
-    BranchChoice,
-    Provenance,
-    PublishPlan,
-    build_plan,
-    model_ref_for,
-    provenance_from_history,
-)
+from engine.publish.plan import BranchChoice, PublishPlan, build_plan
+from engine.publish.provenance import Provenance, model_ref_for, provenance_from_history
 from engine.publish.runner import execute
 from engine.publish.steps import PublishProgress
 from engine.publish.store import Store

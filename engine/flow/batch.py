@@ -592,7 +592,8 @@ class BatchRunner:
 
     def _publish(self, batch_id: int, item: BatchItem) -> None:
         """Open a draft PR for the item's recorded generation (one publish at a time)."""
-        from engine.publish.plan import build_plan, provenance_from_history
+        from engine.publish.plan import build_plan
+        from engine.publish.provenance import provenance_from_history
         from engine.publish.runner import execute
 
         assert item.generation_id is not None

@@ -39,7 +39,8 @@ from engine.issues.forge.base import IssueSource
 
 if TYPE_CHECKING:
     from engine.context.build import ContextResult
-    from engine.publish.plan import Provenance, PublishPlan
+    from engine.publish.plan import PublishPlan
+    from engine.publish.provenance import Provenance
     from engine.publish.steps import ProgressCallback, PublishResult
     from engine.publish.store import Store
     from engine.review.checks import Finding
@@ -799,7 +800,7 @@ class IssueRun:
     # -- publishing ------------------------------------------------------------------------
     def provenance(self) -> Provenance:
         """Model, prompt and seed of the current proposal, for the commit trailers."""
-        from engine.publish.plan import Provenance, model_ref_for, provenance_from_history
+        from engine.publish.provenance import Provenance, model_ref_for, provenance_from_history
 
         review = self.review
         store = self.workspace.store()

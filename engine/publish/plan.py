@@ -5,13 +5,12 @@ works out everything (branch, base, remote, draft, labels, ``Closes #N``, the te
 a branch that already exists, a job already pending) without changing anything, so the TUI's
 plan screen and ``agent-tui publish`` show the same facts and the same refusals (error
 findings remain, no token, an unresolved branch conflict). ``engine.publish.runner`` executes
-a plan without errors. The provenance (model, prompt, seed) written as commit trailers lives
-here because the plan composes the commit message.
+a plan without errors. Each refusal or warning is worked out by one small helper below;
+``build_plan`` is longer than the others because its docstring names each of its options.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,23 +20,24 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from engine.core import gitcmd
-from engine.core.config import AppConfig, LlamaCppProfile, OllamaProfile, OpenAIProfile
-from engine.core.errors import AgentTuiError, GitHubError, PublishError
+from engine.core.config import AppConfig, OpenAIProfile
+from engine.core.errors import AgentTuiError, GitHubError
 from engine.core.models import ChangeProposal
 from engine.core.textsafe import control_chars, safe
 from engine.issues.forge.github import (
     GitHubClient,
     GitHubRepo,
+    Token,
     api_host,
     parse_remote_url,
     resolve_repo,
     resolve_token,
 )
 from engine.publish import gitops
+from engine.publish.provenance import Provenance, commit_message
 from engine.publish.store import PublishJob, Store, finding_to_json
 from engine.review.checks import TRAILER_RE
 
-TRAILER_PREFIX = "Agent-Tui"
 #: the ``forge_facts`` key remembering that GitHub refuses draft pull requests in a repository
 DRAFTS_UNSUPPORTED = "drafts_unsupported"
 _CLOSES_RE = r"(?i)\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#{n}(?!\d)"
@@ -45,113 +45,10 @@ _CLOSES_RE = r"(?i)\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#{n}(?!\d)
 BranchChoice = Literal["new", "update"]
 
 
-# ----------------------------------------------------------------------------------------------
-# provenance
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """What produced a proposal, recorded as commit trailers so a change can be reproduced."""
-
-    model_profile: str = ""
-    model_ref: str = ""
-    """The model file's ``sha256:...`` or the served model's tag."""
-    prompt_profile: str = ""
-    prompt_hash: str = ""
-    seed: int | None = None
-
-    def trailers(self) -> list[tuple[str, str]]:
-        """``(key, value)`` commit trailers for the known fields."""
-        pairs = [
-            ("Model-Profile", self.model_profile),
-            ("Model", self.model_ref),
-            ("Prompt-Profile", self.prompt_profile),
-            ("Prompt-Hash", self.prompt_hash),
-            ("Seed", "" if self.seed is None else str(self.seed)),
-        ]
-        return [(f"{TRAILER_PREFIX}-{k}", _one_line(v)) for k, v in pairs if v]
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:200]
-
-
-def file_sha256(path: Path, store: Store | None = None) -> str:
-    """``sha256:<hex>`` of a (model) file, remembered per size and mtime in ``store``."""
-    if store is not None:
-        cached = store.cached_hash(path)
-        if cached:
-            return cached
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    value = f"sha256:{digest.hexdigest()}"
-    if store is not None:
-        store.remember_hash(path, value)
-    return value
-
-
-def model_ref_for(
-    profile: LlamaCppProfile | OllamaProfile | OpenAIProfile, store: Store | None = None
-) -> str:
-    """The model's reproducible identity: the GGUF's hash, or the served model's tag.
-
-    Args:
-        profile: the model profile.
-        store: remembers file hashes (a GGUF is hashed once per size/mtime).
-
-    Returns:
-        ``sha256:<hex>`` (llama.cpp), ``ollama:<tag>`` or ``openai:<model>@<base_url>``;
-        empty when the GGUF cannot be found.
-    """
-    if isinstance(profile, LlamaCppProfile):
-        from engine.generate.modelfile import resolve_gguf
-
-        try:
-            return file_sha256(resolve_gguf(profile), store)
-        except (AgentTuiError, OSError):
-            return ""
-    if isinstance(profile, OllamaProfile):
-        return f"ollama:{profile.model}"
-    return f"openai:{profile.model}@{profile.base_url}"
-
-
-def provenance_from_history(
-    store: Store, generation_id: int, config: AppConfig | None = None
-) -> Provenance:
-    """The provenance of a stored generation (the model file hashed when it is a GGUF).
-
-    Raises:
-        PublishError: no generation has that id.
-    """
-    record = store.generation(generation_id)
-    if record is None:
-        raise PublishError(
-            f"no generation #{generation_id} in the history",
-            hint="`agent-tui history` lists them",
-        )
-    model_ref = record.model_ref
-    if config is not None and record.model_profile in config.models:
-        model_ref = model_ref_for(config.models[record.model_profile], store) or model_ref
-    return Provenance(
-        record.model_profile, model_ref, record.prompt_profile, record.prompt_hash, record.seed
-    )
-
-
 def key_envs(config: AppConfig) -> tuple[str, ...]:
     """Every ``api_key_env`` the configuration names (kept out of the test command's env)."""
     names = {p.api_key_env for p in config.models.values() if isinstance(p, OpenAIProfile)}
     return tuple(sorted(n for n in names if n))
-
-
-def commit_message(message: str, provenance: Provenance) -> str:
-    """The proposal's commit message followed by the provenance trailers."""
-    text = message.strip() + "\n"
-    trailers = provenance.trailers()
-    if trailers:
-        text += "\n" + "".join(f"{k}: {v}\n" for k, v in trailers)
-    return text
 
 
 def ensure_closes(body: str, issue: int) -> tuple[str, bool]:
@@ -163,10 +60,6 @@ def ensure_closes(body: str, issue: int) -> tuple[str, bool]:
     if re.search(_CLOSES_RE.format(n=issue), body):
         return body, False
     return (body.rstrip() + f"\n\nCloses #{issue}\n").lstrip("\n"), True
-
-
-# ----------------------------------------------------------------------------------------------
-# the plan
 
 
 @dataclass
@@ -282,6 +175,172 @@ def _branch_taken(repo: Path, remote: str, name: str, jobs: Sequence[PublishJob]
     )
 
 
+def _proposal_errors(proposal: ChangeProposal) -> tuple[ChangeProposal, list[str]]:
+    """The proposal validated again, and why it cannot be published as it is."""
+    errors: list[str] = []
+    try:
+        proposal = ChangeProposal.model_validate(proposal.model_dump())
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        errors.append(f"the proposal is not valid: {problems}")
+    for f in proposal.files:
+        try:
+            gitops.check_path(f.path)
+        except AgentTuiError as exc:
+            errors.append(exc.message)
+    for name in ("commit_message", "pr_title", "pr_body"):
+        bad = control_chars(getattr(proposal, name), allow_newlines=name != "pr_title")
+        if bad:
+            errors.append(f"{name} holds control, escape or bidi characters ({', '.join(bad)})")
+    if TRAILER_RE.search(proposal.commit_message):
+        errors.append("the commit message has trailer lines (Signed-off-by:, Agent-Tui-*:)")
+    return proposal, errors
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where the branch is pushed and the pull request opened, and with which token."""
+
+    github: GitHubRepo | None
+    token: Token | None
+    head_owner: str | None
+    head_repo: str | None
+
+
+def _where_to(repo: Path, config: AppConfig, errors: list[str], warnings: list[str]) -> _Where:
+    """The GitHub repository, the fork the branch goes to and the token (problems appended)."""
+    remote = config.publish.remote
+    push_url = gitops.push_url(repo, remote)
+    if push_url is None:
+        errors.append(f"there is no remote named {remote!r}")
+    github = resolve_repo(
+        gitcmd.remote_url(repo, config.github.remote),
+        api_url=config.github.api_url,
+        repo=config.github.repo,
+    )
+    head_owner = github.owner if github else None
+    head_repo = None
+    if github and remote != config.github.remote and push_url:
+        parsed = parse_remote_url(push_url)
+        if parsed:
+            head_owner = parsed[1]
+            same_owner = parsed[1].lower() == github.owner.lower()
+            if same_owner and parsed[2].lower() != github.name.lower():
+                head_repo = f"{parsed[1]}/{parsed[2]}"  # a fork owned by the same owner
+    token = (
+        resolve_token(github.api_url, configured_api_url=config.github.api_url) if github else None
+    )
+    if github is None:
+        warnings.append(
+            f"remote {config.github.remote!r} is not on GitHub: the branch is pushed and the "
+            "pull request waits in the outbox until [github] repo is configured"
+        )
+    elif token is None:
+        if api_host(github.api_url) == "github.com":
+            errors.append(
+                "no GitHub token: opening a pull request needs GH_TOKEN, GITHUB_TOKEN or "
+                "`gh auth login`"
+            )
+        else:
+            errors.append(
+                f"no GitHub token for {api_host(github.api_url)}: an Enterprise host needs "
+                "GH_ENTERPRISE_TOKEN (or `gh auth login --hostname`) and its api_url in your "
+                "own config (or a trusted repository config); plain http only on loopback"
+            )
+    return _Where(github, token, head_owner, head_repo)
+
+
+def _base_branch(
+    repo: Path, base: str | None, remote: str, client: GitHubClient | None, warnings: list[str]
+) -> str:
+    """The base branch: the configured one, GitHub's default, ``<remote>/HEAD``, the current."""
+    if not base and client is not None:
+        try:
+            base = client.default_branch()
+        except GitHubError as exc:
+            warnings.append(f"could not ask GitHub for the default branch: {exc.message}")
+    return base or gitops.remote_head_branch(repo, remote) or gitops.current_branch(repo) or "main"
+
+
+@dataclass(frozen=True)
+class _Branch:
+    """The branch a publish goes to, and what to do about one that already exists."""
+
+    name: str
+    update_existing: bool = False
+    conflict: bool = False
+    suggested: str | None = None
+
+
+def _choose_branch(
+    repo: Path,
+    branch: str,
+    base: str,
+    remote: str,
+    jobs: Sequence[PublishJob],
+    on_existing: BranchChoice | None,
+    errors: list[str],
+    warnings: list[str],
+) -> _Branch:
+    """The branch name after the user's choice for an existing one (problems appended)."""
+    if not gitops.valid_branch_name(branch):
+        errors.append(f"{branch!r} is not a valid branch name (check [publish] branch_prefix)")
+    if branch == base:
+        errors.append(f"the branch {branch!r} is the base branch")
+    if not _branch_taken(repo, remote, branch, jobs):
+        return _Branch(branch)
+    n = 2
+    while _branch_taken(repo, remote, f"{branch}-{n}", jobs):
+        n += 1
+    suggested = f"{branch}-{n}"
+    if on_existing == "new":
+        warnings.append(f"{branch} exists: publishing on {suggested}")
+        return _Branch(suggested, suggested=suggested)
+    if on_existing == "update":
+        in_flight = [j for j in jobs if j.branch == branch]
+        if in_flight:
+            errors.append(
+                f"job #{in_flight[0].id} for {branch} is still {in_flight[0].status}: "
+                "run `agent-tui sync` first"
+            )
+        return _Branch(branch, update_existing=True, suggested=suggested)
+    errors.append(
+        f"branch {branch} already exists: publish on a new branch ({suggested}) "
+        "or update it (commit on top)"
+    )
+    return _Branch(branch, conflict=True, suggested=suggested)
+
+
+def _existing_pr(
+    client: GitHubClient, head_owner: str | None, branch: str, warnings: list[str]
+) -> str | None:
+    """The open pull request an update of ``branch`` reuses (None: none, or GitHub failed)."""
+    try:
+        pulls = client.open_pulls_for_head(head_owner or client.repo.owner, branch)
+    except GitHubError as exc:
+        warnings.append(f"could not look for an open pull request: {exc.message}")
+        return None
+    if not pulls:
+        return None
+    existing = str(pulls[0].get("html_url") or f"#{pulls[0].get('number')}")
+    warnings.append(f"pull request {existing} is already open: it is reused")
+    return existing
+
+
+def _drafts_refused(store: Store, github: GitHubRepo | None, warnings: list[str]) -> bool:
+    """Whether GitHub said earlier that this repository refuses drafts (a warning appended)."""
+    refused = store.fact(github.key, DRAFTS_UNSUPPORTED) if github else None
+    if refused is None or github is None:
+        return False
+    warnings.append(
+        f"GitHub does not support draft pull requests in {github.full_name} (it said so "
+        f"on {refused[2][:10]}): the pull request opens ready for review"
+    )
+    return True
+
+
 def build_plan(
     repo_dir: Path,
     config: AppConfig,
@@ -331,135 +390,39 @@ def build_plan(
     """
     repo = gitcmd.toplevel(repo_dir)
     settings = config.publish
-    errors: list[str] = []
+    proposal, errors = _proposal_errors(proposal)
     warnings: list[str] = []
-
-    try:
-        proposal = ChangeProposal.model_validate(proposal.model_dump())
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        errors.append(f"the proposal is not valid: {problems}")
-    for f in proposal.files:
-        try:
-            gitops.check_path(f.path)
-        except AgentTuiError as exc:
-            errors.append(exc.message)
-    for name in ("commit_message", "pr_title", "pr_body"):
-        bad = control_chars(getattr(proposal, name), allow_newlines=name != "pr_title")
-        if bad:
-            errors.append(f"{name} holds control, escape or bidi characters ({', '.join(bad)})")
-    if TRAILER_RE.search(proposal.commit_message):
-        errors.append("the commit message has trailer lines (Signed-off-by:, Agent-Tui-*:)")
-
     blocking = [f for f in findings if _severity(f).endswith("error")]
     if blocking:
         first = getattr(blocking[0], "message", None) or str(blocking[0])
         errors.append(f"{len(blocking)} error finding(s) remain (first: {first}); fix them first")
 
     remote = settings.remote
-    push_url = gitops.push_url(repo, remote)
-    if push_url is None:
-        errors.append(f"there is no remote named {remote!r}")
-    github = resolve_repo(
-        gitcmd.remote_url(repo, config.github.remote),
-        api_url=config.github.api_url,
-        repo=config.github.repo,
-    )
-    head_owner = github.owner if github else None
-    head_repo = None
-    if github and remote != config.github.remote and push_url:
-        parsed = parse_remote_url(push_url)
-        if parsed:
-            head_owner = parsed[1]
-            same_owner = parsed[1].lower() == github.owner.lower()
-            if same_owner and parsed[2].lower() != github.name.lower():
-                head_repo = f"{parsed[1]}/{parsed[2]}"  # a fork owned by the same owner
-    token = (
-        resolve_token(github.api_url, configured_api_url=config.github.api_url) if github else None
-    )
-    if github is None:
-        warnings.append(
-            f"remote {config.github.remote!r} is not on GitHub: the branch is pushed and the "
-            "pull request waits in the outbox until [github] repo is configured"
-        )
-    elif token is None:
-        if api_host(github.api_url) == "github.com":
-            errors.append(
-                "no GitHub token: opening a pull request needs GH_TOKEN, GITHUB_TOKEN or "
-                "`gh auth login`"
-            )
-        else:
-            errors.append(
-                f"no GitHub token for {api_host(github.api_url)}: an Enterprise host needs "
-                "GH_ENTERPRISE_TOKEN (or `gh auth login --hostname`) and its api_url in your "
-                "own config (or a trusted repository config); plain http only on loopback"
-            )
+    where = _where_to(repo, config, errors, warnings)
+    github, token = where.github, where.token
     client = GitHubClient(github, token, timeout=config.github.timeout) if github else None
-
-    base = base or settings.base
-    if not base and client is not None and ask_github:
-        try:
-            base = client.default_branch()
-        except GitHubError as exc:
-            warnings.append(f"could not ask GitHub for the default branch: {exc.message}")
-    if not base:
-        base = gitops.remote_head_branch(repo, remote) or gitops.current_branch(repo) or "main"
+    base = _base_branch(
+        repo, base or settings.base, remote, client if ask_github else None, warnings
+    )
 
     store = Store.for_repo(repo)
     jobs = store.jobs(statuses=["pending", "failed"])
     want_draft = settings.draft if draft is None else draft
-    drafts_unsupported = False
-    refused = store.fact(github.key, DRAFTS_UNSUPPORTED) if github and want_draft else None
-    if refused is not None and github is not None:
-        drafts_unsupported, want_draft = True, False
-        warnings.append(
-            f"GitHub does not support draft pull requests in {github.full_name} (it said so "
-            f"on {refused[2][:10]}): the pull request opens ready for review"
-        )
-    suffix = proposal.branch_suffix
-    branch = f"{settings.branch_prefix}{issue}-{suffix}"
-    update_existing = False
-    conflict = False
-    suggested: str | None = None
-    if not gitops.valid_branch_name(branch):
-        errors.append(f"{branch!r} is not a valid branch name (check [publish] branch_prefix)")
-    if branch == base:
-        errors.append(f"the branch {branch!r} is the base branch")
-    in_flight = [j for j in jobs if j.branch == branch]
-    if _branch_taken(repo, remote, branch, jobs):
-        n = 2
-        while _branch_taken(repo, remote, f"{branch}-{n}", jobs):
-            n += 1
-        suggested = f"{branch}-{n}"
-        if on_existing == "new":
-            warnings.append(f"{branch} exists: publishing on {suggested}")
-            branch = suggested
-        elif on_existing == "update":
-            if in_flight:
-                errors.append(
-                    f"job #{in_flight[0].id} for {branch} is still {in_flight[0].status}: "
-                    "run `agent-tui sync` first"
-                )
-            update_existing = True
-        else:
-            conflict = True
-            errors.append(
-                f"branch {branch} already exists: publish on a new branch ({suggested}) "
-                "or update it (commit on top)"
-            )
-
+    drafts_unsupported = want_draft and _drafts_refused(store, github, warnings)
+    want_draft = want_draft and not drafts_unsupported
+    branch = _choose_branch(
+        repo,
+        f"{settings.branch_prefix}{issue}-{proposal.branch_suffix}",
+        base,
+        remote,
+        jobs,
+        on_existing,
+        errors,
+        warnings,
+    )
     existing_pr = None
-    if update_existing and client is not None and ask_github and token is not None:
-        try:
-            pulls = client.open_pulls_for_head(head_owner or github.owner, branch)  # type: ignore[union-attr]
-        except GitHubError as exc:
-            warnings.append(f"could not look for an open pull request: {exc.message}")
-        else:
-            if pulls:
-                existing_pr = str(pulls[0].get("html_url") or f"#{pulls[0].get('number')}")
-                warnings.append(f"pull request {existing_pr} is already open: it is reused")
+    if branch.update_existing and client is not None and ask_github and token is not None:
+        existing_pr = _existing_pr(client, where.head_owner, branch.name, warnings)
 
     body, appended = ensure_closes(proposal.pr_body, issue)
     closes_blocks = any(_code(f) == "closes-missing" for f in blocking)
@@ -473,11 +436,11 @@ def build_plan(
         repo_dir=repo,
         issue=issue,
         proposal=proposal,
-        branch=branch,
+        branch=branch.name,
         base=base,
         remote=remote,
         github=github,
-        head_owner=head_owner,
+        head_owner=where.head_owner,
         draft=want_draft,
         labels=list(dict.fromkeys([*settings.labels, *(labels or [])])),
         title=proposal.pr_title,
@@ -487,9 +450,9 @@ def build_plan(
         test_command=test_command,
         test_timeout=settings.test_timeout,
         tests_in_body=settings.tests_in_body if tests_in_body is None else tests_in_body,
-        update_existing=update_existing,
-        branch_conflict=conflict,
-        suggested_branch=suggested,
+        update_existing=branch.update_existing,
+        branch_conflict=branch.conflict,
+        suggested_branch=branch.suggested,
         existing_pr=existing_pr,
         token_source=token.source if token else None,
         findings=[finding_to_json(f) for f in findings],
@@ -497,7 +460,7 @@ def build_plan(
         errors=errors,
         generation_id=generation_id,
         key_envs=key_envs(config),
-        head_repo=head_repo,
+        head_repo=where.head_repo,
         drafts_unsupported=drafts_unsupported,
         issue_title=issue_title,
     )
@@ -526,13 +489,9 @@ def plan_with_choice(plan: PublishPlan, config: AppConfig, choice: BranchChoice)
 __all__ = [
     "DRAFTS_UNSUPPORTED",
     "BranchChoice",
-    "Provenance",
     "PublishPlan",
     "build_plan",
-    "commit_message",
     "ensure_closes",
     "key_envs",
-    "model_ref_for",
     "plan_with_choice",
-    "provenance_from_history",
 ]

@@ -95,62 +95,71 @@ def execute(
     store = Store.for_repo(repo)
     with publish_lock(repo):
         gitops.cleanup_worktrees(repo)
-        generation_id = plan.generation_id
-        # the history keeps the proposal as published (the body with its "Closes #N"); a
-        # generation keeps the model's original next to it
-        published = {**plan.proposal.model_dump(), "pr_body": plan.body}
-        if generation_id is None:
-            p = plan.provenance
-            generation_id = store.record_generation(
-                issue_number=plan.issue,
-                issue_title=plan.issue_title,
-                model_profile=p.model_profile,
-                model_ref=p.model_ref,
-                prompt_profile=p.prompt_profile,
-                prompt_hash=p.prompt_hash,
-                seed=p.seed,
-                proposal=plan.proposal.model_dump(),
-                findings=plan.findings,
-                outcome="queued",
-                detail="publishing",
-            )
-        record = store.generation(generation_id)
-        if record is not None and record.proposal != published:
-            store.save_edit(generation_id, published)
+        generation_id = _history_entry(store, plan)
         parent = None
         if plan.update_existing:
             parent = gitops.branch_sha(repo, plan.branch) or gitops.remote_branch_sha(
                 repo, plan.remote, plan.branch
             )
-        job = store.add_job(
-            PublishJob(
-                issue_number=plan.issue,
-                branch=plan.branch,
-                base=plan.base,
-                remote=plan.remote,
-                proposal=plan.proposal.model_dump(),
-                commit_message=plan.commit_message,
-                pr_title=plan.title,
-                pr_body=plan.body,
-                # asked as a draft: the runner opens it ready (and says so) where GitHub
-                # refuses drafts, whether known now or learnt when the PR is opened
-                draft=plan.draft or plan.drafts_unsupported,
-                labels=list(plan.labels),
-                github_repo=plan.github.full_name if plan.github else None,
-                api_url=plan.github.api_url if plan.github else None,
-                head_owner=plan.head_owner,
-                head_repo=plan.head_repo,
-                update_existing=plan.update_existing,
-                parent_sha=parent,
-                generation_id=generation_id,
-                test_command=plan.test_command,
-                test_timeout=plan.test_timeout,
-                tests_in_body=plan.tests_in_body,
-            )
-        )
+        job = store.add_job(_job_for(plan, parent, generation_id))
         store.set_outcome(generation_id, "queued", detail="publishing", job_id=job.id)
         checkpoint("planned")
         return JobRunner(store, repo, progress, cancel, plan.key_envs).run(job)
+
+
+def _history_entry(store: Store, plan: PublishPlan) -> int:
+    """The plan's generation in the history (recorded now when it has none), as published."""
+    generation_id = plan.generation_id
+    # the history keeps the proposal as published (the body with its "Closes #N"); a
+    # generation keeps the model's original next to it
+    published = {**plan.proposal.model_dump(), "pr_body": plan.body}
+    if generation_id is None:
+        p = plan.provenance
+        generation_id = store.record_generation(
+            issue_number=plan.issue,
+            issue_title=plan.issue_title,
+            model_profile=p.model_profile,
+            model_ref=p.model_ref,
+            prompt_profile=p.prompt_profile,
+            prompt_hash=p.prompt_hash,
+            seed=p.seed,
+            proposal=plan.proposal.model_dump(),
+            findings=plan.findings,
+            outcome="queued",
+            detail="publishing",
+        )
+    record = store.generation(generation_id)
+    if record is not None and record.proposal != published:
+        store.save_edit(generation_id, published)
+    return generation_id
+
+
+def _job_for(plan: PublishPlan, parent: str | None, generation_id: int) -> PublishJob:
+    """The outbox job that carries out ``plan`` (``parent``: the tip of a branch to update)."""
+    return PublishJob(
+        issue_number=plan.issue,
+        branch=plan.branch,
+        base=plan.base,
+        remote=plan.remote,
+        proposal=plan.proposal.model_dump(),
+        commit_message=plan.commit_message,
+        pr_title=plan.title,
+        pr_body=plan.body,
+        # asked as a draft: the runner opens it ready (and says so) where GitHub
+        # refuses drafts, whether known now or learnt when the PR is opened
+        draft=plan.draft or plan.drafts_unsupported,
+        labels=list(plan.labels),
+        github_repo=plan.github.full_name if plan.github else None,
+        api_url=plan.github.api_url if plan.github else None,
+        head_owner=plan.head_owner,
+        head_repo=plan.head_repo,
+        update_existing=plan.update_existing,
+        parent_sha=parent,
+        generation_id=generation_id,
+        test_command=plan.test_command,
+        test_timeout=plan.test_timeout,
+        tests_in_body=plan.tests_in_body,
+    )
 
 
 def sync(

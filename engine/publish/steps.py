@@ -374,49 +374,16 @@ class JobRunner:
 
     def _pull_request(self, job: PublishJob) -> PublishResult | None:
         github = self._github(job)
-        if github is None:
-            error = PublishError(
-                "no GitHub repository is known for this remote",
-                title="Pull request queued",
-                hint="set [github] repo (and api_url) in the config",
-            )
-            return self._queue(job, "pull_request", error)
-        token = self._token(github)
-        if token is None:
-            error = PublishError(
-                "no GitHub token to open the pull request",
-                title="Pull request queued",
-                hint="export GH_TOKEN (or run `gh auth login`)",
-            )
-            return self._queue(job, "pull_request", error)
-        waiting = self._rate_limit_wait(github)
+        waiting = self._not_now(github)
         if waiting is not None:
             return self._queue(job, "pull_request", waiting)
-        client = GitHubClient(github, token)
+        assert github is not None  # without one, _not_now says why it waits
+        client = GitHubClient(github, self._token(github))
         owner = job.head_owner or github.owner
         head = f"{owner}:{job.branch}" if owner != github.owner else job.branch
-        head_repo = job.head_repo
-        self._say("pull_request", "started", f"{head_repo or head} -> {job.base}")
+        self._say("pull_request", "started", f"{job.head_repo or head} -> {job.base}")
         try:
-            pulls = client.open_pulls_for_head(owner, job.branch, head_repo=head_repo)
-            reused = bool(pulls)
-            if not pulls:
-                body = job.pr_body
-                if job.tests_in_body and job.test_summary:
-                    body = body.rstrip() + "\n\n---\n" + job.test_summary
-                if job.draft and self.store.fact(github.key, DRAFTS_UNSUPPORTED):
-                    self._ready_instead_of_draft(job, github)
-                try:
-                    created = self._create_pull(client, job, github, body, head)
-                    pulls = [created]
-                except GitHubError as exc:
-                    if exc.status != 422 or "already exists" not in exc.github_message:
-                        raise
-                    pulls = client.open_pulls_for_head(owner, job.branch, head_repo=head_repo)
-                    reused = True
-                    if not pulls:
-                        raise
-                checkpoint("pr_created")
+            pull, reused = self._open_or_reuse(client, job, github, owner, head)
         except GitHubError as exc:
             if exc.rate_limited and exc.retry_after:
                 # honour Retry-After: no call to this GitHub until then, from any process
@@ -428,7 +395,6 @@ class JobRunner:
             if retry:
                 return self._queue(job, "pull_request", exc)
             return self._fail(job, "pull_request", exc)
-        pull = pulls[0]
         self.store.update_job(
             job,
             state="pr_opened",
@@ -445,6 +411,48 @@ class JobRunner:
         )
         checkpoint("pr_opened")
         return None
+
+    def _not_now(self, github: GitHubRepo | None) -> AgentTuiError | None:
+        """Why the pull request waits in the outbox (no GitHub, no token, a rate limit)."""
+        if github is None:
+            return _pr_queued(
+                "no GitHub repository is known for this remote",
+                "set [github] repo (and api_url) in the config",
+            )
+        if self._token(github) is None:
+            return _pr_queued(
+                "no GitHub token to open the pull request",
+                "export GH_TOKEN (or run `gh auth login`)",
+            )
+        return self._rate_limit_wait(github)
+
+    def _open_or_reuse(
+        self, client: GitHubClient, job: PublishJob, github: GitHubRepo, owner: str, head: str
+    ) -> tuple[dict[str, Any], bool]:
+        """The job's pull request: the open one for its head, else a new one (and reused?).
+
+        Raises:
+            GitHubError: GitHub refused or could not be reached.
+        """
+        pulls = client.open_pulls_for_head(owner, job.branch, head_repo=job.head_repo)
+        if pulls:
+            return pulls[0], True
+        body = job.pr_body
+        if job.tests_in_body and job.test_summary:
+            body = body.rstrip() + "\n\n---\n" + job.test_summary
+        if job.draft and self.store.fact(github.key, DRAFTS_UNSUPPORTED):
+            self._ready_instead_of_draft(job, github)
+        try:
+            created, reused = self._create_pull(client, job, github, body, head), False
+        except GitHubError as exc:
+            if exc.status != 422 or "already exists" not in exc.github_message:
+                raise
+            pulls = client.open_pulls_for_head(owner, job.branch, head_repo=job.head_repo)
+            if not pulls:
+                raise
+            created, reused = pulls[0], True
+        checkpoint("pr_created")
+        return created, reused
 
     def _rate_limit_wait(self, github: GitHubRepo) -> GitHubError | None:
         """The rate limit still in force for this GitHub (from an earlier answer), or None.
@@ -529,6 +537,11 @@ class JobRunner:
             self._say("labels", "done", ", ".join(job.labels))
         self.store.update_job(job, state="done")
         return None
+
+
+def _pr_queued(message: str, hint: str) -> PublishError:
+    """Why a pull request waits in the outbox until the configuration allows it."""
+    return PublishError(message, title="Pull request queued", hint=hint)
 
 
 def drafts_refused(github_message: str) -> bool:

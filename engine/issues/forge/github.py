@@ -383,6 +383,21 @@ def is_network_error(exc: BaseException) -> bool:
     return False
 
 
+#: the title and hint of GitHub's plain refusals, by HTTP status (rate limits are apart)
+_REFUSALS: dict[int, tuple[str, str]] = {
+    401: (
+        "GitHub authentication failed",
+        "check the token in GH_TOKEN/GITHUB_TOKEN, or run `gh auth login`",
+    ),
+    404: ("Not found on GitHub", "check [github] repo / the remote URL"),
+    403: (
+        "GitHub refused the request",
+        "the token may lack a scope (repo / pull_requests: write)",
+    ),
+    422: ("GitHub rejected the request", ""),
+}
+
+
 def error_from_api(exc: Exception, what: str, *, api_url: str, anonymous: bool) -> GitHubError:
     """A :class:`GitHubError` from a ghapi/fasttransport exception, in GitHub's words.
 
@@ -397,22 +412,7 @@ def error_from_api(exc: Exception, what: str, *, api_url: str, anonymous: bool) 
     if status is None and response is not None:
         status = getattr(response, "status_code", None)
     if status is None:
-        detail = str(getattr(exc, "message", "") or exc) or type(exc).__name__
-        if not is_network_error(exc):
-            # not a network failure: a bug (ours or the client library's) to show, never a
-            # reason to serve the cache as "offline" or to queue a publish for later
-            return GitHubError(
-                f"the GitHub client failed while {what}: {type(exc).__name__}: {detail[:300]}",
-                title="GitHub client error",
-                hint="this is a bug in agent-tui or ghapi, not a network problem: please "
-                "report it with `agent-tui --version`",
-                network=False,
-            )
-        return GitHubError(
-            f"cannot reach GitHub at {api_url} while {what}: {detail}",
-            title="GitHub unreachable",
-            hint="check the network (or [github] api_url); cached data is used meanwhile",
-        )
+        return _no_answer(exc, what, api_url)
     body: Any = getattr(exc, "raw", None)
     if body is None and response is not None:
         try:
@@ -427,57 +427,62 @@ def error_from_api(exc: Exception, what: str, *, api_url: str, anonymous: bool) 
     if status == 429 or (
         status == 403 and (wait is not None or remaining == "0" or "rate limit" in gh_msg.lower())
     ):
-        if wait is not None:
-            # a secondary rate limit: Retry-After says when, X-RateLimit-Reset does not apply
-            when = (datetime.now(UTC) + timedelta(seconds=wait)).astimezone()
-            text += f" (GitHub asks to retry after {wait:.0f} s, at {when:%H:%M:%S})"
-            hint = f"wait {wait:.0f} s before retrying; cached issues are served meanwhile"
-        else:
-            reset = _reset_time(headers)
-            if reset:
-                text += f" (the limit resets at {reset})"
-            hint = (
-                "set GH_TOKEN (or run `gh auth login`) for 5,000 requests/hour"
-                if anonymous
-                else "wait for the reset; cached issues are served meanwhile"
-            )
+        return _rate_limited(text, status, gh_msg, headers, wait, anonymous)
+    if status not in _REFUSALS:
+        return GitHubError(text, status=status, github_message=gh_msg)
+    title, hint = _REFUSALS[status]
+    if status == 404 and anonymous:
+        hint += "; a private repository needs a token (GH_TOKEN or `gh auth login`)"
+    return GitHubError(text, title=title, hint=hint, status=status, github_message=gh_msg)
+
+
+def _no_answer(exc: Exception, what: str, api_url: str) -> GitHubError:
+    """The error for a request GitHub never answered: the network, or a bug of a client."""
+    detail = str(getattr(exc, "message", "") or exc) or type(exc).__name__
+    if not is_network_error(exc):
+        # not a network failure: a bug (ours or the client library's) to show, never a
+        # reason to serve the cache as "offline" or to queue a publish for later
         return GitHubError(
-            text,
-            title="GitHub rate limit",
-            hint=hint,
-            status=status,
-            github_message=gh_msg,
-            retry_after=wait,
-            rate_limited=True,
+            f"the GitHub client failed while {what}: {type(exc).__name__}: {detail[:300]}",
+            title="GitHub client error",
+            hint="this is a bug in agent-tui or ghapi, not a network problem: please "
+            "report it with `agent-tui --version`",
+            network=False,
         )
-    if status == 401:
-        return GitHubError(
-            text,
-            title="GitHub authentication failed",
-            hint="check the token in GH_TOKEN/GITHUB_TOKEN, or run `gh auth login`",
-            status=status,
-            github_message=gh_msg,
+    return GitHubError(
+        f"cannot reach GitHub at {api_url} while {what}: {detail}",
+        title="GitHub unreachable",
+        hint="check the network (or [github] api_url); cached data is used meanwhile",
+    )
+
+
+def _rate_limited(
+    text: str, status: int, gh_msg: str, headers: Any, wait: float | None, anonymous: bool
+) -> GitHubError:
+    """GitHub's rate limit, with when to retry (``Retry-After``, else the limit's reset)."""
+    if wait is not None:
+        # a secondary rate limit: Retry-After says when, X-RateLimit-Reset does not apply
+        when = (datetime.now(UTC) + timedelta(seconds=wait)).astimezone()
+        text += f" (GitHub asks to retry after {wait:.0f} s, at {when:%H:%M:%S})"
+        hint = f"wait {wait:.0f} s before retrying; cached issues are served meanwhile"
+    else:
+        reset = _reset_time(headers)
+        if reset:
+            text += f" (the limit resets at {reset})"
+        hint = (
+            "set GH_TOKEN (or run `gh auth login`) for 5,000 requests/hour"
+            if anonymous
+            else "wait for the reset; cached issues are served meanwhile"
         )
-    if status == 404:
-        hint = "check [github] repo / the remote URL"
-        if anonymous:
-            hint += "; a private repository needs a token (GH_TOKEN or `gh auth login`)"
-        return GitHubError(
-            text, title="Not found on GitHub", hint=hint, status=status, github_message=gh_msg
-        )
-    if status == 403:
-        return GitHubError(
-            text,
-            title="GitHub refused the request",
-            hint="the token may lack a scope (repo / pull_requests: write)",
-            status=status,
-            github_message=gh_msg,
-        )
-    if status == 422:
-        return GitHubError(
-            text, title="GitHub rejected the request", status=status, github_message=gh_msg
-        )
-    return GitHubError(text, status=status, github_message=gh_msg)
+    return GitHubError(
+        text,
+        title="GitHub rate limit",
+        hint=hint,
+        status=status,
+        github_message=gh_msg,
+        retry_after=wait,
+        rate_limited=True,
+    )
 
 
 # ----------------------------------------------------------------------------------------------

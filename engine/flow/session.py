@@ -24,25 +24,33 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from engine.core.config import AppConfig
+from engine.core.errors import AgentTuiError, PromptProfileError, PublishError
 from engine.core.events import (
     Cancelled,
     Finished,
     GenerationEvent,
     GenerationFailed,
     GenerationStats,
+    Looping,
     TokensGenerated,
+    Truncated,
 )
 from engine.core.models import ChangeProposal, FileChange, Issue, IssueComment
 from engine.generate.backends import get_backend
 from engine.generate.backends.base import Backend, GenerationRequest
 from engine.issues.forge.base import IssueSource
+from engine.issues.forge.registry import issue_source_for
+from engine.publish.store import Store
 
+# The context builder, prompt profiles, checks, diff and publisher are imported where they are
+# first used, not here: the TUI imports this module before its first paint, and those imports
+# add 208 ms there (fewest of 3 runs on this 2-core machine, up to ~500 ms under load) that the
+# issue list does not need (tests/test_first_paint_imports.py lists what it may import).
 if TYPE_CHECKING:
     from engine.context.build import ContextResult
     from engine.publish.plan import PublishPlan
     from engine.publish.provenance import Provenance
     from engine.publish.steps import ProgressCallback, PublishResult
-    from engine.publish.store import Store
     from engine.review.checks import Finding
     from engine.review.diff import ProposalDiff, RepoBase
 
@@ -177,17 +185,12 @@ class Workspace:
         """The issue source of this repository (chosen once, on first use)."""
         with self._source_lock:
             if self._source is None:
-                from engine.issues.forge.registry import issue_source_for
-
                 self._source = issue_source_for(self.repo, self.config)
             return self._source
 
     def store(self) -> Store | None:
         """The history/outbox database of the repository (None outside a git repository)."""
         if self._store is None:
-            from engine.core.errors import AgentTuiError
-            from engine.publish.store import Store
-
             try:
                 self._store = Store.for_repo(self.repo)
             except AgentTuiError:
@@ -214,8 +217,6 @@ class Workspace:
         if record.model_profile in self.config.models:
             run.model_name = record.model_profile
         run.prompt_name = record.prompt_profile or run.prompt_name
-        from engine.core.errors import PromptProfileError
-
         try:
             review = run._review(_rebuild(record.current), generation_id=record.id)
         except PromptProfileError:  # a prompt profile since removed: check with the active one
@@ -868,7 +869,6 @@ class IssueRun:
         Raises:
             PublishError: warnings not acknowledged, error findings, or the plan's own errors.
         """
-        from engine.core.errors import PublishError
         from engine.publish.runner import execute
 
         review = self._current()
@@ -894,8 +894,6 @@ class IssueRun:
 
 def _outcome(event: GenerationFailed) -> str:
     """``loop``, ``truncated`` or ``failed``: what a retry needs to know of a failure."""
-    from engine.core.events import Looping, Truncated
-
     if isinstance(event, Looping):
         return "loop"
     if isinstance(event, Truncated):

@@ -15,7 +15,14 @@ import sys
 import threading
 from typing import Any
 
-from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.common import (
+    MAX_NUMBER,
+    add_json_argument,
+    add_repo_argument,
+    load,
+    positive,
+    repo_dir,
+)
 from engine.cli.exitcodes import CANCELLED, FAILED_CHECK, INTERRUPTED, OK, QUEUED
 from engine.context.build import repo_root
 from engine.core.errors import ConfigError
@@ -45,18 +52,6 @@ def _issue_list(text: str) -> list[int]:
     return numbers
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    if value > MAX_NUMBER:
-        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     select = parser.add_mutually_exclusive_group()
     select.add_argument(
@@ -71,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive,
+        type=positive,
         metavar="K",
         help="generations at once on a server backend (default and upper bound: the "
         "profile's concurrency; llama.cpp in-process always runs one at a time)",

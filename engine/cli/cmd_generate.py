@@ -30,7 +30,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.common import (
+    add_json_argument,
+    add_repo_argument,
+    issue_number,
+    load,
+    repo_dir,
+)
 from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, INVALID, LOOPING, OK, TRUNCATED
 from engine.core.errors import ConfigError
 from engine.core.events import (
@@ -53,23 +59,11 @@ NAME = "generate"
 HELP = "generate a change proposal for an issue (or from a prompt file) with a model profile"
 
 
-def _issue_number(text: str) -> int:
-    try:
-        value = int(text.lstrip("#"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an issue number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("the issue number must be 1 or more")
-    if value > MAX_NUMBER:
-        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "issue",
         nargs="?",
-        type=_issue_number,
+        type=issue_number,
         metavar="ISSUE",
         help="the issue to solve: context, generation, checks, history (like the TUI)",
     )
@@ -99,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--previous",
-        type=_issue_number,
+        type=issue_number,
         default=None,
         metavar="ID",
         help="with --feedback: the history entry whose proposal is the previous answer",

@@ -14,7 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.common import (
+    add_json_argument,
+    add_repo_argument,
+    load,
+    positive,
+    repo_dir,
+)
 from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, OK, QUEUED
 from engine.context.prompts import load_profile
 from engine.core.config import AppConfig
@@ -37,22 +43,10 @@ NAME = "publish"
 HELP = "publish a proposal JSON file: branch, commit, push and pull request (asks first)"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    if value > MAX_NUMBER:
-        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("proposal", type=Path, metavar="PROPOSAL.json", help="the proposal file")
     parser.add_argument(
-        "--issue", type=_positive, required=True, metavar="N", help="the issue it closes"
+        "--issue", type=positive, required=True, metavar="N", help="the issue it closes"
     )
     add_repo_argument(parser)
     add_json_argument(parser)
@@ -109,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--generation",
-        type=_positive,
+        type=positive,
         metavar="ID",
         help="the history entry the proposal came from (its provenance "
         "goes into the commit trailers, its outcome is updated)",

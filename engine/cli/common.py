@@ -25,6 +25,44 @@ def positive_int(text: str) -> int:
     return value
 
 
+def bounded_int(
+    text: str,
+    *,
+    what: str = "a number",
+    too_small: str = "must be 1 or more",
+    strip: str = "",
+) -> int:
+    """An argparse type: a whole number from 1 to :data:`MAX_NUMBER`, in the command's words.
+
+    Args:
+        text: the argument.
+        what: what the argument is ("an issue number"), for text that is no number.
+        too_small: the message for 0 or less.
+        strip: leading characters to ignore (``#`` before an issue number).
+    """
+    try:
+        value = int(text.lstrip(strip) if strip else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(too_small)
+    if value > MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
+    return value
+
+
+def positive(text: str) -> int:
+    """An argparse type: a count or an id, 1 or more."""
+    return bounded_int(text)
+
+
+def issue_number(text: str) -> int:
+    """An argparse type: an issue number, ``12`` or ``#12``."""
+    return bounded_int(
+        text, what="an issue number", too_small="the issue number must be 1 or more", strip="#"
+    )
+
+
 def add_repo_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repo",

@@ -19,13 +19,14 @@ final event into the process's answer; ``write_result`` prints it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import queue
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
@@ -52,8 +53,20 @@ from engine.core.events import (
     TokensGenerated,
     Truncated,
 )
+from engine.core.models import Issue
+from engine.flow.session import (
+    ContextReady,
+    IssueRun,
+    ModelLoading,
+    ModelReady,
+    RetrySampling,
+    Review,
+    Reviewed,
+    Workspace,
+)
 from engine.generate.backends import Backend, GenerationRequest, get_backend
 from engine.generate.stream import json_location
+from engine.review.checks import has_errors
 
 NAME = "generate"
 HELP = "generate a change proposal for an issue (or from a prompt file) with a model profile"
@@ -228,6 +241,41 @@ def run_generation(
     return drive(lambda c: backend.generate(request, c), progress=progress, cancel=cancel)
 
 
+@contextlib.contextmanager
+def _ctrl_c_cancels(cancel: threading.Event) -> Iterator[None]:
+    """Ctrl-C sets ``cancel`` while the block runs; a second Ctrl-C quits at once.
+
+    Why a handler: Ctrl-C must set the cancel event wherever the main thread is (waiting for
+    an event or rendering one), not only inside ``events.get``: a KeyboardInterrupt raised
+    while an event is handled would escape and leave the generation running (exit 130, not 5).
+    Outside the main thread no handler can be set; ``drive`` catches the interrupt itself.
+    """
+    previous_handler: Any = None
+    if threading.current_thread() is threading.main_thread():
+
+        def on_sigint(_signum: int, _frame: Any) -> None:
+            if cancel.is_set():  # a second Ctrl-C: quit now, without waiting for the engine
+                raise KeyboardInterrupt
+            cancel.set()
+
+        previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
+
+
+def _show(line: str | None, item: Any, final: bool, progress: TextIO | None, tty: bool) -> None:
+    """A progress line: redrawn in place on a terminal, else only the milestones."""
+    if line is None or progress is None:
+        return
+    if tty:
+        print(f"\r\x1b[2K{line}", end="\n" if final else "", file=progress, flush=True)
+    elif final or isinstance(item, PromptProcessed):
+        print(line, file=progress, flush=True)
+
+
 def drive(
     start: Callable[[threading.Event], Iterable[Any]],
     *,
@@ -265,20 +313,8 @@ def drive(
     final: FinalEvent | None = None
     error: BaseException | None = None
     said_cancelling = False
-    # Ctrl-C sets the cancel event wherever the main thread is (waiting for an event or
-    # rendering one), not only inside ``events.get``: a KeyboardInterrupt raised while an
-    # event is handled would escape and leave the generation running (exit 130, not 5).
-    previous_handler: Any = None
-    if threading.current_thread() is threading.main_thread():
-
-        def on_sigint(_signum: int, _frame: Any) -> None:
-            if cancel.is_set():  # a second Ctrl-C: quit now, without waiting for the engine
-                raise KeyboardInterrupt
-            cancel.set()
-
-        previous_handler = signal.signal(signal.SIGINT, on_sigint)
-    thread.start()
-    try:
+    with _ctrl_c_cancels(cancel):
+        thread.start()
         while True:
             if cancel.is_set() and not said_cancelling:
                 said_cancelling = True
@@ -302,16 +338,7 @@ def drive(
                 continue
             if isinstance(item, Finished | GenerationFailed):
                 final = item
-            line = renderer.update(item)
-            if line is not None and progress is not None:
-                if tty:
-                    end = "\n" if item is final else ""
-                    print(f"\r\x1b[2K{line}", end=end, file=progress, flush=True)
-                elif item is final or isinstance(item, PromptProcessed):
-                    print(line, file=progress, flush=True)
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+            _show(renderer.update(item), item, item is final, progress, tty)
     thread.join()
     if error is not None:
         raise error
@@ -490,16 +517,6 @@ def run_issue(args: argparse.Namespace) -> int:
     an error finding remains, else 0.
     """
     from engine.context.build import repo_root
-    from engine.flow.session import (
-        ContextReady,
-        ModelLoading,
-        ModelReady,
-        RetrySampling,
-        Review,
-        Reviewed,
-        Workspace,
-    )
-    from engine.review.checks import has_errors
 
     root = repo_root(repo_dir(args))
     config = load(args)
@@ -517,6 +534,25 @@ def run_issue(args: argparse.Namespace) -> int:
         run.continue_retries()
     reviews: list[Review] = []
     context: dict[str, Any] = {}
+    observe = _observer(issue, run, reviews, context)
+    final = drive(lambda c: run.generate(c, feedback), progress=sys.stderr, observe=observe)
+    review = reviews[0] if reviews and isinstance(final, Finished) else None
+    about = {
+        "issue": issue.number,
+        "issue_title": issue.title,
+        "model_profile": run.model_name,
+        "prompt_profile": run.prompt_name,
+    }
+    if review is None:
+        return _unreviewed(args, final, about, context)
+    return _reviewed(args, final, review, about, context)
+
+
+def _observer(
+    issue: Issue, run: IssueRun, reviews: list[Review], context: dict[str, Any]
+) -> Callable[[Any], None]:
+    """What ``generate ISSUE`` says on stderr of the session's events; it keeps the review
+    in ``reviews`` and the prompt's figures in ``context``."""
     err = sys.stderr
 
     def observe(event: Any) -> None:
@@ -544,29 +580,37 @@ def run_issue(args: argparse.Namespace) -> int:
         elif isinstance(event, Reviewed):
             reviews.append(event.review)
 
-    final = drive(lambda c: run.generate(c, feedback), progress=err, observe=observe)
-    review = reviews[0] if reviews and isinstance(final, Finished) else None
-    about = {
-        "issue": issue.number,
-        "issue_title": issue.title,
-        "model_profile": run.model_name,
-        "prompt_profile": run.prompt_name,
-    }
-    if review is None:
-        if args.json and isinstance(final, GenerationFailed):
-            print(f"{final.kind}: {final.message}", file=err)
-            if final.hint:
-                print(f"  hint: {final.hint}", file=err)
-            data = {**final_to_json(final), **about, "context": context}
-            _emit(json.dumps(data, indent=2, ensure_ascii=False), args.out)
-            code = exit_code(final)
-        else:
-            code = write_result(
-                final, as_json=args.json, out=args.out, stdout=sys.stdout, stderr=err
-            )
-        if not isinstance(final, Cancelled):
-            print("  recorded in `agent-tui history`", file=err)
-        return code
+    return observe
+
+
+def _unreviewed(
+    args: argparse.Namespace, final: FinalEvent, about: dict[str, Any], context: dict[str, Any]
+) -> int:
+    """The answer of a generation that ended without a proposal (failed or cancelled)."""
+    err = sys.stderr
+    if args.json and isinstance(final, GenerationFailed):
+        print(f"{final.kind}: {final.message}", file=err)
+        if final.hint:
+            print(f"  hint: {final.hint}", file=err)
+        data = {**final_to_json(final), **about, "context": context}
+        _emit(json.dumps(data, indent=2, ensure_ascii=False), args.out)
+        code = exit_code(final)
+    else:
+        code = write_result(final, as_json=args.json, out=args.out, stdout=sys.stdout, stderr=err)
+    if not isinstance(final, Cancelled):
+        print("  recorded in `agent-tui history`", file=err)
+    return code
+
+
+def _reviewed(
+    args: argparse.Namespace,
+    final: FinalEvent,
+    review: Review,
+    about: dict[str, Any],
+    context: dict[str, Any],
+) -> int:
+    """The answer of a checked proposal: findings on stderr, the proposal (or JSON) out."""
+    err = sys.stderr
     for finding in review.findings:
         print(finding.render(), file=err)
     counts = {

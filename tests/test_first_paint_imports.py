@@ -65,10 +65,11 @@ FIRST_PAINT_MODULES = frozenset(
     tui tui.app tui.cli tui.messages tui.screens tui.screens.base tui.screens.error
     tui.screens.issues tui.widgets tui.widgets.issue_table tui.widgets.status_bar
     engine.core.textsafe engine.core.redact engine.core.trust engine.publish.store
-    engine.generate.discover""".split()
-    # the last line, ~20 ms together (stdlib only): untrusted titles are escaped and an
+    engine.publish.records engine.generate.discover""".split()
+    # the last two lines, ~20 ms together (stdlib only): untrusted titles are escaped and an
     # untrusted repository config is noticed in the first frame; the issue list's state column
-    # reads the history store; discovery's worker starts right after the first refresh
+    # reads the history store (and its records); discovery's worker starts right after the
+    # first refresh
 )
 
 CHILD = """

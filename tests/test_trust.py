@@ -312,8 +312,9 @@ def test_demo_config_needs_no_trust() -> None:
 def test_push_token_only_to_its_host_and_never_over_plain_http(
     git_repo: Path, monkeypatch: pytest.MonkeyPatch, push_url: str, sent: bool
 ) -> None:
+    from engine.publish.records import PublishJob
     from engine.publish.steps import JobRunner as _Runner
-    from engine.publish.store import PublishJob, Store
+    from engine.publish.store import Store
     from tests.conftest import git
 
     _no_gh_cli(monkeypatch)

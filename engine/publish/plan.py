@@ -35,7 +35,8 @@ from engine.issues.forge.github import (
 )
 from engine.publish import gitops
 from engine.publish.provenance import Provenance, commit_message
-from engine.publish.store import PublishJob, Store, finding_to_json
+from engine.publish.records import PublishJob, finding_to_json
+from engine.publish.store import Store
 from engine.review.checks import TRAILER_RE
 
 #: the ``forge_facts`` key remembering that GitHub refuses draft pull requests in a repository

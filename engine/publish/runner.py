@@ -29,8 +29,9 @@ from engine.core.errors import PublishError
 from engine.issues.forge.github import resolve_repo
 from engine.publish import gitops
 from engine.publish.plan import PublishPlan, key_envs
+from engine.publish.records import PublishJob
 from engine.publish.steps import JobRunner, ProgressCallback, PublishResult, checkpoint
-from engine.publish.store import PublishJob, Store
+from engine.publish.store import Store
 
 
 @contextlib.contextmanager

@@ -32,7 +32,8 @@ from engine.issues.forge.github import (
 )
 from engine.publish import gitops
 from engine.publish.plan import DRAFTS_UNSUPPORTED
-from engine.publish.store import PublishJob, Store
+from engine.publish.records import PublishJob
+from engine.publish.store import Store
 
 log = logging.getLogger(__name__)
 

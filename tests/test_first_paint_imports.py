@@ -62,6 +62,7 @@ FIRST_PAINT_MODULES = frozenset(
     engine.issues.forge.base engine.issues.forge.cache engine.issues.forge.github
     engine.issues.forge.local engine.issues.forge.registry engine.publish.gitops engine.core.gitcmd
     engine.issues.issuefilter engine.core.models engine.core.resources engine.flow.session
+    engine.flow.issue_run engine.flow.run_events
     tui tui.app tui.cli tui.messages tui.screens tui.screens.base tui.screens.error
     tui.screens.issues tui.widgets tui.widgets.issue_table tui.widgets.status_bar
     engine.core.textsafe engine.core.redact engine.core.trust engine.publish.store

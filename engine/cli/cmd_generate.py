@@ -1,8 +1,8 @@
 """``agent-tui generate``: one constrained generation, headless, progress on stderr.
 
-Two forms: ``generate ISSUE`` runs an issue the way the TUI does (``engine.flow.session``: context,
-generation, checks, a history entry); ``generate --prompt-file FILE`` sends a prompt of your
-own (no checks, no history).
+Two forms: ``generate ISSUE`` runs an issue the way the TUI does (``engine.flow.issue_run``:
+context, generation, checks, a history entry); ``generate --prompt-file FILE`` sends a prompt
+of your own (no checks, no history).
 
 Why a headless command: the same stream of events the TUI's Generating screen shows, for
 scripts and CI. The proposal JSON goes to stdout (or ``--out``); progress goes to stderr; the
@@ -54,16 +54,16 @@ from engine.core.events import (
     Truncated,
 )
 from engine.core.models import Issue
-from engine.flow.session import (
+from engine.flow.issue_run import IssueRun
+from engine.flow.run_events import (
     ContextReady,
-    IssueRun,
     ModelLoading,
     ModelReady,
     RetrySampling,
     Review,
     Reviewed,
-    Workspace,
 )
+from engine.flow.session import Workspace
 from engine.generate.backends import Backend, GenerationRequest, get_backend
 from engine.generate.stream import json_location
 from engine.review.checks import has_errors
@@ -509,7 +509,7 @@ def _previous_answer(args: argparse.Namespace, workspace: Any, run: Any) -> str:
 
 
 def run_issue(args: argparse.Namespace) -> int:
-    """``generate ISSUE``: the TUI's run of one issue, headless (``engine.flow.session``).
+    """``generate ISSUE``: the TUI's run of one issue, headless (``engine.flow.issue_run``).
 
     The proposal goes to stdout or ``--out``, the findings to stderr; the generation is
     recorded in the history (failures too), so ``agent-tui publish --generation ID`` can

@@ -2,7 +2,7 @@
 
 Why a batch mode: teams want "draft PRs for every ``good-first-issue``" overnight on a GPU
 server, not one click per issue. The batch drives the same steps as the TUI and
-``generate ISSUE`` (``engine.flow.session``: context -> generation -> checks -> history) and the
+``generate ISSUE`` (``engine.flow.issue_run``: context -> generation -> checks -> history) and the
 same publisher (``engine.publish``: plan -> outbox job -> commit, push, PR), so a batch's
 proposals and pull requests are exactly what a user would get by hand.
 
@@ -53,7 +53,8 @@ from engine.core.events import (
     TokensGenerated,
 )
 from engine.core.models import ChangeProposal, Issue, IssueComment
-from engine.flow.session import Reviewed, Workspace
+from engine.flow.run_events import Reviewed
+from engine.flow.session import Workspace
 from engine.generate.backends.base import Backend
 from engine.publish.store import Store
 

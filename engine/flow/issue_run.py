@@ -1,12 +1,9 @@
-"""One repository's working session, and one issue's run from prompt to checked proposal.
-
-Why here and not in the TUI: the Textual app, the CLI and the tests drive the same steps
-(issue -> context -> messages -> backend stream -> proposal -> checks, then edits, fixes,
-regeneration with feedback), so the steps live in the engine and yield events; the app only
-runs them in workers and draws what they say. Nothing here imports textual.
+"""One issue's run, from prompt to checked proposal, then edits, fixes and publishing.
 
 Cancellation is a ``threading.Event`` handed down to the backend, which stops within about
-one token; a cancelled run writes nothing anywhere.
+one token; a cancelled run writes nothing anywhere. The repository's shared state (models,
+issue source, history) is ``engine.flow.session.Workspace``; the events a run yields are in
+``engine.flow.run_events``.
 """
 
 from __future__ import annotations
@@ -14,17 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from engine.core.config import AppConfig
-from engine.core.errors import AgentTuiError, PromptProfileError, PublishError
+from engine.core.errors import PublishError
 from engine.core.events import (
     Cancelled,
     Finished,
@@ -36,11 +29,16 @@ from engine.core.events import (
     Truncated,
 )
 from engine.core.models import ChangeProposal, FileChange, Issue, IssueComment
-from engine.generate.backends import get_backend
+from engine.flow.run_events import (
+    ContextReady,
+    ModelLoading,
+    ModelReady,
+    Review,
+    Reviewed,
+    SessionEvent,
+    retry_sampling,
+)
 from engine.generate.backends.base import Backend, GenerationRequest
-from engine.issues.forge.base import IssueSource
-from engine.issues.forge.registry import issue_source_for
-from engine.publish.store import Store
 
 # The context builder, prompt profiles, checks, diff and publisher are imported where they are
 # first used, not here: the TUI imports this module before its first paint, and those imports
@@ -48,337 +46,11 @@ from engine.publish.store import Store
 # issue list does not need (tests/test_first_paint_imports.py lists what it may import).
 if TYPE_CHECKING:
     from engine.context.build import ContextResult
+    from engine.flow.session import Workspace
     from engine.publish.plan import PublishPlan
     from engine.publish.provenance import Provenance
     from engine.publish.steps import ProgressCallback, PublishResult
     from engine.review.checks import Finding
-    from engine.review.diff import ProposalDiff, RepoBase
-
-BackendFactory = Callable[[str, Any], Backend]
-
-
-class ModelHost:
-    """The model backends of one process, loaded lazily and at most once per profile.
-
-    Loading a GGUF takes seconds, so the TUI calls ``load`` from a worker the first time a
-    model is needed (or at startup when ``[tui] preload_model`` is set); later calls return
-    the same loaded backend at once.
-
-    Args:
-        config: the configuration holding the profiles.
-        factory: creates a backend for (name, profile); default: the engine's registry.
-    """
-
-    def __init__(self, config: AppConfig, factory: BackendFactory = get_backend) -> None:
-        self.config = config
-        self._factory = factory
-        self._lock = threading.Lock()
-        self._loaded: dict[str, Backend] = {}
-        self.load_seconds: dict[str, float] = {}
-
-    def is_loaded(self, name: str) -> bool:
-        """Whether profile ``name`` is ready without waiting."""
-        return name in self._loaded
-
-    def load(self, name: str) -> Backend:
-        """The backend of profile ``name``, loading its model now if needed (blocking).
-
-        Args:
-            name: a model profile name.
-
-        Returns:
-            The ready backend.
-
-        Raises:
-            UnknownProfileError: no such profile.
-            ModelLoadError: the model cannot be loaded.
-        """
-        profile = self.config.profile(name)
-        with self._lock:
-            backend = self._loaded.get(name)
-            if backend is not None and backend.profile == profile:
-                return backend
-            started = time.perf_counter()
-            backend = self._factory(name, profile)
-            load = getattr(backend, "load", None)
-            if callable(load):
-                load()
-            self._loaded[name] = backend
-            self.load_seconds[name] = time.perf_counter() - started
-            return backend
-
-
-class Workspace:
-    """A repository as agent-tui works on it: config, issue source, models, active profiles.
-
-    Args:
-        repo: the repository directory.
-        config: its configuration.
-        source: the issue source (default: chosen for the repository, see ``issue_source``).
-        models: the model host (default: a new one over ``config``).
-    """
-
-    def __init__(
-        self,
-        repo: Path,
-        config: AppConfig,
-        *,
-        source: IssueSource | None = None,
-        models: ModelHost | None = None,
-    ) -> None:
-        self.repo = repo
-        self.config = config
-        self._source = source
-        self.models = models or ModelHost(config)
-        self.model_name = config.default_model
-        self.prompt_name = config.default_prompt
-        self._store: Store | None = None
-        self._source_lock = threading.Lock()
-        self._prefetch_lock = threading.Lock()
-        self._prefetch: Future[tuple[IssueSource, list[Issue]]] | None = None
-
-    def set_model(self, name: str) -> None:
-        """Make profile ``name`` the active model.
-
-        Raises:
-            UnknownProfileError: no such profile.
-        """
-        self.config.profile(name)
-        self.model_name = name
-
-    def prefetch_issues(self) -> None:
-        """Start reading the cached issue list in a background thread (see ``cached_issues``).
-
-        Why: at startup the UI toolkit and the issue source (its imports, the cache read) can
-        overlap; the first paint then shows the issues sooner.
-        """
-        with self._prefetch_lock:
-            if self._prefetch is not None:
-                return
-            future: Future[tuple[IssueSource, list[Issue]]] = Future()
-            self._prefetch = future
-
-        def run() -> None:
-            try:
-                source = self.issue_source()
-                future.set_result((source, source.list_issues()))
-            except BaseException as exc:  # handed to whoever asks for the list
-                future.set_exception(exc)
-
-        threading.Thread(target=run, name="agent-tui-prefetch", daemon=True).start()
-
-    def cached_issues(self) -> tuple[IssueSource, list[Issue]]:
-        """The issue source and its cached issues (instant: no network), prefetched once.
-
-        Raises:
-            AgentTuiError: the source cannot be chosen or its cache/files cannot be read.
-        """
-        with self._prefetch_lock:
-            future = self._prefetch
-            self._prefetch = None
-        if future is not None:
-            return future.result()
-        source = self.issue_source()
-        return source, source.list_issues()
-
-    def issue_source(self) -> IssueSource:
-        """The issue source of this repository (chosen once, on first use)."""
-        with self._source_lock:
-            if self._source is None:
-                self._source = issue_source_for(self.repo, self.config)
-            return self._source
-
-    def store(self) -> Store | None:
-        """The history/outbox database of the repository (None outside a git repository)."""
-        if self._store is None:
-            try:
-                self._store = Store.for_repo(self.repo)
-            except AgentTuiError:
-                return None
-        return self._store
-
-    def restore(self, issue: Issue) -> IssueRun | None:
-        """A run holding the latest proposal of ``issue`` from the history, with the user's
-        edits and fresh checks (None: the history has none).
-
-        Why: a proposal is never lost when the app is closed; reopening it brings back the
-        proposal as the user left it, ready to review and publish.
-
-        Raises:
-            AgentTuiError: the repository cannot be read for the checks.
-        """
-        store = self.store()
-        if store is None:
-            return None
-        record = store.latest_by_issue().get(issue.number)
-        if record is None or record.current is None:
-            return None
-        run = IssueRun(self, issue)
-        if record.model_profile in self.config.models:
-            run.model_name = record.model_profile
-        run.prompt_name = record.prompt_profile or run.prompt_name
-        try:
-            review = run._review(_rebuild(record.current), generation_id=record.id)
-        except PromptProfileError:  # a prompt profile since removed: check with the active one
-            run.prompt_name = self.prompt_name
-            review = run._review(_rebuild(record.current), generation_id=record.id)
-        review.outcome = record.outcome
-        review.pr_url = record.pr_url
-        review.saved_at = record.updated_at
-        run.review = review
-        return run
-
-    def start(self, issue: Issue, comments: list[IssueComment] | None = None) -> IssueRun:
-        """A run for ``issue`` with the active model and prompt profiles.
-
-        Args:
-            issue: the issue to solve.
-            comments: its comments when already known (else read on demand).
-
-        Returns:
-            A new run (nothing is loaded or built yet).
-        """
-        return IssueRun(self, issue, comments)
-
-
-# ------------------------------------------------------------------------------------------
-# Session events: what a run yields besides the backend's generation events
-
-
-@dataclass(frozen=True)
-class SessionEvent:
-    """Base of the events a run adds to the backend's ``GenerationEvent`` stream."""
-
-
-@dataclass(frozen=True)
-class ModelLoading(SessionEvent):
-    """The model is being loaded (only yielded when it was not loaded yet)."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class RetrySampling(SessionEvent):
-    """This generation retries a loop or a truncation with other sampling settings.
-
-    Greedy decoding after a loop would write the very same loop again, so a retry samples
-    with a new seed and a small temperature (unless the user pinned both in their profile).
-    """
-
-    seed: int
-    temperature: float
-    reason: str
-    """``loop`` or ``truncated``: what the previous attempt ended with."""
-
-    def describe(self) -> str:
-        """One line for the screen and the CLI."""
-        what = "looped" if self.reason == "loop" else "was truncated"
-        return (
-            f"the last attempt {what}: retrying with seed {self.seed} and temperature "
-            f"{self.temperature:g} (a greedy retry would repeat it)"
-        )
-
-
-RETRY_TEMPERATURE = 0.3
-"""The temperature of a retry after a loop or a truncation when the profile is greedy."""
-
-
-def retry_sampling(
-    config: AppConfig, model_name: str, reason: str | None, retries: int
-) -> RetrySampling | None:
-    """The sampling of a retry after an attempt that ended with ``reason``.
-
-    Args:
-        config: the configuration (which file defined the profile).
-        model_name: the model profile in use.
-        reason: how the previous attempt ended (``loop``, ``truncated``; else no change).
-        retries: how many retries came before this one (each gets its own seed).
-
-    Returns:
-        The seed and temperature to use, or None: not a retry after a loop or truncation,
-        or the user pinned both ``temperature`` and ``seed`` in their own profile.
-    """
-    if reason not in ("loop", "truncated"):
-        return None
-    profile = config.profile(model_name)
-    source = config.sources.get(model_name)
-    bundled = config.files[0] if config.files else None
-    user_defined = source is not None and source != bundled
-    if user_defined and {"temperature", "seed"} <= profile.model_fields_set:
-        return None
-    temperature = profile.temperature if profile.temperature > 0 else RETRY_TEMPERATURE
-    seed = (profile.seed + 1 + retries) & 0x7FFFFFFF
-    return RetrySampling(seed=seed, temperature=temperature, reason=reason)
-
-
-@dataclass(frozen=True)
-class ModelReady(SessionEvent):
-    """The model is loaded."""
-
-    name: str
-    seconds: float
-
-
-@dataclass(frozen=True)
-class ContextReady(SessionEvent):
-    """The prompt is assembled (token numbers, shown and left-out files)."""
-
-    context: ContextResult
-
-
-@dataclass(frozen=True)
-class Reviewed(SessionEvent):
-    """The final event of a successful run: the proposal with its findings and diff."""
-
-    review: Review
-
-
-@dataclass
-class Review:
-    """A proposal as the user reviews it: the findings of the checks and the diff."""
-
-    proposal: ChangeProposal
-    findings: list[Finding]
-    diff: ProposalDiff
-    stats: GenerationStats | None = None
-    generation_id: int | None = None
-    acknowledged: bool = False
-    """The user acknowledged the warnings (reset by every change to the proposal)."""
-    base: RepoBase | None = None
-    """What the proposal is compared with (for the old side of a diff)."""
-    outcome: str = "generated"
-    """What became of it (a proposal brought back from the history may be published)."""
-    pr_url: str | None = None
-    saved_at: str = ""
-    """When a proposal brought back from the history was last saved (UTC, ISO)."""
-
-    def base_text(self, path: str) -> str | None:
-        """The base content of ``path`` (None: a new file, or not text)."""
-        return self.base.read_text(path) if self.base is not None else None
-
-    @property
-    def errors(self) -> list[Finding]:
-        """Findings that block publishing."""
-        return [f for f in self.findings if f.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Finding]:
-        """Findings the user must acknowledge before publishing."""
-        return [f for f in self.findings if f.severity == "warning"]
-
-    @property
-    def fixable(self) -> list[Finding]:
-        """Findings ``IssueRun.fix`` can fix."""
-        return [f for f in self.findings if f.fixable]
-
-    def findings_for(self, path: str) -> list[Finding]:
-        """The findings about one file."""
-        return [f for f in self.findings if f.path == path]
-
-    @property
-    def publishable(self) -> bool:
-        """No error finding, and the warnings (if any) were acknowledged."""
-        return not self.errors and (self.acknowledged or not self.warnings)
 
 
 FEEDBACK_TEMPLATE = (
@@ -387,7 +59,7 @@ FEEDBACK_TEMPLATE = (
 )
 
 
-def _rebuild(data: dict[str, Any]) -> ChangeProposal:
+def rebuild_proposal(data: dict[str, Any]) -> ChangeProposal:
     """A proposal from edited data: validated when it can be, else kept for the checks.
 
     An edit may leave the proposal invalid (every file dropped, a bad branch suffix); the
@@ -753,7 +425,7 @@ class IssueRun:
             raise ValueError(f"cannot edit {sorted(unknown)}")
         data = self._current().proposal.model_dump()
         data.update(fields)
-        return self._replace(_rebuild(data))
+        return self._replace(rebuild_proposal(data))
 
     def edit_file(self, path: str, content: str) -> Review:
         """Replace the content of the proposal's file ``path``.
@@ -775,7 +447,7 @@ class IssueRun:
                 break
         else:
             raise KeyError(path)
-        return self._replace(_rebuild(data))
+        return self._replace(rebuild_proposal(data))
 
     def drop_file(self, path: str) -> Review:
         """Remove file ``path`` from the proposal (nothing on disk changes).
@@ -788,7 +460,7 @@ class IssueRun:
         """
         data = self._current().proposal.model_dump()
         data["files"] = [f for f in data["files"] if f["path"] != path]
-        return self._replace(_rebuild(data))
+        return self._replace(rebuild_proposal(data))
 
     def restore_proposal(self, proposal: ChangeProposal) -> Review:
         """Put back an earlier version of the proposal (the Preview's undo), checked again."""
@@ -908,13 +580,7 @@ def _stats_dict(stats: GenerationStats | None) -> dict[str, Any]:
 
 
 __all__ = [
-    "ContextReady",
+    "FEEDBACK_TEMPLATE",
     "IssueRun",
-    "ModelHost",
-    "ModelLoading",
-    "ModelReady",
-    "Review",
-    "Reviewed",
-    "SessionEvent",
-    "Workspace",
+    "rebuild_proposal",
 ]

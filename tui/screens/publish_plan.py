@@ -21,7 +21,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Footer, Static
 
-from engine.flow.session import IssueRun
+from engine.flow.issue_run import IssueRun
 from tui.messages import PublishQueued, PublishStepped, PullRequestOpened, WorkerFailed
 from tui.screens.base import AgentModal
 

@@ -41,6 +41,7 @@ MUST_BE_ABSENT = (
     "engine.generate.stream",
     "engine.generate.grammar",
     "engine.flow.batch",
+    "engine.flow.batch_items",
     "engine.context.prompts",
     "engine.review.diff",
     "engine.flow.doctor",

@@ -26,7 +26,8 @@ from engine.cli.common import (
 from engine.cli.exitcodes import CANCELLED, FAILED_CHECK, INTERRUPTED, OK, QUEUED
 from engine.context.build import repo_root
 from engine.core.errors import ConfigError
-from engine.flow.batch import PUBLISH_MODES, BatchOptions, BatchProgress, BatchSummary, run_batch
+from engine.flow.batch import run_batch
+from engine.flow.batch_items import PUBLISH_MODES, BatchOptions, BatchProgress, BatchSummary
 from engine.flow.session import Workspace
 
 NAME = "batch"

@@ -61,6 +61,7 @@ FIRST_PAINT_MODULES = frozenset(
     engine.generate.backends engine.generate.backends.base engine.cli engine.cli.exitcodes
     engine.core.config engine.core.errors engine.core.events engine.issues.forge
     engine.issues.forge.base engine.issues.forge.cache engine.issues.forge.github
+    engine.issues.forge.github_source engine.issues.forge.github_token
     engine.issues.forge.local engine.issues.forge.registry engine.publish.gitops engine.core.gitcmd
     engine.issues.issuefilter engine.core.models engine.core.resources engine.flow.session
     engine.flow.issue_run engine.flow.run_events

@@ -21,7 +21,9 @@ import engine.issues.forge.github as gh
 from engine.cli import main as cli_main
 from engine.core.errors import GitHubError
 from engine.core.models import ChangeProposal
-from engine.issues.forge.github import GitHubIssueSource, GitHubRepo, Token, api_host
+from engine.issues.forge.github import GitHubRepo, api_host
+from engine.issues.forge.github_source import GitHubIssueSource
+from engine.issues.forge.github_token import Token
 from engine.publish.plan import build_plan
 from engine.publish.records import PublishJob
 from engine.publish.runner import execute, outbox, sync

@@ -20,7 +20,7 @@ from engine.core.config import ConfigFile, load_config, sensitive_settings
 from engine.core.errors import ConfigError
 from engine.core.models import ChangeProposal
 from engine.flow.demo import DEMO_CONFIG
-from engine.issues.forge.github import TOKEN_VARS, Token, resolve_token, token_host
+from engine.issues.forge.github_token import TOKEN_VARS, Token, resolve_token, token_host
 from engine.publish.plan import build_plan
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 from tests.loopback import LoopbackServer

@@ -27,12 +27,11 @@ from engine.core.textsafe import control_chars, safe
 from engine.issues.forge.github import (
     GitHubClient,
     GitHubRepo,
-    Token,
     api_host,
     parse_remote_url,
     resolve_repo,
-    resolve_token,
 )
+from engine.issues.forge.github_token import Token, resolve_token
 from engine.publish import gitops
 from engine.publish.provenance import Provenance, commit_message
 from engine.publish.records import PublishJob, finding_to_json

@@ -21,15 +21,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from engine.core.errors import AgentTuiError, GitHubError, PublishError, RepoError
-from engine.issues.forge.github import (
-    GitHubClient,
-    GitHubRepo,
-    Token,
-    api_host,
-    is_loopback,
-    parse_remote_url,
-    resolve_token,
-)
+from engine.issues.forge.github import GitHubClient, GitHubRepo, api_host, parse_remote_url
+from engine.issues.forge.github_token import Token, is_loopback, resolve_token
 from engine.publish import gitops
 from engine.publish.plan import DRAFTS_UNSUPPORTED
 from engine.publish.records import PublishJob

@@ -43,7 +43,14 @@ import platformdirs
 import yaml
 
 from engine.core.errors import PromptProfileError, UnknownProfileError
-from engine.core.models import ChangeProposal, Issue, issue_rule_errors
+from engine.core.models import (
+    SECTION_TITLE_PATTERN,
+    AnswerShape,
+    BodySection,
+    ChangeProposal,
+    Issue,
+    issue_rule_errors,
+)
 from engine.core.resources import bundled_prompts_dir
 from engine.core.rules import check_ids_problem
 
@@ -51,7 +58,14 @@ REPO_PROMPTS_DIR = Path(".agent-tui") / "prompts"
 DEFAULT_PROFILE = "backend-dev"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _CHECK_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-_ALLOWED_KEYS = ("name", "description", "checks", "always_include", "examples")
+_ALLOWED_KEYS = (
+    "name",
+    "description",
+    "checks",
+    "always_include",
+    "pr_body_sections",
+    "examples",
+)
 _HINT = "see the 'Prompt profiles' section of the README for the format"
 
 Origin = Literal["repo", "user", "bundled"]
@@ -77,6 +91,8 @@ class PromptProfile:
     """Where it was found: ``repo``, ``user`` or ``bundled``."""
     examples: tuple[WorkedExample, ...] = ()
     """Worked examples sent before the issue (when the model profile uses them)."""
+    body_sections: tuple[BodySection, ...] = ()
+    """The PR body's sections (``pr_body_sections``), enforced by the grammar."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +182,36 @@ def _string_list(path: Path, key: str, value: Any) -> list[str]:
     return [v.strip() for v in value]
 
 
-def _examples(path: Path, value: Any) -> tuple[WorkedExample, ...]:
+def _body_sections(path: Path, value: Any) -> tuple[BodySection, ...]:
+    """The validated ``pr_body_sections``: ``[{title: Summary, kind: text}, ...]``."""
+    if value is None:
+        return ()
+    problem = (
+        "'pr_body_sections' must be a list of {title: ..., kind: text|list} mappings "
+        "with plain-word titles (letters, digits, spaces; at most 40 characters)"
+    )
+    if not isinstance(value, list):
+        raise PromptProfileError(f"{path}: {problem}", hint=_HINT)
+    out: list[BodySection] = []
+    for item in value:
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"title", "kind"}
+            or not isinstance(item["title"], str)
+            or not re.fullmatch(SECTION_TITLE_PATTERN, item["title"])
+            or item["kind"] not in ("text", "list")
+        ):
+            raise PromptProfileError(f"{path}: {problem} (got {item!r})", hint=_HINT)
+        out.append(BodySection(item["title"], item["kind"]))
+    titles = [s.title.lower() for s in out]
+    if len(set(titles)) != len(titles):
+        raise PromptProfileError(f"{path}: 'pr_body_sections' repeats a title", hint=_HINT)
+    return tuple(out)
+
+
+def _examples(
+    path: Path, value: Any, sections: tuple[BodySection, ...] = ()
+) -> tuple[WorkedExample, ...]:
     """The validated ``examples`` of a profile's front matter."""
     from pydantic import ValidationError
 
@@ -194,7 +239,7 @@ def _examples(path: Path, value: Any) -> tuple[WorkedExample, ...]:
         ):
             raise PromptProfileError(f"{where}.files must map paths to contents", hint=_HINT)
         tree = _string_list(path, f"examples[{index}].tree", item.get("tree"))
-        broken = issue_rule_errors(answer, issue.number)
+        broken = issue_rule_errors(answer, issue.number, AnswerShape(body_sections=sections))
         if broken:
             raise PromptProfileError(
                 f"{where}.answer breaks the rules every answer is held to: {broken[0]}",
@@ -265,7 +310,8 @@ def parse_profile(path: Path, origin: Origin = "bundled") -> PromptProfile:
                 "POSIX path or glob (no leading '/', no '..', no backslash)",
                 hint=_HINT,
             )
-    examples = _examples(path, data.get("examples"))
+    sections = _body_sections(path, data.get("pr_body_sections"))
+    examples = _examples(path, data.get("examples"), sections)
     system_prompt = body.strip("\n").rstrip()
     if not system_prompt.strip():
         raise PromptProfileError(
@@ -281,6 +327,7 @@ def parse_profile(path: Path, origin: Origin = "bundled") -> PromptProfile:
         path=path,
         origin=origin,
         examples=examples,
+        body_sections=sections,
     )
 
 

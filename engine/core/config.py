@@ -238,6 +238,11 @@ class GenerationSettings(_Strict):
     """Bounds on what one generation may produce."""
 
     max_files: int = Field(default=DEFAULT_MAX_FILES, ge=1, le=MAX_FILES_LIMIT)
+    path_scope: Literal["tree", "any"] = "tree"
+    """``tree``: the grammar lets the model write files only in the repository's directories
+    (or one new directory below one of them), the top-level files that exist and the paths
+    the issue names, so a small model cannot copy a worked example's layout. ``any``: any
+    safe relative path. Trees of more than 300 directories are not bounded either way."""
     log_llama: bool = False
     """Copy llama.cpp's own log lines to the terminal (headless commands; they always go to
     ``<state dir>/logs/llama-PROFILE.log``). ``--verbose`` does the same for one command."""

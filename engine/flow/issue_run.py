@@ -28,7 +28,7 @@ from engine.core.events import (
     TokensGenerated,
     Truncated,
 )
-from engine.core.models import ChangeProposal, FileChange, Issue, IssueComment
+from engine.core.models import AnswerShape, ChangeProposal, FileChange, Issue, IssueComment
 from engine.flow.run_events import (
     ContextReady,
     ModelLoading,
@@ -40,10 +40,11 @@ from engine.flow.run_events import (
 )
 from engine.generate.backends.base import Backend, GenerationRequest
 
-# The context builder, prompt profiles, checks, diff and publisher are imported where they are
-# first used, not here: the TUI imports this module before its first paint, and those imports
-# add 208 ms there (fewest of 3 runs on this 2-core machine, up to ~500 ms under load) that the
-# issue list does not need (tests/test_first_paint_imports.py lists what it may import).
+# The context stage (builder, layout, prompt profiles), checks, diff and publisher are imported
+# where they are first used, not here: the TUI imports this module before its first paint, and
+# those imports add 208 ms there (fewest of 3 runs on this 2-core machine, up to ~500 ms under
+# load) that the issue list does not need (tests/test_first_paint_imports.py lists what it may
+# import).
 if TYPE_CHECKING:
     from engine.context.build import ContextResult
     from engine.flow.session import Workspace
@@ -228,6 +229,21 @@ class IssueRun:
         context = self.build_context(extra_reserve=extra)
         return [*context.messages, *follow]
 
+    def answer_shape(self) -> AnswerShape:
+        """This generation's ``AnswerShape``: the prompt profile's PR body sections and the
+        repository's directories (``[generation] path_scope``), plus the paths the issue
+        names that do not exist yet."""
+        from engine.context.layout import answer_shape
+        from engine.context.prompts import load_profile
+
+        context = self.build_context()
+        return answer_shape(
+            self.repo,
+            load_profile(self.prompt_name, self.repo).body_sections,
+            context.named_missing,
+            self.workspace.config.generation.path_scope,
+        )
+
     # -- generation ------------------------------------------------------------------------
     def generate(
         self, cancel: threading.Event, feedback: str | None = None
@@ -271,6 +287,7 @@ class IssueRun:
             max_files=self.workspace.config.generation.max_files,
             max_tokens=self.max_tokens or profile.max_tokens,
             issue_number=self.issue.number,
+            shape=self.answer_shape(),
             temperature=retry.temperature if retry else None,
             seed=retry.seed if retry else None,
         )

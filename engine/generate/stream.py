@@ -28,7 +28,12 @@ from engine.core.events import (
     ProposalUpdated,
     Truncated,
 )
-from engine.core.models import DEFAULT_MAX_FILES, ChangeProposal, issue_rule_errors
+from engine.core.models import (
+    DEFAULT_MAX_FILES,
+    AnswerShape,
+    ChangeProposal,
+    issue_rule_errors,
+)
 
 
 @dataclass(frozen=True)
@@ -183,9 +188,11 @@ class ProposalStream:
         loop_check_every: int = 16,
         max_files: int = DEFAULT_MAX_FILES,
         issue_number: int | None = None,
+        shape: AnswerShape | None = None,
     ) -> None:
         self.max_files = max_files
         self.issue_number = issue_number
+        self.shape = shape
         self.text = ""
         self.stats = stats or GenerationStats()
         self._interval = partial_interval_s
@@ -277,7 +284,7 @@ class ProposalStream:
                 "ask for a smaller change, or raise [generation] max_files",
             )
         if self.issue_number is not None:
-            broken = issue_rule_errors(proposal, self.issue_number)
+            broken = issue_rule_errors(proposal, self.issue_number, self.shape)
             if broken:
                 # a server that ignored the per-issue schema (the grammar enforces these)
                 return invalid(

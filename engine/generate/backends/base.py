@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from engine.core.events import GenerationEvent
-from engine.core.models import DEFAULT_MAX_FILES, proposal_json_schema
+from engine.core.models import DEFAULT_MAX_FILES, AnswerShape, proposal_json_schema
 
 
 @dataclass
@@ -35,10 +35,13 @@ class GenerationRequest:
     issue_number: int | None = None
     """The issue this generation answers: its schema (every backend's) requires
     ``Closes #N`` and conventional subjects, and the final validation checks the same."""
+    shape: AnswerShape | None = None
+    """The PR body's sections and the repository's directories (``AnswerShape``): the
+    schema holds the answer to them, and the final validation checks the same."""
 
     def __post_init__(self) -> None:
         if not self.schema:
-            self.schema = proposal_json_schema(self.max_files, self.issue_number)
+            self.schema = proposal_json_schema(self.max_files, self.issue_number, self.shape)
 
 
 class Backend(ABC):

@@ -1112,7 +1112,10 @@ class LlamaCppBackend(Backend):
         t0: float,
     ) -> Iterator[GenerationEvent]:
         stream = ProposalStream(
-            stats, max_files=request.max_files, issue_number=request.issue_number
+            stats,
+            max_files=request.max_files,
+            issue_number=request.issue_number,
+            shape=request.shape,
         )
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tokens: list[int] = []

@@ -451,7 +451,10 @@ class OllamaBackend(Backend):
             on_close=lambda: shutdown_socket(response[-1] if response else None),
         )
         proposal = ProposalStream(
-            base, max_files=request.max_files, issue_number=request.issue_number
+            base,
+            max_files=request.max_files,
+            issue_number=request.issue_number,
+            shape=request.shape,
         )
         first_at: float | None = None
         chunks = 0

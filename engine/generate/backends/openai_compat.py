@@ -494,7 +494,10 @@ class OpenAICompatBackend(Backend):
     ) -> Iterator[GenerationEvent]:
         flavour = server_flavour(self.base_url)
         proposal = ProposalStream(
-            base, max_files=request.max_files, issue_number=request.issue_number
+            base,
+            max_files=request.max_files,
+            issue_number=request.issue_number,
+            shape=request.shape,
         )
         first_at: float | None = None
         chunks = 0

@@ -29,6 +29,7 @@ from engine.core.errors import ConfigError
 from engine.flow.batch import run_batch
 from engine.flow.batch_items import PUBLISH_MODES, BatchOptions, BatchProgress, BatchSummary
 from engine.flow.session import Workspace
+from engine.issues.forge.registry import github_repo_for
 
 NAME = "batch"
 HELP = "generate (and optionally publish as drafts) for many issues; resumable"
@@ -191,8 +192,6 @@ def run(args: argparse.Namespace) -> int:
     options.selector()  # neither/both selections: an error before anything else
     workspace = Workspace(root, config)
     if args.publish == "draft":
-        from engine.issues.forge.registry import github_repo_for
-
         github = github_repo_for(root, config)
         if not _confirm(args, github.full_name if github else f"remote {config.publish.remote}"):
             print("nothing published", file=sys.stderr)

@@ -17,6 +17,7 @@ from engine.context.build import ContextResult, build_context, repo_root
 from engine.context.prompts import PromptProfile, discover_profiles, load_profile
 from engine.core.errors import ConfigError, RepoError
 from engine.generate.backends import get_backend
+from engine.issues.forge.registry import issue_source_for
 
 NAME = "prompt"
 HELP = "show the exact messages for an issue, their token counts and what was left out"
@@ -130,8 +131,6 @@ def run(args: argparse.Namespace) -> int:
     model_name = args.model or config.default_model
     model = config.profile(model_name)
     profile = load_profile(args.prompt_profile or config.default_prompt, root)
-
-    from engine.issues.forge.registry import issue_source_for
 
     source = issue_source_for(root, config)
     issue = source.get_issue(args.issue)

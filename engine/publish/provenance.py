@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engine.core.config import AppConfig, LlamaCppProfile, OllamaProfile, OpenAIProfile
 from engine.core.errors import AgentTuiError, PublishError
+from engine.generate.modelfile import resolve_gguf
 from engine.publish.store import Store
 
 TRAILER_PREFIX = "Agent-Tui"
@@ -76,8 +77,6 @@ def model_ref_for(
         empty when the GGUF cannot be found.
     """
     if isinstance(profile, LlamaCppProfile):
-        from engine.generate.modelfile import resolve_gguf
-
         try:
             return file_sha256(resolve_gguf(profile), store)
         except (AgentTuiError, OSError):

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from engine.core import gitcmd
+from engine.core.errors import AgentTuiError
 from engine.core.redact import redact
 from engine.publish.records import (
     JOB_STATES,
@@ -169,8 +170,6 @@ class Store:
         with self._connect() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                from engine.core.errors import AgentTuiError
-
                 raise AgentTuiError(
                     f"{path} was written by a newer agent-tui (schema {version})",
                     title="History database too new",

@@ -1,7 +1,7 @@
 """Answer quality: do the model's proposals come out clean, and do the repository's tests pass?
 
 Runs a set of issues through the same path as ``agent-tui generate ISSUE`` (context, the
-model profile's generation, the checks: ``engine.flow.session.IssueRun``) and prints, per issue:
+model profile's generation, the checks: ``engine.flow.issue_run.IssueRun``) and prints, per issue:
 the outcome (``clean`` = zero error findings, ``errors``, ``looping``, ``truncated``,
 ``invalid``, ``failed``), the error codes, the tokens and the seconds. Where the repository's
 tests can run on this machine (their imports are installed), each finished proposal is
@@ -55,7 +55,8 @@ from engine.core.events import (  # noqa: E402
     Truncated,
 )
 from engine.flow.demo import DEMO_CONFIG, create_demo, issue_text  # noqa: E402
-from engine.flow.session import ModelHost, Reviewed, Workspace  # noqa: E402
+from engine.flow.run_events import Reviewed  # noqa: E402
+from engine.flow.session import ModelHost, Workspace  # noqa: E402
 from engine.publish import gitops  # noqa: E402
 
 # ------------------------------------------------------------------------------------------

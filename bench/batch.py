@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.core.config import LlamaCppProfile, load_config  # noqa: E402
-from engine.flow.batch import BatchOptions, BatchSummary, run_batch  # noqa: E402
+from engine.flow.batch import run_batch  # noqa: E402
+from engine.flow.batch_items import BatchOptions, BatchSummary  # noqa: E402
 from engine.flow.session import Workspace  # noqa: E402
 from engine.generate.backends.llama_cpp import LlamaCppBackend  # noqa: E402
 from engine.publish.store import Store  # noqa: E402

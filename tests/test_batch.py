@@ -27,7 +27,8 @@ import pytest
 from engine.cli import main
 from engine.cli.exitcodes import ERROR, FAILED_CHECK, OK, USAGE
 from engine.core.config import load_config
-from engine.flow.batch import BatchOptions, BatchProgress, run_batch
+from engine.flow.batch import run_batch
+from engine.flow.batch_items import BatchOptions, BatchProgress
 from engine.flow.session import Workspace
 from engine.publish.store import Store
 from tests.cli_repo import (

@@ -24,8 +24,10 @@ from engine.cli import main
 from engine.cli.exitcodes import CANCELLED, ERROR, INTERRUPTED, OK, QUEUED
 from engine.core.events import Cancelled
 from engine.flow.demo import create_demo
-from engine.flow.session import IssueRun, ModelHost
-from engine.publish.store import PublishJob, Store
+from engine.flow.issue_run import IssueRun
+from engine.flow.session import ModelHost
+from engine.publish.records import PublishJob
+from engine.publish.store import Store
 from tests.conftest import git
 
 PROPOSAL = {

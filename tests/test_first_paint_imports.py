@@ -38,9 +38,13 @@ MUST_BE_ABSENT = (
     "engine.context.secrets_prefilter",
     "engine.review.checks",
     "engine.publish.runner",
+    "engine.publish.plan",
+    "engine.publish.provenance",
+    "engine.publish.steps",
     "engine.generate.stream",
     "engine.generate.grammar",
     "engine.flow.batch",
+    "engine.flow.batch_items",
     "engine.context.prompts",
     "engine.review.diff",
     "engine.flow.doctor",
@@ -60,15 +64,18 @@ FIRST_PAINT_MODULES = frozenset(
     engine.generate.backends engine.generate.backends.base engine.cli engine.cli.exitcodes
     engine.core.config engine.core.errors engine.core.events engine.issues.forge
     engine.issues.forge.base engine.issues.forge.cache engine.issues.forge.github
+    engine.issues.forge.github_source engine.issues.forge.github_token
     engine.issues.forge.local engine.issues.forge.registry engine.publish.gitops engine.core.gitcmd
     engine.issues.issuefilter engine.core.models engine.core.resources engine.flow.session
+    engine.flow.issue_run engine.flow.run_events
     tui tui.app tui.cli tui.keymap tui.messages tui.screens tui.screens.base tui.screens.error
     tui.screens.issues tui.widgets tui.widgets.issue_table tui.widgets.status_bar
     engine.core.textsafe engine.core.redact engine.core.trust engine.publish.store
-    engine.generate.discover""".split()
-    # the last line, ~20 ms together (stdlib only): untrusted titles are escaped and an
+    engine.publish.records engine.generate.discover""".split()
+    # the last two lines, ~20 ms together (stdlib only): untrusted titles are escaped and an
     # untrusted repository config is noticed in the first frame; the issue list's state column
-    # reads the history store; discovery's worker starts right after the first refresh
+    # reads the history store (and its records); discovery's worker starts right after the
+    # first refresh
 )
 
 CHILD = """

@@ -33,8 +33,11 @@ import pytest
 import engine.issues.forge.github as gh
 from engine.core.errors import GitHubError, IssueNotFoundError
 from engine.core.models import ChangeProposal
-from engine.issues.forge.github import GitHubIssueSource, GitHubRepo, Token
-from engine.publish.runner import build_plan, execute
+from engine.issues.forge.github import GitHubRepo
+from engine.issues.forge.github_source import GitHubIssueSource
+from engine.issues.forge.github_token import Token
+from engine.publish.plan import build_plan
+from engine.publish.runner import execute
 from tests import test_publish
 from tests.conftest import git
 from tests.github_fake import FAKE_TOKEN, RawBody, RecordedRequest

@@ -15,14 +15,9 @@ import engine.issues.forge.github as gh
 from engine.cli import main as cli_main
 from engine.core.config import load_config
 from engine.core.errors import ConfigError, GitHubError, IssueNotFoundError
-from engine.issues.forge.github import (
-    GitHubIssueSource,
-    GitHubRepo,
-    Token,
-    parse_remote_url,
-    resolve_repo,
-    resolve_token,
-)
+from engine.issues.forge.github import GitHubRepo, parse_remote_url, resolve_repo
+from engine.issues.forge.github_source import GitHubIssueSource
+from engine.issues.forge.github_token import Token, resolve_token
 from engine.issues.forge.local import LocalIssueSource
 from engine.issues.forge.registry import cache_path, issue_source_for
 from tests.conftest import REPO_ROOT, git

@@ -18,8 +18,8 @@ import llguidance
 import pytest
 
 from engine.cli import main as cli_main
-from engine.cli.cmd_generate import ProgressRenderer, exit_code, final_to_json
 from engine.cli.exitcodes import CANCELLED, ERROR, INVALID, LOOPING, OK, TRUNCATED
+from engine.cli.progress import ProgressRenderer, exit_code, final_to_json
 from engine.core.config import LlamaCppProfile
 from engine.core.errors import ConfigError, ModelLoadError
 from engine.core.events import (

@@ -11,7 +11,8 @@ from engine.core.config import load_config
 from engine.core.events import Finished, GenerationEvent, GenerationStats, Looping, Truncated
 from engine.core.models import ChangeProposal, FileChange
 from engine.flow.demo import create_demo
-from engine.flow.session import RETRY_TEMPERATURE, ModelHost, RetrySampling, Workspace
+from engine.flow.run_events import RETRY_TEMPERATURE, RetrySampling
+from engine.flow.session import ModelHost, Workspace
 from engine.generate.backends.base import Backend, GenerationRequest
 
 

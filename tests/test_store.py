@@ -11,7 +11,8 @@ import pytest
 
 from engine.cli import main as cli_main
 from engine.core.errors import AgentTuiError
-from engine.publish.store import STORE_FILE, PublishJob, Store, finding_to_json
+from engine.publish.records import PublishJob, finding_to_json
+from engine.publish.store import STORE_FILE, Store
 from engine.review.checks.registry import Finding
 
 PROPOSAL = {

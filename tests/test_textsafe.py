@@ -182,7 +182,7 @@ def test_publish_plan_refuses_forged_trailers_and_control_characters(
 ) -> None:
     from engine.core.config import load_config
     from engine.core.models import ChangeProposal
-    from engine.publish.runner import build_plan
+    from engine.publish.plan import build_plan
 
     data: dict[str, object] = {
         "branch_suffix": "x",

@@ -23,7 +23,8 @@ from engine.core.config import load_config
 from engine.core.events import Cancelled
 from engine.core.models import ChangeProposal, FileChange
 from engine.flow.demo import create_demo
-from engine.flow.session import IssueRun, Workspace
+from engine.flow.issue_run import IssueRun
+from engine.flow.session import Workspace
 from engine.issues.forge.local import LocalIssueSource
 from engine.publish.store import Store
 from tui.app import AgentTuiApp

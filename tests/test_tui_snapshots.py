@@ -24,7 +24,7 @@ from engine.core.events import Truncated
 from engine.core.models import ChangeProposal, FileChange
 from engine.flow.demo import create_demo
 from engine.issues.forge.local import LocalIssueSource
-from engine.publish.store import GenerationRecord, PublishJob
+from engine.publish.records import GenerationRecord, PublishJob
 from tui.app import AgentTuiApp
 from tui.messages import ContextBuilt, ProposalStreamed
 from tui.screens.details import DetailsModal

@@ -324,7 +324,7 @@ def test_test_command_environment_has_no_credentials(
 
 
 def test_publish_drops_every_configured_api_key_env(git_repo: Path, tmp_path: Path) -> None:
-    from engine.publish.runner import key_envs
+    from engine.publish.plan import key_envs
 
     config = tmp_path / "user.toml"
     config.write_text(

@@ -49,7 +49,7 @@ class IssueStatesLoaded(Message):
 @dataclass
 class ProposalRestored(Message):
     """The latest proposal of the issue on screen was brought back from the history
-    (``run``: an ``engine.flow.session.IssueRun`` holding its review)."""
+    (``run``: an ``engine.flow.issue_run.IssueRun`` holding its review)."""
 
     run: Any
 
@@ -113,7 +113,7 @@ class GenerationPhased(Message):
 @dataclass
 class ProposalReady(Message):
     """Generation finished with a valid proposal, already checked (``result``: a
-    ``engine.flow.session.Review``)."""
+    ``engine.flow.run_events.Review``)."""
 
     result: Any
 

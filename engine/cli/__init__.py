@@ -71,6 +71,8 @@ def dispatch(args: argparse.Namespace) -> int:
     terminal too.
     """
     if getattr(args, "verbose", False):
+        # imported here: the TUI's first paint imports this package, and the model host
+        # (~10 ms, measured after the CLI's commands) is not on its list
         from engine.generate.backends.model_host import set_log_llama
 
         set_log_llama(True)

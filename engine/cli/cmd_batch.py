@@ -15,19 +15,27 @@ import sys
 import threading
 from typing import Any
 
-from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.common import (
+    MAX_NUMBER,
+    add_json_argument,
+    add_repo_argument,
+    load,
+    positive,
+    repo_dir,
+)
 from engine.cli.exitcodes import CANCELLED, FAILED_CHECK, INTERRUPTED, OK, QUEUED
 from engine.core.errors import ConfigError
 from engine.core.gitcmd import toplevel
-from engine.flow.batch import (
+from engine.flow.batch import run_batch
+from engine.flow.batch_items import (
     PUBLISH_MODES,
     BatchOptions,
     BatchProgress,
     BatchSummary,
     ItemState,
-    run_batch,
 )
 from engine.flow.session import Workspace
+from engine.issues.forge.registry import github_repo_for
 
 NAME = "batch"
 HELP = "generate (and optionally publish as drafts) for many issues; resumable"
@@ -52,18 +60,6 @@ def _issue_list(text: str) -> list[int]:
     return numbers
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    if value > MAX_NUMBER:
-        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     select = parser.add_mutually_exclusive_group()
     select.add_argument(
@@ -78,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive,
+        type=positive,
         metavar="K",
         help="generations at once on a server backend (default and upper bound: the "
         "profile's concurrency; llama.cpp in-process always runs one at a time)",
@@ -202,8 +198,6 @@ def run(args: argparse.Namespace) -> int:
     options.selector()  # neither/both selections: an error before anything else
     workspace = Workspace(root, config)
     if args.publish == "draft":
-        from engine.issues.forge.registry import github_repo_for
-
         github = github_repo_for(root, config)
         if not _confirm(args, github.full_name if github else f"remote {config.publish.remote}"):
             print("nothing published", file=sys.stderr)

@@ -16,7 +16,8 @@ from engine.cli.exitcodes import OK
 from engine.core.errors import AgentTuiError
 from engine.core.gitcmd import toplevel
 from engine.core.textsafe import safe
-from engine.publish.store import OUTCOMES, Store
+from engine.publish.records import OUTCOMES
+from engine.publish.store import Store
 
 NAME = "history"
 HELP = "list past generations and their outcome; --jobs lists the publish outbox"

@@ -18,7 +18,7 @@ from engine.core.errors import GitHubError
 from engine.core.models import Issue
 from engine.core.textsafe import safe
 from engine.issues.forge.base import RefreshResult
-from engine.issues.forge.github import GitHubIssueSource
+from engine.issues.forge.github_source import GitHubIssueSource
 from engine.issues.forge.registry import issue_source_for
 
 NAME = "issues"

@@ -19,6 +19,7 @@ from engine.context.result import ContextResult
 from engine.core.errors import ConfigError, RepoError
 from engine.core.gitcmd import toplevel
 from engine.generate.backends import get_backend
+from engine.issues.forge.registry import issue_source_for
 
 NAME = "prompt"
 HELP = "show the exact messages for an issue, their token counts and what was left out"
@@ -132,8 +133,6 @@ def run(args: argparse.Namespace) -> int:
     model_name = args.model or config.default_model
     model = config.profile(model_name)
     profile = load_profile(args.prompt_profile or config.default_prompt, root)
-
-    from engine.issues.forge.registry import issue_source_for
 
     source = issue_source_for(root, config)
     issue = source.get_issue(args.issue)

@@ -368,10 +368,10 @@ def default_branch(repo_dir: Path, remote: str = "origin") -> str:
 def github_token_source(api_url: str = "https://api.github.com") -> tuple[str, str]:
     """Where a GitHub token would come from, never the token: (source, detail).
 
-    The same lookup publishing uses (``engine.issues.forge.github.resolve_token``), so doctor
+    The same lookup publishing uses (``engine.issues.forge.github_token.resolve_token``), so doctor
     reports the token that would really be sent.
     """
-    from engine.issues.forge.github import resolve_token
+    from engine.issues.forge.github_token import resolve_token
 
     token = resolve_token(api_url, configured_api_url=api_url)  # the configured host's token
     if token is None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.config import LlamaCppProfile, OllamaProfile, OpenAIProfile
-from engine.issues.forge.github import is_loopback
+from engine.issues.forge.github_token import is_loopback
 
 #: (kind, base URL) probed by default; ``kind`` says which API to ask
 DEFAULT_SERVERS: tuple[tuple[str, str], ...] = (

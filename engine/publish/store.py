@@ -20,31 +20,40 @@ any point (network down, process killed) is either ``done`` or resumable by
 ``agent-tui sync`` with its branch intact. ``status`` says whether sync should retry it:
 ``pending`` (yes), ``failed`` (needs the user: GitHub refused, tests failed...), ``done``,
 ``cancelled``.
+
+The records themselves (``GenerationRecord``, ``PublishJob``) and their row conversion live in
+``engine.publish.records``; this module is the file, its schema and its queries.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from engine.core import gitcmd
+from engine.core.errors import AgentTuiError
 from engine.core.redact import redact
+from engine.publish.records import (
+    JOB_STATES,
+    GenerationRecord,
+    JobStatus,
+    Outcome,
+    PublishJob,
+    check_outcome,
+    finding_to_json,
+    generation_from_row,
+    job_from_row,
+    job_row,
+)
 
 STORE_FILE = "agent-tui.sqlite"
 SCHEMA_VERSION = 1
-
-Outcome = Literal["generated", "discarded", "published", "queued", "failed"]
-OUTCOMES: tuple[str, ...] = get_args(Outcome)
-JobState = Literal["planned", "committed", "pushed", "pr_opened", "done"]
-JOB_STATES: tuple[str, ...] = get_args(JobState)
-JobStatus = Literal["pending", "failed", "done", "cancelled"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS generations (
@@ -138,6 +147,7 @@ CREATE TABLE IF NOT EXISTS forge_facts (
     PRIMARY KEY (repo, key)
 );
 """
+
 #: Columns added after a table was first created: (table, column, declaration). A database
 #: written before them gets them when it is opened.
 _ADDED_COLUMNS = (("jobs", "head_repo", "TEXT"), ("generations", "edited", "TEXT"))
@@ -145,107 +155,6 @@ _ADDED_COLUMNS = (("jobs", "head_repo", "TEXT"), ("generations", "edited", "TEXT
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@dataclass
-class GenerationRecord:
-    """One generation as stored in the history."""
-
-    id: int
-    created_at: str
-    issue_number: int | None
-    issue_title: str
-    model_profile: str
-    model_ref: str
-    prompt_profile: str
-    prompt_hash: str
-    seed: int | None
-    proposal: dict[str, Any] | None
-    findings: list[dict[str, Any]]
-    stats: dict[str, Any]
-    outcome: str
-    detail: str
-    job_id: int | None
-    pr_url: str | None
-    updated_at: str
-    edited: dict[str, Any] | None = None
-    """The proposal as the user edited (and published) it; None: as the model answered."""
-
-    @property
-    def current(self) -> dict[str, Any] | None:
-        """The latest version of the proposal: the user's edit, else the model's answer."""
-        return self.edited if self.edited is not None else self.proposal
-
-    @property
-    def state(self) -> str:
-        """Where its issue stands, in a word or two: ``proposal`` (ready to review),
-        ``queued`` (in the outbox), ``PR #12`` (published), ``failed`` (publishing failed)."""
-        if self.outcome == "published":
-            match = re.search(r"/pull/(\d+)", self.pr_url or "")
-            return f"PR #{match.group(1)}" if match else "published"
-        if self.outcome in ("queued", "failed"):
-            return self.outcome
-        return "proposal"
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as JSON-ready data."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-@dataclass
-class PublishJob:
-    """One publish job of the outbox (see the module docstring for its state machine)."""
-
-    issue_number: int
-    branch: str
-    base: str
-    remote: str
-    proposal: dict[str, Any]
-    commit_message: str
-    pr_title: str
-    pr_body: str
-    draft: bool = True
-    labels: list[str] = field(default_factory=list)
-    github_repo: str | None = None
-    """``owner/name`` the PR is opened on (None: no GitHub known yet)."""
-    api_url: str | None = None
-    head_owner: str | None = None
-    """Owner of the pushed branch (a fork); default: the GitHub repo's owner."""
-    head_repo: str | None = None
-    """``owner/name`` of the repository the branch is pushed to when it is a fork owned by
-    the same owner (GitHub needs ``head_repo`` then); None otherwise."""
-    update_existing: bool = False
-    """Commit on top of an existing branch instead of creating it."""
-    generation_id: int | None = None
-    base_sha: str | None = None
-    parent_sha: str | None = None
-    """The commit the new commit was built on (base tip, or the existing branch's tip)."""
-    head_sha: str | None = None
-    state: str = "planned"
-    status: str = "pending"
-    pr_number: int | None = None
-    pr_url: str | None = None
-    pr_reused: bool = False
-    attempts: int = 0
-    last_error: str = ""
-    test_command: str | None = None
-    """Run in the worktree before committing (a failure stops the job)."""
-    test_timeout: float = 600.0
-    tests_in_body: bool = False
-    test_summary: str = ""
-    id: int | None = None
-    created_at: str = ""
-    updated_at: str = ""
-
-    @property
-    def done(self) -> bool:
-        """The pull request is open and labelled: nothing left to do."""
-        return self.status == "done"
-
-
-_JOB_JSON = {"proposal", "labels"}
-_JOB_BOOL = {"draft", "update_existing", "pr_reused", "tests_in_body"}
-_GEN_JSON = {"proposal", "findings", "stats", "edited"}
 
 
 class Store:
@@ -261,8 +170,6 @@ class Store:
         with self._connect() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                from engine.core.errors import AgentTuiError
-
                 raise AgentTuiError(
                     f"{path} was written by a newer agent-tui (schema {version})",
                     title="History database too new",
@@ -330,7 +237,7 @@ class Store:
         Raises:
             ValueError: an unknown outcome.
         """
-        _check_outcome(outcome)
+        check_outcome(outcome)
         detail = redact(detail)  # an error's text may echo a credential: never stored
         now = _now()
         with self._connect() as db:
@@ -379,14 +286,14 @@ class Store:
         Raises:
             ValueError: an unknown outcome.
         """
-        _check_outcome(outcome)
+        check_outcome(outcome)
         sql = (
             "UPDATE generations SET outcome = ?, detail = ?, updated_at = ?, "
             "job_id = COALESCE(?, job_id), pr_url = COALESCE(?, pr_url) WHERE id = ?"
         )
         args: list[Any] = [outcome, redact(detail), _now(), job_id, pr_url, generation_id]
         if only_if is not None:
-            _check_outcome(only_if)
+            check_outcome(only_if)
             sql += " AND outcome = ?"
             args.append(only_if)
         with self._connect() as db:
@@ -412,13 +319,13 @@ class Store:
                 "SELECT * FROM generations WHERE id IN (SELECT MAX(id) FROM generations "
                 "WHERE proposal IS NOT NULL AND issue_number IS NOT NULL GROUP BY issue_number)"
             ).fetchall()
-        return {int(r["issue_number"]): _generation(r) for r in rows}
+        return {int(r["issue_number"]): generation_from_row(r) for r in rows}
 
     def generation(self, generation_id: int) -> GenerationRecord | None:
         """One generation, or None."""
         with self._connect() as db:
             row = db.execute("SELECT * FROM generations WHERE id = ?", (generation_id,)).fetchone()
-        return _generation(row) if row else None
+        return generation_from_row(row) if row else None
 
     def generations(
         self, *, limit: int = 50, issue: int | None = None, outcome: str | None = None
@@ -444,7 +351,7 @@ class Store:
         sql += " ORDER BY id DESC LIMIT ?"
         with self._connect() as db:
             rows = db.execute(sql, (*args, limit)).fetchall()
-        return [_generation(r) for r in rows]
+        return [generation_from_row(r) for r in rows]
 
     # -- outbox ---------------------------------------------------------------------------
 
@@ -453,7 +360,7 @@ class Store:
         now = _now()
         job.created_at = job.updated_at = now
         job.last_error = redact(job.last_error)
-        data = _job_row(job)
+        data = job_row(job)
         data.pop("id")
         cols = ", ".join(data)
         marks = ", ".join("?" for _ in data)
@@ -481,7 +388,7 @@ class Store:
             setattr(job, key, value)
         job.updated_at = _now()
         changes["updated_at"] = job.updated_at
-        row = _job_row(job)
+        row = job_row(job)
         sets = ", ".join(f"{k} = ?" for k in changes)
         with self._connect() as db:
             db.execute(
@@ -494,7 +401,7 @@ class Store:
         """One job, or None."""
         with self._connect() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row) if row else None
+        return job_from_row(row) if row else None
 
     def jobs(
         self, *, statuses: Sequence[str] | None = None, branch: str | None = None
@@ -513,7 +420,7 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         with self._connect() as db:
             rows = db.execute(sql + " ORDER BY id", args).fetchall()
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def pending_jobs(self, *, include_failed: bool = False) -> list[PublishJob]:
         """Jobs ``agent-tui sync`` should retry, oldest first."""
@@ -615,7 +522,7 @@ class Store:
             rows = db.execute(
                 "SELECT * FROM jobs WHERE generation_id = ? ORDER BY id", (generation_id,)
             ).fetchall()
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     # -- what a forge told us about a repository ------------------------------------------
 
@@ -665,68 +572,3 @@ class Store:
                 "VALUES (?,?,?,?)",
                 (str(path), st.st_size, st.st_mtime_ns, sha256),
             )
-
-
-def _check_outcome(outcome: str) -> None:
-    if outcome not in OUTCOMES:
-        raise ValueError(f"unknown outcome {outcome!r} (one of {', '.join(OUTCOMES)})")
-
-
-def finding_to_json(finding: Any) -> dict[str, Any]:
-    """A finding (pydantic model, dataclass, dict or any object) as JSON data."""
-    if isinstance(finding, dict):
-        return {str(k): _jsonable(v) for k, v in finding.items()}
-    dump = getattr(finding, "model_dump", None)
-    if callable(dump):
-        data = dump(mode="json")
-        return dict(data) if isinstance(data, dict) else {"value": data}
-    if hasattr(finding, "__dataclass_fields__"):
-        return {f.name: _jsonable(getattr(finding, f.name)) for f in fields(finding)}
-    attrs = ("severity", "rule", "code", "path", "message", "line")
-    data = {a: _jsonable(getattr(finding, a)) for a in attrs if hasattr(finding, a)}
-    return data or {"message": str(finding)}
-
-
-def _jsonable(value: Any) -> Any:
-    value = getattr(value, "value", value)  # enums
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return str(value)
-
-
-def _job_row(job: PublishJob) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for f in fields(PublishJob):
-        value = getattr(job, f.name)
-        if f.name in _JOB_JSON:
-            value = json.dumps(value)
-        elif f.name in _JOB_BOOL:
-            value = int(bool(value))
-        row[f.name] = value
-    return row
-
-
-def _job(row: sqlite3.Row) -> PublishJob:
-    data: dict[str, Any] = {}
-    for f in fields(PublishJob):
-        value = row[f.name]
-        if f.name in _JOB_JSON:
-            value = json.loads(value)
-        elif f.name in _JOB_BOOL:
-            value = bool(value)
-        data[f.name] = value
-    return PublishJob(**data)
-
-
-def _generation(row: sqlite3.Row) -> GenerationRecord:
-    data: dict[str, Any] = {}
-    for f in fields(GenerationRecord):
-        value = row[f.name]
-        if f.name in _GEN_JSON and value is not None:
-            value = json.loads(value)
-        data[f.name] = value
-    return GenerationRecord(**data)

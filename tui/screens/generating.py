@@ -35,14 +35,8 @@ from engine.core.events import (
     TokensGenerated,
     Truncated,
 )
-from engine.flow.session import (
-    ContextReady,
-    IssueRun,
-    ModelLoading,
-    ModelReady,
-    RetrySampling,
-    Reviewed,
-)
+from engine.flow.issue_run import IssueRun
+from engine.flow.run_events import ContextReady, ModelLoading, ModelReady, RetrySampling, Reviewed
 from tui.messages import (
     ContextBuilt,
     GenerationPhased,

@@ -20,7 +20,7 @@ from textual.widgets import Footer, Markdown, Static
 from engine.core.errors import AgentTuiError
 from engine.core.models import Issue, IssueComment
 from engine.core.textsafe import safe
-from engine.flow.session import IssueRun
+from engine.flow.issue_run import IssueRun
 from tui.messages import (
     ContextBuilt,
     IssueCommentsLoaded,

@@ -22,7 +22,8 @@ from textual.containers import Horizontal
 from textual.widgets import Footer, OptionList, Static
 
 from engine.core.textsafe import safe
-from engine.flow.session import IssueRun, Review
+from engine.flow.issue_run import IssueRun
+from engine.flow.run_events import Review
 from tui.messages import ChecksCompleted
 from tui.screens.base import AgentScreen
 from tui.widgets.diff_view import DiffView

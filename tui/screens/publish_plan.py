@@ -23,7 +23,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.reactive import var
 from textual.widgets import Footer, Static
 
-from engine.flow.session import IssueRun
+from engine.flow.issue_run import IssueRun
 from tui.keymap import CONFIRM_PUBLISH_ID, DEFAULT_CONFIRM_KEY, confirm_key
 from tui.messages import PublishQueued, PublishStepped, PullRequestOpened, WorkerFailed
 from tui.screens.base import AgentModal

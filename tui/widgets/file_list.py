@@ -85,8 +85,8 @@ class FileList(OptionList):
         return width - 1 if width > 8 else None
 
     def set_review(self, review: Any) -> None:
-        """List the files of ``review`` (an ``engine.flow.session.Review``) as a tree, keeping the
-        selection.
+        """List the files of ``review`` (an ``engine.flow.run_events.Review``) as a tree,
+        keeping the selection.
 
         Files at the top of the repository come first, then one header per directory (in the
         order the proposal first names it) with its files under it by name. Headers are

@@ -14,36 +14,27 @@ queues its job in the outbox. Any other failure inside the client, or a success 
 wrong shape (a captive portal's HTML page where a list was expected), is an error shown as is:
 the cache is kept, nothing is queued.
 
-Credentials follow their host, as ``gh`` does: ``GH_TOKEN``/``GITHUB_TOKEN`` (or ``gh auth
-token``) go to api.github.com only; an Enterprise host the user's own config names gets
-``GH_ENTERPRISE_TOKEN``/``GITHUB_ENTERPRISE_TOKEN`` (or ``gh auth token --hostname``); plain
-http gets a token only on loopback. The token lives only in the client's request headers and
-is never put in a message, a log or the cache. Without one, reads are anonymous (and we say so).
+The token (which variable, which host it may go to) is ``engine.issues.forge.github_token``;
+the issue list's side (the cached issue source) is ``engine.issues.forge.github_source``.
 """
 
 from __future__ import annotations
 
 import email.utils
 import functools
-import ipaddress
 import logging
-import os
 import re
-import shutil
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from engine.core.errors import GitHubError, IssueNotFoundError
-from engine.core.models import Issue, IssueComment
-from engine.core.redact import register
-from engine.issues.forge.base import IssueSource, RefreshResult
-from engine.issues.forge.cache import IssueCache
+from engine.core.errors import GitHubError
+
+if TYPE_CHECKING:
+    from engine.issues.forge.github_token import Token
 
 log = logging.getLogger(__name__)
 
@@ -172,120 +163,6 @@ def resolve_repo(
 
 
 # ----------------------------------------------------------------------------------------------
-# the token
-
-
-@dataclass(frozen=True)
-class Token:
-    """A GitHub token and where it came from; the value never shows in a repr."""
-
-    value: str = field(repr=False)
-    source: str
-    """``GH_TOKEN``, ``GITHUB_TOKEN``, ``GH_ENTERPRISE_TOKEN`` or ``gh auth token``."""
-
-
-ANONYMOUS_NOTE = (
-    "no GitHub token (GH_TOKEN, GITHUB_TOKEN or `gh auth login`): reading anonymously "
-    "(60 requests/hour; opening pull requests needs a token)"
-)
-
-
-#: the variables that hold a token for github.com (never sent anywhere else)
-GITHUB_COM_TOKEN_VARS = ("GH_TOKEN", "GITHUB_TOKEN")
-#: the variables that hold a token for a GitHub Enterprise host the user configured
-ENTERPRISE_TOKEN_VARS = ("GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN")
-#: every variable agent-tui reads a GitHub token from
-TOKEN_VARS = (*GITHUB_COM_TOKEN_VARS, *ENTERPRISE_TOKEN_VARS)
-
-
-def is_loopback(host: str) -> bool:
-    """``host`` (no port) is this machine: ``localhost``, 127.0.0.0/8 or ``::1``."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def token_host(api_url: str, configured_api_url: str = DEFAULT_API_URL) -> str | None:
-    """The host a token may be sent to for ``api_url``, or None when no token may go there.
-
-    The rules are ``gh``'s: a github.com token goes to ``https://api.github.com`` only; any
-    other host is a GitHub Enterprise server and gets a token only when it is the host of
-    ``configured_api_url`` (the user's own, trusted ``[github] api_url``); and no token is
-    ever sent over plain http except to a loopback address.
-
-    Args:
-        api_url: where the request goes.
-        configured_api_url: the ``[github] api_url`` of the trusted configuration layers.
-
-    Returns:
-        ``github.com``, the Enterprise ``host[:port]``, or None.
-    """
-    parts = urlsplit(api_url)
-    host = api_host(api_url)
-    if not host or parts.scheme not in ("http", "https"):
-        return None
-    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
-        return None
-    if host == "github.com":
-        return host if parts.scheme == "https" else None
-    configured = urlsplit(configured_api_url)
-    if (configured.scheme, api_host(configured_api_url)) != (parts.scheme, host):
-        return None
-    return host
-
-
-def resolve_token(
-    api_url: str = DEFAULT_API_URL,
-    *,
-    configured_api_url: str = DEFAULT_API_URL,
-    use_gh: bool = True,
-) -> Token | None:
-    """The GitHub token to send to ``api_url``, or None (anonymous).
-
-    For ``https://api.github.com``: ``GH_TOKEN``, ``GITHUB_TOKEN``, then ``gh auth token``.
-    For a GitHub Enterprise host that the user's configuration names (see :func:`token_host`):
-    ``GH_ENTERPRISE_TOKEN``, ``GITHUB_ENTERPRISE_TOKEN``, then ``gh auth token --hostname
-    HOST``. Anything else (a host a repository's config chose, plain http to another
-    machine) gets no token at all.
-
-    Args:
-        api_url: the REST API base the token would be sent to.
-        configured_api_url: the trusted ``[github] api_url``.
-        use_gh: ask the gh CLI as a last resort.
-    """
-    host = token_host(api_url, configured_api_url)
-    if host is None:
-        return None
-    names = GITHUB_COM_TOKEN_VARS if host == "github.com" else ENTERPRISE_TOKEN_VARS
-    for name in names:
-        value = os.environ.get(name, "").strip()
-        if value:
-            register(value)
-            return Token(value, name)
-    gh = shutil.which("gh") if use_gh else None
-    if gh:
-        try:
-            proc = subprocess.run(
-                [gh, "auth", "token", "--hostname", host.split(":")[0]],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                stdin=subprocess.DEVNULL,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        value = proc.stdout.strip()
-        if proc.returncode == 0 and value and "\n" not in value:
-            register(value)  # not in the environment: every redaction must still know it
-            return Token(value, "gh auth token")
-    return None
-
-
-# ----------------------------------------------------------------------------------------------
 # errors
 
 
@@ -383,6 +260,21 @@ def is_network_error(exc: BaseException) -> bool:
     return False
 
 
+#: the title and hint of GitHub's plain refusals, by HTTP status (rate limits are apart)
+_REFUSALS: dict[int, tuple[str, str]] = {
+    401: (
+        "GitHub authentication failed",
+        "check the token in GH_TOKEN/GITHUB_TOKEN, or run `gh auth login`",
+    ),
+    404: ("Not found on GitHub", "check [github] repo / the remote URL"),
+    403: (
+        "GitHub refused the request",
+        "the token may lack a scope (repo / pull_requests: write)",
+    ),
+    422: ("GitHub rejected the request", ""),
+}
+
+
 def error_from_api(exc: Exception, what: str, *, api_url: str, anonymous: bool) -> GitHubError:
     """A :class:`GitHubError` from a ghapi/fasttransport exception, in GitHub's words.
 
@@ -397,22 +289,7 @@ def error_from_api(exc: Exception, what: str, *, api_url: str, anonymous: bool) 
     if status is None and response is not None:
         status = getattr(response, "status_code", None)
     if status is None:
-        detail = str(getattr(exc, "message", "") or exc) or type(exc).__name__
-        if not is_network_error(exc):
-            # not a network failure: a bug (ours or the client library's) to show, never a
-            # reason to serve the cache as "offline" or to queue a publish for later
-            return GitHubError(
-                f"the GitHub client failed while {what}: {type(exc).__name__}: {detail[:300]}",
-                title="GitHub client error",
-                hint="this is a bug in agent-tui or ghapi, not a network problem: please "
-                "report it with `agent-tui --version`",
-                network=False,
-            )
-        return GitHubError(
-            f"cannot reach GitHub at {api_url} while {what}: {detail}",
-            title="GitHub unreachable",
-            hint="check the network (or [github] api_url); cached data is used meanwhile",
-        )
+        return _no_answer(exc, what, api_url)
     body: Any = getattr(exc, "raw", None)
     if body is None and response is not None:
         try:
@@ -427,91 +304,66 @@ def error_from_api(exc: Exception, what: str, *, api_url: str, anonymous: bool) 
     if status == 429 or (
         status == 403 and (wait is not None or remaining == "0" or "rate limit" in gh_msg.lower())
     ):
-        if wait is not None:
-            # a secondary rate limit: Retry-After says when, X-RateLimit-Reset does not apply
-            when = (datetime.now(UTC) + timedelta(seconds=wait)).astimezone()
-            text += f" (GitHub asks to retry after {wait:.0f} s, at {when:%H:%M:%S})"
-            hint = f"wait {wait:.0f} s before retrying; cached issues are served meanwhile"
-        else:
-            reset = _reset_time(headers)
-            if reset:
-                text += f" (the limit resets at {reset})"
-            hint = (
-                "set GH_TOKEN (or run `gh auth login`) for 5,000 requests/hour"
-                if anonymous
-                else "wait for the reset; cached issues are served meanwhile"
-            )
+        return _rate_limited(text, status, gh_msg, headers, wait, anonymous)
+    if status not in _REFUSALS:
+        return GitHubError(text, status=status, github_message=gh_msg)
+    title, hint = _REFUSALS[status]
+    if status == 404 and anonymous:
+        hint += "; a private repository needs a token (GH_TOKEN or `gh auth login`)"
+    return GitHubError(text, title=title, hint=hint, status=status, github_message=gh_msg)
+
+
+def _no_answer(exc: Exception, what: str, api_url: str) -> GitHubError:
+    """The error for a request GitHub never answered: the network, or a bug of a client."""
+    detail = str(getattr(exc, "message", "") or exc) or type(exc).__name__
+    if not is_network_error(exc):
+        # not a network failure: a bug (ours or the client library's) to show, never a
+        # reason to serve the cache as "offline" or to queue a publish for later
         return GitHubError(
-            text,
-            title="GitHub rate limit",
-            hint=hint,
-            status=status,
-            github_message=gh_msg,
-            retry_after=wait,
-            rate_limited=True,
+            f"the GitHub client failed while {what}: {type(exc).__name__}: {detail[:300]}",
+            title="GitHub client error",
+            hint="this is a bug in agent-tui or ghapi, not a network problem: please "
+            "report it with `agent-tui --version`",
+            network=False,
         )
-    if status == 401:
-        return GitHubError(
-            text,
-            title="GitHub authentication failed",
-            hint="check the token in GH_TOKEN/GITHUB_TOKEN, or run `gh auth login`",
-            status=status,
-            github_message=gh_msg,
+    return GitHubError(
+        f"cannot reach GitHub at {api_url} while {what}: {detail}",
+        title="GitHub unreachable",
+        hint="check the network (or [github] api_url); cached data is used meanwhile",
+    )
+
+
+def _rate_limited(
+    text: str, status: int, gh_msg: str, headers: Any, wait: float | None, anonymous: bool
+) -> GitHubError:
+    """GitHub's rate limit, with when to retry (``Retry-After``, else the limit's reset)."""
+    if wait is not None:
+        # a secondary rate limit: Retry-After says when, X-RateLimit-Reset does not apply
+        when = (datetime.now(UTC) + timedelta(seconds=wait)).astimezone()
+        text += f" (GitHub asks to retry after {wait:.0f} s, at {when:%H:%M:%S})"
+        hint = f"wait {wait:.0f} s before retrying; cached issues are served meanwhile"
+    else:
+        reset = _reset_time(headers)
+        if reset:
+            text += f" (the limit resets at {reset})"
+        hint = (
+            "set GH_TOKEN (or run `gh auth login`) for 5,000 requests/hour"
+            if anonymous
+            else "wait for the reset; cached issues are served meanwhile"
         )
-    if status == 404:
-        hint = "check [github] repo / the remote URL"
-        if anonymous:
-            hint += "; a private repository needs a token (GH_TOKEN or `gh auth login`)"
-        return GitHubError(
-            text, title="Not found on GitHub", hint=hint, status=status, github_message=gh_msg
-        )
-    if status == 403:
-        return GitHubError(
-            text,
-            title="GitHub refused the request",
-            hint="the token may lack a scope (repo / pull_requests: write)",
-            status=status,
-            github_message=gh_msg,
-        )
-    if status == 422:
-        return GitHubError(
-            text, title="GitHub rejected the request", status=status, github_message=gh_msg
-        )
-    return GitHubError(text, status=status, github_message=gh_msg)
+    return GitHubError(
+        text,
+        title="GitHub rate limit",
+        hint=hint,
+        status=status,
+        github_message=gh_msg,
+        retry_after=wait,
+        rate_limited=True,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # the client
-
-
-def issue_from_json(data: dict[str, Any]) -> Issue:
-    """An :class:`Issue` from GitHub's issue JSON."""
-    milestone = data.get("milestone")
-    updated = data.get("updated_at")
-    return Issue(
-        number=int(data["number"]),
-        title=str(data.get("title") or ""),
-        body=str(data.get("body") or ""),
-        labels=[
-            str(lab["name"] if isinstance(lab, dict) else lab) for lab in data.get("labels") or []
-        ],
-        assignees=[str(a.get("login")) for a in data.get("assignees") or [] if a],
-        milestone=str(milestone.get("title")) if isinstance(milestone, dict) else None,
-        state=str(data.get("state") or "open"),
-        comments=int(data.get("comments") or 0),
-        updated_at=_parse_time(updated),
-        url=data.get("html_url"),
-        source="github",
-    )
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _next_link(header: str) -> bool:
@@ -748,183 +600,3 @@ class GitHubClient:
         if not isinstance(result, list):
             raise self._unexpected(what, "a JSON list", result, content_type)
         return [str(lab.get("name")) for lab in result if isinstance(lab, dict)]
-
-
-# ----------------------------------------------------------------------------------------------
-# the issue source
-
-
-class GitHubIssueSource(IssueSource):
-    """A GitHub repository's open issues, served from a local SQLite cache.
-
-    ``list_issues`` never touches the network (instant at startup, works offline);
-    ``refresh`` fetches what changed since the last refresh (``since``), or everything the
-    first time; ``comments`` are fetched on demand and cached.
-
-    Args:
-        repo: the GitHub repository.
-        cache_path: the SQLite file (see :func:`engine.issues.forge.registry.issue_source_for`).
-        token: the token, or None to read anonymously.
-        timeout: seconds per request.
-        retries: connection retries before a refresh is declared offline.
-    """
-
-    name: ClassVar[str] = "github"
-    REMOTE: ClassVar[bool] = True
-    HAS_COMMENTS: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        repo: GitHubRepo,
-        cache_path: Path,
-        token: Token | None = None,
-        *,
-        timeout: float = 30.0,
-        retries: int = 1,
-    ) -> None:
-        self.repo = repo
-        self.token = token
-        self.cache = IssueCache(cache_path, repo.key)
-        self._timeout = timeout
-        self._retries = retries
-        self._client: GitHubClient | None = None
-
-    @property
-    def client(self) -> GitHubClient:
-        """The API client, built on first use (startup never waits for it)."""
-        if self._client is None:
-            self._client = GitHubClient(
-                self.repo, self.token, timeout=self._timeout, retries=self._retries
-            )
-        return self._client
-
-    @property
-    def anonymous(self) -> bool:
-        """No token: reads are anonymous and publishing is impossible."""
-        return self.token is None
-
-    def describe(self) -> str:
-        """One line for the UI: where issues come from and as whom."""
-        who = f"token from {self.token.source}" if self.token else "anonymous"
-        return f"GitHub {self.repo.full_name} ({who})"
-
-    def list_issues(self) -> list[Issue]:
-        """The cached open issues, newest update first (no network)."""
-        return self.cache.issues()
-
-    def get_issue(self, number: int) -> Issue:
-        """Issue ``number`` from the cache, else from GitHub.
-
-        Raises:
-            IssueNotFoundError: GitHub has no such issue (or it is a pull request).
-            GitHubError: GitHub failed, or cannot be reached and the issue is not cached.
-        """
-        cached = self.cache.get(number)
-        if cached is not None:
-            return cached
-        try:
-            data = self.client.issue(number)
-        except GitHubError as exc:
-            if exc.status in (404, 410):
-                raise IssueNotFoundError(
-                    f"{self.repo.full_name} has no issue #{number} ({exc.github_message})",
-                    hint="run `agent-tui issues --refresh` to see the open issues",
-                ) from None
-            raise
-        if "pull_request" in data:
-            raise IssueNotFoundError(
-                f"#{number} of {self.repo.full_name} is a pull request, not an issue"
-            )
-        issue = issue_from_json(data)
-        if issue.state == "open":
-            self.cache.upsert([issue])
-        return issue
-
-    def refresh(self, *, full: bool = False) -> RefreshResult:
-        """Fetch what changed since the last refresh and update the cache.
-
-        The first refresh (or ``full``) lists every open issue; later ones ask for every
-        issue updated since the newest update seen (``state=all``), so closed issues leave the
-        cache. Pull requests, which GitHub lists among issues, are skipped.
-
-        Args:
-            full: ignore ``since`` and rebuild the cache from every open issue.
-
-        Returns:
-            What happened; ``offline`` when GitHub could not be reached (the cache is served).
-
-        Raises:
-            GitHubError: GitHub answered with an error (auth, rate limit, not found...), with
-                something that is not its JSON (a proxy's login page), or the client failed;
-                the cache is left as it was.
-        """
-        since = None if full else self.cache.since()
-        started = datetime.now(UTC)
-        upserts: list[Issue] = []
-        closed: list[int] = []
-        newest = since
-        try:
-            for item in self.client.iter_issues(state="all" if since else "open", since=since):
-                stamp = item.get("updated_at")
-                if isinstance(stamp, str) and (newest is None or stamp > newest):
-                    newest = stamp
-                if "pull_request" in item:
-                    continue
-                issue = issue_from_json(item)
-                if issue.state == "open":
-                    upserts.append(issue)
-                else:
-                    closed.append(issue.number)
-        except GitHubError as exc:
-            if not exc.network:
-                raise
-            total = self.cache.count()
-            when = self.cache.refreshed_at()
-            stamp = when.astimezone().strftime("%Y-%m-%d %H:%M") if when else "never"
-            return RefreshResult(
-                fetched=0,
-                total=total,
-                refreshed_at=when,
-                offline=True,
-                message=f"offline: {exc.message}; serving {total} cached issues "
-                f"(last refresh: {stamp})",
-            )
-        self.cache.apply(upserts, closed, since=newest, refreshed_at=started, replace=since is None)
-        total = self.cache.count()
-        message = f"{len(upserts)} updated, {len(closed)} closed" if since else f"{total} open"
-        if self.anonymous:
-            message += f"; {ANONYMOUS_NOTE}"
-        return RefreshResult(
-            fetched=len(upserts) + len(closed),
-            total=total,
-            refreshed_at=started,
-            message=message,
-        )
-
-    def comments(self, number: int) -> list[IssueComment]:
-        """Issue ``number``'s comments from GitHub (cached); the cached ones when offline.
-
-        Raises:
-            GitHubError: GitHub failed, or is unreachable and nothing is cached.
-        """
-        try:
-            items = self.client.comments(number)
-        except GitHubError as exc:
-            cached = self.cache.comments(number)
-            if exc.network and cached is not None:
-                return cached
-            raise
-        comments = [
-            IssueComment(
-                author=str((c.get("user") or {}).get("login") or "ghost"),
-                body=str(c.get("body") or ""),
-                created_at=_parse_time(c.get("created_at")),
-            )
-            for c in items
-        ]
-        self.cache.put_comments(number, comments)
-        return comments
-
-    def last_refresh(self) -> datetime | None:
-        """When the cache was last refreshed successfully (None: never)."""
-        return self.cache.refreshed_at()

@@ -17,7 +17,9 @@ from engine.core import gitcmd
 from engine.core.config import AppConfig
 from engine.core.errors import ConfigError
 from engine.issues.forge.base import IssueSource
-from engine.issues.forge.github import GitHubIssueSource, GitHubRepo, resolve_repo, resolve_token
+from engine.issues.forge.github import GitHubRepo, resolve_repo
+from engine.issues.forge.github_source import GitHubIssueSource
+from engine.issues.forge.github_token import resolve_token
 from engine.issues.forge.local import LocalIssueSource
 
 CACHE_FILE = "issues.sqlite"

@@ -372,6 +372,13 @@ _NETWORK_PATTERNS = (
     "504",
 )
 _AUTH_PATTERNS = ("authentication failed", "permission denied", "denied to")
+#: an HTTP 401/403 as git reports it ("The requested URL returned error: 403", "HTTP 403",
+#: "403 Forbidden"): only in those words, so a port (40305) or a path (``/tmp/run-403/``)
+#: is not taken for a refusal
+_HTTP_REFUSAL_RE = re.compile(
+    r"(?:returned error|http(?:/[\d.]+)?|status(?: code)?)\s*:?\s*40[13](?!\d)"
+    r"|(?<![\w/.-])40[13] (?:forbidden|unauthorized)"
+)
 
 
 @dataclass
@@ -389,8 +396,8 @@ def classify_push_error(stderr: str) -> bool:
     low = stderr.lower()
     if "[rejected]" in low or "[remote rejected]" in low or "non-fast-forward" in low:
         return False
-    if any(p in low for p in _AUTH_PATTERNS) or re.search(r"(?<!\d)40[13](?!\d)", low):
-        return False  # whole numbers only: a port such as 40305 is not an HTTP 403
+    if any(p in low for p in _AUTH_PATTERNS) or _HTTP_REFUSAL_RE.search(low):
+        return False
     return any(p in low for p in _NETWORK_PATTERNS) or not low
 
 

@@ -50,16 +50,15 @@ from engine.generate.backends.http import (
     CancellableStream,
     RetryPolicy,
     ServerProbe,
-    TokenCalibration,
     cut_short,
     http_timeout,
     is_connect_error,
     open_with_retry,
-    prompt_was_cut,
     shutdown_socket,
     stop_reading_answer,
 )
 from engine.generate.stream import ProposalStream, partial_parse
+from engine.generate.tokens import TokenCalibration, prompt_was_cut
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 #: The longest wait for the next streamed chunk (prompt processing of a long prompt on a

@@ -48,16 +48,15 @@ from engine.generate.backends.http import (
     CancellableStream,
     RetryPolicy,
     ServerProbe,
-    TokenCalibration,
     cut_short,
     http_timeout,
     is_connect_error,
     open_with_retry,
-    prompt_was_cut,
     shutdown_socket,
     stop_reading_answer,
 )
 from engine.generate.stream import ProposalStream, partial_parse
+from engine.generate.tokens import TokenCalibration, prompt_was_cut
 
 #: What servers answer when the prompt does not fit: vLLM/SGLang ("maximum context length is
 #: 4096 tokens. However, you requested 5000 tokens"), llama.cpp ("Requested tokens (5000)

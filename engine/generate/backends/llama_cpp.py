@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.config import LlamaCppProfile
+from engine.core.config import LlamaCppProfile, ProfileBase
 from engine.core.errors import AgentTuiError, BackendError, ConfigError, ModelLoadError
 from engine.core.events import (
     BackendFailed,
@@ -163,21 +163,19 @@ class SamplingParams:
     dry_sequence_breakers: tuple[str, ...] = ("\n", ":", '"', "*")
 
     @classmethod
-    def from_profile(cls, profile: Any) -> SamplingParams:
-        """The sampling settings of a model profile."""
+    def from_profile(cls, profile: ProfileBase) -> SamplingParams:
+        """The sampling settings of a model profile (every profile type has them)."""
         return cls(
             temperature=profile.temperature,
             top_p=profile.top_p,
             top_k=profile.top_k,
             seed=profile.seed,
             repeat_penalty=profile.repeat_penalty,
-            dry_multiplier=getattr(profile, "dry_multiplier", 0.0),
-            dry_base=getattr(profile, "dry_base", 1.75),
-            dry_allowed_length=getattr(profile, "dry_allowed_length", 2),
-            dry_penalty_last_n=getattr(profile, "dry_penalty_last_n", -1),
-            dry_sequence_breakers=tuple(
-                getattr(profile, "dry_sequence_breakers", ("\n", ":", '"', "*"))
-            ),
+            dry_multiplier=profile.dry_multiplier,
+            dry_base=profile.dry_base,
+            dry_allowed_length=profile.dry_allowed_length,
+            dry_penalty_last_n=profile.dry_penalty_last_n,
+            dry_sequence_breakers=tuple(profile.dry_sequence_breakers),
         )
 
     @property
@@ -874,7 +872,7 @@ def _default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(Backend[LlamaCppProfile]):
     """A GGUF model in-process via llama-cpp-python, under llguidance's grammar."""
 
     kind = "llama_cpp"

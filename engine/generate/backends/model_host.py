@@ -53,6 +53,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from engine.core.config import LlamaCppProfile
 from engine.core.errors import AgentTuiError, BackendError, ModelHostCrashed
 from engine.core.events import (
     Cancelled,
@@ -172,7 +173,7 @@ class _Dead:
 class _Host:
     """One running child process and the requests waiting on it."""
 
-    def __init__(self, name: str, profile: Any) -> None:
+    def __init__(self, name: str, profile: LlamaCppProfile) -> None:
         self.name = name
         self.log = log_path(name)
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -342,7 +343,7 @@ def _rebuild_error(info: tuple[str, str, str, str, str]) -> AgentTuiError:
     return error
 
 
-class HostedLlamaBackend(Backend):
+class HostedLlamaBackend(Backend[LlamaCppProfile]):
     """A ``llama_cpp`` profile served by its own model host process (see the module doc)."""
 
     kind = "llama_cpp"
@@ -351,7 +352,7 @@ class HostedLlamaBackend(Backend):
     PREFIX_CACHE = True
     EXACT_TOKEN_COUNT = True
 
-    def __init__(self, name: str, profile: Any) -> None:
+    def __init__(self, name: str, profile: LlamaCppProfile) -> None:
         super().__init__(name, profile)
         self._host: _Host | None = None
         self._lock = threading.Lock()

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.core.config import LlamaCppProfile
@@ -290,6 +290,16 @@ class LlamaCppBackend(Backend[LlamaCppProfile]):
         finally:
             slot.__exit__(None, None, None)
 
+    def _sampling(self, request: GenerationRequest) -> SamplingParams:
+        """The profile's sampling, with a retry's temperature and seed when the request has
+        them."""
+        sampling = SamplingParams.from_profile(self.profile)
+        if request.temperature is not None:
+            sampling = replace(sampling, temperature=request.temperature)
+        if request.seed is not None:
+            sampling = replace(sampling, seed=request.seed)
+        return sampling
+
     def _generate_locked(
         self,
         model: LoadedModel,
@@ -306,18 +316,10 @@ class LlamaCppBackend(Backend[LlamaCppProfile]):
         stream = ProposalStream(
             stats, max_files=request.max_files, issue_number=request.issue_number
         )
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        tokens: list[int] = []
-        self.last_tokens = tokens
-        ttft = 0.0
-        cached = 0
-        t_first = 0.0
+        progress = _Progress(t0)
+        self.last_tokens = progress.tokens
         if sampling is None:
-            sampling = SamplingParams.from_profile(self.profile)
-            if request.temperature is not None:
-                sampling = replace(sampling, temperature=request.temperature)
-            if request.seed is not None:
-                sampling = replace(sampling, seed=request.seed)
+            sampling = self._sampling(request)
         loop = decode(
             model,
             prompt,
@@ -327,68 +329,92 @@ class LlamaCppBackend(Backend[LlamaCppProfile]):
             cancel=cancel,
             options=options,
         )
-        result: DecodeDone | None = None
         try:
             for item in loop:
-                if isinstance(item, PromptEvaluated):
-                    cached = item.cached_tokens
-                    yield PromptProcessed(item.prompt_tokens, item.cached_tokens, item.seconds)
-                    t_first = time.perf_counter()
-                elif isinstance(item, TokensDecoded):
-                    now = time.perf_counter()
-                    if not tokens:
-                        ttft = now - t0
-                    tokens.extend(item.tokens)
-                    text = utf8.decode(item.data)
-                    elapsed = now - t_first
-                    yield TokensGenerated(
-                        text=text,
-                        completion_tokens=len(tokens),
-                        tokens_per_s=len(tokens) / elapsed if elapsed > 0 else 0.0,
-                        elapsed_s=now - t0,
-                    )
-                    yield from stream.feed(text)
-                    if stream.loop is not None:
-                        break
-                else:
-                    result = item
+                yield from progress.events(item, stream)
+                if stream.loop is not None:
+                    break
         finally:
             loop.close()
-        tail = utf8.decode(b"", final=True)
+        tail = progress.utf8.decode(b"", final=True)
         if tail:
             yield from stream.feed(tail)
-        decode_s = result.decode_seconds if result else time.perf_counter() - t_first
+        yield self._ending(stream, progress, stats)
+
+    def _ending(
+        self, stream: ProposalStream, progress: _Progress, stats: GenerationStats
+    ) -> GenerationEvent:
+        """The last event: a loop, a cancel, the loop's error, or the answer judged."""
+        tokens, result = progress.tokens, progress.result
+        decode_s = result.decode_seconds if result else time.perf_counter() - progress.t_first
         stats = replace(
             stats,
-            cached_prompt_tokens=cached,
+            cached_prompt_tokens=progress.cached,
             completion_tokens=len(tokens),
-            ttft_s=ttft,
-            elapsed_s=time.perf_counter() - t0,
+            ttft_s=progress.ttft,
+            elapsed_s=time.perf_counter() - progress.t0,
             tokens_per_s=len(tokens) / decode_s if decode_s > 0 else 0.0,
         )
         if stream.loop is not None:
-            yield stream.finish("loop", stats)
-            return
+            return stream.finish("loop", stats)
         assert result is not None
         if result.reason == "cancelled":
-            yield Cancelled(
+            return Cancelled(
                 message=f"cancelled after {len(tokens)} tokens",
                 hint="regenerate when ready; the prompt prefix stays cached",
                 partial=partial_parse(stream.text),
                 raw=stream.text,
                 stats=replace(stats, finish_reason="cancelled"),
             )
-            return
         if result.reason == "error":
-            yield BackendFailed(
+            return BackendFailed(
                 message=f"profile {self.name!r}: {result.error}",
                 hint="this is a bug in agent-tui or llama.cpp; report it with the model name",
                 partial=partial_parse(stream.text),
                 raw=stream.text,
                 stats=replace(stats, finish_reason="error"),
             )
-            return
-        yield stream.finish(result.reason, stats)
+        return stream.finish(result.reason, stats)
+
+
+@dataclass
+class _Progress:
+    """What one generation learned from the loop's items: tokens, timings, the ending."""
+
+    t0: float
+    """When the request started (TTFT counts from here)."""
+    tokens: list[int] = field(default_factory=list)
+    utf8: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
+    )
+    ttft: float = 0.0
+    cached: int = 0
+    t_first: float = 0.0
+    result: DecodeDone | None = None
+
+    def events(self, item: DecodeItem, stream: ProposalStream) -> Iterator[GenerationEvent]:
+        """The events of one item of the loop (``stream`` is fed the answer's text)."""
+        if isinstance(item, PromptEvaluated):
+            self.cached = item.cached_tokens
+            yield PromptProcessed(item.prompt_tokens, item.cached_tokens, item.seconds)
+            self.t_first = time.perf_counter()
+        elif isinstance(item, TokensDecoded):
+            now = time.perf_counter()
+            tokens = self.tokens
+            if not tokens:
+                self.ttft = now - self.t0
+            tokens.extend(item.tokens)
+            text = self.utf8.decode(item.data)
+            elapsed = now - self.t_first
+            yield TokensGenerated(
+                text=text,
+                completion_tokens=len(tokens),
+                tokens_per_s=len(tokens) / elapsed if elapsed > 0 else 0.0,
+                elapsed_s=now - self.t0,
+            )
+            yield from stream.feed(text)
+        else:
+            self.result = item
 
 
 __all__ = ["LlamaCppBackend"]

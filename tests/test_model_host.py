@@ -37,10 +37,10 @@ from engine.core.events import (
 )
 from engine.generate import backends
 from engine.generate.backends.base import GenerationRequest
+from engine.generate.backends.host_child import _coalesce
 from engine.generate.backends.model_host import (
     CANCEL_GRACE_S,
     HostedLlamaBackend,
-    _coalesce,
     log_path,
 )
 from tests import cpu_variant

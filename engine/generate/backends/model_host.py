@@ -7,11 +7,11 @@ the runtime in its own process for this reason, and so do we.
 
 ``HostedLlamaBackend`` is what the registry gives a ``llama_cpp`` profile. It implements the
 same ``Backend`` interface and forwards every call to a child (``python -m
-engine.generate.backends.model_host``) that runs the unchanged ``LlamaCppBackend``: the check-first
-decoding loop, llguidance's matcher and the prefix KV cache all live there. The two talk over a
-socket pair with pickled messages; the child sends the backend's own typed events, several per
-message (text merged, only the newest partial proposal kept), so nothing per token crosses the
-pipe needlessly.
+engine.generate.backends.host_child``, the child's side) that runs the unchanged
+``LlamaCppBackend``: the check-first decoding loop, llguidance's matcher and the prefix KV
+cache all live there. The two talk over a socket pair with pickled messages; the child sends
+the backend's own typed events, several per message (text merged, only the newest partial
+proposal kept), so nothing per token crosses the pipe needlessly.
 
 * The host starts on first use and lives as long as its backend (one per loaded profile; the
   registry keeps one backend per profile for the app's life). ``close()`` ends it.
@@ -37,7 +37,9 @@ The others are read only by the child.
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import json
 import os
 import queue
 import re
@@ -53,9 +55,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from engine.core.config import LlamaCppProfile
-from engine.core.errors import AgentTuiError, BackendError, ModelHostCrashed
+from engine.core.errors import AgentTuiError, BackendError, ModelHostCrashed, ModelLoadError
 from engine.core.events import (
+    BackendFailed,
     Cancelled,
     Finished,
     GenerationEvent,
@@ -67,11 +72,10 @@ from engine.core.events import (
     TokensGenerated,
 )
 from engine.generate.backends.base import Backend, GenerationRequest
+from engine.generate.stream import partial_parse
 
 #: seconds a host may take to stop after a cancel before it is killed
 CANCEL_GRACE_S = 2.0
-#: the child sends what it has at least this often while decoding
-FLUSH_INTERVAL_S = 0.02
 #: log lines quoted in a crash message
 TAIL_LINES = 8
 #: a host's log past this size is renamed to ``.log.1`` when the next host starts
@@ -93,8 +97,6 @@ def log_llama() -> bool:
 
 def log_dir() -> Path:
     """Where the model hosts write llama.cpp's log (the app's state directory)."""
-    import platformdirs
-
     return Path(platformdirs.user_state_dir("agent-tui")) / "logs"
 
 
@@ -195,7 +197,7 @@ class _Host:
         env["AGENT_TUI_HOST_ECHO_FD"] = str(echo)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine.generate.backends.model_host"],
+                [sys.executable, "-m", "engine.generate.backends.host_child"],
                 stdin=subprocess.DEVNULL,
                 stdout=self._log_fh,
                 stderr=self._log_fh,
@@ -326,8 +328,6 @@ class _Host:
 def _rebuild_error(info: tuple[str, str, str, str, str]) -> AgentTuiError:
     """The child's typed error, rebuilt in this process (same class when it is ours)."""
     module, qualname, message, hint, title = info
-    import importlib
-
     cls: Any = BackendError
     if module.startswith("engine."):
         try:
@@ -542,8 +542,6 @@ class HostedLlamaBackend(Backend[LlamaCppProfile]):
                     self._loaded = False
                     final_seen = True
                     if partial is None and raw:
-                        from engine.generate.stream import partial_parse
-
                         partial = partial_parse("".join(raw))
                     yield HostCrashed(
                         message=error.message,
@@ -624,8 +622,6 @@ def _failed_from_error(
     raw: list[str],
     partial: dict[str, Any] | None,
 ) -> GenerationFailed:
-    from engine.core.events import BackendFailed
-
     return BackendFailed(
         message=error.render(),
         hint=error.hint,
@@ -633,276 +629,6 @@ def _failed_from_error(
         raw="".join(raw),
         stats=replace(stats, finish_reason="error"),
     )
-
-
-# ============================================================================================
-# The child side
-
-
-class _CrashHook:
-    """The test hook: crash this host at one moment (see the module docstring).
-
-    ``AGENT_TUI_HOST_CRASH`` is read once; ``AGENT_TUI_HOST_CRASH_FILE`` names a file read at
-    every moment, so a test can arm a host that is already running.
-    """
-
-    def __init__(self) -> None:
-        self.static = os.environ.get("AGENT_TUI_HOST_CRASH", "")
-        self.file = os.environ.get("AGENT_TUI_HOST_CRASH_FILE", "")
-        self.once = os.environ.get("AGENT_TUI_HOST_CRASH_ONCE", "")
-
-    @property
-    def active(self) -> bool:
-        return bool(self.static or self.file)
-
-    def spec(self) -> tuple[str, str]:
-        text = self.static
-        if self.file:
-            try:
-                text = Path(self.file).read_text().strip()
-            except OSError:
-                text = ""
-        moment, _, how = text.partition(":")
-        return moment, how
-
-    def fire(self, moment: str) -> None:
-        if not self.active:
-            return
-        armed, how = self.spec()
-        if armed != moment:
-            return
-        if self.once:
-            try:
-                os.close(os.open(self.once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                return
-        sys.stderr.write(f"agent-tui test hook: crashing the host at {moment} ({how})\n")
-        sys.stderr.flush()
-        if how.startswith("exit"):
-            os._exit(int(how[4:] or 1))
-        os.kill(os.getpid(), getattr(signal, how, signal.SIGSEGV))  # default actions here
-        time.sleep(60)  # the signal arrives first (SIGSTOP: the host hangs, as a test wants)
-        os._exit(99)
-
-
-class _Child:
-    """The host's side: one ``LlamaCppBackend``, a reader thread and two workers."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.send_lock = threading.Lock()
-        self.cancels: dict[int, threading.Event] = {}
-        self.gen_queue: queue.Queue[Any] = queue.Queue()
-        self.aux_queue: queue.Queue[Any] = queue.Queue()
-        self.hook = _CrashHook()
-        self.backend: Any = None
-        self.loaded = False
-        self._load_lock = threading.Lock()
-
-    def send(self, rid: int, kind: str, value: Any) -> None:
-        with self.send_lock:
-            self.conn.send((rid, kind, value))
-
-    def send_error(self, rid: int, exc: BaseException) -> None:
-        if isinstance(exc, AgentTuiError):
-            info = (type(exc).__module__, type(exc).__qualname__, exc.message, exc.hint, exc.title)
-        else:
-            info = (
-                "builtins",
-                type(exc).__name__,
-                f"the model host failed: {type(exc).__name__}: {exc}",
-                "this is a bug in agent-tui or llama.cpp; report it with the model name",
-                "Model backend error",
-            )
-        self.send(rid, "err", info)
-
-    def load(self) -> dict[str, Any]:
-        with self._load_lock:
-            if not self.loaded:
-                self.hook.fire("load")
-                model = self.backend.load()
-                if self.hook.active:
-                    original = model.eval_prompt
-
-                    def eval_prompt(tokens: list[int], cancel: threading.Event) -> bool:
-                        self.hook.fire("prompt")
-                        return bool(original(tokens, cancel))
-
-                    model.eval_prompt = eval_prompt
-                self.loaded = True
-            model = self.backend.load()
-            return {
-                "n_ctx": model.n_ctx,
-                "n_vocab": model.n_vocab,
-                "warnings": list(self.backend.warnings),
-            }
-
-    def read(self) -> None:
-        """The reader thread: cancels act at once, the rest is queued for the workers."""
-        while True:
-            try:
-                rid, op, payload = self.conn.recv()
-            except (EOFError, OSError):
-                break
-            if op == "cancel":
-                event = self.cancels.get(rid)
-                if event is not None:
-                    event.set()
-            elif op == "close":
-                break
-            elif op == "generate":
-                self.cancels[rid] = threading.Event()
-                self.gen_queue.put((rid, payload))
-            else:
-                self.aux_queue.put((rid, op, payload))
-        for event in list(self.cancels.values()):
-            event.set()
-        self.gen_queue.put(None)
-        self.aux_queue.put(None)
-
-    def aux(self) -> None:
-        """Loading and token counting (may run while a generation decodes, as in-process)."""
-        while True:
-            item = self.aux_queue.get()
-            if item is None:
-                return
-            rid, op, payload = item
-            try:
-                info = self.load()
-                if op == "load":
-                    value: Any = info
-                elif op == "count_tokens":
-                    value = self.backend.count_tokens(payload)
-                elif op == "count_text":
-                    value = self.backend.count_text(payload)
-                elif op == "prompt_tokens":
-                    value = self.backend.prompt_tokens(payload)
-                else:
-                    raise BackendError(f"the model host does not know {op!r}")
-            except Exception as exc:
-                self.send_error(rid, exc)
-                continue
-            self.send(rid, "ok", value)
-
-    def generations(self) -> None:
-        """The main thread: one generation at a time, events sent in small batches."""
-        while True:
-            item = self.gen_queue.get()
-            if item is None:
-                return
-            rid, (request, extra, hold) = item
-            cancel = self.cancels[rid]
-            try:
-                self.generate(rid, request, extra, cancel, hold=hold)
-            except Exception as exc:
-                self.send_error(rid, exc)
-            finally:
-                self.cancels.pop(rid, None)
-
-    def generate(
-        self,
-        rid: int,
-        request: GenerationRequest,
-        extra: dict[str, Any],
-        cancel: threading.Event,
-        *,
-        hold: bool = False,
-    ) -> None:
-        try:
-            info = self.load()
-        except AgentTuiError as exc:
-            from engine.core.events import BackendFailed
-
-            stats = GenerationStats(backend="llama_cpp", model=self.backend.name)
-            self.send(
-                rid, "events", [BackendFailed(message=exc.render(), hint=exc.hint, stats=stats)]
-            )
-            return
-        self.send(rid, "loaded", info)
-        pending: list[GenerationEvent] = []
-        last = time.perf_counter()
-        tokens_events = 0
-        fired = False
-        # hold (a test hook): after the first text, wait for the user's cancel
-        for event in self.backend.generate(request, cancel, **extra):
-            pending.append(event)
-            final = isinstance(event, Finished | GenerationFailed)
-            if isinstance(event, TokensGenerated):
-                tokens_events += 1
-            now = time.perf_counter()
-            if final or isinstance(event, PromptProcessed) or now - last >= FLUSH_INTERVAL_S:
-                self.send(rid, "events", _coalesce(pending))
-                pending = []
-                last = now
-            if hold and tokens_events == 1 and not final:
-                if pending:
-                    self.send(rid, "events", _coalesce(pending))
-                    pending = []
-                cancel.wait(timeout=120)
-            if tokens_events == 3 and not final and not fired:
-                fired = True
-                if pending:
-                    self.send(rid, "events", _coalesce(pending))
-                    pending = []
-                self.hook.fire("decode")
-        if pending:
-            self.send(rid, "events", _coalesce(pending))
-
-
-def _coalesce(events: list[GenerationEvent]) -> list[GenerationEvent]:
-    """Merge runs of token text into one event and keep only the newest partial proposal."""
-    out: list[GenerationEvent] = []
-    text: list[str] = []
-    last_tokens: TokensGenerated | None = None
-    last_partial: ProposalUpdated | None = None
-
-    def flush() -> None:
-        nonlocal last_tokens, last_partial
-        if last_tokens is not None:
-            out.append(replace(last_tokens, text="".join(text)))
-        if last_partial is not None:
-            out.append(last_partial)
-        text.clear()
-        last_tokens = last_partial = None
-
-    for event in events:
-        if isinstance(event, TokensGenerated):
-            text.append(event.text)
-            last_tokens = event
-        elif isinstance(event, ProposalUpdated):
-            last_partial = event
-        else:
-            flush()
-            out.append(event)
-    flush()
-    return out
-
-
-def _install_log(echo_fd: int) -> Any:
-    """llama.cpp's log callback: every line to our stderr (the log file), and to the app's
-    stderr when asked. Writes to a duplicate of the log's descriptor, so llama-cpp-python's
-    ``verbose=False`` (which points fd 2 at /dev/null while loading) does not lose them."""
-    import llama_cpp
-
-    log_fd = os.dup(2)
-    last_level = [0]
-
-    @llama_cpp.llama_log_callback  # type: ignore[misc]
-    def callback(level: int, text: bytes, _user: Any) -> None:
-        if level == 5:  # GGML_LOG_LEVEL_CONT: the previous line's level
-            level = last_level[0]
-        last_level[0] = level
-        if level == 4:  # GGML_LOG_LEVEL_DEBUG: thousands of lines per load
-            return
-        try:
-            os.write(log_fd, text)
-            if echo_fd >= 0:
-                os.write(echo_fd, text)
-        except OSError:
-            pass
-
-    llama_cpp.llama_log_set(callback, None)
-    return callback  # kept alive by the caller
 
 
 def probe_gguf(path: Path, timeout: float = 120.0) -> dict[str, Any]:
@@ -915,10 +641,6 @@ def probe_gguf(path: Path, timeout: float = 120.0) -> dict[str, Any]:
         ModelLoadError: llama.cpp cannot parse it (its words).
         ModelHostCrashed: the child died (a signal or an exit code), with its last log lines.
     """
-    import json
-
-    from engine.core.errors import ModelLoadError
-
     log = log_path("doctor")
     log.parent.mkdir(parents=True, exist_ok=True)
     env, root = _child_env()
@@ -926,7 +648,7 @@ def probe_gguf(path: Path, timeout: float = 120.0) -> dict[str, Any]:
         offset = fh.seek(0, os.SEEK_END)
         try:
             out = subprocess.run(
-                [sys.executable, "-m", "engine.generate.backends.model_host", "--probe", str(path)],
+                [sys.executable, "-m", "engine.generate.backends.host_child", "--probe", str(path)],
                 env=env,
                 cwd=root,
                 start_new_session=True,
@@ -956,65 +678,6 @@ def probe_gguf(path: Path, timeout: float = 120.0) -> dict[str, Any]:
         exit_code=exit_code,
         log_tail=tail,
     )
-
-
-def _probe_main(path: str) -> int:
-    import json
-
-    keep = _install_log(-1)  # a collected callback would crash llama.cpp's next log line
-    import llama_cpp
-
-    _CrashHook().fire("load")
-
-    try:
-        llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
-    except Exception as exc:
-        print(json.dumps({"error": str(exc)}))
-        return 0
-    result = {
-        "n_vocab": int(llm.n_vocab()),
-        "has_template": "tokenizer.chat_template" in llm.metadata,
-    }
-    print(json.dumps(result), flush=True)
-    del keep
-    os._exit(0)
-
-
-def host_main() -> int:
-    """The child process: read the init message, then serve until the socket closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the app turns Ctrl-C into a cancel message
-    fd = int(os.environ["AGENT_TUI_HOST_FD"])
-    echo_fd = int(os.environ.get("AGENT_TUI_HOST_ECHO_FD", "-1"))
-    conn = Connection(fd)
-    try:
-        _rid, op, payload = conn.recv()
-    except (EOFError, OSError):
-        return 0
-    if op != "init":
-        return 2
-    name, profile = payload
-    child = _Child(conn)
-    try:
-        keep = _install_log(echo_fd)
-        from engine.generate.backends.llama_cpp import LlamaCppBackend
-
-        child.backend = LlamaCppBackend(name, profile)
-    except Exception as exc:  # llama_cpp missing or broken: every request says so
-        print(f"model host: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 3
-    reader = threading.Thread(target=child.read, name="host-reader", daemon=True)
-    aux = threading.Thread(target=child.aux, name="host-aux", daemon=True)
-    reader.start()
-    aux.start()
-    child.generations()
-    del keep
-    os._exit(0)  # skip llama.cpp's teardown: the process ends here anyway
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--probe":
-        sys.exit(_probe_main(sys.argv[2]))
-    sys.exit(host_main())
 
 
 __all__ = [

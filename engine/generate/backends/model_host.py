@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -500,92 +500,78 @@ class HostedLlamaBackend(Backend[LlamaCppProfile]):
             extra["options"] = options
         hold = os.environ.get("AGENT_TUI_HOST_HOLD") == "1"  # a test hook, see the module doc
         rid, answers = host.request("generate", (request, extra, hold))
-        raw: list[str] = []
-        partial: dict[str, Any] | None = None
-        prompt_done: PromptProcessed | None = None
-        completion = 0
-        model_loaded = self._loaded
-        cancel_sent = 0.0
-        final_seen = False
+        relay = _Relay(stats, model_loaded=self._loaded)
         try:
             while True:
-                if cancel.is_set() and not cancel_sent:
-                    cancel_sent = time.monotonic()
+                if cancel.is_set() and not relay.cancel_sent:
+                    relay.cancel_sent = time.monotonic()
                     host.send(rid, "cancel")
-                if cancel_sent and time.monotonic() - cancel_sent > CANCEL_GRACE_S:
+                if relay.cancel_sent and time.monotonic() - relay.cancel_sent > CANCEL_GRACE_S:
                     host.kill()
                     self._loaded = False
-                    final_seen = True
-                    yield Cancelled(
-                        message=f"cancelled after {completion} tokens (the model host did not "
-                        f"stop within {CANCEL_GRACE_S:.0f} s and was restarted)",
-                        hint="regenerate when ready",
-                        partial=partial,
-                        raw="".join(raw),
-                        stats=replace(
-                            stats, completion_tokens=completion, finish_reason="cancelled"
-                        ),
-                    )
+                    yield relay.stuck()
                     return
                 try:
                     item = answers.get(timeout=0.05)
                 except queue.Empty:
                     continue
                 if isinstance(item, _Dead):
-                    if prompt_done is None:
-                        during = "while evaluating the prompt"
-                        if not model_loaded:
-                            during = "while loading the model"
-                    else:
-                        during = f"while decoding (after {completion} tokens)"
-                    error = self._crash_error(item, during)
-                    self._loaded = False
-                    final_seen = True
-                    if partial is None and raw:
-                        partial = partial_parse("".join(raw))
-                    yield HostCrashed(
-                        message=error.message,
-                        hint=error.hint,
-                        partial=partial,
-                        raw="".join(raw),
-                        stats=replace(
-                            stats,
-                            prompt_tokens=prompt_done.prompt_tokens if prompt_done else 0,
-                            completion_tokens=completion,
-                            finish_reason="error",
-                        ),
-                        signal=item.signal,
-                        exit_code=item.exit_code,
-                        log_tail=item.log_tail,
-                    )
+                    yield self._crashed(relay, item)
                     return
-                kind, value = item
-                if kind == "loaded":
-                    self._loaded = model_loaded = True
-                    self.warnings = list(value.get("warnings", []))
-                    continue
-                if kind == "err":  # an unexpected error in the host (a bug): typed anyway
-                    final_seen = True
-                    yield _failed_from_error(_rebuild_error(value), stats, raw, partial)
-                    return
-                for event in value:
-                    if isinstance(event, PromptProcessed):
-                        prompt_done = event
-                    elif isinstance(event, TokensGenerated):
-                        raw.append(event.text)
-                        completion = event.completion_tokens
-                    elif isinstance(event, ProposalUpdated):
-                        partial = event.partial
-                    if isinstance(event, Finished | GenerationFailed):
-                        final_seen = True
-                    yield event
-                if final_seen:
+                yield from self._answer(relay, *item)
+                if relay.final_seen:
                     return
         finally:
-            if not final_seen:
+            if not relay.final_seen:
                 # the consumer stopped reading: stop the host's loop so the next request is clean
-                self._abandon(host, rid, answers, cancel_sent)
+                self._abandon(host, rid, answers, relay.cancel_sent)
             host.finish(rid)
+
+    def _answer(self, relay: _Relay, kind: str, value: Any) -> Iterator[GenerationEvent]:
+        """The events of one answer of the host (a batch of events, loaded, or its error)."""
+        if kind == "loaded":
+            self._loaded = relay.model_loaded = True
+            self.warnings = list(value.get("warnings", []))
+            return
+        if kind == "err":  # an unexpected error in the host (a bug): typed anyway
+            relay.final_seen = True
+            yield _failed_from_error(_rebuild_error(value), relay.stats, relay.raw, relay.partial)
+            return
+        for event in value:
+            relay.note(event)
+            yield event
+
+    def _crashed(self, relay: _Relay, dead: _Dead) -> HostCrashed:
+        """The ending of a generation whose host died, naming when it died."""
+        if relay.prompt_done is None:
+            during = "while evaluating the prompt"
+            if not relay.model_loaded:
+                during = "while loading the model"
+        else:
+            during = f"while decoding (after {relay.completion} tokens)"
+        error = self._crash_error(dead, during)
+        self._loaded = False
+        relay.final_seen = True
+        raw = "".join(relay.raw)
+        partial = relay.partial
+        if partial is None and relay.raw:
+            partial = partial_parse(raw)
+        prompt_done = relay.prompt_done
+        return HostCrashed(
+            message=error.message,
+            hint=error.hint,
+            partial=partial,
+            raw=raw,
+            stats=replace(
+                relay.stats,
+                prompt_tokens=prompt_done.prompt_tokens if prompt_done else 0,
+                completion_tokens=relay.completion,
+                finish_reason="error",
+            ),
+            signal=dead.signal,
+            exit_code=dead.exit_code,
+            log_tail=dead.log_tail,
+        )
 
     def _abandon(
         self, host: _Host, rid: int, answers: queue.Queue[Any], cancel_sent: float
@@ -606,6 +592,44 @@ class HostedLlamaBackend(Backend[LlamaCppProfile]):
             ):
                 return
         host.kill()
+
+
+@dataclass
+class _Relay:
+    """What the parent learned from the host's events of one generation (for its endings)."""
+
+    stats: GenerationStats
+    model_loaded: bool
+    raw: list[str] = field(default_factory=list)
+    partial: dict[str, Any] | None = None
+    prompt_done: PromptProcessed | None = None
+    completion: int = 0
+    cancel_sent: float = 0.0
+    final_seen: bool = False
+
+    def note(self, event: GenerationEvent) -> None:
+        """Record ``event`` on its way to the consumer."""
+        if isinstance(event, PromptProcessed):
+            self.prompt_done = event
+        elif isinstance(event, TokensGenerated):
+            self.raw.append(event.text)
+            self.completion = event.completion_tokens
+        elif isinstance(event, ProposalUpdated):
+            self.partial = event.partial
+        if isinstance(event, Finished | GenerationFailed):
+            self.final_seen = True
+
+    def stuck(self) -> Cancelled:
+        """The ending of a cancel the host did not honour in time (it was killed)."""
+        self.final_seen = True
+        return Cancelled(
+            message=f"cancelled after {self.completion} tokens (the model host did not "
+            f"stop within {CANCEL_GRACE_S:.0f} s and was restarted)",
+            hint="regenerate when ready",
+            partial=self.partial,
+            raw="".join(self.raw),
+            stats=replace(self.stats, completion_tokens=self.completion, finish_reason="cancelled"),
+        )
 
 
 class _DeadError(Exception):

@@ -71,7 +71,7 @@ def dispatch(args: argparse.Namespace) -> int:
     terminal too.
     """
     if getattr(args, "verbose", False):
-        from engine.generate.backends.model_host import set_log_llama
+        from engine.generate.backends.host_process import set_log_llama
 
         set_log_llama(True)
     if getattr(args, "_safe_output", False):

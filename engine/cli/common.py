@@ -65,7 +65,7 @@ def load(args: argparse.Namespace) -> AppConfig:
     if note:
         print(f"warning: {safe(note)}", file=sys.stderr)
     if config.generation.log_llama:
-        from engine.generate.backends.model_host import set_log_llama
+        from engine.generate.backends.host_process import set_log_llama
 
         set_log_llama(True)
     return config

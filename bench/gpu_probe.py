@@ -118,7 +118,9 @@ def run_engine(case: dict[str, Any]) -> dict[str, Any]:
     from engine.core.config import LlamaCppProfile
     from engine.core.events import Finished, GenerationFailed
     from engine.generate.backends.base import GenerationRequest
-    from engine.generate.backends.llama_cpp import LlamaCppBackend, SamplingParams, TokensDecoded
+    from engine.generate.backends.llama_cpp import LlamaCppBackend
+    from engine.generate.decode import TokensDecoded
+    from engine.generate.sampling import SamplingParams
 
     profile = LlamaCppProfile(
         backend="llama_cpp",

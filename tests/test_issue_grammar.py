@@ -25,12 +25,8 @@ from engine.core.models import (
     proposal_json_schema,
 )
 from engine.generate.backends.base import GenerationRequest
-from engine.generate.backends.llama_cpp import (
-    DecodeOptions,
-    PathGuard,
-    SamplingParams,
-    TokensDecoded,
-)
+from engine.generate.decode import DecodeOptions, PathGuard, TokensDecoded
+from engine.generate.sampling import SamplingParams
 from engine.generate.stream import ProposalStream
 
 #: an example that writes one path three times (twice in another case): what to imitate

@@ -43,16 +43,10 @@ from engine.core.models import (
     proposal_json_schema,
 )
 from engine.generate.backends.base import GenerationRequest
-from engine.generate.backends.llama_cpp import (
-    DecodeDone,
-    DecodeOptions,
-    LlamaCppBackend,
-    PromptEvaluated,
-    SamplingParams,
-    TokensDecoded,
-    format_chat,
-    format_gemma,
-)
+from engine.generate.backends.llama_cpp import LlamaCppBackend
+from engine.generate.chat_formats import format_chat, format_gemma
+from engine.generate.decode import DecodeDone, DecodeOptions, PromptEvaluated, TokensDecoded
+from engine.generate.sampling import SamplingParams
 from tests import cpu_variant
 from tests.conftest import trust_repo_config
 

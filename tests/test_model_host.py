@@ -37,12 +37,9 @@ from engine.core.events import (
 )
 from engine.generate import backends
 from engine.generate.backends.base import GenerationRequest
-from engine.generate.backends.model_host import (
-    CANCEL_GRACE_S,
-    HostedLlamaBackend,
-    _coalesce,
-    log_path,
-)
+from engine.generate.backends.host_child import _coalesce
+from engine.generate.backends.host_process import CANCEL_GRACE_S, log_path
+from engine.generate.backends.model_host import HostedLlamaBackend
 from tests import cpu_variant
 from tests.conftest import trust_repo_config
 from tests.test_tui_flow import describe, github_repo, open_issue, wait_for  # noqa: F401
@@ -283,7 +280,7 @@ def test_llama_logs_stay_off_the_terminal_unless_verbose(
     cli_main(["--verbose", *argv, "--max-tokens", "4"])
     loud = capfd.readouterr().err
     assert "llama_context" in loud
-    from engine.generate.backends.model_host import set_log_llama
+    from engine.generate.backends.host_process import set_log_llama
 
     set_log_llama(False)
 
@@ -460,7 +457,7 @@ def test_a_missing_model_is_the_typed_load_error_and_a_big_log_is_rotated(
     tmp_path: Path,
 ) -> None:
     from engine.core.errors import ModelLoadError
-    from engine.generate.backends.model_host import LOG_ROTATE_BYTES
+    from engine.generate.backends.host_process import LOG_ROTATE_BYTES
 
     log = log_path("rotating")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -482,7 +479,7 @@ def test_the_log_llama_setting_turns_the_echo_on(git_repo: Path) -> None:
     import argparse
 
     from engine.cli.common import load
-    from engine.generate.backends.model_host import log_llama, set_log_llama
+    from engine.generate.backends.host_process import log_llama, set_log_llama
 
     (git_repo / ".agent-tui.toml").write_text("[generation]\nlog_llama = true\n")
     set_log_llama(False)

@@ -30,8 +30,9 @@ from engine.core.events import (
 )
 from engine.flow.doctor import check_ollama
 from engine.generate.backends.base import GenerationRequest
-from engine.generate.backends.http import RetryPolicy, TokenCalibration
+from engine.generate.backends.http import RetryPolicy
 from engine.generate.backends.ollama import ALL_GPU_LAYERS, OllamaBackend, prompt_eval_total
+from engine.generate.tokens import TokenCalibration
 from tests.fake_servers import (
     FREE_TEXT_ANSWER,
     GREETING_MESSAGES,

@@ -18,7 +18,7 @@ from engine.cli.exitcodes import OK
 
 def _run_tui(repo: Path) -> int:
     from engine.core.config import load_config
-    from engine.generate.backends.model_host import set_log_llama
+    from engine.generate.backends.host_process import set_log_llama
     from tui.app import AgentTuiApp
 
     set_log_llama(False)  # the terminal is Textual's: llama.cpp's lines stay in the log file

@@ -73,7 +73,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if getattr(args, "verbose", False):
         # imported here: the TUI's first paint imports this package, and the model host
         # (~10 ms, measured after the CLI's commands) is not on its list
-        from engine.generate.backends.model_host import set_log_llama
+        from engine.generate.backends.host_process import set_log_llama
 
         set_log_llama(True)
     if getattr(args, "_safe_output", False):

@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.core.config import AppConfig, load_config
 from engine.core.errors import ConfigError
 from engine.core.textsafe import safe
-from engine.generate.backends.model_host import set_log_llama
+from engine.generate.backends.host_process import set_log_llama
 
 #: the largest number a command accepts (an issue, an id): SQLite's integer
 MAX_NUMBER = 2**63 - 1

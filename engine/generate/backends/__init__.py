@@ -20,6 +20,7 @@ if "httpx" not in sys.modules:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 from typing import Any
 
+from engine.core.config import ModelProfile
 from engine.core.errors import ConfigError
 from engine.generate.backends.base import Backend, GenerationRequest
 
@@ -31,11 +32,11 @@ REGISTRY: dict[str, str] = {
     "openai": "engine.generate.backends.openai_compat:OpenAICompatBackend",
 }
 
-_instances: dict[str, Backend] = {}
+_instances: dict[str, Backend[Any]] = {}
 _lock = threading.Lock()
 
 
-def backend_class(kind: str) -> type[Backend]:
+def backend_class(kind: str) -> type[Backend[Any]]:
     """The class registered for ``kind``; an unknown name lists the known ones."""
     try:
         target = REGISTRY[kind]
@@ -44,11 +45,11 @@ def backend_class(kind: str) -> type[Backend]:
             f"unknown backend {kind!r}; known backends: {', '.join(sorted(REGISTRY))}"
         ) from None
     module, cls = target.split(":")
-    result: type[Backend] = getattr(importlib.import_module(module), cls)
+    result: type[Backend[Any]] = getattr(importlib.import_module(module), cls)
     return result
 
 
-def get_backend(name: str, profile: Any) -> Backend:
+def get_backend(name: str, profile: ModelProfile) -> Backend[Any]:
     """The backend instance for profile ``name``, created once per process."""
     with _lock:
         inst = _instances.get(name)

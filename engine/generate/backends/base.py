@@ -11,8 +11,9 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
+from engine.core.config import ProfileBase
 from engine.core.events import GenerationEvent
 from engine.core.models import DEFAULT_MAX_FILES, AnswerShape, proposal_json_schema
 
@@ -44,8 +45,16 @@ class GenerationRequest:
             self.schema = proposal_json_schema(self.max_files, self.issue_number, self.shape)
 
 
-class Backend(ABC):
-    """A model that turns chat messages into a stream of ``GenerationEvent``."""
+#: The profile type a backend serves (``LlamaCppProfile``, ``OllamaProfile``, ``OpenAIProfile``).
+P = TypeVar("P", bound=ProfileBase)
+
+
+class Backend(ABC, Generic[P]):
+    """A model that turns chat messages into a stream of ``GenerationEvent``.
+
+    Generic in its profile type, as simonw/llm gives each model its own Options class: a
+    backend reads its settings as typed fields of the profile it serves, never by ``getattr``.
+    """
 
     kind: ClassVar[str]
     """The ``backend`` value of the profiles it serves."""
@@ -58,9 +67,9 @@ class Backend(ABC):
     EXACT_TOKEN_COUNT: ClassVar[bool] = True
     """``count_tokens`` uses the model's own tokenizer."""
 
-    def __init__(self, name: str, profile: Any) -> None:
+    def __init__(self, name: str, profile: P) -> None:
         self.name = name
-        self.profile = profile
+        self.profile: P = profile
 
     @abstractmethod
     def count_tokens(self, messages: list[dict[str, str]]) -> int:

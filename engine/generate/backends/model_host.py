@@ -7,11 +7,11 @@ the runtime in its own process for this reason, and so do we.
 
 ``HostedLlamaBackend`` is what the registry gives a ``llama_cpp`` profile. It implements the
 same ``Backend`` interface and forwards every call to a child (``python -m
-engine.generate.backends.model_host``) that runs the unchanged ``LlamaCppBackend``: the check-first
-decoding loop, llguidance's matcher and the prefix KV cache all live there. The two talk over a
-socket pair with pickled messages; the child sends the backend's own typed events, several per
-message (text merged, only the newest partial proposal kept), so nothing per token crosses the
-pipe needlessly.
+engine.generate.backends.host_child``, the child's side) that runs the unchanged
+``LlamaCppBackend``: the check-first decoding loop, llguidance's matcher and the prefix KV
+cache all live there. The two talk over a socket pair with pickled messages; the child sends
+the backend's own typed events, several per message (text merged, only the newest partial
+proposal kept), so nothing per token crosses the pipe needlessly.
 
 * The host starts on first use and lives as long as its backend (one per loaded profile; the
   registry keeps one backend per profile for the app's life). ``close()`` ends it.
@@ -37,24 +37,22 @@ The others are read only by the child.
 
 from __future__ import annotations
 
-import itertools
+import json
 import os
 import queue
-import re
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from multiprocessing.connection import Connection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.core.errors import AgentTuiError, BackendError, ModelHostCrashed
+from engine.core.config import LlamaCppProfile
+from engine.core.errors import AgentTuiError, ModelHostCrashed, ModelLoadError
 from engine.core.events import (
+    BackendFailed,
     Cancelled,
     Finished,
     GenerationEvent,
@@ -66,283 +64,21 @@ from engine.core.events import (
     TokensGenerated,
 )
 from engine.generate.backends.base import Backend, GenerationRequest
-
-#: seconds a host may take to stop after a cancel before it is killed
-CANCEL_GRACE_S = 2.0
-#: the child sends what it has at least this often while decoding
-FLUSH_INTERVAL_S = 0.02
-#: log lines quoted in a crash message
-TAIL_LINES = 8
-#: a host's log past this size is renamed to ``.log.1`` when the next host starts
-LOG_ROTATE_BYTES = 4 * 1024 * 1024
-
-_log_llama = False
-
-
-def set_log_llama(on: bool) -> None:
-    """Copy llama.cpp's log lines to the app's stderr (``--verbose``); hosts started later."""
-    global _log_llama
-    _log_llama = on
+from engine.generate.backends.host_process import (
+    CANCEL_GRACE_S,
+    HostEnd,
+    HostGone,
+    HostProcess,
+    child_env,
+    describe_end,
+    log_path,
+    read_tail,
+    rebuild_error,
+)
+from engine.generate.stream import partial_parse
 
 
-def log_llama() -> bool:
-    """Whether llama.cpp's log lines are copied to the app's stderr."""
-    return _log_llama
-
-
-def log_dir() -> Path:
-    """Where the model hosts write llama.cpp's log (the app's state directory)."""
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("agent-tui")) / "logs"
-
-
-def log_path(profile_name: str) -> Path:
-    """The llama.cpp log file of one profile's host."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", profile_name) or "model"
-    return log_dir() / f"llama-{safe}.log"
-
-
-_SIGNAL_WORDS = {
-    "SIGSEGV": "a segmentation fault in native code",
-    "SIGABRT": "an abort (llama.cpp's GGML_ABORT, e.g. out of GPU memory)",
-    "SIGKILL": "killed (the system may have run out of memory)",
-    "SIGBUS": "a bus error in native code",
-    "SIGILL": "an illegal instruction (a build for another CPU?)",
-    "SIGFPE": "an arithmetic fault in native code",
-}
-
-
-def _describe_end(returncode: int | None) -> tuple[str, int | None, str]:
-    """(signal name, exit code, words) for a finished child's return code."""
-    if returncode is None:
-        return "", None, "stopped answering"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        words = _SIGNAL_WORDS.get(name, "killed by a signal")
-        return name, None, f"{name}: {words}"
-    return "", returncode, f"exited with code {returncode}"
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _read_tail(path: Path, offset: int, lines: int = TAIL_LINES) -> tuple[str, ...]:
-    """The last ``lines`` non-empty lines written to ``path`` after ``offset``."""
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            start = max(offset, size - 16384)
-            fh.seek(start)
-            data = fh.read()
-    except OSError:
-        return ()
-    text = data.decode("utf-8", errors="replace")
-    kept = [_CONTROL.sub("", line).rstrip() for line in text.splitlines()]
-    return tuple(line for line in kept if line.strip())[-lines:]
-
-
-# ============================================================================================
-# The parent side
-
-
-def _child_env() -> tuple[dict[str, str], str]:
-    """The environment and working directory of a child: it imports the very engine this
-    process runs (a checkout on ``PYTHONPATH`` as much as an installed package)."""
-    root = str(Path(__file__).resolve().parents[3])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env, root
-
-
-@dataclass
-class _Dead:
-    """Posted to every waiting request when the host is gone."""
-
-    signal: str
-    exit_code: int | None
-    words: str
-    log_tail: tuple[str, ...]
-    log: Path
-
-
-class _Host:
-    """One running child process and the requests waiting on it."""
-
-    def __init__(self, name: str, profile: Any) -> None:
-        self.name = name
-        self.log = log_path(name)
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        try:  # one old generation of the log is kept
-            if self.log.stat().st_size > LOG_ROTATE_BYTES:
-                os.replace(self.log, self.log.with_name(self.log.name + ".1"))
-        except OSError:
-            pass
-        parent_sock, child_sock = socket.socketpair()
-        self._log_fh = open(self.log, "ab")  # noqa: SIM115 - the child's stderr for its life
-        self.log_offset = self._log_fh.seek(0, os.SEEK_END)
-        pass_fds = [child_sock.fileno()]
-        env, root = _child_env()
-        env["AGENT_TUI_HOST_FD"] = str(child_sock.fileno())
-        echo = -1
-        if _log_llama:
-            echo = os.dup(sys.stderr.fileno())
-            pass_fds.append(echo)
-        env["AGENT_TUI_HOST_ECHO_FD"] = str(echo)
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine.generate.backends.model_host"],
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_fh,
-                stderr=self._log_fh,
-                pass_fds=pass_fds,
-                env=env,
-                close_fds=True,
-                cwd=root,
-                # its own session: a Ctrl-C in the terminal is the app's to handle (a cancel),
-                # it must not kill the host
-                start_new_session=True,
-            )
-        finally:
-            child_sock.close()
-            if echo >= 0:
-                os.close(echo)
-        self.conn = Connection(parent_sock.detach())
-        self._send_lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, queue.Queue[Any]] = {}
-        self._waiting_lock = threading.Lock()
-        self.dead: _Dead | None = None
-        self.send(0, "init", (name, profile))
-        self._reader = threading.Thread(target=self._read, name=f"model-host-{name}", daemon=True)
-        self._reader.start()
-
-    # -- plumbing ----------------------------------------------------------------------------
-    def send(self, rid: int, op: str, payload: Any = None) -> bool:
-        """Send one message; False when the host is gone."""
-        try:
-            with self._send_lock:
-                self.conn.send((rid, op, payload))
-            return True
-        except (OSError, EOFError, ValueError):
-            return False
-
-    def request(self, op: str, payload: Any = None) -> tuple[int, queue.Queue[Any]]:
-        """Start a request; its answers arrive on the returned queue."""
-        rid = next(self._ids)
-        answers: queue.Queue[Any] = queue.Queue()
-        with self._waiting_lock:
-            if self.dead is not None:
-                answers.put(self.dead)
-                return rid, answers
-            self._waiting[rid] = answers
-        if not self.send(rid, op, payload):
-            self._wait_dead()
-        return rid, answers
-
-    def finish(self, rid: int) -> None:
-        with self._waiting_lock:
-            self._waiting.pop(rid, None)
-
-    def call(self, op: str, payload: Any = None) -> Any:
-        """A request with one answer: its value, or its error raised."""
-        rid, answers = self.request(op, payload)
-        try:
-            item = answers.get()
-        finally:
-            self.finish(rid)
-        if isinstance(item, _Dead):
-            raise _DeadError(item)
-        kind, value = item
-        if kind == "err":
-            raise _rebuild_error(value)
-        return value
-
-    def _read(self) -> None:
-        while True:
-            try:
-                rid, kind, value = self.conn.recv()
-            except (EOFError, OSError, ValueError):
-                break
-            except Exception:  # a message we cannot unpickle: the host is not sane
-                self.kill()
-                break
-            with self._waiting_lock:
-                answers = self._waiting.get(rid)
-            if answers is not None:
-                answers.put((kind, value))
-        self._wait_dead()
-
-    def _wait_dead(self) -> None:
-        try:
-            code = self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._log_fh.flush()
-        sig, exit_code, words = _describe_end(code)
-        dead = _Dead(sig, exit_code, words, _read_tail(self.log, self.log_offset), self.log)
-        with self._waiting_lock:
-            if self.dead is None:
-                self.dead = dead
-            waiting = list(self._waiting.values())
-        for answers in waiting:
-            answers.put(self.dead)
-
-    @property
-    def alive(self) -> bool:
-        return self.dead is None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """End the child now (SIGKILL) and reap it, so the next use starts a new host."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-
-    def close(self, timeout: float = CANCEL_GRACE_S) -> None:
-        """Ask the child to exit; kill it when it does not within ``timeout``."""
-        if self.proc.poll() is None:
-            self.send(0, "close")
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        try:
-            self.conn.close()
-        except OSError:
-            pass
-        self._reader.join(timeout=timeout)
-        self._log_fh.close()
-
-
-def _rebuild_error(info: tuple[str, str, str, str, str]) -> AgentTuiError:
-    """The child's typed error, rebuilt in this process (same class when it is ours)."""
-    module, qualname, message, hint, title = info
-    import importlib
-
-    cls: Any = BackendError
-    if module.startswith("engine."):
-        try:
-            found = getattr(importlib.import_module(module), qualname, None)
-        except ImportError:
-            found = None
-        if isinstance(found, type) and issubclass(found, AgentTuiError):
-            cls = found
-    try:
-        error: AgentTuiError = cls(message, hint=hint, title=title)
-    except TypeError:
-        error = BackendError(message, hint=hint, title=title)
-    return error
-
-
-class HostedLlamaBackend(Backend):
+class HostedLlamaBackend(Backend[LlamaCppProfile]):
     """A ``llama_cpp`` profile served by its own model host process (see the module doc)."""
 
     kind = "llama_cpp"
@@ -351,9 +87,9 @@ class HostedLlamaBackend(Backend):
     PREFIX_CACHE = True
     EXACT_TOKEN_COUNT = True
 
-    def __init__(self, name: str, profile: Any) -> None:
+    def __init__(self, name: str, profile: LlamaCppProfile) -> None:
         super().__init__(name, profile)
-        self._host: _Host | None = None
+        self._host: HostProcess | None = None
         self._lock = threading.Lock()
         self._loaded = False
         self.warnings: list[str] = []
@@ -363,7 +99,7 @@ class HostedLlamaBackend(Backend):
         self.last_crash: ModelHostCrashed | None = None
 
     # -- the host ----------------------------------------------------------------------------
-    def _ensure_host(self) -> _Host:
+    def _ensure_host(self) -> HostProcess:
         with self._lock:
             host = self._host
             if host is not None and not host.alive:
@@ -371,7 +107,7 @@ class HostedLlamaBackend(Backend):
                 self._host = host = None
                 self._loaded = False
             if host is None:
-                host = self._host = _Host(self.name, self.profile)
+                host = self._host = HostProcess(self.name, self.profile)
             return host
 
     @property
@@ -380,7 +116,7 @@ class HostedLlamaBackend(Backend):
         host = self._host
         return host.proc.pid if host is not None and host.alive else None
 
-    def _crash_error(self, dead: _Dead, during: str) -> ModelHostCrashed:
+    def _crash_error(self, dead: HostEnd, during: str) -> ModelHostCrashed:
         self.crashes += 1
         error = ModelHostCrashed(
             self._crash_message(dead, during),
@@ -392,7 +128,7 @@ class HostedLlamaBackend(Backend):
         self.last_crash = error
         return error
 
-    def _crash_message(self, dead: _Dead, during: str) -> str:
+    def _crash_message(self, dead: HostEnd, during: str) -> str:
         p = self.profile
         text = (
             f"the model host of profile {self.name!r} died {during} ({dead.words}); "
@@ -419,7 +155,7 @@ class HostedLlamaBackend(Backend):
         host = self._ensure_host()
         try:
             result = host.call(op, payload)
-        except _DeadError as exc:
+        except HostGone as exc:
             self._loaded = False
             raise self._crash_error(exc.dead, during) from None
         self._loaded = True  # every request loads the model in the host first
@@ -499,97 +235,81 @@ class HostedLlamaBackend(Backend):
             extra["options"] = options
         hold = os.environ.get("AGENT_TUI_HOST_HOLD") == "1"  # a test hook, see the module doc
         rid, answers = host.request("generate", (request, extra, hold))
-        raw: list[str] = []
-        partial: dict[str, Any] | None = None
-        prompt_done: PromptProcessed | None = None
-        completion = 0
-        model_loaded = self._loaded
-        cancel_sent = 0.0
-        final_seen = False
+        relay = _Relay(stats, model_loaded=self._loaded)
         try:
             while True:
-                if cancel.is_set() and not cancel_sent:
-                    cancel_sent = time.monotonic()
+                if cancel.is_set() and not relay.cancel_sent:
+                    relay.cancel_sent = time.monotonic()
                     host.send(rid, "cancel")
-                if cancel_sent and time.monotonic() - cancel_sent > CANCEL_GRACE_S:
+                if relay.cancel_sent and time.monotonic() - relay.cancel_sent > CANCEL_GRACE_S:
                     host.kill()
                     self._loaded = False
-                    final_seen = True
-                    yield Cancelled(
-                        message=f"cancelled after {completion} tokens (the model host did not "
-                        f"stop within {CANCEL_GRACE_S:.0f} s and was restarted)",
-                        hint="regenerate when ready",
-                        partial=partial,
-                        raw="".join(raw),
-                        stats=replace(
-                            stats, completion_tokens=completion, finish_reason="cancelled"
-                        ),
-                    )
+                    yield relay.stuck()
                     return
                 try:
                     item = answers.get(timeout=0.05)
                 except queue.Empty:
                     continue
-                if isinstance(item, _Dead):
-                    if prompt_done is None:
-                        during = "while evaluating the prompt"
-                        if not model_loaded:
-                            during = "while loading the model"
-                    else:
-                        during = f"while decoding (after {completion} tokens)"
-                    error = self._crash_error(item, during)
-                    self._loaded = False
-                    final_seen = True
-                    if partial is None and raw:
-                        from engine.generate.stream import partial_parse
-
-                        partial = partial_parse("".join(raw))
-                    yield HostCrashed(
-                        message=error.message,
-                        hint=error.hint,
-                        partial=partial,
-                        raw="".join(raw),
-                        stats=replace(
-                            stats,
-                            prompt_tokens=prompt_done.prompt_tokens if prompt_done else 0,
-                            completion_tokens=completion,
-                            finish_reason="error",
-                        ),
-                        signal=item.signal,
-                        exit_code=item.exit_code,
-                        log_tail=item.log_tail,
-                    )
+                if isinstance(item, HostEnd):
+                    yield self._crashed(relay, item)
                     return
-                kind, value = item
-                if kind == "loaded":
-                    self._loaded = model_loaded = True
-                    self.warnings = list(value.get("warnings", []))
-                    continue
-                if kind == "err":  # an unexpected error in the host (a bug): typed anyway
-                    final_seen = True
-                    yield _failed_from_error(_rebuild_error(value), stats, raw, partial)
-                    return
-                for event in value:
-                    if isinstance(event, PromptProcessed):
-                        prompt_done = event
-                    elif isinstance(event, TokensGenerated):
-                        raw.append(event.text)
-                        completion = event.completion_tokens
-                    elif isinstance(event, ProposalUpdated):
-                        partial = event.partial
-                    if isinstance(event, Finished | GenerationFailed):
-                        final_seen = True
-                    yield event
-                if final_seen:
+                yield from self._answer(relay, *item)
+                if relay.final_seen:
                     return
         finally:
-            if not final_seen:
+            if not relay.final_seen:
                 # the consumer stopped reading: stop the host's loop so the next request is clean
-                self._abandon(host, rid, answers, cancel_sent)
+                self._abandon(host, rid, answers, relay.cancel_sent)
             host.finish(rid)
 
+    def _answer(self, relay: _Relay, kind: str, value: Any) -> Iterator[GenerationEvent]:
+        """The events of one answer of the host (a batch of events, loaded, or its error)."""
+        if kind == "loaded":
+            self._loaded = relay.model_loaded = True
+            self.warnings = list(value.get("warnings", []))
+            return
+        if kind == "err":  # an unexpected error in the host (a bug): typed anyway
+            relay.final_seen = True
+            yield _failed_from_error(rebuild_error(value), relay.stats, relay.raw, relay.partial)
+            return
+        for event in value:
+            relay.note(event)
+            yield event
+
+    def _crashed(self, relay: _Relay, dead: HostEnd) -> HostCrashed:
+        """The ending of a generation whose host died, naming when it died."""
+        if relay.prompt_done is None:
+            during = "while evaluating the prompt"
+            if not relay.model_loaded:
+                during = "while loading the model"
+        else:
+            during = f"while decoding (after {relay.completion} tokens)"
+        error = self._crash_error(dead, during)
+        self._loaded = False
+        relay.final_seen = True
+        raw = "".join(relay.raw)
+        partial = relay.partial
+        if partial is None and relay.raw:
+            partial = partial_parse(raw)
+        prompt_done = relay.prompt_done
+        return HostCrashed(
+            message=error.message,
+            hint=error.hint,
+            partial=partial,
+            raw=raw,
+            stats=replace(
+                relay.stats,
+                prompt_tokens=prompt_done.prompt_tokens if prompt_done else 0,
+                completion_tokens=relay.completion,
+                finish_reason="error",
+            ),
+            signal=dead.signal,
+            exit_code=dead.exit_code,
+            log_tail=dead.log_tail,
+        )
+
     def _abandon(
-        self, host: _Host, rid: int, answers: queue.Queue[Any], cancel_sent: float
+        self, host: HostProcess, rid: int, answers: queue.Queue[Any], cancel_sent: float
     ) -> None:
         if not cancel_sent:
             host.send(rid, "cancel")
@@ -599,7 +319,7 @@ class HostedLlamaBackend(Backend):
                 item = answers.get(timeout=0.05)
             except queue.Empty:
                 continue
-            if isinstance(item, _Dead):
+            if isinstance(item, HostEnd):
                 return
             kind, value = item
             if kind == "err" or (
@@ -609,12 +329,42 @@ class HostedLlamaBackend(Backend):
         host.kill()
 
 
-class _DeadError(Exception):
-    """Raised by ``_Host.call`` when the host is gone (turned into ``ModelHostCrashed``)."""
+@dataclass
+class _Relay:
+    """What the parent learned from the host's events of one generation (for its endings)."""
 
-    def __init__(self, dead: _Dead) -> None:
-        super().__init__(dead.words)
-        self.dead = dead
+    stats: GenerationStats
+    model_loaded: bool
+    raw: list[str] = field(default_factory=list)
+    partial: dict[str, Any] | None = None
+    prompt_done: PromptProcessed | None = None
+    completion: int = 0
+    cancel_sent: float = 0.0
+    final_seen: bool = False
+
+    def note(self, event: GenerationEvent) -> None:
+        """Record ``event`` on its way to the consumer."""
+        if isinstance(event, PromptProcessed):
+            self.prompt_done = event
+        elif isinstance(event, TokensGenerated):
+            self.raw.append(event.text)
+            self.completion = event.completion_tokens
+        elif isinstance(event, ProposalUpdated):
+            self.partial = event.partial
+        if isinstance(event, Finished | GenerationFailed):
+            self.final_seen = True
+
+    def stuck(self) -> Cancelled:
+        """The ending of a cancel the host did not honour in time (it was killed)."""
+        self.final_seen = True
+        return Cancelled(
+            message=f"cancelled after {self.completion} tokens (the model host did not "
+            f"stop within {CANCEL_GRACE_S:.0f} s and was restarted)",
+            hint="regenerate when ready",
+            partial=self.partial,
+            raw="".join(self.raw),
+            stats=replace(self.stats, completion_tokens=self.completion, finish_reason="cancelled"),
+        )
 
 
 def _failed_from_error(
@@ -623,8 +373,6 @@ def _failed_from_error(
     raw: list[str],
     partial: dict[str, Any] | None,
 ) -> GenerationFailed:
-    from engine.core.events import BackendFailed
-
     return BackendFailed(
         message=error.render(),
         hint=error.hint,
@@ -632,276 +380,6 @@ def _failed_from_error(
         raw="".join(raw),
         stats=replace(stats, finish_reason="error"),
     )
-
-
-# ============================================================================================
-# The child side
-
-
-class _CrashHook:
-    """The test hook: crash this host at one moment (see the module docstring).
-
-    ``AGENT_TUI_HOST_CRASH`` is read once; ``AGENT_TUI_HOST_CRASH_FILE`` names a file read at
-    every moment, so a test can arm a host that is already running.
-    """
-
-    def __init__(self) -> None:
-        self.static = os.environ.get("AGENT_TUI_HOST_CRASH", "")
-        self.file = os.environ.get("AGENT_TUI_HOST_CRASH_FILE", "")
-        self.once = os.environ.get("AGENT_TUI_HOST_CRASH_ONCE", "")
-
-    @property
-    def active(self) -> bool:
-        return bool(self.static or self.file)
-
-    def spec(self) -> tuple[str, str]:
-        text = self.static
-        if self.file:
-            try:
-                text = Path(self.file).read_text().strip()
-            except OSError:
-                text = ""
-        moment, _, how = text.partition(":")
-        return moment, how
-
-    def fire(self, moment: str) -> None:
-        if not self.active:
-            return
-        armed, how = self.spec()
-        if armed != moment:
-            return
-        if self.once:
-            try:
-                os.close(os.open(self.once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                return
-        sys.stderr.write(f"agent-tui test hook: crashing the host at {moment} ({how})\n")
-        sys.stderr.flush()
-        if how.startswith("exit"):
-            os._exit(int(how[4:] or 1))
-        os.kill(os.getpid(), getattr(signal, how, signal.SIGSEGV))  # default actions here
-        time.sleep(60)  # the signal arrives first (SIGSTOP: the host hangs, as a test wants)
-        os._exit(99)
-
-
-class _Child:
-    """The host's side: one ``LlamaCppBackend``, a reader thread and two workers."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.send_lock = threading.Lock()
-        self.cancels: dict[int, threading.Event] = {}
-        self.gen_queue: queue.Queue[Any] = queue.Queue()
-        self.aux_queue: queue.Queue[Any] = queue.Queue()
-        self.hook = _CrashHook()
-        self.backend: Any = None
-        self.loaded = False
-        self._load_lock = threading.Lock()
-
-    def send(self, rid: int, kind: str, value: Any) -> None:
-        with self.send_lock:
-            self.conn.send((rid, kind, value))
-
-    def send_error(self, rid: int, exc: BaseException) -> None:
-        if isinstance(exc, AgentTuiError):
-            info = (type(exc).__module__, type(exc).__qualname__, exc.message, exc.hint, exc.title)
-        else:
-            info = (
-                "builtins",
-                type(exc).__name__,
-                f"the model host failed: {type(exc).__name__}: {exc}",
-                "this is a bug in agent-tui or llama.cpp; report it with the model name",
-                "Model backend error",
-            )
-        self.send(rid, "err", info)
-
-    def load(self) -> dict[str, Any]:
-        with self._load_lock:
-            if not self.loaded:
-                self.hook.fire("load")
-                model = self.backend.load()
-                if self.hook.active:
-                    original = model.eval_prompt
-
-                    def eval_prompt(tokens: list[int], cancel: threading.Event) -> bool:
-                        self.hook.fire("prompt")
-                        return bool(original(tokens, cancel))
-
-                    model.eval_prompt = eval_prompt
-                self.loaded = True
-            model = self.backend.load()
-            return {
-                "n_ctx": model.n_ctx,
-                "n_vocab": model.n_vocab,
-                "warnings": list(self.backend.warnings),
-            }
-
-    def read(self) -> None:
-        """The reader thread: cancels act at once, the rest is queued for the workers."""
-        while True:
-            try:
-                rid, op, payload = self.conn.recv()
-            except (EOFError, OSError):
-                break
-            if op == "cancel":
-                event = self.cancels.get(rid)
-                if event is not None:
-                    event.set()
-            elif op == "close":
-                break
-            elif op == "generate":
-                self.cancels[rid] = threading.Event()
-                self.gen_queue.put((rid, payload))
-            else:
-                self.aux_queue.put((rid, op, payload))
-        for event in list(self.cancels.values()):
-            event.set()
-        self.gen_queue.put(None)
-        self.aux_queue.put(None)
-
-    def aux(self) -> None:
-        """Loading and token counting (may run while a generation decodes, as in-process)."""
-        while True:
-            item = self.aux_queue.get()
-            if item is None:
-                return
-            rid, op, payload = item
-            try:
-                info = self.load()
-                if op == "load":
-                    value: Any = info
-                elif op == "count_tokens":
-                    value = self.backend.count_tokens(payload)
-                elif op == "count_text":
-                    value = self.backend.count_text(payload)
-                elif op == "prompt_tokens":
-                    value = self.backend.prompt_tokens(payload)
-                else:
-                    raise BackendError(f"the model host does not know {op!r}")
-            except Exception as exc:
-                self.send_error(rid, exc)
-                continue
-            self.send(rid, "ok", value)
-
-    def generations(self) -> None:
-        """The main thread: one generation at a time, events sent in small batches."""
-        while True:
-            item = self.gen_queue.get()
-            if item is None:
-                return
-            rid, (request, extra, hold) = item
-            cancel = self.cancels[rid]
-            try:
-                self.generate(rid, request, extra, cancel, hold=hold)
-            except Exception as exc:
-                self.send_error(rid, exc)
-            finally:
-                self.cancels.pop(rid, None)
-
-    def generate(
-        self,
-        rid: int,
-        request: GenerationRequest,
-        extra: dict[str, Any],
-        cancel: threading.Event,
-        *,
-        hold: bool = False,
-    ) -> None:
-        try:
-            info = self.load()
-        except AgentTuiError as exc:
-            from engine.core.events import BackendFailed
-
-            stats = GenerationStats(backend="llama_cpp", model=self.backend.name)
-            self.send(
-                rid, "events", [BackendFailed(message=exc.render(), hint=exc.hint, stats=stats)]
-            )
-            return
-        self.send(rid, "loaded", info)
-        pending: list[GenerationEvent] = []
-        last = time.perf_counter()
-        tokens_events = 0
-        fired = False
-        # hold (a test hook): after the first text, wait for the user's cancel
-        for event in self.backend.generate(request, cancel, **extra):
-            pending.append(event)
-            final = isinstance(event, Finished | GenerationFailed)
-            if isinstance(event, TokensGenerated):
-                tokens_events += 1
-            now = time.perf_counter()
-            if final or isinstance(event, PromptProcessed) or now - last >= FLUSH_INTERVAL_S:
-                self.send(rid, "events", _coalesce(pending))
-                pending = []
-                last = now
-            if hold and tokens_events == 1 and not final:
-                if pending:
-                    self.send(rid, "events", _coalesce(pending))
-                    pending = []
-                cancel.wait(timeout=120)
-            if tokens_events == 3 and not final and not fired:
-                fired = True
-                if pending:
-                    self.send(rid, "events", _coalesce(pending))
-                    pending = []
-                self.hook.fire("decode")
-        if pending:
-            self.send(rid, "events", _coalesce(pending))
-
-
-def _coalesce(events: list[GenerationEvent]) -> list[GenerationEvent]:
-    """Merge runs of token text into one event and keep only the newest partial proposal."""
-    out: list[GenerationEvent] = []
-    text: list[str] = []
-    last_tokens: TokensGenerated | None = None
-    last_partial: ProposalUpdated | None = None
-
-    def flush() -> None:
-        nonlocal last_tokens, last_partial
-        if last_tokens is not None:
-            out.append(replace(last_tokens, text="".join(text)))
-        if last_partial is not None:
-            out.append(last_partial)
-        text.clear()
-        last_tokens = last_partial = None
-
-    for event in events:
-        if isinstance(event, TokensGenerated):
-            text.append(event.text)
-            last_tokens = event
-        elif isinstance(event, ProposalUpdated):
-            last_partial = event
-        else:
-            flush()
-            out.append(event)
-    flush()
-    return out
-
-
-def _install_log(echo_fd: int) -> Any:
-    """llama.cpp's log callback: every line to our stderr (the log file), and to the app's
-    stderr when asked. Writes to a duplicate of the log's descriptor, so llama-cpp-python's
-    ``verbose=False`` (which points fd 2 at /dev/null while loading) does not lose them."""
-    import llama_cpp
-
-    log_fd = os.dup(2)
-    last_level = [0]
-
-    @llama_cpp.llama_log_callback  # type: ignore[misc]
-    def callback(level: int, text: bytes, _user: Any) -> None:
-        if level == 5:  # GGML_LOG_LEVEL_CONT: the previous line's level
-            level = last_level[0]
-        last_level[0] = level
-        if level == 4:  # GGML_LOG_LEVEL_DEBUG: thousands of lines per load
-            return
-        try:
-            os.write(log_fd, text)
-            if echo_fd >= 0:
-                os.write(echo_fd, text)
-        except OSError:
-            pass
-
-    llama_cpp.llama_log_set(callback, None)
-    return callback  # kept alive by the caller
 
 
 def probe_gguf(path: Path, timeout: float = 120.0) -> dict[str, Any]:
@@ -914,18 +392,14 @@ def probe_gguf(path: Path, timeout: float = 120.0) -> dict[str, Any]:
         ModelLoadError: llama.cpp cannot parse it (its words).
         ModelHostCrashed: the child died (a signal or an exit code), with its last log lines.
     """
-    import json
-
-    from engine.core.errors import ModelLoadError
-
     log = log_path("doctor")
     log.parent.mkdir(parents=True, exist_ok=True)
-    env, root = _child_env()
+    env, root = child_env()
     with open(log, "ab") as fh:
         offset = fh.seek(0, os.SEEK_END)
         try:
             out = subprocess.run(
-                [sys.executable, "-m", "engine.generate.backends.model_host", "--probe", str(path)],
+                [sys.executable, "-m", "engine.generate.backends.host_child", "--probe", str(path)],
                 env=env,
                 cwd=root,
                 start_new_session=True,
@@ -943,8 +417,8 @@ def probe_gguf(path: Path, timeout: float = 120.0) -> dict[str, Any]:
         if "error" in result:
             raise ModelLoadError(f"llama.cpp cannot load it: {result['error']}")
         return result
-    sig, exit_code, words = _describe_end(out.returncode)
-    tail = _read_tail(log, offset)
+    sig, exit_code, words = describe_end(out.returncode)
+    tail = read_tail(log, offset)
     message = f"reading {path} killed the checking process ({words})"
     if tail:
         message += ". llama.cpp's last log lines:\n  " + "\n  ".join(tail)
@@ -957,71 +431,4 @@ def probe_gguf(path: Path, timeout: float = 120.0) -> dict[str, Any]:
     )
 
 
-def _probe_main(path: str) -> int:
-    import json
-
-    keep = _install_log(-1)  # a collected callback would crash llama.cpp's next log line
-    import llama_cpp
-
-    _CrashHook().fire("load")
-
-    try:
-        llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
-    except Exception as exc:
-        print(json.dumps({"error": str(exc)}))
-        return 0
-    result = {
-        "n_vocab": int(llm.n_vocab()),
-        "has_template": "tokenizer.chat_template" in llm.metadata,
-    }
-    print(json.dumps(result), flush=True)
-    del keep
-    os._exit(0)
-
-
-def host_main() -> int:
-    """The child process: read the init message, then serve until the socket closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the app turns Ctrl-C into a cancel message
-    fd = int(os.environ["AGENT_TUI_HOST_FD"])
-    echo_fd = int(os.environ.get("AGENT_TUI_HOST_ECHO_FD", "-1"))
-    conn = Connection(fd)
-    try:
-        _rid, op, payload = conn.recv()
-    except (EOFError, OSError):
-        return 0
-    if op != "init":
-        return 2
-    name, profile = payload
-    child = _Child(conn)
-    try:
-        keep = _install_log(echo_fd)
-        from engine.generate.backends.llama_cpp import LlamaCppBackend
-
-        child.backend = LlamaCppBackend(name, profile)
-    except Exception as exc:  # llama_cpp missing or broken: every request says so
-        print(f"model host: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 3
-    reader = threading.Thread(target=child.read, name="host-reader", daemon=True)
-    aux = threading.Thread(target=child.aux, name="host-aux", daemon=True)
-    reader.start()
-    aux.start()
-    child.generations()
-    del keep
-    os._exit(0)  # skip llama.cpp's teardown: the process ends here anyway
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--probe":
-        sys.exit(_probe_main(sys.argv[2]))
-    sys.exit(host_main())
-
-
-__all__ = [
-    "CANCEL_GRACE_S",
-    "HostedLlamaBackend",
-    "log_dir",
-    "log_llama",
-    "log_path",
-    "probe_gguf",
-    "set_log_llama",
-]
+__all__ = ["HostedLlamaBackend", "probe_gguf"]

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -36,30 +36,23 @@ import ollama
 from engine.core.config import OllamaProfile
 from engine.core.errors import BackendError
 from engine.core.events import (
-    BackendFailed,
     GenerationEvent,
     GenerationStats,
     InvalidAnswer,
-    PromptProcessed,
-    PromptTooLong,
     PromptTruncated,
-    TokensGenerated,
 )
-from engine.generate.backends.base import Backend, GenerationRequest
+from engine.generate.backends.base import GenerationRequest
 from engine.generate.backends.http import (
     CancellableStream,
     RetryPolicy,
     ServerProbe,
-    TokenCalibration,
-    cut_short,
     http_timeout,
     is_connect_error,
     open_with_retry,
-    prompt_was_cut,
     shutdown_socket,
-    stop_reading_answer,
 )
-from engine.generate.stream import ProposalStream, partial_parse
+from engine.generate.backends.server import ServerBackend, StreamRun
+from engine.generate.stream import partial_parse
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 #: The longest wait for the next streamed chunk (prompt processing of a long prompt on a
@@ -150,7 +143,17 @@ class OllamaModelInfo:
     quantization: str = ""
 
 
-class OllamaBackend(Backend):
+@dataclass
+class _OllamaRun(StreamRun):
+    """One generation against Ollama: what its stream reports besides the text."""
+
+    final: ollama.ChatResponse | None = None
+    """The chunk with ``done`` set (its counts and ``done_reason``)."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """The cached prompt count read off the raw body (``_CachedCountTee``)."""
+
+
+class OllamaBackend(ServerBackend[OllamaProfile, _OllamaRun, ollama.ChatResponse]):
     """Streams a proposal from an Ollama server with ``format=<the proposal schema>``.
 
     Args:
@@ -160,37 +163,25 @@ class OllamaBackend(Backend):
     """
 
     kind = "ollama"
-    CAN_CANCEL = True
     CONCURRENT = True
     """Ollama queues concurrent requests and runs ``OLLAMA_NUM_PARALLEL`` of them at once."""
     PREFIX_CACHE = True
     """Ollama keeps the KV cache of the previous prompt and reuses a shared prefix."""
-    EXACT_TOKEN_COUNT = False
-    """An estimate calibrated by the server's counts (no client-side tokenizer)."""
 
     def __init__(
         self, name: str, profile: OllamaProfile, *, retry: RetryPolicy | None = None
     ) -> None:
-        super().__init__(name, profile)
-        self.profile: OllamaProfile = profile
+        super().__init__(name, profile, retry=retry)
         self.host = ollama_host(profile)
-        self.retry = retry or RetryPolicy()
-        self.calibration = TokenCalibration()
         self._info: OllamaModelInfo | None = None
         self._info_lock = threading.Lock()
         self._sent = False
         """Whether a chat request of this backend (with its ``num_ctx``) reached the server."""
         self._client = ollama.Client(host=self.host, timeout=http_timeout(30.0))
 
-    # -- counting ---------------------------------------------------------------------------
-
-    def count_text(self, text: str) -> int:
-        """Estimated tokens of ``text`` (calibrated by the server's counts)."""
-        return self.calibration.text_tokens(text)
-
-    def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        """Estimated tokens of the chat prompt of ``messages``, template overhead included."""
-        return self.calibration.chat_tokens(messages)
+    @property
+    def server(self) -> str:
+        return f"Ollama at {self.host}"
 
     # -- preflight --------------------------------------------------------------------------
 
@@ -364,27 +355,18 @@ class OllamaBackend(Backend):
             opts["num_gpu"] = num_gpu
         return opts
 
-    def generate(
-        self, request: GenerationRequest, cancel: threading.Event | None = None
-    ) -> Iterator[GenerationEvent]:
-        """Stream the events of one generation (see ``Backend.generate``)."""
-        cancel = cancel or threading.Event()
-        t0 = time.monotonic()
-        base = GenerationStats(backend="ollama", model=self.profile.model)
-        max_tokens = request.max_tokens or self.profile.max_tokens
+    def _new_run(self, request: GenerationRequest, max_tokens: int) -> _OllamaRun:
+        return _OllamaRun(
+            request, GenerationStats(backend="ollama", model=self.profile.model), max_tokens
+        )
 
-        def fail(exc: BackendError) -> BackendFailed:
-            return BackendFailed(
-                message=exc.message,
-                hint=exc.hint,
-                stats=replace(base, finish_reason="error", elapsed_s=time.monotonic() - t0),
-            )
-
+    def _preflight(self, run: _OllamaRun) -> GenerationEvent | None:
+        """``PromptTooLong`` when the prompt cannot fit the context the server will run with
+        (the model's own, or the one it is loaded with); a failure when it cannot be asked."""
         try:
             info = self.model_info()
         except BackendError as exc:
-            yield fail(exc)
-            return
+            return self._failed(exc, run)
         n_ctx = self.effective_context(info)
         capped = f" (the model's own context is {n_ctx})" if n_ctx < self.profile.n_ctx else ""
         hint = "raise n_ctx in the profile, lower max_tokens, or include fewer files"
@@ -400,26 +382,19 @@ class OllamaBackend(Backend):
                 "OLLAMA_CONTEXT_LENGTH and the model's Modelfile), lower max_tokens, or include "
                 "fewer files"
             )
-        expected = self.count_tokens(request.messages)
-        if expected + max_tokens > n_ctx:
-            yield PromptTooLong(
-                message=f"the prompt takes about {expected} tokens (estimated) and the answer "
-                f"needs {max_tokens}: more than the context of {n_ctx}{capped}",
-                hint=hint,
-                stats=replace(base, prompt_tokens=expected, finish_reason="error"),
-                prompt_tokens=expected,
-                n_ctx=n_ctx,
-                reserved=max_tokens,
-            )
-            return
+        return self._too_long(run, n_ctx, capped, hint)
 
+    def _generate(self, run: _OllamaRun, cancel: threading.Event) -> Iterator[GenerationEvent]:
+        refused = self._preflight(run)
+        if refused is not None:
+            yield refused
+            return
         response: list[httpx.Response] = []
-        counts: dict[str, int] = {}
 
         def on_response(r: httpx.Response) -> None:
             response.append(r)
             if isinstance(r.stream, httpx.SyncByteStream):
-                r.stream = _CachedCountTee(r.stream, counts)
+                r.stream = _CachedCountTee(r.stream, run.counts)
 
         def open_stream() -> Iterator[ollama.ChatResponse]:
             client = ollama.Client(
@@ -431,10 +406,10 @@ class OllamaBackend(Backend):
                 stream = open_with_retry(
                     lambda: client.chat(
                         model=self.profile.model,
-                        messages=request.messages,
+                        messages=run.request.messages,
                         stream=True,
-                        format=request.schema,
-                        options=self.options(max_tokens, request),
+                        format=run.request.schema,
+                        options=self.options(run.max_tokens, run.request),
                         keep_alive=self.profile.keep_alive,
                     ),
                     self.retry,
@@ -450,158 +425,83 @@ class OllamaBackend(Backend):
             cancel,
             on_close=lambda: shutdown_socket(response[-1] if response else None),
         )
-        proposal = ProposalStream(
-            base,
-            max_files=request.max_files,
-            issue_number=request.issue_number,
-            shape=request.shape,
-        )
-        first_at: float | None = None
-        chunks = 0
-        final: ollama.ChatResponse | None = None
-
-        def stats_now(reason: str) -> GenerationStats:
-            now = time.monotonic()
-            decode = now - first_at if first_at is not None else 0.0
-            return replace(
-                base,
-                prompt_tokens=expected,
-                completion_tokens=chunks,
-                ttft_s=(first_at - t0) if first_at is not None else 0.0,
-                elapsed_s=now - t0,
-                tokens_per_s=(chunks - 1) / decode if decode > 0 and chunks > 1 else 0.0,
-                finish_reason=reason,
-            )
-
-        try:
-            for chunk in reader:
-                if chunk.done:
-                    final = chunk
-                text = chunk.message.content or ""
-                if text:
-                    now = time.monotonic()
-                    if first_at is None:
-                        first_at = now
-                        yield PromptProcessed(
-                            prompt_tokens=expected, cached_prompt_tokens=0, seconds=now - t0
-                        )
-                    chunks += 1
-                    decode = now - first_at
-                    yield TokensGenerated(
-                        text=text,
-                        completion_tokens=chunks,
-                        tokens_per_s=(chunks - 1) / decode if decode > 0 else 0.0,
-                        elapsed_s=now - t0,
-                    )
-                    yield from proposal.feed(text)
-                    if proposal.loop is not None or stop_reading_answer(proposal.text):
-                        reader.close()
-                        break
-        except ollama.ResponseError as exc:
-            if exc.status_code == 404:
-                self._info = None
-                yield fail(self._not_pulled())
-            else:
-                code = f"HTTP {exc.status_code}: " if exc.status_code > 0 else ""
-                yield self._broken(
-                    f"Ollama at {self.host} failed during generation: {code}{exc.error}",
-                    proposal,
-                    stats_now("error"),
-                )
+        if (yield from self._read(run, reader)) != "read":
             return
-        except Exception as exc:
-            if is_connect_error(exc):
-                yield fail(self._unreachable(exc))
-            else:
-                yield self._broken(
-                    f"the stream from Ollama at {self.host} broke after {chunks} chunks "
-                    f"({type(exc).__name__}: {exc}); not retried, the answer was half streamed",
-                    proposal,
-                    stats_now("error"),
-                )
-            return
-        finally:
-            reader.close()
-
-        short = cut_short(proposal.text, reader.cancelled, chunks, stats_now)
+        short = self._cut_short(run, reader.cancelled)
         if short is not None:
-            yield self._invalid(short) if isinstance(short, InvalidAnswer) else short
-            return
-        if proposal.loop is not None:
-            yield proposal.finish("loop", stats_now("loop"))
-            return
-        if final is None:
+            yield short
+        elif run.final is None:
             yield self._broken(
                 f"the stream from Ollama at {self.host} ended without its final message "
-                f"after {chunks} chunks",
-                proposal,
-                stats_now("error"),
+                f"after {run.chunks} chunks",
+                run,
             )
-            return
-        cached = counts.get(CACHED_COUNT_FIELD)
-        yield self._final(request, final, proposal, stats_now("stop"), expected, cached)
+        else:
+            yield self._final(run, run.final)
 
-    def _broken(
-        self, message: str, proposal: ProposalStream, stats: GenerationStats
-    ) -> BackendFailed:
-        return BackendFailed(
-            message=message,
-            hint="check the server's log; regenerate when it is healthy",
-            partial=partial_parse(proposal.text),
-            raw=proposal.text,
-            stats=stats,
+    def _take(self, run: _OllamaRun, chunk: ollama.ChatResponse) -> str:
+        if chunk.done:
+            run.final = chunk
+        return chunk.message.content or ""
+
+    def _wire_failure(self, exc: Exception, run: _OllamaRun) -> GenerationEvent | None:
+        if not isinstance(exc, ollama.ResponseError):
+            return None
+        if exc.status_code == 404:
+            self._info = None
+            return self._failed(self._not_pulled(), run)
+        code = f"HTTP {exc.status_code}: " if exc.status_code > 0 else ""
+        return self._broken(
+            f"Ollama at {self.host} failed during generation: {code}{exc.error}", run
         )
 
-    def _final(
-        self,
-        request: GenerationRequest,
-        final: ollama.ChatResponse,
-        proposal: ProposalStream,
-        stats: GenerationStats,
-        expected: int,
-        cached: int | None = None,
-    ) -> GenerationEvent:
+    def _final(self, run: _OllamaRun, final: ollama.ChatResponse) -> GenerationEvent:
+        """The ending from the final chunk's counts: a cut prompt, else the proposal judged."""
+        stats = run.stats_now("stop")
+        cached = run.counts.get(CACHED_COUNT_FIELD)
         evaluated = prompt_eval_total(final.prompt_eval_count, cached)
         eval_count = final.eval_count or stats.completion_tokens
         eval_s = (final.eval_duration or 0) / 1e9
+        reason = final.done_reason or "stop"
         stats = replace(
             stats,
-            prompt_tokens=evaluated or expected,
+            prompt_tokens=evaluated or run.expected,
             cached_prompt_tokens=cached or 0,
             completion_tokens=eval_count,
             tokens_per_s=eval_count / eval_s if eval_s > 0 else stats.tokens_per_s,
+            finish_reason=reason,
         )
-        reason = final.done_reason or "stop"
-        if prompt_was_cut(expected, evaluated, self.calibration.tolerance):
-            assert evaluated is not None
-            loaded = ""
-            try:
-                entry = self.loaded()
-                if entry is not None and entry.context_length:
-                    loaded = f"; the model is loaded with a context of {entry.context_length}"
-            except BackendError:
-                pass
-            from_cache = f" ({cached} of them from its prompt cache)" if cached else ""
-            return PromptTruncated(
-                message=f"Ollama evaluated {evaluated} prompt tokens but about {expected} were "
-                f"sent{from_cache}: the server cut the prompt, so the answer was written "
-                f"without part of it{loaded}",
-                hint=f"make the server honour num_ctx={self.profile.n_ctx} (check "
-                "OLLAMA_CONTEXT_LENGTH and the model's Modelfile), or include fewer files",
-                partial=partial_parse(proposal.text),
-                raw=proposal.text,
-                stats=replace(stats, finish_reason=reason),
-                sent_tokens=expected,
-                evaluated_tokens=evaluated,
-            )
-        if evaluated:
-            self.calibration.observe(request.messages, evaluated)
-        result = proposal.finish(reason if reason in ("stop", "length") else "stop", stats)
-        if isinstance(result, InvalidAnswer):
-            return self._invalid(result)
-        return result
+        return self._answer(
+            run, stats, evaluated, reason if reason in ("stop", "length") else "stop"
+        )
 
-    def _invalid(self, result: InvalidAnswer) -> InvalidAnswer:
+    def _truncated(
+        self, run: _OllamaRun, stats: GenerationStats, evaluated: int
+    ) -> PromptTruncated:
+        loaded = ""
+        try:
+            entry = self.loaded()
+            if entry is not None and entry.context_length:
+                loaded = f"; the model is loaded with a context of {entry.context_length}"
+        except BackendError:
+            pass
+        cached = run.counts.get(CACHED_COUNT_FIELD)
+        expected = run.expected
+        from_cache = f" ({cached} of them from its prompt cache)" if cached else ""
+        return PromptTruncated(
+            message=f"Ollama evaluated {evaluated} prompt tokens but about {expected} were "
+            f"sent{from_cache}: the server cut the prompt, so the answer was written "
+            f"without part of it{loaded}",
+            hint=f"make the server honour num_ctx={self.profile.n_ctx} (check "
+            "OLLAMA_CONTEXT_LENGTH and the model's Modelfile), or include fewer files",
+            partial=partial_parse(run.proposal.text),
+            raw=run.proposal.text,
+            stats=stats,
+            sent_tokens=expected,
+            evaluated_tokens=evaluated,
+        )
+
+    def _invalid(self, result: InvalidAnswer, run: _OllamaRun) -> InvalidAnswer:
         """``result`` naming the model and the likely cause (``format`` ignored)."""
         return replace(
             result,

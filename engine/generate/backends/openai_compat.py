@@ -32,32 +32,26 @@ import httpx
 from engine.core.config import OpenAIProfile
 from engine.core.errors import BackendError
 from engine.core.events import (
-    BackendFailed,
     Cancelled,
     GenerationEvent,
     GenerationStats,
     InvalidAnswer,
-    PromptProcessed,
     PromptTooLong,
     PromptTruncated,
-    TokensGenerated,
 )
 from engine.core.redact import register
-from engine.generate.backends.base import Backend, GenerationRequest
+from engine.generate.backends.base import GenerationRequest
 from engine.generate.backends.http import (
     CancellableStream,
     RetryPolicy,
     ServerProbe,
-    TokenCalibration,
-    cut_short,
     http_timeout,
     is_connect_error,
     open_with_retry,
-    prompt_was_cut,
     shutdown_socket,
-    stop_reading_answer,
 )
-from engine.generate.stream import ProposalStream, partial_parse
+from engine.generate.backends.server import ServerBackend, StreamRun
+from engine.generate.stream import partial_parse
 
 #: What servers answer when the prompt does not fit: vLLM/SGLang ("maximum context length is
 #: 4096 tokens. However, you requested 5000 tokens"), llama.cpp ("Requested tokens (5000)
@@ -162,7 +156,19 @@ def _error_text(body: str) -> str:
     return str(data)[:500]
 
 
-class OpenAICompatBackend(Backend):
+@dataclass
+class _OpenAIRun(StreamRun):
+    """One generation against an OpenAI-compatible server: what its stream reports."""
+
+    flavour: str = "json_schema"
+    """The ``response_format`` flavour this request is sent in."""
+    finish: str | None = None
+    usage: dict[str, Any] | None = None
+    ended: bool = False
+    """The server sent ``data: [DONE]``."""
+
+
+class OpenAICompatBackend(ServerBackend[OpenAIProfile, _OpenAIRun, _Chunk]):
     """Streams a proposal from ``/v1/chat/completions`` (SSE) with a JSON-schema format.
 
     Args:
@@ -172,7 +178,6 @@ class OpenAICompatBackend(Backend):
     """
 
     kind = "openai"
-    CAN_CANCEL = True
     CONCURRENT = True
     """Up to the profile's ``concurrency`` generations run at once against one server."""
     PREFIX_CACHE = True
@@ -183,22 +188,13 @@ class OpenAICompatBackend(Backend):
     def __init__(
         self, name: str, profile: OpenAIProfile, *, retry: RetryPolicy | None = None
     ) -> None:
-        super().__init__(name, profile)
-        self.profile: OpenAIProfile = profile
+        super().__init__(name, profile, retry=retry)
         self.base_url = profile.base_url.rstrip("/")
-        self.retry = retry or RetryPolicy()
-        self.calibration = TokenCalibration()
         self._client = httpx.Client(timeout=http_timeout(profile.timeout))
 
-    # -- counting ---------------------------------------------------------------------------
-
-    def count_text(self, text: str) -> int:
-        """Estimated tokens of ``text`` (calibrated by the server's counts)."""
-        return self.calibration.text_tokens(text)
-
-    def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        """Estimated tokens of the chat prompt of ``messages``, template overhead included."""
-        return self.calibration.chat_tokens(messages)
+    @property
+    def server(self) -> str:
+        return self.base_url
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -435,92 +431,47 @@ class OpenAICompatBackend(Backend):
                 return True
         return False
 
-    def generate(
-        self, request: GenerationRequest, cancel: threading.Event | None = None
-    ) -> Iterator[GenerationEvent]:
-        """Stream the events of one generation (see ``Backend.generate``)."""
-        cancel = cancel or threading.Event()
-        t0 = time.monotonic()
+    def _new_run(self, request: GenerationRequest, max_tokens: int) -> _OpenAIRun:
         base = GenerationStats(backend="openai", model=self.profile.model)
-        max_tokens = request.max_tokens or self.profile.max_tokens
+        return _OpenAIRun(request, base, max_tokens)
 
-        def fail(exc: BackendError) -> BackendFailed:
-            return BackendFailed(
-                message=exc.message,
-                hint=exc.hint,
-                stats=replace(base, finish_reason="error", elapsed_s=time.monotonic() - t0),
-            )
-
+    def _generate(self, run: _OpenAIRun, cancel: threading.Event) -> Iterator[GenerationEvent]:
         try:
             headers = self._headers()
         except BackendError as exc:
-            yield fail(exc)
+            yield self._failed(exc, run)
             return
-        expected = self.count_tokens(request.messages)
-        if expected + max_tokens > self.profile.n_ctx:
-            yield PromptTooLong(
-                message=f"the prompt takes about {expected} tokens (estimated) and the answer "
-                f"needs {max_tokens}: more than the context of {self.profile.n_ctx}",
-                hint="raise n_ctx in the profile (up to the server's max_model_len), lower "
-                "max_tokens, or include fewer files",
-                stats=replace(base, prompt_tokens=expected, finish_reason="error"),
-                prompt_tokens=expected,
-                n_ctx=self.profile.n_ctx,
-                reserved=max_tokens,
-            )
+        too_long = self._too_long(
+            run,
+            self.profile.n_ctx,
+            "",
+            "raise n_ctx in the profile (up to the server's max_model_len), lower "
+            "max_tokens, or include fewer files",
+        )
+        if too_long is not None:
+            yield too_long
             return
-
         sem = server_semaphore(self.base_url, self.profile.concurrency)
         if not self._acquire(sem, cancel):
             yield Cancelled(
                 message="cancelled while waiting for a free slot on the server",
-                stats=replace(base, finish_reason="cancelled", elapsed_s=time.monotonic() - t0),
+                stats=replace(
+                    run.base, finish_reason="cancelled", elapsed_s=time.monotonic() - run.t0
+                ),
             )
             return
         try:
-            yield from self._generate(request, cancel, headers, max_tokens, expected, t0, base)
+            yield from self._stream(run, cancel, headers)
         finally:
             sem.release()
 
-    def _generate(
-        self,
-        request: GenerationRequest,
-        cancel: threading.Event,
-        headers: dict[str, str],
-        max_tokens: int,
-        expected: int,
-        t0: float,
-        base: GenerationStats,
+    def _stream(
+        self, run: _OpenAIRun, cancel: threading.Event, headers: dict[str, str]
     ) -> Iterator[GenerationEvent]:
-        flavour = server_flavour(self.base_url)
-        proposal = ProposalStream(
-            base,
-            max_files=request.max_files,
-            issue_number=request.issue_number,
-            shape=request.shape,
-        )
-        first_at: float | None = None
-        chunks = 0
-        finish: str | None = None
-        usage: dict[str, Any] | None = None
-        ended = False
-
-        def stats_now(reason: str) -> GenerationStats:
-            now = time.monotonic()
-            decode = now - first_at if first_at is not None else 0.0
-            return replace(
-                base,
-                prompt_tokens=expected,
-                completion_tokens=chunks,
-                ttft_s=(first_at - t0) if first_at is not None else 0.0,
-                elapsed_s=now - t0,
-                tokens_per_s=(chunks - 1) / decode if decode > 0 and chunks > 1 else 0.0,
-                finish_reason=reason,
-            )
-
+        run.flavour = server_flavour(self.base_url)
         while True:  # at most twice: json_schema, then json_object once
             holder: list[httpx.Response] = []
-            body = self._body(request, max_tokens, flavour)
+            body = self._body(run.request, run.max_tokens, run.flavour)
 
             def open_stream(
                 body: dict[str, Any] = body, holder: list[httpx.Response] = holder
@@ -531,129 +482,101 @@ class OpenAICompatBackend(Backend):
                 shutdown_socket(holder[-1] if holder else None)
 
             reader = CancellableStream(open_stream, cancel, on_close=drop)
-            try:
-                for chunk in reader:
-                    ended = ended or chunk.done
-                    if chunk.usage:
-                        usage = chunk.usage
-                    if chunk.finish_reason:
-                        finish = chunk.finish_reason
-                    if not chunk.text:
-                        continue
-                    now = time.monotonic()
-                    if first_at is None:
-                        first_at = now
-                        yield PromptProcessed(
-                            prompt_tokens=expected, cached_prompt_tokens=0, seconds=now - t0
-                        )
-                    chunks += 1
-                    decode = now - first_at
-                    yield TokensGenerated(
-                        text=chunk.text,
-                        completion_tokens=chunks,
-                        tokens_per_s=(chunks - 1) / decode if decode > 0 else 0.0,
-                        elapsed_s=now - t0,
-                    )
-                    yield from proposal.feed(chunk.text)
-                    if proposal.loop is not None or stop_reading_answer(proposal.text):
-                        reader.close()
-                        break
-            except _HTTPStatus as exc:
-                if (
-                    flavour == "json_schema"
-                    and exc.status in (400, 422, 500)
-                    and JSON_SCHEMA_REJECTED in exc.text
-                ):
-                    flavour = _flavours[self.base_url] = "json_object"
-                    continue
-                too_long = self._context_error(exc.text, max_tokens, base)
-                if too_long is not None:
-                    yield too_long
-                else:
-                    yield self._failed(self._http_error(exc.status, exc.text), base, t0)
+            outcome = yield from self._read(run, reader)
+            if outcome == "reopen":
+                continue
+            if outcome == "failed":
                 return
-            except _StreamError as exc:
-                yield self._broken(
-                    f"the server at {self.base_url} failed during generation: "
-                    f"{self._scrub(str(exc))}",
-                    proposal,
-                    stats_now("error"),
-                )
-                return
-            except Exception as exc:
-                if is_connect_error(exc):
-                    yield self._failed(self._unreachable(exc), base, t0)
-                else:
-                    yield self._broken(
-                        f"the stream from {self.base_url} broke after {chunks} chunks "
-                        f"({type(exc).__name__}: {self._scrub(str(exc))}); not retried, the "
-                        "answer was half streamed",
-                        proposal,
-                        stats_now("error"),
-                    )
-                return
-            finally:
-                reader.close()
             break
-
-        short = cut_short(proposal.text, reader.cancelled, chunks, stats_now)
+        short = self._cut_short(run, reader.cancelled)
         if short is not None:
-            yield self._invalid(short, flavour) if isinstance(short, InvalidAnswer) else short
-            return
-        if proposal.loop is not None:
-            yield proposal.finish("loop", stats_now("loop"))
-            return
-        if not ended and finish is None:
+            yield short
+        elif not run.ended and run.finish is None:
             yield self._broken(
-                f"the stream from {self.base_url} ended after {chunks} chunks without a "
+                f"the stream from {self.base_url} ended after {run.chunks} chunks without a "
                 "finish_reason or [DONE]: the server stopped mid-answer",
-                proposal,
-                stats_now("error"),
+                run,
             )
-            return
-        stats = stats_now(finish or "stop")
+        else:
+            yield self._final(run)
+
+    def _take(self, run: _OpenAIRun, chunk: _Chunk) -> str:
+        run.ended = run.ended or chunk.done
+        if chunk.usage:
+            run.usage = chunk.usage
+        if chunk.finish_reason:
+            run.finish = chunk.finish_reason
+        return chunk.text
+
+    def _reopen(self, exc: Exception, run: _OpenAIRun) -> bool:
+        """A server that rejects the ``json_schema`` form is asked again with ``json_object``
+        (and remembered for the process)."""
+        if (
+            isinstance(exc, _HTTPStatus)
+            and run.flavour == "json_schema"
+            and exc.status in (400, 422, 500)
+            and JSON_SCHEMA_REJECTED in exc.text
+        ):
+            run.flavour = _flavours[self.base_url] = "json_object"
+            return True
+        return False
+
+    def _wire_failure(self, exc: Exception, run: _OpenAIRun) -> GenerationEvent | None:
+        if isinstance(exc, _HTTPStatus):
+            too_long = self._context_error(exc.text, run.max_tokens, run.base)
+            if too_long is not None:
+                return too_long
+            return self._failed(self._http_error(exc.status, exc.text), run)
+        if isinstance(exc, _StreamError):
+            return self._broken(
+                f"the server at {self.base_url} failed during generation: {self._scrub(str(exc))}",
+                run,
+            )
+        return None
+
+    def _final(self, run: _OpenAIRun) -> GenerationEvent:
+        """The ending from the ``usage`` the server reported: a cut prompt, else the proposal
+        judged."""
+        stats = run.stats_now(run.finish or "stop")
         evaluated: int | None = None
+        usage = run.usage
         if usage:
             evaluated = usage.get("prompt_tokens") or None
             details = usage.get("prompt_tokens_details") or {}
             stats = replace(
                 stats,
-                prompt_tokens=evaluated or expected,
-                completion_tokens=usage.get("completion_tokens") or chunks,
+                prompt_tokens=evaluated or run.expected,
+                completion_tokens=usage.get("completion_tokens") or run.chunks,
                 cached_prompt_tokens=(details.get("cached_tokens") or 0)
                 if isinstance(details, dict)
                 else 0,
             )
-        if prompt_was_cut(expected, evaluated, self.calibration.tolerance):
-            assert evaluated is not None
-            yield PromptTruncated(
-                message=f"the server at {self.base_url} evaluated {evaluated} prompt tokens but "
-                f"about {expected} were sent: it cut the prompt, so the answer was written "
-                "without part of it",
-                hint="raise the server's context (vLLM --max-model-len, llama-server -c) or "
-                "include fewer files",
-                partial=partial_parse(proposal.text),
-                raw=proposal.text,
-                stats=stats,
-                sent_tokens=expected,
-                evaluated_tokens=evaluated,
-            )
-            return
-        if evaluated:
-            self.calibration.observe(request.messages, evaluated)
-        result = proposal.finish("length" if finish == "length" else "stop", stats)
-        if isinstance(result, InvalidAnswer):
-            result = self._invalid(result, flavour)
-        yield result
+        return self._answer(run, stats, evaluated, "length" if run.finish == "length" else "stop")
 
-    def _invalid(self, result: InvalidAnswer, flavour: str) -> InvalidAnswer:
+    def _truncated(
+        self, run: _OpenAIRun, stats: GenerationStats, evaluated: int
+    ) -> PromptTruncated:
+        return PromptTruncated(
+            message=f"the server at {self.base_url} evaluated {evaluated} prompt tokens but "
+            f"about {run.expected} were sent: it cut the prompt, so the answer was written "
+            "without part of it",
+            hint="raise the server's context (vLLM --max-model-len, llama-server -c) or "
+            "include fewer files",
+            partial=partial_parse(run.proposal.text),
+            raw=run.proposal.text,
+            stats=stats,
+            sent_tokens=run.expected,
+            evaluated_tokens=evaluated,
+        )
+
+    def _invalid(self, result: InvalidAnswer, run: _OpenAIRun) -> InvalidAnswer:
         """``result`` naming the model, the server and the likely cause (schema dropped)."""
         return replace(
             result,
             message=f"the answer of {self.profile.model!r} served at {self.base_url} is not "
             f"a valid proposal: {result.errors[0] if result.errors else 'invalid'}",
             hint=f"the server dropped the JSON-schema constraint (response_format "
-            f"{flavour}); use a server build with structured output (vLLM with "
+            f"{run.flavour}); use a server build with structured output (vLLM with "
             "xgrammar/guidance, SGLang, llama-server) and check its log for a schema error",
         )
 
@@ -678,24 +601,6 @@ class OpenAICompatBackend(Backend):
                 reserved=max_tokens,
             )
         return None
-
-    def _failed(self, exc: BackendError, base: GenerationStats, t0: float) -> BackendFailed:
-        return BackendFailed(
-            message=exc.message,
-            hint=exc.hint,
-            stats=replace(base, finish_reason="error", elapsed_s=time.monotonic() - t0),
-        )
-
-    def _broken(
-        self, message: str, proposal: ProposalStream, stats: GenerationStats
-    ) -> BackendFailed:
-        return BackendFailed(
-            message=message,
-            hint="check the server's log; regenerate when it is healthy",
-            partial=partial_parse(proposal.text),
-            raw=proposal.text,
-            stats=stats,
-        )
 
     def close(self) -> None:
         """Close the connection pool."""

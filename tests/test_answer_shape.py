@@ -69,6 +69,8 @@ def test_a_body_of_the_sections_passes_and_free_prose_does_not() -> None:
     assert not body_ok(GOOD_BODY.replace("## Testing", "## Tests"))
     assert not body_ok(GOOD_BODY.replace("- `tests/", "Also `tests/"))  # not a list item
     assert not body_ok(GOOD_BODY.replace("the endpoint", "fixes #3"))  # another issue
+    assert not body_ok(GOOD_BODY.replace("Adds", "\t\tAdds"))  # tabs are not a sentence
+    assert not body_ok(GOOD_BODY.replace("Adds", "Adds\x1b[2J"))  # nor control characters
     assert not body_ok(GOOD_BODY.replace("- `tests/test_health.py`: its test", "- "))  # empty
     many = "".join(f"- item {i}\n" for i in range(13))
     assert not body_ok(

@@ -15,7 +15,7 @@ import tomllib
 
 import yaml
 
-from engine.review import pysource
+from engine.core import pysource
 from engine.review.checks.registry import PYTHON_EXT, Finding, ProposedFile, extension, finding
 from engine.review.diff import split_lines
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import metadata
 
-from engine.review import pysource
+from engine.core import pysource
 from engine.review.checks.registry import PYTHON_EXT, Finding, ProposedFile, extension, finding
 from engine.review.checks.sensitive import REQ_NAME_RE
 from engine.review.diff import RepoBase

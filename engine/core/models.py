@@ -143,7 +143,8 @@ def sentence_pattern(units: int = SENTENCE_UNITS) -> str:
     A full stop may only end the sentence, so "It is a new endpoint. It is a new endpoint."
     cannot be written: the line must end instead. Dotted names go in code spans, as Markdown
     wants them anyway. No ``#`` anywhere, so no issue reference can be written; no control
-    character (a tab, an escape), and a visible first character (a run of tabs or spaces is not a sentence).
+    character (a tab, an escape), and a visible first character (a run of tabs or spaces
+    is not a sentence).
     """
     code = r"`[^`\x00-\x1f#]{1,80}`"
     return rf"([^\x00-\x20#.`]|{code})([^\x00-\x1f#.`]|{code}){{0,{units - 1}}}[.]?"

@@ -11,14 +11,17 @@ llama-server, so a change here must keep every token the same.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import tomllib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from engine.core import pysource
 from engine.generate.llama_model import LoadedModel
 from engine.generate.sampling import SamplingParams, TokenSampler
 
@@ -37,6 +40,10 @@ class DecodeOptions:
     unique_paths: bool = True
     """Forbid the token that would close a ``path`` equal (ignoring case) to an earlier one:
     the grammar cannot express uniqueness, the loop can."""
+    parseable_files: bool = True
+    """Forbid the token that would end a ``.py``, ``.json`` or ``.toml`` file's ``content``
+    where it does not parse (``ContentGuard``), up to ``ContentGuard.MAX_REFUSALS`` times
+    per file."""
 
 
 class PathGuard:
@@ -91,6 +98,115 @@ class PathGuard:
         """Record bytes written to the answer."""
         self._tail, self._current, done = self._advance(self._tail, self._current, data)
         self.paths.update(self._norm(p) for p in done)
+
+
+def parses(path: str, text: str) -> bool:
+    """Whether ``text`` parses as the file ``path`` names (files of other kinds: True).
+
+    The same parsers as the checks' ``python-syntax-error``/``data-syntax-error`` rules:
+    Python through ``engine.core.pysource`` (depth-bounded, one parse at a time), JSON and
+    TOML with the standard library.
+    """
+    low = path.lower()
+    try:
+        if low.endswith((".py", ".pyi")):
+            pysource.parse(text, filename=path)
+        elif low.endswith(".json"):
+            json.loads(text)
+        elif low.endswith(".toml"):
+            tomllib.loads(text)
+    except (SyntaxError, ValueError):  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        return False
+    return True
+
+
+class ContentGuard:
+    """Refuses to end a file's ``content`` where it does not parse.
+
+    A small model often closes a Python file mid-construct (``class Product(BaseModel):`` and
+    nothing after it): the checks then report ``truncated-content`` or
+    ``python-syntax-error`` and the proposal cannot be published. The grammar cannot say
+    "valid Python"; the loop can refuse the token that would close the string there, so the
+    model writes on. After ``MAX_REFUSALS`` refusals in one file the close is allowed (the
+    checks report it): a model that cannot finish the file is not kept writing forever.
+
+    The answer is compact JSON under the grammar: a file is ``{"path":"P","content":"C"}``
+    in that order (the schema's), ``C`` starts right after the bytes ``"content":"`` (inside
+    a string every ``"`` is escaped, so no text can fake the key) and ends at the first
+    unescaped ``"``.
+    """
+
+    PATH_KEY = b'"path":"'
+    CONTENT_KEY = b'"content":"'
+    MAX_REFUSALS = 24
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self._path: bytes | None = None  # inside a path string
+        self._last_path = ""
+        self._content: bytearray | None = None  # inside a content string (raw JSON bytes)
+        self._escaped = False
+        self._refused = 0
+        self.blocked = 0
+        """Tokens refused because they would have ended a file that does not parse."""
+
+    def _closing_at(self, piece: bytes) -> int:
+        """The index in ``piece`` of the quote that would end the current content, or -1."""
+        if self._content is None:
+            return -1
+        escaped = self._escaped
+        for i, byte in enumerate(piece):
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                return i
+        return -1
+
+    def closes_unparseable(self, piece: bytes) -> bool:
+        """Whether writing ``piece`` next would end the current file where it does not parse."""
+        if self._content is None or b'"' not in piece or self._refused >= self.MAX_REFUSALS:
+            return False
+        at = self._closing_at(piece)
+        if at < 0:
+            return False
+        raw = bytes(self._content) + piece[:at]
+        try:
+            text = json.loads(b'"' + raw + b'"')
+        except ValueError:
+            return False  # not ours to judge: the grammar keeps the string valid
+        return not parses(self._last_path, text)
+
+    def count_refusal(self) -> None:
+        """A token was refused by ``closes_unparseable``: one fewer left for this file."""
+        self._refused += 1
+        self.blocked += 1
+
+    def feed(self, data: bytes) -> None:
+        """Record bytes written to the answer."""
+        for byte in data:
+            if self._content is not None:
+                if self._escaped:
+                    self._escaped = False
+                elif byte == 0x5C:
+                    self._escaped = True
+                elif byte == 0x22:
+                    self._content, self._tail, self._refused = None, b'"', 0
+                    continue
+                self._content.append(byte)
+            elif self._path is not None:
+                if byte == 0x22:
+                    self._last_path = self._path.decode("utf-8", errors="replace")
+                    self._path, self._tail = None, b'"'
+                else:
+                    self._path += bytes((byte,))
+            else:
+                self._tail = (self._tail + bytes((byte,)))[-len(self.CONTENT_KEY) :]
+                if self._tail.endswith(self.PATH_KEY):
+                    self._path, self._tail = b"", b""
+                elif self._tail == self.CONTENT_KEY:
+                    self._content, self._tail = bytearray(), b""
 
 
 @dataclass(frozen=True)
@@ -162,6 +278,9 @@ class _Decoding:
         self.sampled = self.forced = self.rejections = self.masks = self.completion = 0
         self.sampler = TokenSampler(sampling, model.n_vocab, model.vocab)
         self.guard = PathGuard() if matcher is not None and options.unique_paths else None
+        self.content_guard = (
+            ContentGuard() if matcher is not None and options.parseable_files else None
+        )
         self.prompt_seconds = 0.0
         self.t_decode = t0
         self.mask_buf = np.zeros((model.n_vocab + 31) // 32, dtype=np.int32)
@@ -205,14 +324,27 @@ class _Decoding:
         self.t_decode = time.perf_counter()
         return True
 
+    def refused(self, tok: int, *, count: bool = True) -> bool:
+        """Whether the loop refuses ``tok``: it would close a duplicate path, or end a file
+        that does not parse (``count``: record the refusal; a first look does not)."""
+        piece = self.model.piece(tok)
+        if self.guard is not None and self.guard.closes_duplicate(piece):
+            if count:
+                self.guard.blocked += 1
+            return True
+        content = self.content_guard
+        if content is not None and content.closes_unparseable(piece):
+            if count:
+                content.count_refusal()
+            return True
+        return False
+
     def pick(self, logits: np.ndarray, allowed: np.ndarray) -> int:
-        """Sample among ``allowed``, never a token closing a duplicate path (-1: none)."""
-        guard = self.guard
+        """Sample among ``allowed``, never a token the loop refuses (-1: none left)."""
         while True:
             tok = self.sampler.sample(logits, allowed)
-            if guard is None or not guard.closes_duplicate(self.model.piece(tok)):
+            if not self.refused(tok):
                 return tok
-            guard.blocked += 1
             allowed[tok] = False
             if not allowed.any():
                 return -1
@@ -251,6 +383,8 @@ class _Decoding:
         lead_data = b"".join(map(self.model.piece, lead))
         if self.guard is not None:
             self.guard.feed(lead_data)
+        if self.content_guard is not None:
+            self.content_guard.feed(lead_data)
         yield TokensDecoded(tuple(lead), lead_data, len(lead), False)
         try:
             self.llm.eval(lead)
@@ -270,15 +404,12 @@ class _Decoding:
                 return self.done("stop")
             return tok, False
         rejected = False
-        guard = self.guard
         # Where the grammar forces bytes, llguidance's mask allows only their canonical
         # tokenization while validate_tokens() accepts any token spelling them: mask
         # there (cheap, few tokens allowed) so both paths pick the very same token.
         if self.options.check_first and not matcher.compute_ff_bytes():
             tok = self.sampler.sample(logits)
-            if matcher.validate_tokens([tok]) != 1 or (
-                guard is not None and guard.closes_duplicate(model.piece(tok))
-            ):
+            if matcher.validate_tokens([tok]) != 1 or self.refused(tok, count=False):
                 rejected = True
                 self.rejections += 1
                 self.masks += 1
@@ -287,7 +418,7 @@ class _Decoding:
             self.masks += 1
             tok = self.pick(logits, self.allowed_tokens())
         if tok < 0:
-            return self.done("error", "no token left that keeps the paths unique")
+            return self.done("error", "no token left that the grammar and the loop allow")
         if not matcher.consume_token(tok):
             return self.done("error", f"the grammar refused token {tok}: {matcher.get_error()}")
         return tok, rejected
@@ -329,6 +460,8 @@ class _Decoding:
             data = b"".join(model.piece(t) for t in step if not (stopped and model.is_eog(t)))
             if self.guard is not None:
                 self.guard.feed(data)
+            if self.content_guard is not None:
+                self.content_guard.feed(data)
             yield TokensDecoded(tuple(step), data, len(step) - 1, rejected)
             if stopped:
                 yield self.done("stop")

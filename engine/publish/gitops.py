@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -124,14 +125,11 @@ def current_branch(repo_dir: Path) -> str | None:
 
 def valid_branch_name(name: str) -> bool:
     """Whether git accepts ``name`` as a branch name."""
-    proc = subprocess.run(
-        ["git", "check-ref-format", "--branch", name],
-        capture_output=True,
-        text=True,
-        env=git_env(),
-        stdin=subprocess.DEVNULL,
-    )
-    return proc.returncode == 0 and not name.startswith("-")
+    if name.startswith("-"):
+        return False
+    # no repository needed: run where a directory surely exists
+    proc = run_git(Path(tempfile.gettempdir()), "check-ref-format", "--branch", name, check=False)
+    return proc.returncode == 0
 
 
 def create_branch(repo_dir: Path, branch: str, sha: str, *, old: str | None = None) -> None:

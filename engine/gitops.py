@@ -18,6 +18,7 @@ must not run on model-written code or touch the user's checkout behind our back.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import logging
 import os
@@ -34,7 +35,6 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from engine.errors import RepoError, UnsafePathError
-from engine.models import PATH_PATTERN
 from engine.redact import redact as redact_text
 from engine.redact import secret_env_names
 from engine.textsafe import has_controls
@@ -54,8 +54,16 @@ _GIT_LOCATION_VARS = (
 )
 #: variables holding secrets that a test command (model-written code) must never see
 SECRET_ENV_VARS = ("GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN")
-_PATH_RE = re.compile(PATH_PATTERN)
 ZERO_SHA = "0" * 40
+
+
+@functools.cache
+def _path_re() -> re.Pattern[str]:
+    # engine.models imports pydantic (~0.1 s), which the TUI's first frame reads the git
+    # state dir without (engine.forge.firstframe; bench/tui_bench.py)
+    from engine.models import PATH_PATTERN
+
+    return re.compile(PATH_PATTERN)
 
 
 class GitError(RepoError):
@@ -318,7 +326,7 @@ def check_path(path: str) -> None:
         UnsafePathError: naming the path and why.
     """
     parts = path.split("/")
-    if not _PATH_RE.match(path):
+    if not _path_re().match(path):
         raise UnsafePathError(f"{path!r} is not a plain relative path")
     if any(part in ("", ".", "..") for part in parts):
         raise UnsafePathError(f"{path!r} contains an empty, '.' or '..' component")

@@ -16,16 +16,35 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Generic, Literal, Protocol, TypeVar
 
-from engine.models import Issue
 
+class IssueLike(Protocol):
+    """What sorting and filtering read of an issue: ``engine.models.Issue``, or the plain
+    rows of the TUI's first frame (``engine.forge.firstframe.CachedIssue``, read before
+    pydantic is imported)."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def body(self) -> str: ...
+    @property
+    def labels(self) -> list[str]: ...
+    @property
+    def comments(self) -> int: ...
+    @property
+    def updated_at(self) -> datetime | None: ...
+
+
+IssueT = TypeVar("IssueT", bound=IssueLike)
 SortKey = Literal["updated", "number", "comments", "title"]
 SORT_KEYS: tuple[SortKey, ...] = ("updated", "number", "comments", "title")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def sort_issues(issues: Sequence[Issue], key: SortKey = "updated") -> list[Issue]:
+def sort_issues(issues: Sequence[IssueT], key: SortKey = "updated") -> list[IssueT]:
     """``issues`` sorted by ``key``: newest update, highest number, most comments first; titles
     A to Z. Ties keep the higher number first, so the order is total and stable.
 
@@ -43,7 +62,7 @@ def sort_issues(issues: Sequence[Issue], key: SortKey = "updated") -> list[Issue
     if key == "comments":
         return sorted(issues, key=lambda i: (-i.comments, -i.number))
 
-    def updated(issue: Issue) -> tuple[float, int]:
+    def updated(issue: IssueT) -> tuple[float, int]:
         when = issue.updated_at or _EPOCH
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
@@ -52,14 +71,14 @@ def sort_issues(issues: Sequence[Issue], key: SortKey = "updated") -> list[Issue
     return sorted(issues, key=updated)
 
 
-class IssueFilter:
+class IssueFilter(Generic[IssueT]):
     """A precomputed search index over ``issues`` (in their given order).
 
     Args:
         issues: the issues, already in display order.
     """
 
-    def __init__(self, issues: Sequence[Issue]) -> None:
+    def __init__(self, issues: Sequence[IssueT]) -> None:
         self.issues = list(issues)
         self._titles = [i.title.lower() for i in self.issues]
         self._hay = [f"{i.title}\n{' '.join(i.labels)}\n{i.body}".lower() for i in self.issues]

@@ -11,21 +11,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
 from engine.errors import AgentTuiError
-from engine.events import GenerationFailed
-from engine.forge.base import RefreshResult
-from engine.models import Issue, IssueComment
+
+if TYPE_CHECKING:
+    # types only: the issue list's messages are posted before the engine's models (pydantic,
+    # ~0.1 s) are imported, when the first frame is read from the cache (tui.app.for_repo)
+    from engine.events import GenerationFailed
+    from engine.forge.base import RefreshResult
+    from engine.forge.firstframe import CachedIssue
+    from engine.models import Issue, IssueComment
 
 
 @dataclass
 class IssuesLoaded(Message):
-    """The issue list was read (from the cache or local files)."""
+    """The issue list was read (from the cache or local files; ``CachedIssue`` rows in the
+    first frame, before the engine is loaded)."""
 
-    issues: list[Issue]
+    issues: list[Issue] | list[CachedIssue]
     source: str
     refreshed_at: datetime | None = None
 

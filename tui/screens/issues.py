@@ -8,7 +8,8 @@ badge: the cached issues stay usable.
 from __future__ import annotations
 
 import threading
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
 from textual import on, work
@@ -16,13 +17,18 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Input, Static
 
-from engine.issuefilter import SORT_KEYS, IssueFilter, SortKey, sort_issues
-from engine.models import Issue
+from engine.forge.firstframe import CachedIssue
+from engine.issuefilter import SORT_KEYS, IssueFilter, IssueLike, SortKey, sort_issues
 from engine.textsafe import safe
 from tui.messages import IssuesLoaded, IssuesRefreshed, IssueStatesLoaded
 from tui.screens.base import AgentScreen
 from tui.widgets.issue_table import IssueTable
 from tui.widgets.status_bar import StatusBar
+
+if TYPE_CHECKING:
+    # a type only: the first frame shows the cache's plain rows before the engine's models
+    # (pydantic, ~0.1 s) are imported (tui.app.AgentTuiApp.for_repo)
+    from engine.models import Issue
 
 
 class IssuesScreen(AgentScreen):
@@ -40,9 +46,16 @@ class IssuesScreen(AgentScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.issues: list[Issue] = []
+        self.issues: list[IssueLike] = []
+        """``engine.models.Issue`` objects; in the first frame, before the engine is
+        loaded, the cache's plain rows (``CachedIssue``), replaced by the same issues once
+        it is."""
         self.sort_key: SortKey = "updated"
-        self._filter = IssueFilter([])
+        self._filter: IssueFilter[IssueLike] = IssueFilter([])
+        self._open_when_loaded: int | None = None
+        """An issue chosen in the first frame (opened once the engine has read it)."""
+        self._before_engine = False
+        """Showing the first frame's cached rows; the engine is not loaded yet."""
         self.source_name = ""
         self.refresh_note = ""
         self.offline = False
@@ -71,6 +84,21 @@ class IssuesScreen(AgentScreen):
         if refresh_badges is not None:
             refresh_badges()
         self.query_one(IssueTable).focus()
+        first_frame = getattr(app, "first_frame", None)
+        if first_frame is None:
+            self.load_issues()
+            return
+        # the cached rows now; the engine (configuration, real issues, refresh) right after
+        # they are painted, and ``engine_started`` then reads the list as usual
+        self._before_engine = True
+        self.on_issues_loaded(
+            IssuesLoaded(first_frame.issues, first_frame.source_name, first_frame.refreshed_at)
+        )
+        self.call_after_refresh(app.start_engine)  # type: ignore[attr-defined]
+
+    def engine_started(self) -> None:
+        """The app loaded the engine after the first frame: read the issues for real."""
+        self._before_engine = False
         self.load_issues()
 
     # -- workers ---------------------------------------------------------------------------
@@ -84,6 +112,9 @@ class IssuesScreen(AgentScreen):
         self.load_states()
         if source.REMOTE:
             self._painted.wait(timeout=2.0)
+            remember = getattr(self.app, "remember_issue_source", None)
+            if remember is not None:
+                remember(source)  # the issue cache to paint first at the next start
             result = source.refresh()
             self.post_message(IssuesRefreshed(result, source.list_issues()))
 
@@ -99,7 +130,8 @@ class IssuesScreen(AgentScreen):
         self.query_one(IssueTable).set_states(message.states)
 
     def on_screen_resume(self) -> None:
-        if self.loaded:  # back from an issue: a proposal may have been made or published
+        # back from an issue: a proposal may have been made or published
+        if self.loaded and not self._before_engine:
             self.load_states()
 
     def on_issues_loaded(self, message: IssuesLoaded) -> None:
@@ -108,6 +140,16 @@ class IssuesScreen(AgentScreen):
             self.refresh_note = f"refreshed {message.refreshed_at:%Y-%m-%d %H:%M}"
         self.loaded = True
         self._show(message.issues)
+        pending = self._open_when_loaded
+        if (
+            pending is not None
+            and message.issues
+            and not isinstance(message.issues[0], CachedIssue)
+        ):
+            self._open_when_loaded = None
+            for issue in message.issues:
+                if issue.number == pending:
+                    self._open(IssueTable.IssueChosen(issue))
         mark = getattr(self.app, "mark_first_paint", None)
         if mark is not None:
             self.call_after_refresh(mark)
@@ -130,7 +172,7 @@ class IssuesScreen(AgentScreen):
         self._show(message.issues)
 
     # -- display ---------------------------------------------------------------------------
-    def _show(self, issues: list[Issue]) -> None:
+    def _show(self, issues: Sequence[IssueLike]) -> None:
         self.issues = list(issues)
         self._filter = IssueFilter(sort_issues(self.issues, self.sort_key))
         table = self.query_one(IssueTable)
@@ -192,9 +234,12 @@ class IssuesScreen(AgentScreen):
 
     @on(IssueTable.IssueChosen)
     def _open(self, event: IssueTable.IssueChosen) -> None:
+        if isinstance(event.issue, CachedIssue):  # the first frame: the engine is loading
+            self._open_when_loaded = event.issue.number
+            return
         from tui.screens.issue import IssueScreen
 
-        self.app.push_screen(IssueScreen(event.issue))
+        self.app.push_screen(IssueScreen(cast("Issue", event.issue)))
 
     # -- actions ---------------------------------------------------------------------------
     def action_filter(self) -> None:

@@ -207,8 +207,9 @@ def first_paint(repo: Path, runs: int) -> tuple[float, float, int]:
 
 def _forget_last_start(repo: Path) -> None:
     """Remove the record of the last start: the next one loads the configuration first."""
-    for record in (repo / ".git" / "agent-tui").glob("first-frame-*.json"):
-        record.unlink()
+    from engine.forge.firstframe import record_path
+
+    record_path(repo).unlink(missing_ok=True)
 
 
 async def filter_keystrokes(n: int) -> dict[str, float]:
@@ -389,6 +390,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="tui-bench-config-"))
     os.environ.setdefault("XDG_DATA_HOME", tempfile.mkdtemp(prefix="tui-bench-data-"))
+    os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="tui-bench-state-"))
     os.environ.pop("AGENT_TUI_CONFIG", None)
     os.environ["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="tui-bench-pyc-")
     if args.during_generation:

@@ -4,7 +4,7 @@ Why: the first thing agent-tui shows is the cached issue list. Validating the co
 and the cached issues needs pydantic, ~0.1 s of imports and model building: a third of the
 start of the whole process on the development machine (docs/benchmarks.md, "Process start").
 After the engine has chosen the issue source of a repository, the TUI remembers that choice
-(``remember``) next to the issue cache, with the fingerprint of the configuration's inputs
+(``remember``, in the user's state directory), with the fingerprint of the configuration's inputs
 (:func:`engine.configfiles.fingerprint`) and the git remote's URL. At the next start, when
 both are unchanged, the configuration would choose the same source again, so its cache is
 read here as plain rows (``CachedIssue``) and painted at once; the engine then loads the
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import platformdirs
 
 from engine import gitops
 from engine.errors import AgentTuiError
@@ -61,9 +63,11 @@ class FirstFrame:
 
 
 def record_path(repo_dir: Path) -> Path:
-    """The record of ``repo_dir``'s last start, in its state directory (one per work tree)."""
-    key = hashlib.sha256(str(repo_dir.resolve()).encode()).hexdigest()[:16]
-    return gitops.state_dir(repo_dir) / f"first-frame-{key}.json"
+    """The record of ``repo_dir``'s last start: in the user's state directory, keyed by the
+    directory's path, so finding it runs no git (a ``git rev-parse`` costs a few milliseconds
+    of the first frame, far more on a loaded machine)."""
+    key = hashlib.sha256(str(repo_dir.resolve()).encode()).hexdigest()[:24]
+    return Path(platformdirs.user_state_dir("agent-tui")) / "first-frame" / f"{key}.json"
 
 
 def remember(
@@ -103,6 +107,7 @@ def remember(
     with contextlib.suppress(OSError, ValueError):
         if json.loads(path.read_text(encoding="utf-8")) == record:
             return
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".first-frame-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -141,15 +141,11 @@ class IssuesScreen(AgentScreen):
         self.loaded = True
         self._show(message.issues)
         pending = self._open_when_loaded
-        if (
-            pending is not None
-            and message.issues
-            and not isinstance(message.issues[0], CachedIssue)
-        ):
+        if pending is not None and not self._before_engine:  # the engine's issues now
             self._open_when_loaded = None
             for issue in message.issues:
                 if issue.number == pending:
-                    self._open(IssueTable.IssueChosen(issue))
+                    self._open_issue(issue)
         mark = getattr(self.app, "mark_first_paint", None)
         if mark is not None:
             self.call_after_refresh(mark)
@@ -234,12 +230,15 @@ class IssuesScreen(AgentScreen):
 
     @on(IssueTable.IssueChosen)
     def _open(self, event: IssueTable.IssueChosen) -> None:
-        if isinstance(event.issue, CachedIssue):  # the first frame: the engine is loading
-            self._open_when_loaded = event.issue.number
+        self._open_issue(event.issue)
+
+    def _open_issue(self, issue: IssueLike) -> None:
+        if isinstance(issue, CachedIssue):  # the first frame: the engine is loading
+            self._open_when_loaded = issue.number
             return
         from tui.screens.issue import IssueScreen
 
-        self.app.push_screen(IssueScreen(cast("Issue", event.issue)))
+        self.app.push_screen(IssueScreen(cast("Issue", issue)))
 
     # -- actions ---------------------------------------------------------------------------
     def action_filter(self) -> None:

@@ -18,12 +18,7 @@ import pytest
 from engine import configfiles, trust
 from engine.config import load_config
 from engine.errors import ConfigError
-from engine.forge.firstframe import (
-    CachedIssue,
-    read_first_frame,
-    record_path,
-    remember,
-)
+from engine.forge.firstframe import CachedIssue, read_first_frame, record_path
 from engine.forge.github import GitHubIssueSource
 from engine.forge.registry import issue_source_for
 from engine.models import Issue
@@ -57,15 +52,17 @@ def _github_source(repo: Path) -> GitHubIssueSource:
     return source
 
 
-CONFIG = '[github]\napi_url = "http://127.0.0.1:9/api/v3"\nrepo = "acme/widgets"\ntimeout = 2\n'
+#: the issue source follows the remote (GitHub at a closed port: refreshes fail at once)
+CONFIG = '[github]\napi_url = "http://127.0.0.1:9/api/v3"\ntimeout = 2\n'
+REMOTE = "http://127.0.0.1:9/acme/widgets.git"
 
 
 @pytest.fixture
 def repo(git_repo: Path) -> Path:
-    """A repository whose GitHub issue cache holds seven issues (the API at a closed port)."""
-    git(git_repo, "remote", "add", "origin", "https://github.com/acme/widgets.git")
+    """A repository whose GitHub issue cache holds seven issues."""
+    git(git_repo, "remote", "add", "origin", REMOTE)
     (git_repo / ".agent-tui.toml").write_text(CONFIG)
-    trust_repo_config(git_repo)
+    trust_repo_config(git_repo)  # its api_url applies once trusted
     source = _github_source(git_repo)
     source.cache.apply(_issues(), [], since=None, refreshed_at=BASE)
     return git_repo
@@ -74,17 +71,9 @@ def repo(git_repo: Path) -> Path:
 def _remember(repo: Path) -> str:
     """What a start of the TUI records once the engine has chosen the source."""
     fingerprint = configfiles.fingerprint(repo)
-    config = load_config(repo)
-    source = _github_source(repo)
-    remember(
-        repo,
-        fingerprint,
-        remote=config.github.remote,
-        source_name=source.name,
-        cache_key=source.cache.source,
-        cache_path=source.cache.path,
-        default_model=config.default_model,
-    )
+    app = AgentTuiApp(repo, load_config(repo), fingerprint=fingerprint)
+    app.remember_issue_source(_github_source(repo))
+    assert record_path(repo).is_file()
     return fingerprint
 
 
@@ -125,7 +114,7 @@ def _revoke_trust(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _change_remote(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    git(repo, "remote", "set-url", "origin", "https://github.com/acme/gadgets.git")
+    git(repo, "remote", "set-url", "origin", REMOTE.replace("widgets", "gadgets"))
 
 
 def _drop_cache(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,6 +155,16 @@ def test_no_first_frame_when_the_last_choice_may_not_hold(
     assert read_first_frame(repo, configfiles.fingerprint(repo)) is not None
     change(repo, monkeypatch)
     assert read_first_frame(repo, configfiles.fingerprint(repo)) is None
+
+
+def test_a_repository_named_in_the_config_does_not_depend_on_the_remote(repo: Path) -> None:
+    (repo / ".agent-tui.toml").write_text(CONFIG + 'repo = "acme/widgets"\n')
+    trust_repo_config(repo)
+    _remember(repo)
+    git(repo, "remote", "set-url", "origin", REMOTE.replace("widgets", "gadgets"))
+    frame = read_first_frame(repo, configfiles.fingerprint(repo))
+    assert frame is not None and len(frame.issues) == 7  # what the engine chooses too
+    assert _github_source(repo).list_issues()[0].number == frame.issues[0].number
 
 
 def test_the_fingerprint_follows_the_trust_of_the_repository_file(repo: Path) -> None:

@@ -285,11 +285,13 @@ class AgentTuiApp(App[int]):
         cache = getattr(source, "cache", None)
         if self._fingerprint is None or self.first_frame is not None or cache is None:
             return
+        github = self.config.github
         with contextlib.suppress(OSError, AgentTuiError):
             remember(
                 self.repo,
                 self._fingerprint,
-                remote=self.config.github.remote,
+                # a repository named by [github] repo does not depend on the remote
+                remote=None if github.repo else github.remote,
                 source_name=source.name,
                 cache_key=cache.source,
                 cache_path=cache.path,

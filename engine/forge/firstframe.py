@@ -74,7 +74,7 @@ def remember(
     repo_dir: Path,
     fingerprint: str,
     *,
-    remote: str,
+    remote: str | None,
     source_name: str,
     cache_key: str,
     cache_path: Path,
@@ -87,7 +87,9 @@ def remember(
         repo_dir: the repository directory.
         fingerprint: ``engine.configfiles.fingerprint(repo_dir)``, taken before the
             configuration was loaded.
-        remote: the configuration's ``[github] remote`` (its URL is recorded).
+        remote: the git remote the source was derived from (its URL is recorded and must
+            be unchanged at the next start); None when the configuration names the
+            repository itself (``[github] repo``), so no remote plays a part.
         source_name: the source's short name.
         cache_key: the source's key in the issue cache (``IssueCache.source``).
         cache_path: the issue cache file.
@@ -97,7 +99,7 @@ def remember(
         "version": RECORD_VERSION,
         "fingerprint": fingerprint,
         "remote": remote,
-        "remote_url": gitops.remote_url(repo_dir, remote),
+        "remote_url": gitops.remote_url(repo_dir, remote) if remote is not None else None,
         "source_name": source_name,
         "cache_key": cache_key,
         "cache_path": str(cache_path),
@@ -129,7 +131,8 @@ def read_first_frame(repo_dir: Path, fingerprint: str) -> FirstFrame | None:
         record = json.loads(record_path(repo_dir).read_text(encoding="utf-8"))
         if record.get("version") != RECORD_VERSION or record.get("fingerprint") != fingerprint:
             return None
-        if gitops.remote_url(repo_dir, str(record["remote"])) != record["remote_url"]:
+        remote = record["remote"]
+        if remote is not None and gitops.remote_url(repo_dir, str(remote)) != record["remote_url"]:
             return None
         cache = Path(record["cache_path"])
         if not cache.is_file():

@@ -105,14 +105,15 @@ class IssuesScreen(AgentScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="issues")
     def load_issues(self) -> None:
         """Read the cached issues, then refresh from the forge in the background."""
-        source, cached = self.app.workspace.cached_issues()  # type: ignore[attr-defined]
+        app = self.app  # still known after the app has exited (a quick quit)
+        source, cached = app.workspace.cached_issues()  # type: ignore[attr-defined]
         last_refresh = getattr(source, "last_refresh", None)
         when = last_refresh() if callable(last_refresh) else None
         self.post_message(IssuesLoaded(cached, source.name, when))
         self.load_states()
         if source.REMOTE:
             self._painted.wait(timeout=2.0)
-            remember = getattr(self.app, "remember_issue_source", None)
+            remember = getattr(app, "remember_issue_source", None)
             if remember is not None:
                 remember(source)  # the issue cache to paint first at the next start
             result = source.refresh()

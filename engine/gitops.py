@@ -59,8 +59,8 @@ ZERO_SHA = "0" * 40
 
 @functools.cache
 def _path_re() -> re.Pattern[str]:
-    # engine.models imports pydantic (~0.1 s), which the TUI's first frame reads the git
-    # state dir without (engine.forge.firstframe; bench/tui_bench.py)
+    # engine.models imports pydantic (~0.1 s of a ~0.35 s start), which the TUI's first frame
+    # runs git without (engine.forge.firstframe; docs/benchmarks.md, "Process start")
     from engine.models import PATH_PATTERN
 
     return re.compile(PATH_PATTERN)

@@ -35,9 +35,10 @@ from tui.screens.error import ErrorModal
 from tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
-    # the engine proper (configuration, session, issue sources) imports pydantic: ~0.1 s of
-    # the process start, imported after the first frame when it can be painted without them
-    # (``AgentTuiApp.for_repo``; bench/tui_bench.py)
+    # The engine proper (configuration, session, issue sources) imports pydantic: ~0.1 s of a
+    # ~0.35 s start (docs/benchmarks.md, "Process start, second part"). The functions that
+    # need it import it (``for_repo``, ``__init__`` given a config, ``start_engine``), after
+    # the first frame whenever that frame can be painted from the issue cache without it.
     from engine.config import AppConfig
     from engine.forge.base import IssueSource
     from engine.session import ModelHost, Workspace
@@ -173,8 +174,8 @@ class AgentTuiApp(App[int]):
         self.startup_error: AgentTuiError | None = None
         """The configuration failed to load after the first frame (``tui.cli`` reports it)."""
         self._fingerprint = fingerprint
-        if config is None and first_frame is None:
-            from engine.config import load_config
+        if config is None and first_frame is None:  # nothing to paint without it
+            from engine.config import load_config  # see the note on the TYPE_CHECKING imports
 
             config = load_config(repo)
         self._config = config
@@ -185,7 +186,7 @@ class AgentTuiApp(App[int]):
             # during its first compose, so the two serialise and the first paint came ~0.3 s
             # later (bench/tui_bench.py).
             from engine.forge.registry import issue_source_for  # noqa: F401
-            from engine.session import Workspace
+            from engine.session import Workspace  # see the note on the TYPE_CHECKING imports
 
             self._workspace = Workspace(repo, config, source=source)
         if self._workspace is not None:
@@ -218,7 +219,7 @@ class AgentTuiApp(App[int]):
         first_frame = read_first_frame(repo, fingerprint)
         if first_frame is not None:
             return cls(repo, None, first_frame=first_frame, fingerprint=fingerprint)
-        from engine.config import load_config
+        from engine.config import load_config  # see the note on the TYPE_CHECKING imports
 
         return cls(repo, load_config(repo), fingerprint=fingerprint)
 
@@ -260,7 +261,7 @@ class AgentTuiApp(App[int]):
         (once), then apply the settings and let the screens read the real issues."""
         if self._workspace is not None or self.startup_error is not None:
             return
-        # imported after the first frame: pydantic and the engine, ~0.1 s (see for_repo)
+        # after the first frame: see the note on the TYPE_CHECKING imports
         from engine.config import load_config
         from engine.session import Workspace
 

@@ -4,15 +4,15 @@ Why: the first thing agent-tui shows is the cached issue list. Validating the co
 and the cached issues needs pydantic, ~0.1 s of imports and model building: a third of the
 start of the whole process on the development machine (docs/benchmarks.md, "Process start").
 After the engine has chosen the issue source of a repository, the TUI remembers that choice
-(``remember``, in the user's state directory), with the fingerprint of the configuration's inputs
-(:func:`engine.configfiles.fingerprint`) and the git remote's URL. At the next start, when
-both are unchanged, the configuration would choose the same source again, so its cache is
-read here as plain rows (``CachedIssue``) and painted at once; the engine then loads the
-configuration and the real ``Issue`` models (the same data) and takes over.
+(``remember``, in the user's state directory) with the fingerprint of the configuration's
+inputs (:func:`engine.configfiles.fingerprint`) and, when the source follows the git remote,
+the remote's URL. At the next start, when they are unchanged, the configuration would choose
+the same source again, so its cache is read here as plain rows (``CachedIssue``) and painted
+at once; the engine then loads the configuration and the real ``Issue`` models (the same
+data) and takes over.
 
 Everything here fails soft: any doubt (no record, another fingerprint, a changed remote, an
-unreadable cache or row) returns None and the TUI starts the ordinary way.
-"""
+unreadable cache or row) returns None and the TUI starts the ordinary way."""
 
 from __future__ import annotations
 

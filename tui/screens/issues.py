@@ -177,6 +177,9 @@ class IssuesScreen(AgentScreen):
         table.empty_text = self._empty_text(self.filter_text, rows)
         table.set_issues(self._filter.issues, rows)
         self._update_summary()
+        # the search index once the rows are painted and the other after-paint callbacks ran
+        # (not in the first frame's time; the first keystroke does not pay for it either)
+        self.call_after_refresh(lambda: self.call_later(lambda: self._filter.prepare()))
 
     def _empty_text(self, text: str, rows: list[int]) -> str:
         """What the table says when the filter hides every issue (never a blank table)."""

@@ -1,7 +1,7 @@
 """Answer quality: do the model's proposals come out clean, and do the repository's tests pass?
 
 Runs a set of issues through the same path as ``agent-tui generate ISSUE`` (context, the
-model profile's generation, the checks: ``engine.session.IssueRun``) and prints, per issue:
+model profile's generation, the checks: ``engine.flow.issue_run.IssueRun``) and prints, per issue:
 the outcome (``clean`` = zero error findings, ``errors``, ``looping``, ``truncated``,
 ``invalid``, ``failed``), the error codes, the tokens and the seconds. Where the repository's
 tests can run on this machine (their imports are installed), each finished proposal is
@@ -46,17 +46,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import gitops  # noqa: E402
-from engine.config import AppConfig, LlamaCppProfile, load_config  # noqa: E402
-from engine.demo import DEMO_CONFIG, create_demo, issue_text  # noqa: E402
-from engine.events import (  # noqa: E402
+from engine.core.config import AppConfig, LlamaCppProfile, load_config  # noqa: E402
+from engine.core.events import (  # noqa: E402
     Finished,
     GenerationFailed,
     InvalidAnswer,
     Looping,
     Truncated,
 )
-from engine.session import ModelHost, Reviewed, Workspace  # noqa: E402
+from engine.flow.demo import DEMO_CONFIG, create_demo, issue_text  # noqa: E402
+from engine.flow.run_events import Reviewed  # noqa: E402
+from engine.flow.session import ModelHost, Workspace  # noqa: E402
+from engine.publish import gitops  # noqa: E402
 
 # ------------------------------------------------------------------------------------------
 # The issue sets

@@ -2,7 +2,7 @@
 
 One run, side by side: the same repository, the same 8 issues, the same server, greedy
 decoding (so both runs produce the same proposals: checked), the batch runner of
-``agent-tui batch`` (``engine.batch.run_batch``) with ``--concurrency 1`` and then 4.
+``agent-tui batch`` (``engine.flow.batch.run_batch``) with ``--concurrency 1`` and then 4.
 
 The server (``tests/fake_servers.py``) answers with the real llama.cpp engine on the embedded
 Gemma 3 270M. With one llama.cpp context it would serialise every request on that context and
@@ -37,11 +37,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.backends.llama_cpp import LlamaCppBackend  # noqa: E402
-from engine.batch import BatchOptions, BatchSummary, run_batch  # noqa: E402
-from engine.config import LlamaCppProfile, load_config  # noqa: E402
-from engine.session import Workspace  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine.core.config import LlamaCppProfile, load_config  # noqa: E402
+from engine.flow.batch import run_batch  # noqa: E402
+from engine.flow.batch_items import BatchOptions, BatchSummary  # noqa: E402
+from engine.flow.session import Workspace  # noqa: E402
+from engine.generate.backends.llama_cpp import LlamaCppBackend  # noqa: E402
+from engine.publish.store import Store  # noqa: E402
 from tests.fake_servers import FakeModelServer  # noqa: E402
 
 TINY_PROMPT = (

@@ -36,16 +36,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.backends.llama_cpp import (  # noqa: E402
-    DecodeDone,
-    DecodeOptions,
-    LlamaCppBackend,
-    PromptEvaluated,
-    SamplingParams,
-    TokensDecoded,
-)
-from engine.config import LlamaCppProfile, load_config  # noqa: E402
-from engine.models import proposal_json_schema  # noqa: E402
+from engine.core.config import LlamaCppProfile, load_config  # noqa: E402
+from engine.core.models import proposal_json_schema  # noqa: E402
+from engine.generate.backends.llama_cpp import LlamaCppBackend  # noqa: E402
+from engine.generate.decode import DecodeDone, DecodeOptions, PromptEvaluated, TokensDecoded  # noqa: E402
+from engine.generate.sampling import SamplingParams  # noqa: E402
 
 ISSUE = (
     "Issue #12: Add a health endpoint\n\n"

@@ -33,11 +33,12 @@ import threading
 import time
 from pathlib import Path
 
-from engine.backends import get_backend
-from engine.config import load_config
-from engine.context import build_context, clear_cache, index_path, wait_for_index_saves
-from engine.models import Issue
-from engine.prompts import load_profile
+from engine.context.build import build_context, clear_cache
+from engine.context.persist import index_path, wait_for_index_saves
+from engine.context.prompts import load_profile
+from engine.core.config import load_config
+from engine.core.models import Issue
+from engine.generate.backends import get_backend
 
 WORDS = (
     "user account order invoice payment product cart session token health status item price "

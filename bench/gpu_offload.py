@@ -22,10 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.backends.base import GenerationRequest  # noqa: E402
-from engine.backends.llama_cpp import LlamaCppBackend  # noqa: E402
-from engine.config import LlamaCppProfile, load_config  # noqa: E402
-from engine.events import Finished, GenerationFailed  # noqa: E402
+from engine.core.config import LlamaCppProfile, load_config  # noqa: E402
+from engine.core.events import Finished, GenerationFailed  # noqa: E402
+from engine.generate.backends.base import GenerationRequest  # noqa: E402
+from engine.generate.backends.llama_cpp import LlamaCppBackend  # noqa: E402
 
 ISSUE = (
     "Issue #12: Add a health endpoint\n\n"

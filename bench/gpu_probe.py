@@ -115,10 +115,12 @@ def run_engine(case: dict[str, Any]) -> dict[str, Any]:
     """The engine's own loop on ``case``'s settings: constrained/unconstrained tok/s, TTFT."""
     _extra_bufts(bool(case["extra_bufts"]))
     sys.path.insert(0, str(ROOT))
-    from engine.backends.base import GenerationRequest
-    from engine.backends.llama_cpp import LlamaCppBackend, SamplingParams, TokensDecoded
-    from engine.config import LlamaCppProfile
-    from engine.events import Finished, GenerationFailed
+    from engine.core.config import LlamaCppProfile
+    from engine.core.events import Finished, GenerationFailed
+    from engine.generate.backends.base import GenerationRequest
+    from engine.generate.backends.llama_cpp import LlamaCppBackend
+    from engine.generate.decode import TokensDecoded
+    from engine.generate.sampling import SamplingParams
 
     profile = LlamaCppProfile(
         backend="llama_cpp",

@@ -24,7 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.forge.github import GitHubIssueSource, GitHubRepo, Token  # noqa: E402
+from engine.issues.forge.github import GitHubRepo  # noqa: E402
+from engine.issues.forge.github_source import GitHubIssueSource  # noqa: E402
+from engine.issues.forge.github_token import Token  # noqa: E402
 from tests.github_fake import FAKE_TOKEN, FakeGitHub  # noqa: E402
 
 

@@ -4,9 +4,9 @@ Usage: ``python bench/model_host.py [--rounds 5] [--tokens 128] [--profile NAME]
 
 Both sides run the same ``LlamaCppBackend`` code on the same model file, prompt, sampling
 (greedy) and grammar: the in-process one in this process, the hosted one in its model host
-(``engine.backends.model_host``), whose events cross a socket. Tokens per second are measured
-where a user sees them, **by the consumer of the event stream**: completion tokens after the
-first one, over the time from the first ``TokensGenerated`` event to the final event. So the
+(``engine.generate.backends.model_host``), whose events cross a socket. Tokens per second are
+measured where a user sees them, **by the consumer of the event stream**: completion tokens after
+the first one, over the time from the first ``TokensGenerated`` event to the final event. So the
 host's costs (pickling, the socket, the reader thread, batching) are inside the figure.
 
 The two sides take turns, one generation each (``--rounds`` pairs), after one warm-up each
@@ -35,11 +35,11 @@ sys.path.insert(0, str(ROOT))
 # the same issue and prompt as the constrained-decoding bench, so the figures compare
 from constrained_decoding import messages  # noqa: E402
 
-from engine.backends.base import GenerationRequest  # noqa: E402
-from engine.backends.llama_cpp import LlamaCppBackend  # noqa: E402
-from engine.backends.model_host import HostedLlamaBackend  # noqa: E402
-from engine.config import LlamaCppProfile, load_config  # noqa: E402
-from engine.events import Finished, GenerationFailed, TokensGenerated  # noqa: E402
+from engine.core.config import LlamaCppProfile, load_config  # noqa: E402
+from engine.core.events import Finished, GenerationFailed, TokensGenerated  # noqa: E402
+from engine.generate.backends.base import GenerationRequest  # noqa: E402
+from engine.generate.backends.llama_cpp import LlamaCppBackend  # noqa: E402
+from engine.generate.backends.model_host import HostedLlamaBackend  # noqa: E402
 
 
 def timed(backend: Any, request: GenerationRequest) -> tuple[int, float, str, float]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from context_build import make_module
 
-from engine.secrets_scan import SecretFinding, scan_text, scan_text_full
+from engine.context.secrets_scan import SecretFinding, scan_text, scan_text_full
 
 ROOT = Path(__file__).resolve().parent.parent
 

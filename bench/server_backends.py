@@ -33,12 +33,12 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.backends.base import Backend, GenerationRequest  # noqa: E402
-from engine.backends.llama_cpp import LlamaCppBackend  # noqa: E402
-from engine.backends.ollama import OllamaBackend  # noqa: E402
-from engine.backends.openai_compat import OpenAICompatBackend  # noqa: E402
-from engine.config import LlamaCppProfile, OllamaProfile, OpenAIProfile  # noqa: E402
-from engine.events import Finished, GenerationFailed  # noqa: E402
+from engine.core.config import LlamaCppProfile, OllamaProfile, OpenAIProfile  # noqa: E402
+from engine.core.events import Finished, GenerationFailed  # noqa: E402
+from engine.generate.backends.base import Backend, GenerationRequest  # noqa: E402
+from engine.generate.backends.llama_cpp import LlamaCppBackend  # noqa: E402
+from engine.generate.backends.ollama import OllamaBackend  # noqa: E402
+from engine.generate.backends.openai_compat import OpenAICompatBackend  # noqa: E402
 from tests.fake_servers import (  # noqa: E402
     OLLAMA_MODEL,
     OPENAI_MODEL,
@@ -122,7 +122,12 @@ def main() -> None:
     embedded.load().tokenizer()
 
     print("characters per token (Gemma 3 tokenizer):")
-    for rel in ("prompts/backend-dev.md", "engine/stream.py", "engine/config.py", "README.md"):
+    for rel in (
+        "prompts/backend-dev.md",
+        "engine/generate/stream.py",
+        "engine/core/config.py",
+        "README.md",
+    ):
         text = (ROOT / rel).read_text()
         print(f"  {rel:28s} {len(text) / embedded.count_text(text):.2f}")
 

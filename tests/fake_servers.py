@@ -45,13 +45,9 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from engine.backends.llama_cpp import (
-    DecodeDone,
-    LlamaCppBackend,
-    PromptEvaluated,
-    SamplingParams,
-    TokensDecoded,
-)
+from engine.generate.backends.llama_cpp import LlamaCppBackend
+from engine.generate.decode import DecodeDone, PromptEvaluated, TokensDecoded
+from engine.generate.sampling import SamplingParams
 
 OLLAMA_MODEL = "gemma3:270m"
 OPENAI_MODEL = "gemma-3-270m"

@@ -2,15 +2,15 @@
 
 The real server loads its model with llama.cpp's default parameters, and on a build that uses
 Intel AMX the first prompt batch then crashes the server (ggml-org/llama.cpp#20824; see
-``engine.backends.llama_cpp.cpu_extra_buffers``). Its settings have no ``--no-repack``, so this
-launcher runs the server module unchanged inside the engine's ``cpu_safeguard``.
+``engine.generate.llama_model.cpu_extra_buffers``). Its settings have no ``--no-repack``,
+so this launcher runs the server module unchanged inside the engine's ``cpu_safeguard``.
 """
 
 from __future__ import annotations
 
 import runpy
 
-from engine.backends.llama_cpp import cpu_safeguard
+from engine.generate.llama_model import cpu_safeguard
 
 if __name__ == "__main__":
     with cpu_safeguard():

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from engine import backends
-from engine.backends import get_backend
-from engine.backends.base import GenerationRequest
-from engine.backends.model_host import HostedLlamaBackend
-from engine.config import LlamaCppProfile
-from engine.errors import ModelLoadError
-from engine.events import Finished, GenerationEvent, GenerationFailed, PromptProcessed
+from engine.core.config import LlamaCppProfile
+from engine.core.errors import ModelLoadError
+from engine.core.events import Finished, GenerationEvent, GenerationFailed, PromptProcessed
+from engine.generate import backends
+from engine.generate.backends import get_backend
+from engine.generate.backends.base import GenerationRequest
+from engine.generate.backends.model_host import HostedLlamaBackend
 from tests import cpu_variant
 
 NAME = "registry-test"

@@ -24,12 +24,13 @@ from typing import Any
 
 import pytest
 
-from engine.batch import BatchOptions, BatchProgress, run_batch
 from engine.cli import main
 from engine.cli.exitcodes import ERROR, FAILED_CHECK, OK, USAGE
-from engine.config import load_config
-from engine.session import Workspace
-from engine.store import Store
+from engine.core.config import load_config
+from engine.flow.batch import run_batch
+from engine.flow.batch_items import BatchOptions, BatchProgress
+from engine.flow.session import Workspace
+from engine.publish.store import Store
 from tests.cli_repo import (
     BROKEN,
     issue_body,

@@ -18,24 +18,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.checks import (
-    ALWAYS_ON_CODES,
-    CHECK_GROUPS,
-    RULES,
-    CheckLimits,
-    Finding,
-    apply_fixes,
-    enabled_for_profile,
-    has_errors,
-    path_findings,
-    proposal_from_data,
-    run_checks,
-    safe_target,
-    slugify_branch,
-)
-from engine.diff import RepoBase
-from engine.errors import ConfigError, InvalidProposalError, UnsafePathError
-from engine.models import BRANCH_SUFFIX_PATTERN, ChangeProposal, FileChange
+from engine.core.errors import ConfigError, InvalidProposalError, UnsafePathError
+from engine.core.models import BRANCH_SUFFIX_PATTERN, ChangeProposal, FileChange
+from engine.core.proposal_io import proposal_from_data
+from engine.core.rules import ALWAYS_ON_CODES, CHECK_GROUPS, RULES
+from engine.review.checks.conventions import slugify_branch
+from engine.review.checks.fixes import apply_fixes
+from engine.review.checks.orchestrator import run_checks
+from engine.review.checks.paths import path_findings, safe_target
+from engine.review.checks.registry import CheckLimits, Finding, enabled_for_profile, has_errors
+from engine.review.diff import RepoBase
 from tests.conftest import git
 
 ISSUE = 7
@@ -581,7 +573,7 @@ def test_enabled_filters_codes_and_rejects_unknown(world: dict[str, Path], base:
 
 
 def test_limits_from_config_follow_generation_max_files(git_repo: Path) -> None:
-    from engine.config import load_config
+    from engine.core.config import load_config
 
     (git_repo / ".agent-tui.toml").write_text("[generation]\nmax_files = 3\n")
     assert CheckLimits.from_config(load_config(git_repo)).max_files == 3
@@ -633,7 +625,7 @@ def test_slugify_always_gives_a_valid_suffix(text: str, number: int) -> None:
     number=st.integers(min_value=1, max_value=99999),
 )
 def test_fixed_proposals_pass_the_fixable_rules(branch: str | None, body: str, number: int) -> None:
-    from engine.checks import _message_findings
+    from engine.review.checks.conventions import message_findings as _message_findings
 
     prop = ChangeProposal.model_construct(
         branch_suffix=branch, commit_message="feat: x", pr_title="feat: y", pr_body=body, files=[]
@@ -905,7 +897,7 @@ def test_a_profile_selects_its_convention_rules_and_keeps_the_safety_ones(
 
 
 def test_the_default_profile_turns_on_every_rule() -> None:
-    from engine.prompts import load_profile
+    from engine.context.prompts import load_profile
 
     enabled = enabled_for_profile(load_profile().checks)
     assert enabled == set(RULES)

@@ -22,10 +22,12 @@ import pytest
 
 from engine.cli import main
 from engine.cli.exitcodes import CANCELLED, ERROR, INTERRUPTED, OK, QUEUED
-from engine.demo import create_demo
-from engine.events import Cancelled
-from engine.session import IssueRun, ModelHost
-from engine.store import PublishJob, Store
+from engine.core.events import Cancelled
+from engine.flow.demo import create_demo
+from engine.flow.issue_run import IssueRun
+from engine.flow.session import ModelHost
+from engine.publish.records import PublishJob
+from engine.publish.store import Store
 from tests.conftest import git
 
 PROPOSAL = {

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from engine.backends.model_host import HostedLlamaBackend
 from engine.cli import main
 from engine.cli.exitcodes import ERROR, FAILED_CHECK, OK, TRUNCATED, USAGE
-from engine.store import Store
+from engine.generate.backends.model_host import HostedLlamaBackend
+from engine.publish.store import Store
 from tests.cli_repo import BROKEN, issue_body, llama_profile, prepare_repo, simple_issues
 
 pytestmark = pytest.mark.model

@@ -19,7 +19,7 @@ import pytest
 
 from engine.cli import build_parser, command_modules, main
 from engine.cli.exitcodes import ERROR, FAILED_CHECK, OK, TRUNCATED
-from engine.store import Store
+from engine.publish.store import Store
 from tests.cli_repo import (
     BROKEN,
     issue_body,

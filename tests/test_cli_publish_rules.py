@@ -9,8 +9,8 @@ import pytest
 
 from engine.cli import main
 from engine.cli.exitcodes import FAILED_CHECK, QUEUED
-from engine.demo import create_demo
-from engine.store import Store
+from engine.flow.demo import create_demo
+from engine.publish.store import Store
 from tests.conftest import git
 
 PROPOSAL = {

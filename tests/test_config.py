@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import (
+from engine.core.config import (
     LlamaCppProfile,
     OllamaProfile,
     OpenAIProfile,
     load_config,
 )
-from engine.errors import ConfigError, UnknownProfileError
-from engine.resources import bundled_models_toml
+from engine.core.errors import ConfigError, UnknownProfileError
+from engine.core.resources import bundled_models_toml
 from tests.conftest import trust_repo_config
 
 

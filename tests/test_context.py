@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.context import (
+from engine.context.build import build_context, clear_cache
+from engine.context.prompts import PromptProfile, load_profile
+from engine.context.render import render_file, render_tree
+from engine.context.result import (
     REASON_BINARY,
     REASON_BUDGET,
     REASON_SECRET,
@@ -22,14 +25,9 @@ from engine.context import (
     WHY_RANKED,
     ContextOptions,
     ContextResult,
-    build_context,
-    clear_cache,
-    render_file,
-    render_tree,
 )
-from engine.errors import ContextTooLargeError, RepoError
-from engine.models import Issue, IssueComment
-from engine.prompts import PromptProfile, load_profile
+from engine.core.errors import ContextTooLargeError, RepoError
+from engine.core.models import Issue, IssueComment
 from tests.conftest import git
 
 Messages = list[dict[str, str]]

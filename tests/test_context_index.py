@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
-from engine import context
-from engine.context import ContextResult, build_context, clear_cache, index_path
-from engine.models import Issue
-from engine.prompts import PromptProfile
+from engine.context import index, persist, snapshot
+from engine.context.build import build_context, clear_cache
+from engine.context.persist import index_path
+from engine.context.prompts import PromptProfile
+from engine.context.result import ContextResult
+from engine.core.models import Issue
 from tests.conftest import git
 
 WORDS = (
@@ -83,31 +85,31 @@ def outcome(result: ContextResult) -> dict[str, Any]:
 
 @pytest.fixture
 def persist_small(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(context, "_PERSIST_MIN_FILES", 50)
+    monkeypatch.setattr(persist, "_PERSIST_MIN_FILES", 50)
 
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Paths read by the index builder (not the candidates' reads for the prompt)."""
     seen: list[str] = []
-    original = context._read_doc
+    original = snapshot._read_doc
 
     def read_doc(root: str, path: str, content_id: str, max_bytes: int) -> Any:
         seen.append(path)
         return original(root, path, content_id, max_bytes)
 
-    monkeypatch.setattr(context, "_read_doc", read_doc)
+    monkeypatch.setattr(snapshot, "_read_doc", read_doc)
     return seen
 
 
 def restart() -> None:
     """What a new process starts from: no in-memory cache, whatever is on disk."""
-    context.wait_for_index_saves()
+    persist.wait_for_index_saves()
     clear_cache()
 
 
 def forget_disk(root: Path) -> None:
-    context.wait_for_index_saves()
+    persist.wait_for_index_saves()
     index_path(root.resolve()).unlink(missing_ok=True)
 
 
@@ -163,7 +165,7 @@ def test_a_stale_or_broken_index_is_ignored(
     make_repo(git_repo, 60)
     first = outcome(build(git_repo, ISSUES[0]))
     restart()
-    monkeypatch.setattr(context, "_index_version", lambda: "another-tokenizer")
+    monkeypatch.setattr(persist, "_index_version", lambda: "another-tokenizer")
     reads.clear()
     assert outcome(build(git_repo, ISSUES[0])) == first
     assert len(reads) >= 60  # a tokenizer change re-reads everything
@@ -176,7 +178,7 @@ def test_a_stale_or_broken_index_is_ignored(
 def test_small_repositories_are_not_persisted(git_repo: Path) -> None:
     make_repo(git_repo, 20)
     build(git_repo, ISSUES[0])
-    context.wait_for_index_saves()
+    persist.wait_for_index_saves()
     assert not index_path(git_repo.resolve()).exists()
 
 
@@ -184,7 +186,7 @@ def test_batch_indexing_counts_the_same_terms_as_one_text_at_a_time() -> None:
     rng = random.Random(3)
     words = [*WORDS, "refund_shipment_2", "HTTPServer", "getUserID", "the", "x", "__init__"]
     texts = ["", "   ", *(" ".join(rng.choices(words, k=rng.randint(1, 60))) for _ in range(200))]
-    one, batch = context._Vectorizer(), context._Vectorizer()
+    one, batch = index._Vectorizer(), index._Vectorizer()
     expected = [dict(zip(*one(text), strict=True)) for text in texts]
     got = [dict(zip(t, f, strict=True)) for t, f in batch.many(texts)]
     # term ids are numbered in the order terms are met: compare through the term texts

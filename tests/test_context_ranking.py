@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.context import WHY_DEFINES, build_context
-from engine.prompts import load_profile
+from engine.context.build import build_context
+from engine.context.prompts import load_profile
+from engine.context.result import WHY_DEFINES
 from tests.test_context import TINY_PROFILE, GemmaCounter, issue, write
 from tests.test_context import counter as counter  # noqa: F401 - the fixture
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
-from engine.demo import DEMO_ISSUES, create_demo
-from engine.errors import RepoError
-from engine.forge.local import LocalIssueSource
-from engine.forge.registry import issue_source_for
+from engine.core.config import load_config
+from engine.core.errors import RepoError
+from engine.flow.demo import DEMO_ISSUES, create_demo
+from engine.issues.forge.local import LocalIssueSource
+from engine.issues.forge.registry import issue_source_for
 from tests.conftest import REPO_ROOT, git
 
 

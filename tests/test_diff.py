@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.diff import FileStatus, RepoBase, diff_file, diff_proposal, split_lines
-from engine.errors import RepoError
-from engine.models import ChangeProposal, FileChange
+from engine.core.errors import RepoError
+from engine.core.models import ChangeProposal, FileChange
+from engine.review.diff import FileStatus, RepoBase, diff_file, diff_proposal, split_lines
 from tests.conftest import git
 
 

@@ -1,4 +1,4 @@
-"""Discovery of the models this machine runs or has (``engine.discover``, issue 16).
+"""Discovery of the models this machine runs or has (``engine.generate.discover``, issue 16).
 
 The servers are loopback fakes: ``tests.fake_servers`` for Ollama's ``/api/tags`` and the
 OpenAI ``/v1/models`` (their GET routes never touch the model), and small stubs here for
@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-import engine.discover
-from engine.backends.llama_cpp import LlamaCppBackend
+import engine.generate.discover
 from engine.cli import main
-from engine.config import LlamaCppProfile, OllamaProfile, OpenAIProfile, load_config
-from engine.demo import create_demo
-from engine.discover import discover, find_gguf, probe
-from engine.forge.local import LocalIssueSource
+from engine.core.config import LlamaCppProfile, OllamaProfile, OpenAIProfile, load_config
+from engine.flow.demo import create_demo
+from engine.generate.backends.llama_cpp import LlamaCppBackend
+from engine.generate.discover import discover, find_gguf, probe
+from engine.issues.forge.local import LocalIssueSource
 from tests.fake_servers import FakeModelServer, ServerKnobs
 
 
@@ -151,7 +151,7 @@ def test_only_loopback_is_ever_asked() -> None:
 def test_ollama_host_replaces_the_default_port(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.undo()  # the real default_servers (conftest stubs it out)
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:11500")
-    assert engine.discover.default_servers()[0] == ("ollama", "http://127.0.0.1:11500")
+    assert engine.generate.discover.default_servers()[0] == ("ollama", "http://127.0.0.1:11500")
 
 
 def test_gguf_files_in_the_usual_folders(tmp_path: Path) -> None:
@@ -175,9 +175,11 @@ def test_cli_discover_lists_and_saves_only_when_asked(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     ollama = fake(models=("qwen2.5-coder:7b",))
-    monkeypatch.setattr(engine.discover, "default_servers", lambda: [("ollama", ollama.url)])
+    monkeypatch.setattr(
+        engine.generate.discover, "default_servers", lambda: [("ollama", ollama.url)]
+    )
     config = tmp_path / "user.toml"
-    monkeypatch.setattr("engine.config.user_config_path", lambda: config)
+    monkeypatch.setattr("engine.core.config.user_config_path", lambda: config)
     assert main(["models", "--discover"]) == 0
     out = capsys.readouterr().out
     assert "ollama-qwen2.5-coder-7b" in out and "Ollama" in out
@@ -196,9 +198,11 @@ async def test_models_screen_uses_a_found_model_for_the_session_and_saves_on_s(
     from tui.screens.models import ModelsScreen
 
     ollama = fake(models=("qwen2.5-coder:7b",))
-    monkeypatch.setattr(engine.discover, "default_servers", lambda: [("ollama", ollama.url)])
+    monkeypatch.setattr(
+        engine.generate.discover, "default_servers", lambda: [("ollama", ollama.url)]
+    )
     config = tmp_path / "user.toml"
-    monkeypatch.setattr("engine.config.user_config_path", lambda: config)
+    monkeypatch.setattr("engine.core.config.user_config_path", lambda: config)
     repo = create_demo(tmp_path / "demo").repo
     app = AgentTuiApp(repo, load_config(repo), source=LocalIssueSource(repo))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -227,7 +231,7 @@ async def test_a_slow_server_never_delays_the_first_paint(
     from tui.app import AgentTuiApp
 
     url, stop = stub({"/api/tags": (2.0, b'{"models": [{"name": "slow:1b"}]}')})
-    monkeypatch.setattr(engine.discover, "default_servers", lambda: [("ollama", url)])
+    monkeypatch.setattr(engine.generate.discover, "default_servers", lambda: [("ollama", url)])
     repo = create_demo(tmp_path / "demo").repo
     app = AgentTuiApp(repo, load_config(repo), source=LocalIssueSource(repo))
     try:
@@ -247,8 +251,8 @@ async def test_a_failed_answer_of_the_embedded_model_offers_the_found_ones(tmp_p
 
     from rich.console import Console
 
-    from engine.discover import Discovered
-    from engine.events import Looping
+    from engine.core.events import Looping
+    from engine.generate.discover import Discovered
     from tui.app import AgentTuiApp
     from tui.screens.generating import GeneratingScreen
 

@@ -1,8 +1,8 @@
 """The TUI's first frame from the issue cache, before pydantic and the configuration.
 
-``engine.forge.firstframe`` remembers which issue source the configuration chose; the next
+``engine.issues.forge.firstframe`` remembers which issue source the configuration chose; the next
 start paints that source's cached issues as plain rows when the configuration's inputs
-(``engine.configfiles.fingerprint``) and the git remote are unchanged, and never otherwise.
+(``engine.core.configfiles.fingerprint``) and the git remote are unchanged, and never otherwise.
 The engine then loads the same issues as ``Issue`` models and takes over.
 """
 
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from engine import configfiles, trust
-from engine.config import load_config
-from engine.errors import ConfigError
-from engine.forge.firstframe import CachedIssue, read_first_frame, record_path
-from engine.forge.github import GitHubIssueSource
-from engine.forge.registry import issue_source_for
-from engine.models import Issue
+from engine.core import configfiles, trust
+from engine.core.config import load_config
+from engine.core.errors import ConfigError
+from engine.core.models import Issue
+from engine.issues.forge.firstframe import CachedIssue, read_first_frame, record_path
+from engine.issues.forge.github_source import GitHubIssueSource
+from engine.issues.forge.registry import issue_source_for
 from tests.conftest import git, trust_repo_config
 from tui.app import AgentTuiApp
 from tui.screens.issue import IssueScreen

@@ -4,7 +4,7 @@ Why: Python imports are most of agent-tui's start (bench/tui_bench.py). The mode
 ghapi (it builds GitHub's whole API at import), detect-secrets, YAML, numpy, the context,
 checks and publish machinery are imported on first use, after the list is on screen; from the
 second start in a repository on, so are pydantic, the configuration and the engine's models
-(the first frame is read from the issue cache: ``engine.forge.firstframe``). A subprocess
+(the first frame is read from the issue cache: ``engine.issues.forge.firstframe``). A subprocess
 runs ``agent-tui tui --repo REPO`` headless on a repository with a GitHub issue cache (the
 forge at a closed port) and records ``sys.modules`` when the list is first painted.
 """
@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.config import load_config
-from engine.forge.registry import issue_source_for
-from engine.models import Issue
+from engine.core.config import load_config
+from engine.core.models import Issue
+from engine.issues.forge.registry import issue_source_for
 from tests.conftest import REPO_ROOT, trust_repo_config
 
 #: heavy modules the first paint must not import (top-level packages or engine/tui modules)
@@ -34,23 +34,32 @@ MUST_BE_ABSENT = (
     "yaml",
     "numpy",
     "tokenizers",
-    "engine.context",
-    "engine.cli.cmd_check",
-    "engine.cli.cmd_generate",
-    "engine.cli.cmd_publish",
-    "engine.secrets_scan",
-    "engine.checks",
-    "engine.publish",
-    "engine.stream",
-    "engine.grammar",
-    "engine.batch",
-    "engine.prompts",
-    "engine.diff",
-    "engine.doctor",
-    "engine.backends.llama_cpp",
-    "engine.backends.http",
-    "engine.backends.ollama",
-    "engine.backends.openai_compat",
+    "engine.context.build",
+    "engine.context.snapshot",
+    "engine.context.index",
+    "engine.context.secrets_scan",
+    "engine.context.secrets_prefilter",
+    "engine.review.checks",
+    "engine.publish.runner",
+    "engine.publish.plan",
+    "engine.publish.provenance",
+    "engine.publish.steps",
+    "engine.generate.stream",
+    "engine.generate.grammar",
+    "engine.flow.batch",
+    "engine.flow.batch_items",
+    "engine.context.prompts",
+    "engine.review.diff",
+    "engine.flow.doctor",
+    "engine.generate.backends.llama_cpp",
+    "engine.generate.decode",
+    "engine.generate.sampling",
+    "engine.generate.llama_model",
+    "engine.generate.tokens",
+    "engine.generate.backends.server",
+    "engine.generate.backends.http",
+    "engine.generate.backends.ollama",
+    "engine.generate.backends.openai_compat",
     "tui.screens.generating",
     "tui.screens.preview",
     "tui.screens.publish_plan",
@@ -62,31 +71,40 @@ MUST_BE_ABSENT = (
 ABSENT_FROM_THE_SECOND_START = (
     "pydantic",
     "pydantic_core",
-    "engine.config",
-    "engine.models",
-    "engine.session",
-    "engine.forge.base",
-    "engine.forge.cache",
-    "engine.forge.github",
-    "engine.forge.registry",
-    "engine.events",
-    "engine.backends",
+    "engine.core.config",
+    "engine.core.models",
+    "engine.flow.session",
+    "engine.flow.issue_run",
+    "engine.flow.run_events",
+    "engine.issues.forge.base",
+    "engine.issues.forge.cache",
+    "engine.issues.forge.github",
+    "engine.issues.forge.registry",
+    "engine.core.events",
+    "engine.generate.backends",
 )
 #: every engine/tui module the first paint may import from the second start on; a new one
 #: must be added here on purpose
 FIRST_PAINT_MODULES = frozenset(
-    """engine engine.cli engine.cli.exitcodes engine.configfiles engine.errors engine.forge
-    engine.forge.firstframe engine.gitops engine.issuefilter engine.redact engine.resources
-    engine.textsafe engine.trust
-    tui tui.app tui.cli tui.messages tui.screens tui.screens.base tui.screens.error
+    """engine engine.cli engine.cli.exitcodes engine.core engine.core.configfiles
+    engine.core.errors engine.core.gitcmd engine.core.redact engine.core.resources
+    engine.core.textsafe engine.core.trust engine.issues engine.issues.forge
+    engine.issues.forge.firstframe engine.issues.issuefilter
+    tui tui.app tui.cli tui.keymap tui.messages tui.screens tui.screens.base tui.screens.error
     tui.screens.issues tui.widgets tui.widgets.issue_table tui.widgets.status_bar""".split()
 )
 #: what a first start (no record of the last one: the configuration is loaded first) may
 #: import on top
 FIRST_START_MODULES = FIRST_PAINT_MODULES | frozenset(
-    """engine.backends engine.backends.base engine.config engine.events engine.forge.base
-    engine.forge.cache engine.forge.github engine.forge.local engine.forge.registry
-    engine.models engine.session engine.store engine.discover""".split()
+    """engine.generate engine.publish engine.flow
+    engine.generate.backends engine.generate.backends.base
+    engine.core.config engine.core.events engine.core.models engine.issues.forge.base
+    engine.issues.forge.cache engine.issues.forge.github engine.issues.forge.github_source
+    engine.issues.forge.github_token engine.issues.forge.local engine.issues.forge.registry
+    engine.publish.gitops engine.flow.session engine.flow.issue_run engine.flow.run_events
+    engine.publish.store engine.publish.records engine.generate.discover""".split()
+    # the history store (and its records): the issue list's state column reads it;
+    # discovery's worker starts right after the first refresh
 )
 
 CHILD = """

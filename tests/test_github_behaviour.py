@@ -17,13 +17,18 @@ from typing import Any
 
 import pytest
 
-import engine.forge.github as gh
+import engine.issues.forge.github as gh
 from engine.cli import main as cli_main
-from engine.errors import GitHubError
-from engine.forge.github import GitHubIssueSource, GitHubRepo, Token, api_host
-from engine.models import ChangeProposal
-from engine.publish import RETRY_NOT_BEFORE, PublishProgress, build_plan, execute, outbox, sync
-from engine.store import PublishJob, Store
+from engine.core.errors import GitHubError
+from engine.core.models import ChangeProposal
+from engine.issues.forge.github import GitHubRepo, api_host
+from engine.issues.forge.github_source import GitHubIssueSource
+from engine.issues.forge.github_token import Token
+from engine.publish.plan import build_plan
+from engine.publish.records import PublishJob
+from engine.publish.runner import execute, outbox, sync
+from engine.publish.steps import RETRY_NOT_BEFORE, PublishProgress
+from engine.publish.store import Store
 from tests import test_publish
 from tests.cli_repo import issue_body, llama_profile, prepare_repo, server_profile
 from tests.conftest import git

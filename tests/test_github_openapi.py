@@ -30,11 +30,14 @@ from typing import Any
 import jsonschema
 import pytest
 
-import engine.forge.github as gh
-from engine.errors import GitHubError, IssueNotFoundError
-from engine.forge.github import GitHubIssueSource, GitHubRepo, Token
-from engine.models import ChangeProposal
-from engine.publish import build_plan, execute
+import engine.issues.forge.github as gh
+from engine.core.errors import GitHubError, IssueNotFoundError
+from engine.core.models import ChangeProposal
+from engine.issues.forge.github import GitHubRepo
+from engine.issues.forge.github_source import GitHubIssueSource
+from engine.issues.forge.github_token import Token
+from engine.publish.plan import build_plan
+from engine.publish.runner import execute
 from tests import test_publish
 from tests.conftest import git
 from tests.github_fake import FAKE_TOKEN, RawBody, RecordedRequest

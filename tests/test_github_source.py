@@ -11,20 +11,15 @@ from pathlib import Path
 
 import pytest
 
-import engine.forge.github as gh
+import engine.issues.forge.github as gh
 from engine.cli import main as cli_main
-from engine.config import load_config
-from engine.errors import ConfigError, GitHubError, IssueNotFoundError
-from engine.forge.github import (
-    GitHubIssueSource,
-    GitHubRepo,
-    Token,
-    parse_remote_url,
-    resolve_repo,
-    resolve_token,
-)
-from engine.forge.local import LocalIssueSource
-from engine.forge.registry import cache_path, issue_source_for
+from engine.core.config import load_config
+from engine.core.errors import ConfigError, GitHubError, IssueNotFoundError
+from engine.issues.forge.github import GitHubRepo, parse_remote_url, resolve_repo
+from engine.issues.forge.github_source import GitHubIssueSource
+from engine.issues.forge.github_token import Token, resolve_token
+from engine.issues.forge.local import LocalIssueSource
+from engine.issues.forge.registry import cache_path, issue_source_for
 from tests.conftest import REPO_ROOT, git
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 
@@ -323,7 +318,7 @@ def test_the_github_client_leaves_the_process_environment_alone(tmp_path: Path) 
     code = (
         "import os\n"
         "before = dict(os.environ)\n"
-        "from engine.forge.github import _ghapi\n"
+        "from engine.issues.forge.github import _ghapi\n"
         "_ghapi('http://127.0.0.1:9', 'o', 'r', None)\n"
         "added = sorted(set(os.environ) - set(before))\n"
         "print(added)\n"

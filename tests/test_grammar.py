@@ -15,7 +15,8 @@ import llguidance
 import pytest
 from pydantic import ValidationError
 
-from engine.grammar import (
+from engine.core.models import DEFAULT_MAX_FILES, ChangeProposal, proposal_json_schema
+from engine.generate.grammar import (
     COMPACT_JSON,
     GrammarError,
     build_grammar,
@@ -24,7 +25,6 @@ from engine.grammar import (
     proposal_grammar,
     tokenizer_for,
 )
-from engine.models import DEFAULT_MAX_FILES, ChangeProposal, proposal_json_schema
 
 pytestmark = pytest.mark.model
 
@@ -225,7 +225,7 @@ ISSUE_CASES: list[tuple[str, dict[str, Any]]] = [
 
 def per_issue_ok(data: dict[str, Any]) -> bool:
     """What the final validation of a generation for issue ``ISSUE`` accepts."""
-    from engine.models import issue_rule_errors
+    from engine.core.models import issue_rule_errors
 
     if not pydantic_ok(data):
         return False

@@ -17,21 +17,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.backends.base import GenerationRequest
-from engine.backends.llama_cpp import (
-    DecodeOptions,
-    PathGuard,
-    SamplingParams,
-    TokensDecoded,
-)
-from engine.events import Finished, InvalidAnswer, Looping, Truncated
-from engine.models import (
+from engine.core.events import Finished, InvalidAnswer, Looping, Truncated
+from engine.core.models import (
     CONVENTIONAL_PATTERN,
     ChangeProposal,
     issue_rule_errors,
     proposal_json_schema,
 )
-from engine.stream import ProposalStream
+from engine.generate.backends.base import GenerationRequest
+from engine.generate.decode import DecodeOptions, PathGuard, TokensDecoded
+from engine.generate.sampling import SamplingParams
+from engine.generate.stream import ProposalStream
 
 #: an example that writes one path three times (twice in another case): what to imitate
 DUPLICATING_SYSTEM = (
@@ -181,8 +177,8 @@ def test_every_backend_request_carries_the_issue_schema() -> None:
 
 
 def test_openai_body_sends_the_issue_schema_the_retry_sampling_and_dry() -> None:
-    from engine.backends.openai_compat import OpenAICompatBackend
-    from engine.config import OpenAIProfile
+    from engine.core.config import OpenAIProfile
+    from engine.generate.backends.openai_compat import OpenAICompatBackend
 
     profile = OpenAIProfile(
         backend="openai", base_url="http://127.0.0.1:9/v1", model="m", dry_multiplier=0.8
@@ -198,8 +194,8 @@ def test_openai_body_sends_the_issue_schema_the_retry_sampling_and_dry() -> None
 
 
 def test_ollama_options_carry_the_retry_sampling() -> None:
-    from engine.backends.ollama import OllamaBackend
-    from engine.config import OllamaProfile
+    from engine.core.config import OllamaProfile
+    from engine.generate.backends.ollama import OllamaBackend
 
     backend = OllamaBackend("o", OllamaProfile(backend="ollama", model="m", seed=3))
     options = backend.options(100, GenerationRequest(messages=[], temperature=0.3, seed=9))
@@ -216,8 +212,9 @@ def test_every_body_the_grammar_allows_passes_the_closes_checks(
     prefix: str, number: int, tail: str
 ) -> None:
     """The pattern is never looser than the checks that judge the PR body afterwards."""
-    from engine.checks import _CLOSING_KEYWORD_RE, _closes
-    from engine.models import pr_body_pattern
+    from engine.core.models import pr_body_pattern
+    from engine.review.checks.conventions import _CLOSING_KEYWORD_RE
+    from engine.review.checks.conventions import closes_issue as _closes
 
     body = f"{prefix}Closes #{number}{tail}"
     if re.fullmatch(pr_body_pattern(number), body):

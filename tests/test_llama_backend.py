@@ -17,23 +17,12 @@ from typing import Any
 import llguidance
 import pytest
 
-from engine.backends.base import GenerationRequest
-from engine.backends.llama_cpp import (
-    DecodeDone,
-    DecodeOptions,
-    LlamaCppBackend,
-    PromptEvaluated,
-    SamplingParams,
-    TokensDecoded,
-    format_chat,
-    format_gemma,
-)
 from engine.cli import main as cli_main
-from engine.cli.cmd_generate import ProgressRenderer, exit_code, final_to_json
 from engine.cli.exitcodes import CANCELLED, ERROR, INVALID, LOOPING, OK, TRUNCATED
-from engine.config import LlamaCppProfile
-from engine.errors import ConfigError, ModelLoadError
-from engine.events import (
+from engine.cli.progress import ProgressRenderer, exit_code, final_to_json
+from engine.core.config import LlamaCppProfile
+from engine.core.errors import ConfigError, ModelLoadError
+from engine.core.events import (
     BackendFailed,
     Cancelled,
     Finished,
@@ -47,7 +36,17 @@ from engine.events import (
     TokensGenerated,
     Truncated,
 )
-from engine.models import BRANCH_SUFFIX_PATTERN, PATH_PATTERN, ChangeProposal, proposal_json_schema
+from engine.core.models import (
+    BRANCH_SUFFIX_PATTERN,
+    PATH_PATTERN,
+    ChangeProposal,
+    proposal_json_schema,
+)
+from engine.generate.backends.base import GenerationRequest
+from engine.generate.backends.llama_cpp import LlamaCppBackend
+from engine.generate.chat_formats import format_chat, format_gemma
+from engine.generate.decode import DecodeDone, DecodeOptions, PromptEvaluated, TokensDecoded
+from engine.generate.sampling import SamplingParams
 from tests import cpu_variant
 from tests.conftest import trust_repo_config
 
@@ -109,7 +108,8 @@ def check_final_stream(events: list[GenerationEvent]) -> GenerationEvent:
 
 
 def independent_matcher(backend: Any) -> Any:
-    """A matcher built straight from llguidance and the schema, not through engine.grammar."""
+    """A matcher built straight from llguidance and the schema, not through
+    engine.generate.grammar."""
     tokenizer = backend.load().tokenizer()
     grammar = llguidance.LLMatcher.grammar_from_json_schema(
         proposal_json_schema(), overrides={"whitespace_flexible": False}
@@ -491,7 +491,7 @@ def test_chat_formats() -> None:
 def test_generate_command_exit_codes_and_output(
     embedded_model_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from engine import backends
+    from engine.generate import backends
 
     (git_repo / ".agent-tui.toml").write_text(
         'default_model = "tiny"\n[models.tiny]\nbackend = "llama_cpp"\n'

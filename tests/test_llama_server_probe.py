@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from engine.backends.base import GenerationRequest
-from engine.backends.openai_compat import OpenAICompatBackend
-from engine.config import load_config
-from engine.doctor import check_openai, run_doctor
-from engine.events import Finished, InvalidAnswer, Truncated
+from engine.core.config import load_config
+from engine.core.events import Finished, InvalidAnswer, Truncated
+from engine.flow.doctor import check_openai, run_doctor
+from engine.generate.backends.base import GenerationRequest
+from engine.generate.backends.openai_compat import OpenAICompatBackend
 from tests import test_openai_backend
 from tests.fake_servers import OPENAI_MODEL, PROPOSAL_MESSAGES, FakeModelServer
 from tests.test_openai_backend import profile

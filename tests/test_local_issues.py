@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import IssueFileError, IssueNotFoundError
-from engine.forge.base import IssueSource
-from engine.forge.local import LocalIssueSource, parse_issue_file
+from engine.core.errors import IssueFileError, IssueNotFoundError
+from engine.issues.forge.base import IssueSource
+from engine.issues.forge.local import LocalIssueSource, parse_issue_file
 
 
 def put(repo: Path, name: str, text: str) -> Path:

@@ -1,11 +1,11 @@
 """The model host: llama.cpp in a child process; its crashes are typed failures, never the app's.
 
 The host is crashed on purpose with the child-only test hook (``AGENT_TUI_HOST_CRASH``,
-``engine.backends.model_host``): SIGSEGV, SIGABRT and SIGKILL while loading, while evaluating
-the prompt and while decoding. Each ends in ``HostCrashed`` (or a raised ``ModelHostCrashed``
-outside a generation), this test process survives, and the next generation on the same backend
-starts a new host and runs. Outcomes of the real model are asserted only as far as they hold
-for any answer.
+``engine.generate.backends.model_host``): SIGSEGV, SIGABRT and SIGKILL while loading, while
+evaluating the prompt and while decoding. Each ends in ``HostCrashed`` (or a raised
+``ModelHostCrashed`` outside a generation), this test process survives, and the next
+generation on the same backend starts a new host and runs. Outcomes of the real model are
+asserted only as far as they hold for any answer.
 """
 
 from __future__ import annotations
@@ -20,19 +20,11 @@ from typing import Any
 
 import pytest
 
-from engine import backends
-from engine.backends.base import GenerationRequest
-from engine.backends.model_host import (
-    CANCEL_GRACE_S,
-    HostedLlamaBackend,
-    _coalesce,
-    log_path,
-)
 from engine.cli import main as cli_main
 from engine.cli.exitcodes import ERROR, INVALID, LOOPING, OK, TRUNCATED
-from engine.config import LlamaCppProfile
-from engine.errors import ModelHostCrashed
-from engine.events import (
+from engine.core.config import LlamaCppProfile
+from engine.core.errors import ModelHostCrashed
+from engine.core.events import (
     BackendFailed,
     Cancelled,
     Finished,
@@ -43,6 +35,11 @@ from engine.events import (
     ProposalUpdated,
     TokensGenerated,
 )
+from engine.generate import backends
+from engine.generate.backends.base import GenerationRequest
+from engine.generate.backends.host_child import _coalesce
+from engine.generate.backends.host_process import CANCEL_GRACE_S, log_path
+from engine.generate.backends.model_host import HostedLlamaBackend
 from tests import cpu_variant
 from tests.conftest import trust_repo_config
 from tests.test_tui_flow import describe, github_repo, open_issue, wait_for  # noqa: F401
@@ -283,7 +280,7 @@ def test_llama_logs_stay_off_the_terminal_unless_verbose(
     cli_main(["--verbose", *argv, "--max-tokens", "4"])
     loud = capfd.readouterr().err
     assert "llama_context" in loud
-    from engine.backends.model_host import set_log_llama
+    from engine.generate.backends.host_process import set_log_llama
 
     set_log_llama(False)
 
@@ -320,7 +317,7 @@ async def test_the_tui_survives_a_dead_host_and_generates_again(
     tmp_path: Path,
     spec: str,
 ) -> None:
-    from engine.config import load_config
+    from engine.core.config import load_config
     from tui.app import AgentTuiApp
     from tui.screens.error import ErrorModal
     from tui.screens.generating import GeneratingScreen
@@ -459,8 +456,8 @@ def test_batch_whose_model_dies_loading_stops_with_exit_7_and_runs_again(
 def test_a_missing_model_is_the_typed_load_error_and_a_big_log_is_rotated(
     tmp_path: Path,
 ) -> None:
-    from engine.backends.model_host import LOG_ROTATE_BYTES
-    from engine.errors import ModelLoadError
+    from engine.core.errors import ModelLoadError
+    from engine.generate.backends.host_process import LOG_ROTATE_BYTES
 
     log = log_path("rotating")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -481,8 +478,8 @@ def test_a_missing_model_is_the_typed_load_error_and_a_big_log_is_rotated(
 def test_the_log_llama_setting_turns_the_echo_on(git_repo: Path) -> None:
     import argparse
 
-    from engine.backends.model_host import log_llama, set_log_llama
     from engine.cli.common import load
+    from engine.generate.backends.host_process import log_llama, set_log_llama
 
     (git_repo / ".agent-tui.toml").write_text("[generation]\nlog_llama = true\n")
     set_log_llama(False)

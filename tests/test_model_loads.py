@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
-from engine.errors import ModelLoadError
-from engine.modelfile import resolve_gguf
+from engine.core.config import load_config
+from engine.core.errors import ModelLoadError
+from engine.generate.modelfile import resolve_gguf
 
 
 def test_embedded_profile_resolves_to_a_gguf(tmp_path: Path) -> None:
@@ -20,7 +20,7 @@ def test_embedded_profile_resolves_to_a_gguf(tmp_path: Path) -> None:
 
 
 def test_missing_or_bogus_gguf_is_a_clear_error(tmp_path: Path) -> None:
-    from engine.config import LlamaCppProfile
+    from engine.core.config import LlamaCppProfile
 
     missing = LlamaCppProfile(backend="llama_cpp", model_path=str(tmp_path / "nope.gguf"))
     with pytest.raises(ModelLoadError, match="does not exist"):
@@ -37,7 +37,7 @@ def test_missing_or_bogus_gguf_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.model
 def test_embedded_model_generates_tokens_greedily(embedded_model_path: Path) -> None:
-    from engine.backends.llama_cpp import new_llama
+    from engine.generate.llama_model import new_llama
 
     llm = new_llama(
         model_path=str(embedded_model_path), n_ctx=512, verbose=False, seed=0, n_threads=2
@@ -69,7 +69,7 @@ AVX2_BUILD = "CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | REPACK 
 def test_extra_cpu_buffers_are_off_on_amx_builds_unless_the_profile_says(
     setting: bool | None, system_info: str, expected: bool
 ) -> None:
-    from engine.backends.llama_cpp import cpu_extra_buffers
+    from engine.generate.llama_model import cpu_extra_buffers
 
     assert cpu_extra_buffers(setting, system_info) is expected
 
@@ -80,7 +80,7 @@ def test_the_profile_setting_reaches_llama_cpp_model_params(
     """``new_llama`` hands ``use_extra_bufts`` to the model parameters llama.cpp loads with."""
     import llama_cpp.llama as llama_module
 
-    from engine.backends import llama_cpp as backend_module
+    from engine.generate import llama_model as backend_module
 
     seen: list[bool] = []
 

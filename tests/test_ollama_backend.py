@@ -14,12 +14,8 @@ from typing import Any
 
 import pytest
 
-from engine.backends.base import GenerationRequest
-from engine.backends.http import RetryPolicy, TokenCalibration
-from engine.backends.ollama import ALL_GPU_LAYERS, OllamaBackend, prompt_eval_total
-from engine.config import OllamaProfile, parse_profile
-from engine.doctor import check_ollama
-from engine.events import (
+from engine.core.config import OllamaProfile, parse_profile
+from engine.core.events import (
     BackendFailed,
     Cancelled,
     Finished,
@@ -32,6 +28,11 @@ from engine.events import (
     TokensGenerated,
     Truncated,
 )
+from engine.flow.doctor import check_ollama
+from engine.generate.backends.base import GenerationRequest
+from engine.generate.backends.http import RetryPolicy
+from engine.generate.backends.ollama import ALL_GPU_LAYERS, OllamaBackend, prompt_eval_total
+from engine.generate.tokens import TokenCalibration
 from tests.fake_servers import (
     FREE_TEXT_ANSWER,
     GREETING_MESSAGES,

@@ -16,16 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.backends.base import GenerationRequest
-from engine.backends.http import RetryPolicy
-from engine.backends.openai_compat import (
-    OpenAICompatBackend,
-    server_flavour,
-    structure_only,
-)
-from engine.config import OpenAIProfile, parse_profile
-from engine.doctor import check_openai
-from engine.events import (
+from engine.core.config import OpenAIProfile, parse_profile
+from engine.core.events import (
     BackendFailed,
     Cancelled,
     Finished,
@@ -36,6 +28,14 @@ from engine.events import (
     PromptTruncated,
     TokensGenerated,
     Truncated,
+)
+from engine.flow.doctor import check_openai
+from engine.generate.backends.base import GenerationRequest
+from engine.generate.backends.http import RetryPolicy
+from engine.generate.backends.openai_compat import (
+    OpenAICompatBackend,
+    server_flavour,
+    structure_only,
 )
 from tests.conftest import REPO_ROOT
 from tests.fake_servers import (

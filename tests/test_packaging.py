@@ -42,7 +42,7 @@ def test_wheel_contains_models_toml_and_prompts(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "engine/_bundled/models.toml" in names
     assert "engine/_bundled/prompts/backend-dev.md" in names
-    assert "engine/config.py" in names and "tui/cli.py" in names
+    assert "engine/core/config.py" in names and "tui/cli.py" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry).decode()
     assert "agent-tui = tui.cli:main" in text

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.checks import enabled_for_profile, has_errors, run_checks
-from engine.context import ContextResult, build_context, example_messages
-from engine.errors import PromptProfileError
-from engine.prompts import load_profile, parse_profile
+from engine.context.build import build_context
+from engine.context.prompts import load_profile, parse_profile
+from engine.context.render import example_messages
+from engine.context.result import ContextResult
+from engine.core.errors import PromptProfileError
+from engine.review.checks.orchestrator import run_checks
+from engine.review.checks.registry import enabled_for_profile, has_errors
 from tests.conftest import git
 from tests.test_context import GemmaCounter, backend_repo, issue, write
 from tests.test_context import counter as counter  # noqa: F401 - the fixture
@@ -39,8 +42,8 @@ def test_the_shipped_backend_example_is_a_checks_clean_answer(git_repo: Path) ->
 
 def test_the_example_does_not_reuse_the_demo_code() -> None:
     """Nothing of the demo's issues can be copied from the example verbatim."""
-    from engine.demo import _FILES as DEMO_FILES
-    from engine.demo import DEMO_ISSUES
+    from engine.flow.demo import _FILES as DEMO_FILES
+    from engine.flow.demo import DEMO_ISSUES
 
     example = load_profile("backend-dev").examples[0]
     answer_paths = {f.path for f in example.answer.files}

@@ -8,9 +8,9 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from engine.errors import PromptProfileError, UnknownProfileError
-from engine.prompts import discover_profiles, list_profiles, load_profile, parse_profile
-from engine.resources import bundled_prompts_dir
+from engine.context.prompts import discover_profiles, list_profiles, load_profile, parse_profile
+from engine.core.errors import PromptProfileError, UnknownProfileError
+from engine.core.resources import bundled_prompts_dir
 
 PROFILE = """---
 name: {name}

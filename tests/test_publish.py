@@ -23,19 +23,14 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main as cli_main
-from engine.config import load_config
-from engine.errors import PublishError, UnsafePathError
-from engine.gitops import write_files
-from engine.models import ChangeProposal
-from engine.publish import (
-    PublishProgress,
-    PublishResult,
-    build_plan,
-    execute,
-    outbox,
-    sync,
-)
-from engine.store import Store
+from engine.core.config import load_config
+from engine.core.errors import PublishError, UnsafePathError
+from engine.core.models import ChangeProposal
+from engine.publish.gitops import write_files
+from engine.publish.plan import build_plan
+from engine.publish.runner import execute, outbox, sync
+from engine.publish.steps import PublishProgress, PublishResult
+from engine.publish.store import Store
 from tests.conftest import git
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 
@@ -198,7 +193,7 @@ def test_publish_dirty_tree_untouched_pr_opened(
 
 
 def test_trailers_record_provenance(project: Project) -> None:
-    from engine.publish import Provenance
+    from engine.publish.provenance import Provenance
 
     prov = Provenance("coder-7b", "sha256:abc123", "backend-dev", "sha256:def456", 7)
     result = execute(project.plan(provenance=prov))
@@ -357,7 +352,7 @@ def _publish_cli(project: Project, tmp_path: Path, kill_at: str | None = None): 
 def test_killed_at_any_step_sync_finishes_exactly_one_pr(
     project: Project, tmp_path: Path, kill_at: str, state: str
 ) -> None:
-    from engine.publish import CHECKPOINTS
+    from engine.publish.steps import CHECKPOINTS
 
     assert kill_at in CHECKPOINTS  # a renamed checkpoint would never kill: the test would lie
     fake = project.fake
@@ -647,8 +642,8 @@ def test_unsafe_paths_are_never_written(tmp_path: Path) -> None:
 
 
 def test_model_ref_hashes_the_gguf_once_and_tags_served_models(tmp_path: Path) -> None:
-    from engine.config import parse_profile
-    from engine.publish import model_ref_for
+    from engine.core.config import parse_profile
+    from engine.publish.provenance import model_ref_for
 
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + bytes(4096))

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import pysource
-from engine.checks import run_checks
-from engine.models import ChangeProposal
+from engine.core import pysource
+from engine.core.models import ChangeProposal
+from engine.review.checks.orchestrator import run_checks
 
 #: Each of these nests ~5,000 levels: over the ~3,000 where CPython 3.11's ``ast.parse`` raises
 #: RecursionError while building the tree.

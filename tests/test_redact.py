@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main as cli_main
-from engine.errors import BackendError, GitHubError
-from engine.events import BackendFailed
-from engine.redact import MASK, redact, register
-from engine.store import Store
+from engine.core.errors import BackendError, GitHubError
+from engine.core.events import BackendFailed
+from engine.core.redact import MASK, redact, register
+from engine.publish.store import Store
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 
 PROPOSAL = {

@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.backends.base import Backend, GenerationRequest
-from engine.config import load_config
-from engine.demo import create_demo
-from engine.events import Finished, GenerationEvent, GenerationStats, Looping, Truncated
-from engine.models import ChangeProposal, FileChange
-from engine.session import RETRY_TEMPERATURE, ModelHost, RetrySampling, Workspace
+from engine.core.config import load_config
+from engine.core.events import Finished, GenerationEvent, GenerationStats, Looping, Truncated
+from engine.core.models import ChangeProposal, FileChange
+from engine.flow.demo import create_demo
+from engine.flow.run_events import RETRY_TEMPERATURE, RetrySampling
+from engine.flow.session import ModelHost, Workspace
+from engine.generate.backends.base import Backend, GenerationRequest
 
 
 class Scripted(Backend):

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.secrets_scan import (
+from engine.context.secrets_prefilter import _prefilter, _required_literals
+from engine.context.secrets_scan import (
     OWN_KINDS,
-    _prefilter,
-    _required_literals,
     detect_secrets_findings,
     scan_text,
     scan_text_full,

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.checks import Finding
 from engine.cli import main as cli_main
-from engine.errors import AgentTuiError
-from engine.store import STORE_FILE, PublishJob, Store, finding_to_json
+from engine.core.errors import AgentTuiError
+from engine.publish.records import PublishJob, finding_to_json
+from engine.publish.store import STORE_FILE, Store
+from engine.review.checks.registry import Finding
 
 PROPOSAL = {
     "branch_suffix": "x",

@@ -6,8 +6,8 @@ import random
 import string
 import time
 
-from engine.events import Finished, GenerationStats, InvalidAnswer, Looping
-from engine.stream import (
+from engine.core.events import Finished, GenerationStats, InvalidAnswer, Looping
+from engine.generate.stream import (
     LoopPolicy,
     ProposalStream,
     describe_unit,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main as cli_main
-from engine.store import Store
-from engine.textsafe import CLEAR_LINE, control_chars, safe, safe_block, terminal_safe
+from engine.core.textsafe import CLEAR_LINE, control_chars, safe, safe_block, terminal_safe
+from engine.publish.store import Store
 from tests.conftest import git
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 
@@ -134,7 +134,7 @@ def test_check_survives_a_lone_surrogate_path(
 async def test_tui_shows_markup_in_untrusted_text_literally(git_repo: Path) -> None:
     from textual.widgets import DataTable
 
-    from engine.config import load_config
+    from engine.core.config import load_config
     from tui.app import AgentTuiApp
     from tui.screens.history import HistoryScreen
 
@@ -157,7 +157,7 @@ async def test_tui_shows_markup_in_untrusted_text_literally(git_repo: Path) -> N
 
 
 def test_git_writers_refuse_control_characters(git_repo: Path) -> None:
-    from engine import gitops
+    from engine.publish import gitops
 
     head = git(git_repo, "rev-parse", "HEAD").strip()
     with pytest.raises(gitops.GitError, match="control"):
@@ -180,9 +180,9 @@ def test_git_writers_refuse_control_characters(git_repo: Path) -> None:
 def test_publish_plan_refuses_forged_trailers_and_control_characters(
     git_repo: Path, field: str, value: str, error: str
 ) -> None:
-    from engine.config import load_config
-    from engine.models import ChangeProposal
-    from engine.publish import build_plan
+    from engine.core.config import load_config
+    from engine.core.models import ChangeProposal
+    from engine.publish.plan import build_plan
 
     data: dict[str, object] = {
         "branch_suffix": "x",

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from engine import trust
 from engine.cli import main as cli_main
-from engine.config import ConfigFile, load_config, sensitive_settings
-from engine.demo import DEMO_CONFIG
-from engine.errors import ConfigError
-from engine.forge.github import TOKEN_VARS, Token, resolve_token, token_host
-from engine.models import ChangeProposal
-from engine.publish import build_plan
+from engine.core import trust
+from engine.core.config import ConfigFile, load_config, sensitive_settings
+from engine.core.errors import ConfigError
+from engine.core.models import ChangeProposal
+from engine.flow.demo import DEMO_CONFIG
+from engine.issues.forge.github_token import TOKEN_VARS, Token, resolve_token, token_host
+from engine.publish.plan import build_plan
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 from tests.loopback import LoopbackServer
 
@@ -312,8 +312,9 @@ def test_demo_config_needs_no_trust() -> None:
 def test_push_token_only_to_its_host_and_never_over_plain_http(
     git_repo: Path, monkeypatch: pytest.MonkeyPatch, push_url: str, sent: bool
 ) -> None:
-    from engine.publish import _Runner
-    from engine.store import PublishJob, Store
+    from engine.publish.records import PublishJob
+    from engine.publish.steps import JobRunner as _Runner
+    from engine.publish.store import Store
     from tests.conftest import git
 
     _no_gh_cli(monkeypatch)

@@ -15,12 +15,12 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 from textual.worker import WorkerFailed
 
-from engine.config import load_config
-from engine.demo import create_demo
-from engine.forge.local import LocalIssueSource
-from engine.issuefilter import IssueFilter, sort_issues
-from engine.models import ChangeProposal, FileChange, Issue
-from engine.store import Store
+from engine.core.config import load_config
+from engine.core.models import ChangeProposal, FileChange, Issue
+from engine.flow.demo import create_demo
+from engine.issues.forge.local import LocalIssueSource
+from engine.issues.issuefilter import IssueFilter, sort_issues
+from engine.publish.store import Store
 from tests.conftest import git, unpin_demo
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 from tui.app import AgentTuiApp, binding_catalogue, check_keymap

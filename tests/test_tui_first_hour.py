@@ -19,13 +19,14 @@ from textual.widgets import Static
 
 from engine.cli import main
 from engine.cli.exitcodes import QUEUED
-from engine.config import load_config
-from engine.demo import create_demo
-from engine.events import Cancelled
-from engine.forge.local import LocalIssueSource
-from engine.models import ChangeProposal, FileChange
-from engine.session import IssueRun, Workspace
-from engine.store import Store
+from engine.core.config import load_config
+from engine.core.events import Cancelled
+from engine.core.models import ChangeProposal, FileChange
+from engine.flow.demo import create_demo
+from engine.flow.issue_run import IssueRun
+from engine.flow.session import Workspace
+from engine.issues.forge.local import LocalIssueSource
+from engine.publish.store import Store
 from tui.app import AgentTuiApp
 from tui.screens.generating import GeneratingScreen
 from tui.screens.issue import IssueScreen

@@ -26,12 +26,12 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
-from engine.backends.model_host import HostedLlamaBackend
-from engine.config import load_config
-from engine.demo import create_demo
-from engine.events import Cancelled, GenerationEvent
-from engine.prompts import user_prompts_dir
-from engine.store import Store
+from engine.context.prompts import user_prompts_dir
+from engine.core.config import load_config
+from engine.core.events import Cancelled, GenerationEvent
+from engine.flow.demo import create_demo
+from engine.generate.backends.model_host import HostedLlamaBackend
+from engine.publish.store import Store
 from tests.conftest import git, unpin_demo
 from tests.github_fake import FAKE_TOKEN, FakeGitHub
 from tui.app import AgentTuiApp
@@ -108,7 +108,7 @@ def only_schema(value: Any) -> dict[str, Any]:
 def _the_answer_is_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every generation request carries the schema of ``ANSWER`` (see the module docstring)."""
     monkeypatch.setattr(
-        "engine.backends.base.proposal_json_schema",
+        "engine.generate.backends.base.proposal_json_schema",
         lambda max_files=None, issue_number=None: only_schema(ANSWER),
     )
 

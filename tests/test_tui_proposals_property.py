@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.config import load_config
-from engine.demo import create_demo
-from engine.errors import AgentTuiError
-from engine.events import Cancelled
-from engine.forge.local import LocalIssueSource
-from engine.models import ChangeProposal, FileChange
+from engine.core.config import load_config
+from engine.core.errors import AgentTuiError
+from engine.core.events import Cancelled
+from engine.core.models import ChangeProposal, FileChange
+from engine.flow.demo import create_demo
+from engine.issues.forge.local import LocalIssueSource
 from tui.app import AgentTuiApp
 from tui.messages import ProposalReady, ProposalStreamed
 from tui.screens.generating import GeneratingScreen

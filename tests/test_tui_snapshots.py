@@ -18,13 +18,13 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Input, TextArea
 
-from engine.config import load_config
-from engine.context import ContextResult, LeftOut, ShownFile
-from engine.demo import create_demo
-from engine.events import Truncated
-from engine.forge.local import LocalIssueSource
-from engine.models import ChangeProposal, FileChange
-from engine.store import GenerationRecord, PublishJob
+from engine.context.result import ContextResult, LeftOut, ShownFile
+from engine.core.config import load_config
+from engine.core.events import Truncated
+from engine.core.models import ChangeProposal, FileChange
+from engine.flow.demo import create_demo
+from engine.issues.forge.local import LocalIssueSource
+from engine.publish.records import GenerationRecord, PublishJob
 from tui.app import AgentTuiApp
 from tui.messages import ContextBuilt, ProposalStreamed
 from tui.screens.details import DetailsModal

@@ -15,14 +15,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine import gitops
-from engine.checks import has_errors, load_proposal_file, proposal_from_data, run_checks
 from engine.cli import main as cli_main
-from engine.config import load_config
-from engine.diff import diff_proposal
-from engine.errors import AgentTuiError, ConfigError
-from engine.forge.local import LocalIssueSource
-from engine.models import MAX_ISSUE_BODY, ChangeProposal, Issue
+from engine.core.config import load_config
+from engine.core.errors import AgentTuiError, ConfigError
+from engine.core.models import MAX_ISSUE_BODY, ChangeProposal, Issue
+from engine.core.proposal_io import load_proposal_file, proposal_from_data
+from engine.issues.forge.local import LocalIssueSource
+from engine.publish import gitops
+from engine.review.checks.orchestrator import run_checks
+from engine.review.checks.registry import has_errors
+from engine.review.diff import diff_proposal
 
 FUZZ = settings(
     max_examples=60,
@@ -73,7 +75,7 @@ def test_what_publish_refuses_check_reports_with_its_code(
 
 
 def test_profile_without_branch_rules_still_checks_the_branch(git_repo: Path) -> None:
-    from engine.checks import enabled_for_profile
+    from engine.review.checks.registry import enabled_for_profile
 
     enabled = enabled_for_profile(["closes-issue"])
     findings = run_checks(
@@ -322,7 +324,7 @@ def test_test_command_environment_has_no_credentials(
 
 
 def test_publish_drops_every_configured_api_key_env(git_repo: Path, tmp_path: Path) -> None:
-    from engine.publish import key_envs
+    from engine.publish.plan import key_envs
 
     config = tmp_path / "user.toml"
     config.write_text(

@@ -7,7 +7,14 @@ from the ``[tui] keymap`` table of the config; the command palette (``ctrl+p``) 
 actions of the screen it was opened from.
 
 Publishing is only ever confirmed by the ``confirm_publish`` binding (``ctrl+y`` by default) in
-the publish plan; a keymap that would put it on Enter, Space or a plain character is refused.
+the publish plan; a keymap that would put it on Enter, Space or a plain character is refused
+(``tui.keymap``).
+
+The app owns navigation: screens ask it to open the next one (``open_issue``,
+``open_generating``, ``open_preview``, ``open_publish_plan``...), so no screen imports another.
+Each ``open_*`` imports its screen when called: only the issue list is needed for the first
+paint, and importing every screen (``binding_catalogue``) takes 80-100 ms on top of
+``tui.app`` (tests/test_first_paint_imports.py; bench/tui_bench.py measures the start).
 """
 
 from __future__ import annotations
@@ -15,21 +22,23 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
-from textual.binding import Binding, BindingType
+from textual.binding import Binding, BindingType, Keymap
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from engine import configfiles
 from engine.cli.exitcodes import ERROR
-from engine.errors import AgentTuiError, ConfigError, ModelHostCrashed
-from engine.forge.firstframe import FirstFrame, read_first_frame, remember
-from engine.textsafe import safe
+from engine.core import configfiles
+from engine.core.errors import AgentTuiError, ConfigError, ModelHostCrashed
+from engine.core.textsafe import safe
+from engine.issues.forge.firstframe import FirstFrame, read_first_frame, remember
+from tui.keymap import CONFIRM_PUBLISH_ID, Catalogue, binding_ids, bindings_of, split_keymap
 from tui.messages import ModelLoaded, ModelLoadStarted, WorkerFailed
 from tui.screens.error import ErrorModal
 from tui.widgets.status_bar import StatusBar
@@ -39,17 +48,20 @@ if TYPE_CHECKING:
     # ~0.35 s start (docs/benchmarks.md, "Process start, second part"). The functions that
     # need it import it (``for_repo``, ``__init__`` given a config, ``start_engine``), after
     # the first frame whenever that frame can be painted from the issue cache without it.
-    from engine.config import AppConfig
-    from engine.forge.base import IssueSource
-    from engine.session import ModelHost, Workspace
-
-#: keys that must never confirm a publish, whatever the keymap says
-_UNSAFE_CONFIRM_KEYS = {"enter", "space", "tab", "escape", "return", "ctrl+m", "ctrl+j"}
-CONFIRM_PUBLISH_ID = "confirm_publish"
+    # The rest are the types of the open_* arguments.
+    from engine.core.config import AppConfig
+    from engine.core.models import ChangeProposal, Issue
+    from engine.flow.session import IssueRun, ModelHost, Workspace
+    from engine.issues.forge.base import IssueSource
 
 
-def binding_catalogue() -> list[tuple[str, str, list[Binding]]]:
-    """Every screen's bindings: (screen title, class name, bindings), for Help and keymaps."""
+def binding_catalogue() -> Catalogue:
+    """Every screen's bindings: (screen title, class name, bindings), for Help and keymaps.
+
+    The app knows its screens (it opens them all), so the catalogue is here and
+    ``tui.keymap`` imports no screen. Imported when called: most screens are not needed for
+    the first paint (tests/test_first_paint_imports.py).
+    """
     from tui.screens.details import DetailsModal
     from tui.screens.edit_file import EditFileScreen
     from tui.screens.error import ErrorModal
@@ -64,71 +76,27 @@ def binding_catalogue() -> list[tuple[str, str, list[Binding]]]:
     from tui.screens.publish_plan import PublishPlanScreen
     from tui.widgets.issue_table import IssueTable
 
-    def bindings(cls: Any) -> list[Binding]:
-        out = []
-        for b in getattr(cls, "BINDINGS", []):
-            if isinstance(b, Binding):
-                out.append(b)
-        return out
-
     return [
-        ("Everywhere", "AgentTuiApp", bindings(AgentTuiApp)),
-        ("Issues", "IssuesScreen", bindings(IssuesScreen) + bindings(IssueTable)),
-        ("Issue", "IssueScreen", bindings(IssueScreen)),
-        ("Generating", "GeneratingScreen", bindings(GeneratingScreen)),
-        ("Preview", "PreviewScreen", bindings(PreviewScreen)),
-        ("Edit file", "EditFileScreen", bindings(EditFileScreen)),
-        ("Edit details", "DetailsModal", bindings(DetailsModal)),
-        ("Regenerate", "FeedbackModal", bindings(FeedbackModal)),
-        ("Publish plan", "PublishPlanScreen", bindings(PublishPlanScreen)),
-        ("History", "HistoryScreen", bindings(HistoryScreen)),
-        ("Models", "ModelsScreen", bindings(ModelsScreen)),
-        ("Help", "HelpScreen", bindings(HelpScreen)),
-        ("Error", "ErrorModal", bindings(ErrorModal)),
+        ("Everywhere", "AgentTuiApp", bindings_of(AgentTuiApp)),
+        ("Issues", "IssuesScreen", bindings_of(IssuesScreen) + bindings_of(IssueTable)),
+        ("Issue", "IssueScreen", bindings_of(IssueScreen)),
+        ("Generating", "GeneratingScreen", bindings_of(GeneratingScreen)),
+        ("Preview", "PreviewScreen", bindings_of(PreviewScreen)),
+        ("Edit file", "EditFileScreen", bindings_of(EditFileScreen)),
+        ("Edit details", "DetailsModal", bindings_of(DetailsModal)),
+        ("Regenerate", "FeedbackModal", bindings_of(FeedbackModal)),
+        ("Publish plan", "PublishPlanScreen", bindings_of(PublishPlanScreen)),
+        ("History", "HistoryScreen", bindings_of(HistoryScreen)),
+        ("Models", "ModelsScreen", bindings_of(ModelsScreen)),
+        ("Help", "HelpScreen", bindings_of(HelpScreen)),
+        ("Error", "ErrorModal", bindings_of(ErrorModal)),
     ]
 
 
-def split_keymap(keymap: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """A ``[tui] keymap`` table split into what can be applied and what is refused.
-
-    Refused: unknown binding ids, and any ``confirm_publish`` key that could be pressed by
-    accident (Enter, Space, Tab, Escape or a plain character).
-
-    Args:
-        keymap: binding id -> comma-separated keys.
-
-    Returns:
-        (the safe entries, one line per refused entry).
-    """
-    known = {b.id for _t, _c, bs in binding_catalogue() for b in bs if b.id}
-    safe: dict[str, str] = {}
-    problems = []
-    for binding_id, keys in sorted(keymap.items()):
-        if binding_id not in known:
-            problems.append(
-                f"unknown binding id {binding_id!r} (known: {', '.join(sorted(known))})"
-            )
-            continue
-        if binding_id == CONFIRM_PUBLISH_ID:
-            unsafe = [
-                key
-                for key in (k.strip().lower() for k in keys.split(","))
-                if key in _UNSAFE_CONFIRM_KEYS or len(key) == 1
-            ]
-            if unsafe:
-                problems += [
-                    f"{CONFIRM_PUBLISH_ID} cannot be {key!r}: publishing needs a key that is "
-                    "never pressed by accident (e.g. ctrl+y)"
-                    for key in unsafe
-                ]
-                continue
-        safe[binding_id] = keys
-    return safe, problems
-
-
 def check_keymap(keymap: dict[str, str]) -> list[str]:
-    """Problems with a ``[tui] keymap`` table (empty when it is fine); see ``split_keymap``."""
-    return split_keymap(keymap)[1]
+    """Problems with a ``[tui] keymap`` table (empty when it is fine); see
+    ``tui.keymap.split_keymap``."""
+    return split_keymap(keymap, binding_ids(binding_catalogue()))[1]
 
 
 class AgentTuiApp(App[int]):
@@ -141,7 +109,7 @@ class AgentTuiApp(App[int]):
         source: the issue source (default: chosen by the engine for this repository).
         workspace: an existing engine workspace (tests, the demo).
         first_frame: the cached issues to paint before the engine is loaded (``for_repo``).
-        fingerprint: ``engine.configfiles.fingerprint(repo)`` taken before ``config`` was
+        fingerprint: ``engine.core.configfiles.fingerprint(repo)`` taken before ``config`` was
             loaded: the issue source is then remembered for the next start's first frame.
     """
 
@@ -175,7 +143,7 @@ class AgentTuiApp(App[int]):
         """The configuration failed to load after the first frame (``tui.cli`` reports it)."""
         self._fingerprint = fingerprint
         if config is None and first_frame is None:  # nothing to paint without it
-            from engine.config import load_config  # see the note on the TYPE_CHECKING imports
+            from engine.core.config import load_config  # see the note on the TYPE_CHECKING imports
 
             config = load_config(repo)
         self._config = config
@@ -185,8 +153,8 @@ class AgentTuiApp(App[int]):
             # thread holds Python's import lock while the UI thread imports Textual's widgets
             # during its first compose, so the two serialise and the first paint came ~0.3 s
             # later (bench/tui_bench.py).
-            from engine.forge.registry import issue_source_for  # noqa: F401
-            from engine.session import Workspace  # see the note on the TYPE_CHECKING imports
+            from engine.flow.session import Workspace  # see the note on the TYPE_CHECKING imports
+            from engine.issues.forge.registry import issue_source_for  # noqa: F401
 
             self._workspace = Workspace(repo, config, source=source)
         if self._workspace is not None:
@@ -207,7 +175,7 @@ class AgentTuiApp(App[int]):
         """The app for ``repo`` as ``agent-tui`` opens it.
 
         When the configuration's inputs and the git remote are those of the last start
-        (``engine.forge.firstframe``), the first frame shows the cached issues before the
+        (``engine.issues.forge.firstframe``), the first frame shows the cached issues before the
         configuration and the engine are loaded (pydantic and the engine's modules: ~0.1 s of
         a ~0.35 s start, bench/tui_bench.py); they load right after it is painted
         (``start_engine``). Otherwise the configuration is loaded first, as always.
@@ -219,7 +187,7 @@ class AgentTuiApp(App[int]):
         first_frame = read_first_frame(repo, fingerprint)
         if first_frame is not None:
             return cls(repo, None, first_frame=first_frame, fingerprint=fingerprint)
-        from engine.config import load_config  # see the note on the TYPE_CHECKING imports
+        from engine.core.config import load_config  # see the note on the TYPE_CHECKING imports
 
         return cls(repo, load_config(repo), fingerprint=fingerprint)
 
@@ -262,8 +230,8 @@ class AgentTuiApp(App[int]):
         if self._workspace is not None or self.startup_error is not None:
             return
         # after the first frame: see the note on the TYPE_CHECKING imports
-        from engine.config import load_config
-        from engine.session import Workspace
+        from engine.core.config import load_config
+        from engine.flow.session import Workspace
 
         try:
             config = self._config or load_config(self.repo)
@@ -282,7 +250,7 @@ class AgentTuiApp(App[int]):
 
     def remember_issue_source(self, source: IssueSource) -> None:
         """Record the issue source the configuration chose, for the next start's first frame
-        (``engine.forge.firstframe``). Called by the issue list's worker thread."""
+        (``engine.issues.forge.firstframe``). Called by the issue list's worker thread."""
         cache = getattr(source, "cache", None)
         if self._fingerprint is None or self.first_frame is not None or cache is None:
             return
@@ -313,7 +281,9 @@ class AgentTuiApp(App[int]):
     def _apply_keymap(self) -> list[str]:
         """Apply the safe part of the ``[tui] keymap``; returns what was refused."""
         keymap, problems = (
-            split_keymap(self.config.tui.keymap) if self.config.tui.keymap else ({}, [])
+            split_keymap(self.config.tui.keymap, binding_ids(binding_catalogue()))
+            if self.config.tui.keymap
+            else ({}, [])
         )
         self.set_keymap(keymap)  # the safe part; the user learns what was ignored
         return problems
@@ -344,9 +314,9 @@ class AgentTuiApp(App[int]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="discover")
     def discover_models(self) -> None:
-        """Find the models this machine runs or has (``engine.discover``), for the Models
+        """Find the models this machine runs or has (``engine.generate.discover``), for the Models
         screen; short timeouts, loopback only."""
-        from engine.discover import discover
+        from engine.generate.discover import discover
 
         self.discovered = discover()
         for screen in self.screen_stack:
@@ -431,7 +401,21 @@ class AgentTuiApp(App[int]):
                 self.refresh_badges()
             self.show_error(event.worker.error)
 
-    # -- navigation ------------------------------------------------------------------------
+    # -- key map ---------------------------------------------------------------------------
+    keymap: Mapping[str, str] = MappingProxyType({})
+    """The keymap in force (``set_keymap``): binding id -> comma-separated keys, for the Help
+    screen and the publish plan's confirm key (``tui.keymap``)."""
+
+    def set_keymap(self, keymap: Keymap) -> None:
+        """Textual's ``set_keymap``, remembered in ``keymap`` (Textual keeps it private)."""
+        self.keymap = MappingProxyType(dict(keymap))
+        super().set_keymap(keymap)
+
+    def binding_catalogue(self) -> Catalogue:
+        """Every screen's bindings (``tui.app.binding_catalogue``), for the Help screen."""
+        return binding_catalogue()
+
+    # -- navigation: screens open each other through these -------------------------------
     def action_help(self) -> None:
         from tui.screens.help import HelpScreen
 
@@ -449,6 +433,78 @@ class AgentTuiApp(App[int]):
 
         if not isinstance(self.screen, ModelsScreen):
             self.push_screen(ModelsScreen())
+
+    def open_issue(self, issue: Issue) -> None:
+        """The Issue screen of ``issue``, over the issue list."""
+        from tui.screens.issue import IssueScreen
+
+        self.push_screen(IssueScreen(issue))
+
+    def open_generating(
+        self, run: IssueRun, feedback: str | None = None, *, replace: bool = False
+    ) -> None:
+        """Generate ``run``'s proposal (with ``feedback`` on the previous answer) on the
+        Generating screen; ``replace``: in place of the current screen (a regeneration)."""
+        from tui.screens.generating import GeneratingScreen
+
+        screen = GeneratingScreen(run, feedback)
+        if replace:
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
+    def open_preview(self, run: IssueRun, *, replace: bool = False) -> None:
+        """The Preview of ``run``'s proposal; ``replace``: in place of the current screen
+        (the Generating screen, once the answer is checked)."""
+        from tui.screens.preview import PreviewScreen
+
+        screen = PreviewScreen(run)
+        if replace:
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
+    def open_publish_plan(self, run: IssueRun) -> None:
+        """The publish plan of ``run``'s proposal. Once published or queued, the review
+        records it (the Issue screen says what became of it) and a notification tells."""
+        from tui.screens.publish_plan import PublishPlanScreen, result_words
+
+        def done(result: Any) -> None:
+            if result is None:
+                return
+            review = run.review
+            if review is not None:
+                review.outcome = "published" if result.published else "queued"
+                review.pr_url = result.pr_url
+            title, words = result_words(result)
+            self.notify(words, title=title, timeout=8, markup=False)
+
+        self.push_screen(PublishPlanScreen(run), done)
+
+    def open_edit_file(self, path: str, content: str, done: Callable[[str | None], None]) -> None:
+        """The in-app editor on one file of a proposal; ``done`` gets the new content (None:
+        discarded)."""
+        from tui.screens.edit_file import EditFileScreen
+
+        self.push_screen(EditFileScreen(path, content), done)
+
+    def open_details(
+        self, proposal: ChangeProposal, done: Callable[[dict[str, str] | None], None]
+    ) -> None:
+        """Edit a proposal's branch, commit message, PR title and body; ``done`` gets the
+        changed fields (None: cancelled)."""
+        from tui.screens.details import DetailsModal
+
+        modal = DetailsModal(
+            proposal.branch_suffix, proposal.commit_message, proposal.pr_title, proposal.pr_body
+        )
+        self.push_screen(modal, done)
+
+    def open_feedback(self, done: Callable[[str | None], None]) -> None:
+        """Ask what should change before a regeneration; ``done`` gets it (None: cancelled)."""
+        from tui.screens.feedback import FeedbackModal
+
+        self.push_screen(FeedbackModal(), done)
 
     # -- command palette -------------------------------------------------------------------
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:

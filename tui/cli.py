@@ -22,7 +22,7 @@ def _run_tui(repo: Path, *, verbose: bool = False) -> int:
     if verbose:
         # dispatch turned llama.cpp's echo on (and imported the model host to do so); the
         # terminal is Textual's: llama.cpp's lines stay in the log file
-        from engine.backends.model_host import set_log_llama
+        from engine.generate.backends.host_process import set_log_llama
 
         set_log_llama(False)
     app = AgentTuiApp.for_repo(repo)  # ConfigError: printed by dispatch, as for any command
@@ -62,7 +62,7 @@ def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import create_demo
+    from engine.flow.demo import create_demo
 
     demo = create_demo(args.dir)
     if args.no_tui:

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from engine.errors import AgentTuiError
+from engine.core.errors import AgentTuiError
 
 if TYPE_CHECKING:
     # types only: the issue list's messages are posted before the engine's models (pydantic,
     # ~0.1 s) are imported, when the first frame is read from the cache (tui.app.for_repo)
-    from engine.events import GenerationFailed
-    from engine.forge.base import RefreshResult
-    from engine.forge.firstframe import CachedIssue
-    from engine.models import Issue, IssueComment
+    from engine.core.events import GenerationFailed
+    from engine.core.models import Issue, IssueComment
+    from engine.issues.forge.base import RefreshResult
+    from engine.issues.forge.firstframe import CachedIssue
 
 
 @dataclass
@@ -55,7 +55,7 @@ class IssueStatesLoaded(Message):
 @dataclass
 class ProposalRestored(Message):
     """The latest proposal of the issue on screen was brought back from the history
-    (``run``: an ``engine.session.IssueRun`` holding its review)."""
+    (``run``: an ``engine.flow.issue_run.IssueRun`` holding its review)."""
 
     run: Any
 
@@ -119,7 +119,7 @@ class GenerationPhased(Message):
 @dataclass
 class ProposalReady(Message):
     """Generation finished with a valid proposal, already checked (``result``: a
-    ``engine.session.Review``)."""
+    ``engine.flow.run_events.Review``)."""
 
     result: Any
 
@@ -173,7 +173,8 @@ class HistoryLoaded(Message):
 
 @dataclass
 class ModelsDiscovered(Message):
-    """Model servers and GGUF files found on this machine (``engine.discover.Discovered``)."""
+    """Model servers and GGUF files found on this machine
+    (``engine.generate.discover.Discovered``)."""
 
     found: list[Any]
 

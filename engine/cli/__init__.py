@@ -18,8 +18,8 @@ from types import ModuleType
 
 from engine import __version__
 from engine.cli.exitcodes import ERROR, INTERRUPTED, OK
-from engine.errors import AgentTuiError
-from engine.textsafe import safe_std_streams
+from engine.core.errors import AgentTuiError
+from engine.core.textsafe import safe_std_streams
 
 
 def command_modules() -> list[ModuleType]:
@@ -70,13 +70,15 @@ def build_parser(
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command; expected failures print a titled message, not a traceback.
 
-    A headless command's output goes through :class:`engine.textsafe.SafeStream`: the
+    A headless command's output goes through :class:`engine.core.textsafe.SafeStream`: the
     control characters of untrusted text (issue titles, server messages, paths) are shown
     escaped, never obeyed by the terminal. ``--verbose`` puts llama.cpp's log lines on the
     terminal too.
     """
     if getattr(args, "verbose", False):
-        from engine.backends.model_host import set_log_llama
+        # imported here: the TUI's first paint imports this package, and the model host
+        # (~10 ms, measured after the CLI's commands) is not on its list
+        from engine.generate.backends.host_process import set_log_llama
 
         set_log_llama(True)
     if getattr(args, "_safe_output", False):

@@ -1,7 +1,7 @@
 """``agent-tui batch``: proposals (and optionally draft PRs) for many issues in one run.
 
 Why: "a draft PR for every ``good-first-issue``" overnight on a served model, and the same in
-CI. The work is ``engine.batch`` (the TUI's steps per issue, K at once on a server backend,
+CI. The work is ``engine.flow.batch`` (the TUI's steps per issue, K at once on a server backend,
 resumable from the history database); this module parses flags, asks before publishing on a
 terminal, shows progress on stderr and prints the summary table (or ``--json``) on stdout.
 Ctrl-C cancels the running generations cleanly; rerunning the same command resumes.
@@ -15,12 +15,27 @@ import sys
 import threading
 from typing import Any
 
-from engine.batch import PUBLISH_MODES, BatchOptions, BatchProgress, BatchSummary, run_batch
-from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
+from engine.cli.common import (
+    MAX_NUMBER,
+    add_json_argument,
+    add_repo_argument,
+    load,
+    positive,
+    repo_dir,
+)
 from engine.cli.exitcodes import CANCELLED, FAILED_CHECK, INTERRUPTED, OK, QUEUED
-from engine.context import repo_root
-from engine.errors import ConfigError
-from engine.session import Workspace
+from engine.core.errors import ConfigError
+from engine.core.gitcmd import toplevel
+from engine.flow.batch import run_batch
+from engine.flow.batch_items import (
+    PUBLISH_MODES,
+    BatchOptions,
+    BatchProgress,
+    BatchSummary,
+    ItemState,
+)
+from engine.flow.session import Workspace
+from engine.issues.forge.registry import github_repo_for
 
 NAME = "batch"
 HELP = "generate (and optionally publish as drafts) for many issues; resumable"
@@ -45,18 +60,6 @@ def _issue_list(text: str) -> list[int]:
     return numbers
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    if value > MAX_NUMBER:
-        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     select = parser.add_mutually_exclusive_group()
     select.add_argument(
@@ -71,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive,
+        type=positive,
         metavar="K",
         help="generations at once on a server backend (default and upper bound: the "
         "profile's concurrency; llama.cpp in-process always runs one at a time)",
@@ -172,15 +175,15 @@ def exit_status(summary: BatchSummary) -> int:
         return INTERRUPTED
     if summary.ok:
         return OK
-    goal = "published" if summary.publish == "draft" else "generated"
+    goal = ItemState.PUBLISHED if summary.publish == "draft" else ItemState.GENERATED
     rest = [i for i in summary.items if i.state != goal or i.errors]
-    if rest and all(i.state == "queued" for i in rest):
+    if rest and all(i.state == ItemState.QUEUED for i in rest):
         return QUEUED
     return FAILED_CHECK
 
 
 def run(args: argparse.Namespace) -> int:
-    root = repo_root(repo_dir(args))
+    root = toplevel(repo_dir(args))
     config = load(args)
     options = BatchOptions(
         issues=args.issues,
@@ -195,8 +198,6 @@ def run(args: argparse.Namespace) -> int:
     options.selector()  # neither/both selections: an error before anything else
     workspace = Workspace(root, config)
     if args.publish == "draft":
-        from engine.forge.registry import github_repo_for
-
         github = github_repo_for(root, config)
         if not _confirm(args, github.full_name if github else f"remote {config.publish.remote}"):
             print("nothing published", file=sys.stderr)

@@ -13,42 +13,36 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.checks import (
-    CheckLimits,
-    apply_fixes,
-    enabled_for_profile,
-    has_errors,
-    load_proposal_file,
-    proposal_to_data,
-    run_checks,
+from engine.cli.common import (
+    add_json_argument,
+    add_repo_argument,
+    bounded_int,
+    load,
+    repo_dir,
 )
-from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import FAILED_CHECK, OK
-from engine.diff import RepoBase, diff_proposal
-from engine.errors import ConfigError
-from engine.prompts import load_profile
+from engine.context.prompts import load_profile
+from engine.core.errors import ConfigError
+from engine.core.proposal_io import load_proposal_file, proposal_to_data
+from engine.review.checks.fixes import apply_fixes
+from engine.review.checks.orchestrator import run_checks
+from engine.review.checks.registry import CheckLimits, enabled_for_profile, has_errors
+from engine.review.diff import RepoBase, diff_proposal
 
 NAME = "check"
 HELP = "check a proposal JSON file: findings (safety + the prompt's rules) and the diff summary"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an issue number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("the issue number must be 1 or more")
-    if value > MAX_NUMBER:
-        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
-    return value
+def _issue_number(text: str) -> int:
+    """An issue number as ``check --issue`` reads it (digits only, no leading ``#``)."""
+    return bounded_int(text, what="an issue number", too_small="the issue number must be 1 or more")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("proposal", type=Path, metavar="PROPOSAL.json", help="the proposal file")
     parser.add_argument(
         "--issue",
-        type=_positive,
+        type=_issue_number,
         required=True,
         metavar="N",
         help="the issue the proposal answers (for 'Closes #N')",

@@ -6,7 +6,7 @@ import argparse
 
 from engine.cli.common import add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import FAILED_CHECK, OK
-from engine.doctor import run_doctor
+from engine.flow.doctor import run_doctor
 
 NAME = "doctor"
 HELP = "check the environment, every model profile, the repository and GitHub auth"

@@ -1,8 +1,8 @@
 """``agent-tui generate``: one constrained generation, headless, progress on stderr.
 
-Two forms: ``generate ISSUE`` runs an issue the way the TUI does (``engine.session``: context,
-generation, checks, a history entry); ``generate --prompt-file FILE`` sends a prompt of your
-own (no checks, no history).
+Two forms: ``generate ISSUE`` runs an issue the way the TUI does (``engine.flow.issue_run``:
+context, generation, checks, a history entry); ``generate --prompt-file FILE`` sends a prompt
+of your own (no checks, no history).
 
 Why a headless command: the same stream of events the TUI's Generating screen shows, for
 scripts and CI. The proposal JSON goes to stdout (or ``--out``); progress goes to stderr; the
@@ -10,66 +10,59 @@ exit status says what happened (``engine.cli.exitcodes``: truncated, looping, ca
 invalid each have their own). Ctrl-C cancels the generation cleanly (within one token) rather
 than killing the process mid-decode.
 
-The pieces are reusable by other commands (the issue-aware ``generate ISSUE`` builds its own
-messages and calls the same functions): ``run_generation`` drives a backend in a worker thread
-and renders progress with ``ProgressRenderer``; ``exit_code`` and ``final_to_json`` turn the
-final event into the process's answer; ``write_result`` prints it.
+The reusable pieces (driving a stream with progress and Ctrl-C, the exit status, the JSON
+answer) are in ``engine.cli.progress``; both forms use them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import queue
-import signal
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from engine.backends import Backend, GenerationRequest, get_backend
-from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
-from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, INVALID, LOOPING, OK, TRUNCATED
-from engine.errors import ConfigError
-from engine.events import (
+from engine.cli.common import (
+    add_json_argument,
+    add_repo_argument,
+    issue_number,
+    load,
+    repo_dir,
+)
+from engine.cli.exitcodes import FAILED_CHECK, OK
+from engine.cli.progress import drive, exit_code, final_to_json, run_generation, write_result
+from engine.core.errors import ConfigError
+from engine.core.events import (
     Cancelled,
     FinalEvent,
     Finished,
-    GenerationEvent,
     GenerationFailed,
-    InvalidAnswer,
-    Looping,
-    PromptProcessed,
-    ProposalUpdated,
-    TokensGenerated,
-    Truncated,
 )
-from engine.stream import json_location
+from engine.core.gitcmd import toplevel
+from engine.core.models import Issue
+from engine.flow.issue_run import IssueRun
+from engine.flow.run_events import (
+    ContextReady,
+    ModelLoading,
+    ModelReady,
+    RetrySampling,
+    Review,
+    Reviewed,
+)
+from engine.flow.session import Workspace
+from engine.generate.backends import GenerationRequest, get_backend
+from engine.review.checks.registry import has_errors
 
 NAME = "generate"
 HELP = "generate a change proposal for an issue (or from a prompt file) with a model profile"
-
-
-def _issue_number(text: str) -> int:
-    try:
-        value = int(text.lstrip("#"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an issue number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("the issue number must be 1 or more")
-    if value > MAX_NUMBER:
-        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "issue",
         nargs="?",
-        type=_issue_number,
+        type=issue_number,
         metavar="ISSUE",
         help="the issue to solve: context, generation, checks, history (like the TUI)",
     )
@@ -99,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--previous",
-        type=_issue_number,
+        type=issue_number,
         default=None,
         metavar="ID",
         help="with --feedback: the history entry whose proposal is the previous answer",
@@ -112,251 +105,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------------------------------
 # Reusable pieces
-
-
-class ProgressRenderer:
-    """Turns generation events into one short progress line.
-
-    ``update`` returns the line to show now, or None when nothing worth showing changed
-    (lines are throttled to ``interval_s``; prompt and final events always render).
-    """
-
-    def __init__(self, interval_s: float = 0.25) -> None:
-        self.interval_s = interval_s
-        self.prompt = ""
-        self.tokens = 0
-        self.rate = 0.0
-        self.where = "(start)"
-        self.files = 0
-        self._last = 0.0
-
-    def update(self, event: GenerationEvent) -> str | None:
-        """The progress line after ``event``, if due."""
-        now = time.monotonic()
-        if isinstance(event, PromptProcessed):
-            cached = f", {event.cached_prompt_tokens} cached" if event.cached_prompt_tokens else ""
-            self.prompt = f"prompt {event.prompt_tokens} tok{cached} in {event.seconds:.2f}s"
-            self._last = now
-            return self.line()
-        if isinstance(event, TokensGenerated):
-            self.tokens = event.completion_tokens
-            self.rate = event.tokens_per_s
-        elif isinstance(event, ProposalUpdated):
-            self.where = json_location(event.partial)
-            files = event.partial.get("files")
-            self.files = len(files) if isinstance(files, list) else 0
-        elif isinstance(event, Finished | GenerationFailed):
-            return self.final_line(event)
-        if now - self._last >= self.interval_s:
-            self._last = now
-            return self.line()
-        return None
-
-    def line(self) -> str:
-        """The current progress line."""
-        parts = [p for p in (self.prompt,) if p]
-        if self.tokens:
-            parts.append(f"{self.tokens} tok at {self.rate:.1f} tok/s")
-            parts.append(f"{self.files} file(s) so far, writing {self.where}")
-        return " | ".join(parts) or "processing the prompt..."
-
-    @staticmethod
-    def final_line(event: FinalEvent) -> str:
-        """One line summing up the final event."""
-        s = event.stats
-        nums = (
-            f"{s.completion_tokens} tok, {s.tokens_per_s:.1f} tok/s, TTFT {s.ttft_s:.2f}s, "
-            f"{s.elapsed_s:.1f}s"
-        )
-        if isinstance(event, Finished):
-            files = len(event.proposal.files)
-            return f"done: {files} file(s), {nums}"
-        return f"stopped, {event.kind} ({nums})"
-
-
-def exit_code(event: FinalEvent) -> int:
-    """The process exit status for a final event (``engine.cli.exitcodes``)."""
-    if isinstance(event, Finished):
-        return OK
-    if isinstance(event, Truncated):
-        return TRUNCATED
-    if isinstance(event, Looping):
-        return LOOPING
-    if isinstance(event, Cancelled):
-        return CANCELLED
-    if isinstance(event, InvalidAnswer):
-        return INVALID
-    return ERROR
-
-
-def final_to_json(event: FinalEvent) -> dict[str, Any]:
-    """A JSON-able summary of a final event: ``status``, the proposal or what was produced."""
-    stats = asdict(event.stats)
-    if isinstance(event, Finished):
-        return {
-            "status": "finished",
-            "proposal": event.proposal.model_dump(mode="json"),
-            "stats": stats,
-        }
-    out: dict[str, Any] = {
-        "status": event.kind,
-        "message": event.message,
-        "hint": event.hint,
-        "partial": event.partial,
-        "raw": event.raw,
-        "stats": stats,
-    }
-    for extra in ("limit", "where", "errors", "prompt_tokens", "n_ctx", "reserved"):
-        if hasattr(event, extra):
-            value = getattr(event, extra)
-            out[extra] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def run_generation(
-    backend: Backend,
-    request: GenerationRequest,
-    *,
-    progress: TextIO | None = None,
-    cancel: threading.Event | None = None,
-) -> FinalEvent:
-    """Run one generation in a worker thread, rendering progress; Ctrl-C cancels it.
-
-    Args:
-        backend: the model backend.
-        request: what to generate.
-        progress: where progress lines go (stderr); None for silence.
-        cancel: an event to cancel from elsewhere (one is made if None).
-
-    Returns:
-        The final event (``Finished`` or a ``GenerationFailed``).
-    """
-    return drive(lambda c: backend.generate(request, c), progress=progress, cancel=cancel)
-
-
-def drive(
-    start: Callable[[threading.Event], Iterable[Any]],
-    *,
-    progress: TextIO | None = None,
-    cancel: threading.Event | None = None,
-    observe: Callable[[Any], None] | None = None,
-) -> FinalEvent:
-    """Consume an event stream in a worker thread, rendering progress; Ctrl-C cancels it.
-
-    Args:
-        start: given the cancel event, returns the events (``Backend.generate`` or
-            ``IssueRun.generate``); it is iterated to its end in the worker thread.
-        progress: where progress lines go (stderr); None for silence.
-        cancel: an event to cancel from elsewhere (one is made if None).
-        observe: called in the calling thread with every event (session events included).
-
-    Returns:
-        The final event (``Finished`` or a ``GenerationFailed``).
-    """
-    cancel = cancel or threading.Event()
-    events: queue.Queue[Any] = queue.Queue()
-
-    def worker() -> None:
-        try:
-            for ev in start(cancel):
-                events.put(ev)
-        except BaseException as exc:  # handed to the main thread, raised there
-            events.put(exc)
-        finally:
-            events.put(None)
-
-    thread = threading.Thread(target=worker, name="agent-tui-generate", daemon=True)
-    renderer = ProgressRenderer()
-    tty = bool(progress is not None and progress.isatty())
-    final: FinalEvent | None = None
-    error: BaseException | None = None
-    said_cancelling = False
-    # Ctrl-C sets the cancel event wherever the main thread is (waiting for an event or
-    # rendering one), not only inside ``events.get``: a KeyboardInterrupt raised while an
-    # event is handled would escape and leave the generation running (exit 130, not 5).
-    previous_handler: Any = None
-    if threading.current_thread() is threading.main_thread():
-
-        def on_sigint(_signum: int, _frame: Any) -> None:
-            if cancel.is_set():  # a second Ctrl-C: quit now, without waiting for the engine
-                raise KeyboardInterrupt
-            cancel.set()
-
-        previous_handler = signal.signal(signal.SIGINT, on_sigint)
-    thread.start()
-    try:
-        while True:
-            if cancel.is_set() and not said_cancelling:
-                said_cancelling = True
-                if progress is not None:
-                    print("\ncancelling... (Ctrl-C again quits at once)", file=progress, flush=True)
-            try:
-                item = events.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            except KeyboardInterrupt:  # no handler of ours (not the main thread)
-                cancel.set()
-                continue
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                error = item
-                continue
-            if observe is not None:
-                observe(item)
-            if not isinstance(item, GenerationEvent):
-                continue
-            if isinstance(item, Finished | GenerationFailed):
-                final = item
-            line = renderer.update(item)
-            if line is not None and progress is not None:
-                if tty:
-                    end = "\n" if item is final else ""
-                    print(f"\r\x1b[2K{line}", end=end, file=progress, flush=True)
-                elif item is final or isinstance(item, PromptProcessed):
-                    print(line, file=progress, flush=True)
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
-    thread.join()
-    if error is not None:
-        raise error
-    if final is None:
-        raise RuntimeError("the backend ended its stream without a final event")
-    return final
-
-
-def write_result(
-    event: FinalEvent, *, as_json: bool, out: Path | None, stdout: TextIO, stderr: TextIO
-) -> int:
-    """Print or save the result of a generation; returns the exit status.
-
-    Success writes the proposal JSON (``--json``: the summary with stats) to ``out`` or
-    stdout. A failure prints its message and hint to stderr; with ``--json`` the summary
-    (partial proposal and raw text included) still goes to ``out``/stdout, and without it the
-    raw answer is kept in ``OUT.partial`` when ``out`` is given, so nothing is lost.
-    """
-    code = exit_code(event)
-    if as_json:
-        text = json.dumps(final_to_json(event), indent=2, ensure_ascii=False)
-    elif isinstance(event, Finished):
-        text = event.proposal.model_dump_json(indent=2)
-    else:
-        text = ""
-    if isinstance(event, GenerationFailed):
-        print(f"{event.kind}: {event.message}", file=stderr)
-        if event.hint:
-            print(f"  hint: {event.hint}", file=stderr)
-    if text:
-        if out is not None:
-            out.write_text(text + "\n", encoding="utf-8")
-        else:
-            print(text, file=stdout)
-    elif out is not None and isinstance(event, GenerationFailed) and event.raw:
-        keep = out.with_name(out.name + ".partial")
-        keep.write_text(event.raw, encoding="utf-8")
-        print(f"  the answer so far is in {keep}", file=stderr)
-    return code
 
 
 def read_prompt_file(path: Path) -> list[dict[str, str]]:
@@ -488,26 +236,15 @@ def _previous_answer(args: argparse.Namespace, workspace: Any, run: Any) -> str:
 
 
 def run_issue(args: argparse.Namespace) -> int:
-    """``generate ISSUE``: the TUI's run of one issue, headless (``engine.session``).
+    """``generate ISSUE``: the TUI's run of one issue, headless (``engine.flow.issue_run``).
 
     The proposal goes to stdout or ``--out``, the findings to stderr; the generation is
     recorded in the history (failures too), so ``agent-tui publish --generation ID`` can
     publish it later with its provenance. Exit status: the generation's (3-6, 7), else 1 when
     an error finding remains, else 0.
     """
-    from engine.checks import has_errors
-    from engine.context import repo_root
-    from engine.session import (
-        ContextReady,
-        ModelLoading,
-        ModelReady,
-        RetrySampling,
-        Review,
-        Reviewed,
-        Workspace,
-    )
 
-    root = repo_root(repo_dir(args))
+    root = toplevel(repo_dir(args))
     config = load(args)
     workspace = Workspace(root, config)
     workspace.set_model(args.profile or config.default_model)
@@ -523,6 +260,25 @@ def run_issue(args: argparse.Namespace) -> int:
         run.continue_retries()
     reviews: list[Review] = []
     context: dict[str, Any] = {}
+    observe = _observer(issue, run, reviews, context)
+    final = drive(lambda c: run.generate(c, feedback), progress=sys.stderr, observe=observe)
+    review = reviews[0] if reviews and isinstance(final, Finished) else None
+    about = {
+        "issue": issue.number,
+        "issue_title": issue.title,
+        "model_profile": run.model_name,
+        "prompt_profile": run.prompt_name,
+    }
+    if review is None:
+        return _unreviewed(args, final, about, context)
+    return _reviewed(args, final, review, about, context)
+
+
+def _observer(
+    issue: Issue, run: IssueRun, reviews: list[Review], context: dict[str, Any]
+) -> Callable[[Any], None]:
+    """What ``generate ISSUE`` says on stderr of the session's events; it keeps the review
+    in ``reviews`` and the prompt's figures in ``context``."""
     err = sys.stderr
 
     def observe(event: Any) -> None:
@@ -550,29 +306,37 @@ def run_issue(args: argparse.Namespace) -> int:
         elif isinstance(event, Reviewed):
             reviews.append(event.review)
 
-    final = drive(lambda c: run.generate(c, feedback), progress=err, observe=observe)
-    review = reviews[0] if reviews and isinstance(final, Finished) else None
-    about = {
-        "issue": issue.number,
-        "issue_title": issue.title,
-        "model_profile": run.model_name,
-        "prompt_profile": run.prompt_name,
-    }
-    if review is None:
-        if args.json and isinstance(final, GenerationFailed):
-            print(f"{final.kind}: {final.message}", file=err)
-            if final.hint:
-                print(f"  hint: {final.hint}", file=err)
-            data = {**final_to_json(final), **about, "context": context}
-            _emit(json.dumps(data, indent=2, ensure_ascii=False), args.out)
-            code = exit_code(final)
-        else:
-            code = write_result(
-                final, as_json=args.json, out=args.out, stdout=sys.stdout, stderr=err
-            )
-        if not isinstance(final, Cancelled):
-            print("  recorded in `agent-tui history`", file=err)
-        return code
+    return observe
+
+
+def _unreviewed(
+    args: argparse.Namespace, final: FinalEvent, about: dict[str, Any], context: dict[str, Any]
+) -> int:
+    """The answer of a generation that ended without a proposal (failed or cancelled)."""
+    err = sys.stderr
+    if args.json and isinstance(final, GenerationFailed):
+        print(f"{final.kind}: {final.message}", file=err)
+        if final.hint:
+            print(f"  hint: {final.hint}", file=err)
+        data = {**final_to_json(final), **about, "context": context}
+        _emit(json.dumps(data, indent=2, ensure_ascii=False), args.out)
+        code = exit_code(final)
+    else:
+        code = write_result(final, as_json=args.json, out=args.out, stdout=sys.stdout, stderr=err)
+    if not isinstance(final, Cancelled):
+        print("  recorded in `agent-tui history`", file=err)
+    return code
+
+
+def _reviewed(
+    args: argparse.Namespace,
+    final: FinalEvent,
+    review: Review,
+    about: dict[str, Any],
+    context: dict[str, Any],
+) -> int:
+    """The answer of a checked proposal: findings on stderr, the proposal (or JSON) out."""
+    err = sys.stderr
     for finding in review.findings:
         print(finding.render(), file=err)
     counts = {

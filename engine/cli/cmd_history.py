@@ -13,10 +13,11 @@ import json
 
 from engine.cli.common import add_json_argument, add_repo_argument, positive_int, repo_dir
 from engine.cli.exitcodes import OK
-from engine.errors import AgentTuiError
-from engine.gitops import toplevel
-from engine.store import OUTCOMES, Store
-from engine.textsafe import safe
+from engine.core.errors import AgentTuiError
+from engine.core.gitcmd import toplevel
+from engine.core.textsafe import safe
+from engine.publish.records import OUTCOMES
+from engine.publish.store import Store
 
 NAME = "history"
 HELP = "list past generations and their outcome; --jobs lists the publish outbox"

@@ -14,12 +14,12 @@ import sys
 
 from engine.cli.common import add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import ERROR, OK
-from engine.errors import GitHubError
-from engine.forge.base import RefreshResult
-from engine.forge.github import GitHubIssueSource
-from engine.forge.registry import issue_source_for
-from engine.models import Issue
-from engine.textsafe import safe
+from engine.core.errors import GitHubError
+from engine.core.models import Issue
+from engine.core.textsafe import safe
+from engine.issues.forge.base import RefreshResult
+from engine.issues.forge.github_source import GitHubIssueSource
+from engine.issues.forge.registry import issue_source_for
 
 NAME = "issues"
 HELP = "list open issues (GitHub, cached for offline use; or .agent-tui/issues/*.md)"

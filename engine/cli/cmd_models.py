@@ -8,7 +8,9 @@ import sys
 
 from engine.cli.common import add_json_argument, add_repo_argument, load
 from engine.cli.exitcodes import OK
-from engine.config import LlamaCppProfile, OllamaProfile
+from engine.core.config import LlamaCppProfile, OllamaProfile
+from engine.core.errors import ConfigError
+from engine.generate.discover import discover, save_profile
 
 NAME = "models"
 HELP = "list the model profiles, the default, and where each was defined"
@@ -33,9 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _discover(args: argparse.Namespace) -> int:
-    from engine.discover import discover, save_profile
-    from engine.errors import ConfigError
-
     found = discover()
     by_name = {d.name: d for d in found}
     for name in args.save:
@@ -79,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
     if args.discover:
         return _discover(args)
     if args.save:
-        from engine.errors import ConfigError
-
         raise ConfigError("--save saves a discovered model", hint="use it with --discover")
     config = load(args)
     rows = [

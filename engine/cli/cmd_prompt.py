@@ -11,12 +11,15 @@ import argparse
 import json
 from pathlib import Path
 
-from engine.backends import get_backend
 from engine.cli.common import add_json_argument, add_repo_argument, load, positive_int, repo_dir
 from engine.cli.exitcodes import OK
-from engine.context import ContextResult, build_context, repo_root
-from engine.errors import ConfigError, RepoError
-from engine.prompts import PromptProfile, discover_profiles, load_profile
+from engine.context.build import build_context
+from engine.context.prompts import PromptProfile, discover_profiles, load_profile
+from engine.context.result import ContextResult
+from engine.core.errors import ConfigError, RepoError
+from engine.core.gitcmd import toplevel
+from engine.generate.backends import get_backend
+from engine.issues.forge.registry import issue_source_for
 
 NAME = "prompt"
 HELP = "show the exact messages for an issue, their token counts and what was left out"
@@ -117,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     directory = repo_dir(args)
     if args.list:
         try:
-            root: Path | None = repo_root(directory)
+            root: Path | None = toplevel(directory)
         except RepoError:
             root = None
         return _list(args, root)
@@ -126,12 +129,10 @@ def run(args: argparse.Namespace) -> int:
             "name the issue: agent-tui prompt ISSUE", hint="or list the profiles with --list"
         )
     config = load(args)
-    root = repo_root(directory)
+    root = toplevel(directory)
     model_name = args.model or config.default_model
     model = config.profile(model_name)
     profile = load_profile(args.prompt_profile or config.default_prompt, root)
-
-    from engine.forge.registry import issue_source_for
 
     source = issue_source_for(root, config)
     issue = source.get_issue(args.issue)

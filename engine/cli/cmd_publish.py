@@ -12,53 +12,40 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from engine.checks import (
-    CheckLimits,
-    enabled_for_profile,
-    has_errors,
-    load_proposal_file,
-    run_checks,
+from engine.cli.common import (
+    add_json_argument,
+    add_repo_argument,
+    load,
+    positive,
+    repo_dir,
 )
-from engine.cli.common import MAX_NUMBER, add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import CANCELLED, ERROR, FAILED_CHECK, OK, QUEUED
-from engine.config import AppConfig
-from engine.errors import AgentTuiError, PublishError
-from engine.gitops import toplevel
-from engine.prompts import load_profile
-from engine.publish import (
-    BranchChoice,
-    Provenance,
-    PublishPlan,
-    PublishProgress,
-    build_plan,
-    execute,
-    model_ref_for,
-    provenance_from_history,
-)
-from engine.store import Store
+from engine.context.prompts import load_profile
+from engine.core.config import AppConfig
+from engine.core.errors import AgentTuiError, PublishError
+from engine.core.gitcmd import toplevel
+from engine.core.models import ChangeProposal
+from engine.core.proposal_io import load_proposal_file
+from engine.issues.forge.registry import issue_source_for
+from engine.publish.plan import BranchChoice, PublishPlan, build_plan
+from engine.publish.provenance import Provenance, model_ref_for, provenance_from_history
+from engine.publish.runner import execute
+from engine.publish.steps import PublishProgress, PublishResult
+from engine.publish.store import Store
+from engine.review.checks.orchestrator import run_checks
+from engine.review.checks.registry import CheckLimits, Finding, enabled_for_profile, has_errors
 
 NAME = "publish"
 HELP = "publish a proposal JSON file: branch, commit, push and pull request (asks first)"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    if value > MAX_NUMBER:
-        raise argparse.ArgumentTypeError(f"{text} is too large (at most {MAX_NUMBER})")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("proposal", type=Path, metavar="PROPOSAL.json", help="the proposal file")
     parser.add_argument(
-        "--issue", type=_positive, required=True, metavar="N", help="the issue it closes"
+        "--issue", type=positive, required=True, metavar="N", help="the issue it closes"
     )
     add_repo_argument(parser)
     add_json_argument(parser)
@@ -115,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--generation",
-        type=_positive,
+        type=positive,
         metavar="ID",
         help="the history entry the proposal came from (its provenance "
         "goes into the commit trailers, its outcome is updated)",
@@ -147,8 +134,6 @@ def _generation_of(store: Store, issue: int, proposal: dict[str, object]) -> int
 
 def _issue_title(repo: Path, config: AppConfig, number: int) -> str:
     """The issue's title from the issue cache or local files (no network; "" unknown)."""
-    from engine.forge.registry import issue_source_for
-
     try:
         issues = issue_source_for(repo, config).list_issues()
     except AgentTuiError:
@@ -163,21 +148,29 @@ def _ask(question: str) -> str:
         return ""
 
 
-def run(args: argparse.Namespace) -> int:
-    config = load(args)
-    repo = toplevel(repo_dir(args))
-    proposal = load_proposal_file(args.proposal)
-    store = Store.for_repo(repo)
+def _provenance(
+    args: argparse.Namespace, config: AppConfig, store: Store, proposal: ChangeProposal
+) -> Provenance:
+    """Model, prompt and seed for the trailers: from the history entry, else the options."""
     if not args.generation:
         # a proposal file written by `generate` (or saved from the history) is in the history:
         # its entry gives the model, the prompt and the issue title
         args.generation = _generation_of(store, args.issue, proposal.model_dump())
     if args.generation:
-        provenance = provenance_from_history(store, args.generation, config)
-    else:
-        model_ref = model_ref_for(config.profile(args.model), store) if args.model else ""
-        provenance = Provenance(args.model or "", model_ref, args.prompt or "", "", args.seed)
-    # the rules of the prompt profile that produced it (as the TUI and generate applied them)
+        return provenance_from_history(store, args.generation, config)
+    model_ref = model_ref_for(config.profile(args.model), store) if args.model else ""
+    return Provenance(args.model or "", model_ref, args.prompt or "", "", args.seed)
+
+
+def _findings(
+    args: argparse.Namespace,
+    config: AppConfig,
+    repo: Path,
+    proposal: ChangeProposal,
+    provenance: Provenance,
+) -> list[Finding]:
+    """The checks' findings (printed on stderr), with the rules of the prompt profile that
+    produced the proposal (as the TUI and generate applied them)."""
     prompt_name = args.prompt or provenance.prompt_profile or config.default_prompt
     findings = run_checks(
         proposal,
@@ -188,21 +181,77 @@ def run(args: argparse.Namespace) -> int:
     )
     for finding in findings:
         print(finding.render(), file=sys.stderr)
-    if has_errors(findings):
-        count = sum(1 for f in findings if f.severity == "error")
+    return findings
+
+
+def _refused(args: argparse.Namespace, findings: list[Finding]) -> int:
+    """The answer when error findings remain: nothing is published."""
+    count = sum(1 for f in findings if f.severity == "error")
+    print(
+        f"refusing to publish: {count} error finding(s) remain "
+        "(`agent-tui check --fix` fixes some)",
+        file=sys.stderr,
+    )
+    if args.json:
+        refused = {
+            "ok": False,
+            "status": "refused",
+            "findings": [f.to_dict() for f in findings],
+        }
+        print(json.dumps(refused, indent=2))
+    return FAILED_CHECK
+
+
+def _chosen(
+    plan_for: Callable[[BranchChoice | None], PublishPlan],
+    on_existing: BranchChoice | None,
+    interactive: bool,
+) -> PublishPlan:
+    """The plan, with the user's answer when the branch exists and no option chose."""
+    plan = plan_for(on_existing)
+    if plan.branch_conflict and interactive:
+        answer = _ask(
+            f"branch {plan.branch} already exists: [n]ew branch {plan.suggested_branch}, "
+            "[u]pdate it (commit on top), or [a]bort? "
+        )
+        if answer in ("n", "new"):
+            plan = plan_for("new")
+        elif answer in ("u", "update"):
+            plan = plan_for("update")
+    return plan
+
+
+def _answer(args: argparse.Namespace, result: PublishResult) -> int:
+    """The pull request's URL (or the JSON, or why not) and the exit status."""
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    elif result.published:
+        print(result.pr_url)
+    elif result.queued:
         print(
-            f"refusing to publish: {count} error finding(s) remain "
-            "(`agent-tui check --fix` fixes some)",
+            f"{result.message}\nthe branch is kept; {result.hint}, then `agent-tui sync` sends it",
             file=sys.stderr,
         )
-        if args.json:
-            refused = {
-                "ok": False,
-                "status": "refused",
-                "findings": [f.to_dict() for f in findings],
-            }
-            print(json.dumps(refused, indent=2))
-        return FAILED_CHECK
+    else:
+        print(result.message, file=sys.stderr)
+    if result.published:
+        return OK
+    if result.queued:
+        return QUEUED
+    if result.status == "cancelled":
+        return CANCELLED
+    return ERROR
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load(args)
+    repo = toplevel(repo_dir(args))
+    proposal = load_proposal_file(args.proposal)
+    store = Store.for_repo(repo)
+    provenance = _provenance(args, config, store, proposal)
+    findings = _findings(args, config, repo, proposal, provenance)
+    if has_errors(findings):
+        return _refused(args, findings)
     interactive = sys.stdin.isatty() and not args.json
 
     def plan_for(choice: BranchChoice | None) -> PublishPlan:
@@ -223,16 +272,7 @@ def run(args: argparse.Namespace) -> int:
             issue_title=_issue_title(repo, config, args.issue),
         )
 
-    plan = plan_for(args.on_existing)
-    if plan.branch_conflict and interactive:
-        answer = _ask(
-            f"branch {plan.branch} already exists: [n]ew branch {plan.suggested_branch}, "
-            "[u]pdate it (commit on top), or [a]bort? "
-        )
-        if answer in ("n", "new"):
-            plan = plan_for("new")
-        elif answer in ("u", "update"):
-            plan = plan_for("update")
+    plan = _chosen(plan_for, args.on_existing, interactive)
     print(plan.describe(), file=sys.stderr)
     if not plan.ready:
         raise PublishError(
@@ -255,21 +295,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {p.step:<13} {p.state:<8} {p.detail}", file=sys.stderr)
 
     result = execute(plan, progress=show)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    elif result.published:
-        print(result.pr_url)
-    elif result.queued:
-        print(
-            f"{result.message}\nthe branch is kept; {result.hint}, then `agent-tui sync` sends it",
-            file=sys.stderr,
-        )
-    else:
-        print(result.message, file=sys.stderr)
-    if result.published:
-        return OK
-    if result.queued:
-        return QUEUED
-    if result.status == "cancelled":
-        return CANCELLED
-    return ERROR
+    return _answer(args, result)

@@ -14,8 +14,9 @@ import sys
 
 from engine.cli.common import add_json_argument, add_repo_argument, load, repo_dir
 from engine.cli.exitcodes import ERROR, OK, QUEUED
-from engine.publish import PublishProgress, sync
-from engine.textsafe import safe
+from engine.core.textsafe import safe
+from engine.publish.runner import sync
+from engine.publish.steps import PublishProgress
 
 NAME = "sync"
 HELP = "retry the publish jobs waiting in the outbox (push, pull request, labels)"

@@ -3,9 +3,9 @@
 Why: a repository's config is someone else's input. Until the user trusts it, its settings
 that send data or credentials somewhere or run commands (``[github] api_url``/``repo``, model
 profiles with a server or a key, ``[publish] test_command``) are ignored (see
-:func:`engine.config.sensitive_settings`). This command shows the file (control characters
+:func:`engine.core.config.sensitive_settings`). This command shows the file (control characters
 escaped), names those settings, asks, and records the sha256 of the exact bytes shown in the
-user's data directory (:mod:`engine.trust`); a changed file needs trusting again.
+user's data directory (:mod:`engine.core.trust`); a changed file needs trusting again.
 
 Exit status: 0 trusted (or already trusted, or revoked with ``--revoke``), 1 not trusted (the
 user said no, or stdin is not a terminal and ``--yes`` was not given; with ``--json``: not
@@ -19,12 +19,12 @@ import json
 import sys
 from pathlib import Path
 
-from engine import trust
 from engine.cli.common import add_json_argument, add_repo_argument, repo_dir
 from engine.cli.exitcodes import FAILED_CHECK, OK
-from engine.config import find_repo_config, load_file, sensitive_settings
-from engine.errors import ConfigError
-from engine.textsafe import safe, safe_block
+from engine.core import trust
+from engine.core.config import find_repo_config, load_file, sensitive_settings
+from engine.core.errors import ConfigError
+from engine.core.textsafe import safe, safe_block
 
 NAME = "trust"
 HELP = "show the repository's .agent-tui.toml and trust it (its servers, keys and commands)"

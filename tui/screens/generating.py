@@ -3,6 +3,9 @@
 Esc sets the ``threading.Event`` the engine checks every token, so generation stops within
 about one token and nothing is written. A truncated, looping or failed answer stays on screen
 (the partial proposal is kept) with what to do next.
+
+The numbers line follows ``phase``, ``numbers`` and ``retry_note`` (``var``s with watchers);
+``running`` decides which keys work, so setting it refreshes them.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
+from textual.reactive import var
 from textual.widgets import Footer, Static
 
-from engine.events import (
+from engine.core.events import (
     Cancelled,
     Finished,
     GenerationFailed,
@@ -31,14 +35,8 @@ from engine.events import (
     TokensGenerated,
     Truncated,
 )
-from engine.session import (
-    ContextReady,
-    IssueRun,
-    ModelLoading,
-    ModelReady,
-    RetrySampling,
-    Reviewed,
-)
+from engine.flow.issue_run import IssueRun
+from engine.flow.run_events import ContextReady, ModelLoading, ModelReady, RetrySampling, Reviewed
 from tui.messages import (
     ContextBuilt,
     GenerationPhased,
@@ -141,22 +139,26 @@ class GeneratingScreen(AgentScreen):
         Binding("r", "retry", "Retry", id="retry"),
     ]
 
+    running: var[bool] = var(False, bindings=True, init=False)
+    """Generating now: Esc cancels; else Esc goes back and r retries."""
+    phase: var[str] = var("starting", init=False)
+    """What generation is doing (loading the model, building context, generating...)."""
+    numbers: var[ProposalStreamed | None] = var(None, always_update=True, init=False)
+    """The latest token numbers (prompt, first token, speed, count, time)."""
+    retry_note: var[str] = var("", init=False)
+    """Said while a retry runs: its new seed and temperature."""
+
     def __init__(self, run: IssueRun, feedback: str | None = None, *, start: bool = True):
         super().__init__()
         self.run = run
         self.feedback = feedback
         self.start = start
         self.cancel_event = threading.Event()
-        self.running = False
         self.failure: GenerationFailed | None = None
         self.partial: dict[str, Any] | None = None
         self.raw = ""
-        self.phase = "starting"
-        self.numbers: ProposalStreamed | None = None
         self._started = 0.0
         self._ticker: Any = None
-        self.retry_note = ""
-        """Said while a retry runs: its new seed and temperature."""
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -173,7 +175,7 @@ class GeneratingScreen(AgentScreen):
         title = f"agent-tui · #{self.run.issue.number} {self.run.issue.title}"
         what = "regenerating with feedback" if self.feedback else "generating"
         self.query_one(StatusBar).set_left(f"{title} · {what}")
-        self.app.refresh_badges()  # type: ignore[attr-defined]
+        self.agent_app.refresh_badges()
         self.query_one("#gen-raw-box").display = False
         self.query_one("#gen-outcome").display = False
         self._render_stats()
@@ -189,14 +191,13 @@ class GeneratingScreen(AgentScreen):
         self.raw = ""
         self.numbers = None
         self.retry_note = ""
+        self._started = time.perf_counter()
         self.running = True
         self.phase = "starting"
-        self._started = time.perf_counter()
         self.query_one("#gen-outcome").display = False
         self.query_one("#gen-tree", Static).update(proposal_tree(None))
         if self._ticker is None:
-            self._ticker = self.set_interval(0.5, self._render_stats)
-        self.refresh_bindings()
+            self._ticker = self.set_interval(0.5, self._render_stats)  # the elapsed time
         self.generate()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
@@ -255,19 +256,16 @@ class GeneratingScreen(AgentScreen):
     # -- messages --------------------------------------------------------------------------
     def on_generation_phased(self, message: GenerationPhased) -> None:
         self.phase = message.phase
-        self._render_stats()
-        app = self.app
-        if message.phase == "generating" and getattr(app, "model_state", "loaded") != "loaded":
-            app.model_state = "loaded"  # type: ignore[attr-defined]  # it answers: it is loaded
-            app.refresh_badges()  # type: ignore[attr-defined]
+        app = self.agent_app
+        if message.phase == "generating" and app.model_state != "loaded":
+            app.model_state = "loaded"  # it answers: it is loaded
+            app.refresh_badges()
 
     def on_context_built(self, message: ContextBuilt) -> None:
         context = message.context
         self.phase = f"processing the prompt ({context.total_tokens:,} tokens)"
-        self._render_stats()
 
     def on_proposal_streamed(self, message: ProposalStreamed) -> None:
-        self.numbers = message
         if message.partial is not None:
             self.partial = message.partial
             self.query_one("#gen-tree", Static).update(proposal_tree(self.partial))
@@ -276,14 +274,12 @@ class GeneratingScreen(AgentScreen):
             self.query_one("#gen-raw", Static).update(self.raw[-RAW_TAIL:])
         if message.completion_tokens:
             self.phase = "generating"
-        self._render_stats()
+        self.numbers = message
 
     def on_proposal_ready(self, message: ProposalReady) -> None:
-        from tui.screens.preview import PreviewScreen
-
         self.running = False
         self._stop_ticker()
-        self.app.switch_screen(PreviewScreen(self.run))
+        self.agent_app.open_preview(self.run, replace=True)
 
     def on_generation_stopped(self, message: GenerationStopped) -> None:
         self.show_failure(message.failure)
@@ -295,7 +291,7 @@ class GeneratingScreen(AgentScreen):
         self.failure = failure
         self.phase = f"stopped: {failure.kind}"
         if isinstance(failure, HostCrashed):
-            self.app.model_crashed()  # type: ignore[attr-defined]
+            self.agent_app.model_crashed()
         if failure.partial is not None:
             self.partial = failure.partial
         self.query_one("#gen-tree", Static).update(proposal_tree(self.partial, stopped=True))
@@ -307,8 +303,6 @@ class GeneratingScreen(AgentScreen):
         outcome.update(Group(_failure_text(failure, others), *self._better_models(failure)))
         outcome.display = True
         outcome.set_class(not isinstance(failure, Cancelled), "error")
-        self._render_stats()
-        self.refresh_bindings()
 
     def _better_models(self, failure: GenerationFailed) -> list[Text]:
         """After a failed answer of the embedded model: the models found on this machine,
@@ -316,7 +310,7 @@ class GeneratingScreen(AgentScreen):
         if isinstance(failure, Cancelled):
             return []
         profile = self.run.workspace.config.models.get(self.run.model_name)
-        found = getattr(self.app, "discovered", None) or []
+        found = self.agent_app.discovered or []
         if getattr(profile, "model_package", None) is None or not found:
             return []
         names = ", ".join(d.name for d in found[:3]) + (" …" if len(found) > 3 else "")
@@ -333,14 +327,21 @@ class GeneratingScreen(AgentScreen):
             self.running = False
             self._stop_ticker()
             self.phase = "failed"
-            self._render_stats()
-            self.refresh_bindings()
 
     # -- display ---------------------------------------------------------------------------
     def _stop_ticker(self) -> None:
         if self._ticker is not None:
             self._ticker.stop()
             self._ticker = None
+
+    def watch_phase(self) -> None:
+        self._render_stats()
+
+    def watch_numbers(self) -> None:
+        self._render_stats()
+
+    def watch_retry_note(self) -> None:
+        self._render_stats()
 
     def _render_stats(self) -> None:
         n = self.numbers
@@ -374,7 +375,6 @@ class GeneratingScreen(AgentScreen):
         if self.running:
             self.cancel_event.set()
             self.phase = "cancelling…"
-            self._render_stats()
 
     def action_back(self) -> None:
         if not self.running:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rich.table import Table
@@ -12,6 +13,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from tui.keymap import keys_of
+from tui.screens.base import UsesAgentApp
 from tui.widgets.status_bar import StatusBar
 
 INTRO = (
@@ -22,12 +25,9 @@ INTRO = (
 )
 
 
-def _keys(app: Any, binding: Binding) -> str:
-    keymap: dict[str, str] = getattr(app, "_keymap", {}) or {}
-    raw = keymap.get(binding.id or "", binding.key) if binding.id else binding.key
+def _keys(app: Any, binding: Binding, keymap: Mapping[str, str]) -> str:
     shown = []
-    for key in raw.split(","):
-        key = key.strip()
+    for key in keys_of(binding, keymap):
         try:
             shown.append(app.get_key_display(Binding(key, "")))
         except Exception:  # a key Textual cannot display: show it as written
@@ -35,7 +35,7 @@ def _keys(app: Any, binding: Binding) -> str:
     return " / ".join(shown)
 
 
-class HelpScreen(Screen[None]):
+class HelpScreen(UsesAgentApp, Screen[None]):
     """All bindings, grouped by screen."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -50,22 +50,21 @@ class HelpScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        from tui.app import binding_catalogue
-
         self.query_one(StatusBar).set_left("agent-tui · Help")
         table = Table(expand=True, show_edge=False, pad_edge=False, box=None)
         table.add_column("Screen", no_wrap=True, style="bold")
         table.add_column("Key", no_wrap=True)
         table.add_column("Action")
         table.add_column("Id (for keymap)", no_wrap=True, style="dim")
-        for title, _cls, bindings in binding_catalogue():
+        app = self.agent_app
+        for title, _cls, bindings in app.binding_catalogue():
             first = True
             for binding in bindings:
                 if not binding.description:
                     continue
                 table.add_row(
                     title if first else "",
-                    _keys(self.app, binding),
+                    _keys(app, binding, app.keymap),
                     binding.description,
                     binding.id or "",
                 )

@@ -10,20 +10,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
-from engine.textsafe import safe
+from engine.core.textsafe import safe
 from tui.messages import HistoryLoaded
-from tui.screens.base import AgentScreen
+from tui.screens.base import AgentScreen, fit_columns
 from tui.widgets.status_bar import StatusBar
-
-
-def fit_columns(width: int, sizes: list[int | None]) -> list[int]:
-    """Column widths for a ``DataTable`` of ``width`` cells: fixed sizes as given, the rest
-    (None) share what is left (at least 8 each); each column also takes 2 cells of padding."""
-    room = width - 2 * len(sizes) - 2  # padding, and the vertical scrollbar
-    fixed = sum(s for s in sizes if s is not None)
-    flexible = [i for i, s in enumerate(sizes) if s is None]
-    share = max(8, (room - fixed) // max(1, len(flexible)))
-    return [share if s is None else s for s in sizes]
 
 
 def _when(stamp: str) -> str:
@@ -55,7 +45,7 @@ class HistoryScreen(AgentScreen):
 
     def on_mount(self) -> None:
         self.query_one(StatusBar).set_left("agent-tui · History")
-        self.app.refresh_badges()  # type: ignore[attr-defined]
+        self.agent_app.refresh_badges()
         self._columns(self.app.size.width)
         if self._entries is not None:
             self.post_message(HistoryLoaded(self._entries, self._jobs or []))
@@ -64,9 +54,12 @@ class HistoryScreen(AgentScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="history")
     def load(self) -> None:
-        from engine.publish import outbox
+        # imported here, in the worker: engine.publish.runner (ghapi with it) takes ~0.25 s
+        # to import, and the screen paints first (``binding_catalogue`` also imports this
+        # module before the first paint when a keymap is configured)
+        from engine.publish.runner import outbox
 
-        workspace = self.app.workspace  # type: ignore[attr-defined]
+        workspace = self.agent_app.workspace
         store = workspace.store()
         entries = store.generations(limit=200) if store is not None else []
         jobs = outbox(workspace.repo) if store is not None else []

@@ -14,12 +14,13 @@ from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
+from textual.reactive import var
 from textual.widgets import Footer, Markdown, Static
 
-from engine.errors import AgentTuiError
-from engine.models import Issue, IssueComment
-from engine.session import IssueRun
-from engine.textsafe import safe
+from engine.core.errors import AgentTuiError
+from engine.core.models import Issue, IssueComment
+from engine.core.textsafe import safe
+from engine.flow.issue_run import IssueRun
 from tui.messages import (
     ContextBuilt,
     IssueCommentsLoaded,
@@ -50,19 +51,21 @@ class IssueScreen(AgentScreen):
         Binding("escape", "back", "Back", id="back"),
     ]
 
+    restored: var[IssueRun | None] = var(None, bindings=True, init=False)
+    """The issue's latest proposal brought back from the history (see ``restore``): setting
+    it shows the proposal note and enables ``v``."""
+
     def __init__(self, issue: Issue, *, run: IssueRun | None = None, auto_context: bool = True):
         super().__init__()
         self.issue = issue
         self._run = run
         self.auto_context = auto_context
         self.context: Any = None
-        self.restored: IssueRun | None = None
-        """The issue's latest proposal brought back from the history (see ``restore``)."""
 
     @property
     def run(self) -> IssueRun:
         if self._run is None:
-            self._run = self.app.workspace.start(self.issue)  # type: ignore[attr-defined]
+            self._run = self.agent_app.workspace.start(self.issue)
         return self._run
 
     def compose(self) -> ComposeResult:
@@ -89,7 +92,7 @@ class IssueScreen(AgentScreen):
 
     def on_mount(self) -> None:
         self.query_one(StatusBar).set_left(f"agent-tui · #{self.issue.number} {self.issue.title}")
-        self.app.refresh_badges()  # type: ignore[attr-defined]
+        self.agent_app.refresh_badges()
         self._layout(self.size.width)
         panel = self.query_one(ContextPanel)
         panel.show_status("not built yet: press c")
@@ -121,7 +124,7 @@ class IssueScreen(AgentScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="restore")
     def restore(self) -> None:
         """Bring back the issue's latest proposal from the history (with the user's edits)."""
-        run = self.app.workspace.restore(self.issue)  # type: ignore[attr-defined]
+        run = self.agent_app.workspace.restore(self.issue)
         if run is not None:
             self.post_message(ProposalRestored(run))
 
@@ -129,8 +132,9 @@ class IssueScreen(AgentScreen):
         if self._run is not None and self._run.review is not None:
             return  # a proposal made meanwhile is newer
         self.restored = message.run
+
+    def watch_restored(self) -> None:
         self.show_proposal_note()
-        self.refresh_bindings()
 
     def show_proposal_note(self) -> None:
         """One line under the title: the issue's proposal and what to do with it."""
@@ -200,9 +204,7 @@ class IssueScreen(AgentScreen):
         self.build_context()
 
     def action_generate(self) -> None:
-        from tui.screens.generating import GeneratingScreen
-
-        self.app.push_screen(GeneratingScreen(self.run))
+        self.agent_app.open_generating(self.run)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "view_proposal":
@@ -211,7 +213,7 @@ class IssueScreen(AgentScreen):
 
     def on_screen_resume(self) -> None:
         run = self._run
-        workspace = self.app.workspace  # type: ignore[attr-defined]
+        workspace = self.agent_app.workspace
         if (
             run is not None
             and run.review is None
@@ -226,11 +228,9 @@ class IssueScreen(AgentScreen):
         self.refresh_bindings()
 
     def action_view_proposal(self) -> None:
-        from tui.screens.preview import PreviewScreen
-
         run = self.proposal_run
         if run is not None:
-            self.app.push_screen(PreviewScreen(run))
+            self.agent_app.open_preview(run)
 
     def action_back(self) -> None:
         self.app.pop_screen()

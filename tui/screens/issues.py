@@ -17,9 +17,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Input, Static
 
-from engine.forge.firstframe import CachedIssue
-from engine.issuefilter import SORT_KEYS, IssueFilter, IssueLike, SortKey, sort_issues
-from engine.textsafe import safe
+from engine.core.textsafe import safe
+from engine.issues.forge.firstframe import CachedIssue
+from engine.issues.issuefilter import SORT_KEYS, IssueFilter, IssueLike, SortKey, sort_issues
 from tui.messages import IssuesLoaded, IssuesRefreshed, IssueStatesLoaded
 from tui.screens.base import AgentScreen
 from tui.widgets.issue_table import IssueTable
@@ -28,7 +28,7 @@ from tui.widgets.status_bar import StatusBar
 if TYPE_CHECKING:
     # a type only: the first frame shows the cache's plain rows before the engine's models
     # (pydantic, ~0.1 s) are imported (tui.app.AgentTuiApp.for_repo)
-    from engine.models import Issue
+    from engine.core.models import Issue
 
 
 class IssuesScreen(AgentScreen):
@@ -47,7 +47,7 @@ class IssuesScreen(AgentScreen):
     def __init__(self) -> None:
         super().__init__()
         self.issues: list[IssueLike] = []
-        """``engine.models.Issue`` objects; in the first frame, before the engine is
+        """``engine.core.models.Issue`` objects; in the first frame, before the engine is
         loaded, the cache's plain rows (``CachedIssue``), replaced by the same issues once
         it is."""
         self.sort_key: SortKey = "updated"
@@ -105,8 +105,8 @@ class IssuesScreen(AgentScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="issues")
     def load_issues(self) -> None:
         """Read the cached issues, then refresh from the forge in the background."""
-        app = self.app  # still known after the app has exited (a quick quit)
-        source, cached = app.workspace.cached_issues()  # type: ignore[attr-defined]
+        app = self.agent_app  # still known after the app has exited (a quick quit)
+        source, cached = app.workspace.cached_issues()
         last_refresh = getattr(source, "last_refresh", None)
         when = last_refresh() if callable(last_refresh) else None
         self.post_message(IssuesLoaded(cached, source.name, when))
@@ -122,7 +122,7 @@ class IssuesScreen(AgentScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="states")
     def load_states(self) -> None:
         """Where each issue stands (proposal ready, queued, PR #N), from the history."""
-        store = self.app.workspace.store()  # type: ignore[attr-defined]
+        store = self.agent_app.workspace.store()
         if store is not None:
             latest = store.latest_by_issue()
             self.post_message(IssueStatesLoaded({n: r.state for n, r in latest.items()}))
@@ -240,9 +240,7 @@ class IssuesScreen(AgentScreen):
         if isinstance(issue, CachedIssue):  # the first frame: the engine is loading
             self._open_when_loaded = issue.number
             return
-        from tui.screens.issue import IssueScreen
-
-        self.app.push_screen(IssueScreen(cast("Issue", issue)))
+        self.agent_app.open_issue(cast("Issue", issue))
 
     # -- actions ---------------------------------------------------------------------------
     def action_filter(self) -> None:

@@ -15,8 +15,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
+from engine.flow.session import Workspace
+from engine.generate.discover import save_profile
 from tui.messages import ProfilesChecked
-from tui.screens.base import AgentScreen
+from tui.screens.base import AgentScreen, fit_columns
 from tui.widgets.status_bar import StatusBar
 
 STATUS_STYLE = {"ok": "bold green", "warn": "bold yellow", "fail": "bold red", "info": "dim"}
@@ -58,7 +60,8 @@ class ModelsScreen(AgentScreen):
         self.run_doctor = run_doctor
         self.status: dict[str, tuple[str, str]] = {}
         self.found: dict[str, Any] = {}
-        """Models found on this machine and not configured (``engine.discover.Discovered``)."""
+        """Models found on this machine and not configured
+        (``engine.generate.discover.Discovered``)."""
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -70,10 +73,10 @@ class ModelsScreen(AgentScreen):
 
     def on_mount(self) -> None:
         self.query_one(StatusBar).set_left("agent-tui · Models")
-        self.app.refresh_badges()  # type: ignore[attr-defined]
+        self.agent_app.refresh_badges()
         self._columns(self.app.size.width)
         self.query_one("#models", DataTable).focus()
-        found = getattr(self.app, "discovered", None)
+        found = self.agent_app.discovered
         if found:
             self.show_discovered(found)
         if self.run_doctor:
@@ -84,8 +87,6 @@ class ModelsScreen(AgentScreen):
     def _columns(self, width: int) -> None:
         """Columns sized to the terminal: the detail column takes what is left and is cut,
         so no row grows a horizontal scrollbar."""
-        from tui.screens.history import fit_columns
-
         self._width = width
         models = self.query_one("#models", DataTable)
         models.clear(columns=True)
@@ -105,8 +106,8 @@ class ModelsScreen(AgentScreen):
             self._columns(event.size.width)
 
     @property
-    def workspace(self) -> Any:
-        return self.app.workspace  # type: ignore[attr-defined]
+    def workspace(self) -> Workspace:
+        return self.agent_app.workspace
 
     def _fill_models(self) -> None:
         table = self.query_one("#models", DataTable)
@@ -157,7 +158,10 @@ class ModelsScreen(AgentScreen):
         self._fill_models()
 
     def _fill_prompts(self) -> None:
-        from engine.prompts import discover_profiles
+        # engine.context.prompts and engine.flow.doctor (below) are imported when used:
+        # ``tui.app.binding_catalogue`` imports this module before the first paint when a
+        # keymap is configured, and at the top they made that ~25 ms slower
+        from engine.context.prompts import discover_profiles
 
         table = self.query_one("#prompts", DataTable)
         row = table.cursor_row
@@ -173,7 +177,7 @@ class ModelsScreen(AgentScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="doctor")
     def check(self) -> None:
-        from engine.doctor import check_profile
+        from engine.flow.doctor import check_profile
 
         for name, profile in sorted(self.workspace.config.models.items()):
             status, detail = summarise_checks(check_profile(name, profile))
@@ -208,7 +212,7 @@ class ModelsScreen(AgentScreen):
             config.models[name] = self.found.pop(name).profile()
             config.sources[name] = Path("(found on this machine; s saves it)")
         if name:
-            self.app.set_model(name)  # type: ignore[attr-defined]
+            self.agent_app.set_model(name)
             self._fill_models()
             self.notify(
                 f"model: {name} (loads when first needed; l loads it now)", timeout=4, markup=False
@@ -220,8 +224,6 @@ class ModelsScreen(AgentScreen):
 
     def action_save(self) -> None:
         """Save the highlighted profile found on this machine to the user config."""
-        from engine.discover import save_profile
-
         name = self._selected("models")
         config = self.workspace.config
         found = self.found.get(name or "")
@@ -238,4 +240,4 @@ class ModelsScreen(AgentScreen):
         self.notify(f"saved profile {name} in {where}", timeout=4, markup=False)
 
     def action_load(self) -> None:
-        self.app.load_model()  # type: ignore[attr-defined]
+        self.agent_app.load_model()

@@ -21,8 +21,9 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Footer, OptionList, Static
 
-from engine.session import IssueRun, Review
-from engine.textsafe import safe
+from engine.core.textsafe import safe
+from engine.flow.issue_run import IssueRun
+from engine.flow.run_events import Review
 from tui.messages import ChecksCompleted
 from tui.screens.base import AgentScreen
 from tui.widgets.diff_view import DiffView
@@ -82,7 +83,7 @@ class PreviewScreen(AgentScreen):
     def on_mount(self) -> None:
         issue = self.run.issue
         self.query_one(StatusBar).set_left(f"agent-tui · #{issue.number} {issue.title} · preview")
-        self.app.refresh_badges()  # type: ignore[attr-defined]
+        self.agent_app.refresh_badges()
         self.show_review(self.review)
         self.query_one(FileList).focus()
 
@@ -159,25 +160,9 @@ class PreviewScreen(AgentScreen):
 
     # -- actions ---------------------------------------------------------------------------
     def action_publish(self) -> None:
-        from tui.screens.publish_plan import PublishPlanScreen
-
-        self.app.push_screen(PublishPlanScreen(self.run), self._after_publish)
-
-    def _after_publish(self, result: Any) -> None:
-        from tui.screens.publish_plan import result_words
-
-        if result is None:
-            return
-        review = self.run.review
-        if review is not None:  # the Issue screen says what became of it
-            review.outcome = "published" if result.published else "queued"
-            review.pr_url = result.pr_url
-        title, words = result_words(result)
-        self.notify(words, title=title, timeout=8, markup=False)
+        self.agent_app.open_publish_plan(self.run)
 
     def action_edit_file(self) -> None:
-        from tui.screens.edit_file import EditFileScreen
-
         path = self.query_one(FileList).current_path
         if path is None:
             return
@@ -187,7 +172,7 @@ class PreviewScreen(AgentScreen):
             if new is not None and new != content:
                 self.change("edit_file", path=path, content=new)
 
-        self.app.push_screen(EditFileScreen(path, content), done)
+        self.agent_app.open_edit_file(path, content, done)
 
     def action_external_edit(self) -> None:
         path = self.query_one(FileList).current_path
@@ -230,17 +215,11 @@ class PreviewScreen(AgentScreen):
         self.notify(f"undone: {what}", timeout=3, markup=False)
 
     def action_edit_details(self) -> None:
-        from tui.screens.details import DetailsModal
-
-        p = self.review.proposal
-
         def done(changed: dict[str, str] | None) -> None:
             if changed:
                 self.change("edit", **changed)
 
-        self.app.push_screen(
-            DetailsModal(p.branch_suffix, p.commit_message, p.pr_title, p.pr_body), done
-        )
+        self.agent_app.open_details(self.review.proposal, done)
 
     def action_apply_fixes(self) -> None:
         if not self.review.fixable:
@@ -252,15 +231,12 @@ class PreviewScreen(AgentScreen):
         self.change("recheck")
 
     def action_regenerate(self) -> None:
-        from tui.screens.feedback import FeedbackModal
-        from tui.screens.generating import GeneratingScreen
-
         def done(feedback: str | None) -> None:
             if feedback:
                 self.run.discard()  # the new answer replaces this one
-                self.app.switch_screen(GeneratingScreen(self.run, feedback))
+                self.agent_app.open_generating(self.run, feedback, replace=True)
 
-        self.app.push_screen(FeedbackModal(), done)
+        self.agent_app.open_feedback(done)
 
     def action_toggle_split(self) -> None:
         wide = self.app.size.width >= DiffView.SIDE_BY_SIDE_MIN_WIDTH

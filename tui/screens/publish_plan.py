@@ -10,6 +10,7 @@ tests, push, pull request), then the PR URL, or the outbox entry when offline.
 from __future__ import annotations
 
 import threading
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from rich.console import Group, RenderableType
@@ -19,14 +20,32 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
+from textual.reactive import var
 from textual.widgets import Footer, Static
 
-from engine.session import IssueRun
+from engine.flow.issue_run import IssueRun
+from tui.keymap import CONFIRM_PUBLISH_ID, DEFAULT_CONFIRM_KEY, confirm_key
 from tui.messages import PublishQueued, PublishStepped, PullRequestOpened, WorkerFailed
 from tui.screens.base import AgentModal
 
 STEP_MARKS = {"started": "…", "done": "✓", "failed": "✗", "skipped": "-", "queued": "⏸"}
 STEP_STYLES = {"done": "green", "failed": "bold red", "queued": "yellow"}
+
+
+class PlanState(StrEnum):
+    """Where the publish plan stands; it decides the text under the plan and the keys."""
+
+    PLANNING = "planning"
+    READY = "ready"
+    """Planned and publishable (after acknowledging any warnings)."""
+    BLOCKED = "blocked"
+    """Planned with errors: nothing can be published."""
+    PUBLISHING = "publishing"
+    DONE = "done"
+    """The pull request was opened (or reused)."""
+    QUEUED = "queued"
+    """Pushed, the pull request waits in the outbox."""
+    FAILED = "failed"
 
 
 def result_words(result: Any) -> tuple[str, str]:
@@ -87,7 +106,7 @@ class PublishPlanScreen(AgentModal):
     """Returns the engine's ``PublishResult`` once published or queued, else None."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+y", "confirm_publish", "Publish (confirm)", id="confirm_publish"),
+        Binding(DEFAULT_CONFIRM_KEY, "confirm_publish", "Publish (confirm)", id=CONFIRM_PUBLISH_ID),
         Binding("a", "acknowledge", "Acknowledge warnings", id="acknowledge"),
         Binding("D", "toggle_draft", "Draft on/off", id="toggle_draft"),
         Binding("n", "branch_choice('new')", "New branch", id="new_branch"),
@@ -106,13 +125,15 @@ class PublishPlanScreen(AgentModal):
     PublishPlanScreen #plan-confirm { height: auto; margin-top: 1; text-style: bold; }
     """
 
+    state: var[PlanState] = var(PlanState.PLANNING, always_update=True, bindings=True, init=False)
+    """Setting it shows the state and refreshes the keys (each time: a new plan may keep
+    the state)."""
+
     def __init__(self, run: IssueRun, *, auto_plan: bool = True) -> None:
         super().__init__()
         self.run = run
         self.auto_plan = auto_plan
         self.plan: Any = None
-        self.state = "planning"
-        """planning, ready, blocked, publishing, done, queued, failed."""
         self.steps: list[tuple[str, str, str]] = []
         self.result: Any = None
         self.draft: bool | None = None
@@ -145,14 +166,15 @@ class PublishPlanScreen(AgentModal):
     def show_plan(self, plan: Any) -> None:
         """Show a built plan (``ready`` or ``blocked``)."""
         self.plan = plan
-        self.state = "ready" if plan.ready else "blocked"
-        self._refresh_view()
-        self.refresh_bindings()
+        self.state = PlanState.READY if plan.ready else PlanState.BLOCKED
 
     def _needs_ack(self) -> bool:
         review = self.run.review
         has_warnings = bool(review and review.warnings) or bool(self.plan and self.plan.warnings)
         return has_warnings and not self.acknowledged
+
+    def watch_state(self) -> None:
+        self._refresh_view()
 
     def _refresh_view(self) -> None:
         if self.plan is not None:
@@ -170,19 +192,19 @@ class PublishPlanScreen(AgentModal):
             self.query_one("#plan-steps", Static).update(Group(*rows))
         key = self.app.get_key_display(self._confirm_binding())
         confirm = self.query_one("#plan-confirm", Static)
-        if self.state == "ready":
+        if self.state == PlanState.READY:
             if self._needs_ack():
                 text = f"Acknowledge the warnings (a), then press {key} to publish."
             else:
                 text = f"Press {key} to publish. Enter, Space or any other key does not."
-        elif self.state == "blocked":
+        elif self.state == PlanState.BLOCKED:
             text = "Nothing can be published until the errors above are resolved (Esc: back)."
-        elif self.state == "publishing":
+        elif self.state == PlanState.PUBLISHING:
             text = "Publishing… (Esc stops before the push)"
-        elif self.state == "done":
+        elif self.state == PlanState.DONE:
             title, words = result_words(self.result)
             text = f"{title}: {words}  (o opens it in the browser · Esc closes)"
-        elif self.state in ("queued", "failed"):
+        elif self.state in (PlanState.QUEUED, PlanState.FAILED):
             title, words = result_words(self.result)
             text = f"{title}: {words}"
         else:
@@ -190,22 +212,19 @@ class PublishPlanScreen(AgentModal):
         confirm.update(Text(text))
 
     def _confirm_binding(self) -> Binding:
-        keymap: dict[str, str] = getattr(self.app, "_keymap", {}) or {}
-        key = keymap.get("confirm_publish", "ctrl+y").split(",")[0]
+        key = confirm_key(self.agent_app.keymap)
         return Binding(key, "confirm_publish", "Publish")
 
     # -- publishing ------------------------------------------------------------------------
     def action_confirm_publish(self) -> None:
-        if self.state != "ready" or self.plan is None:
+        if self.state != PlanState.READY or self.plan is None:
             self.notify("nothing to publish in this state", severity="warning")
             return
         if self._needs_ack():
             self.notify("acknowledge the warnings first (a)", severity="warning")
             return
-        self.state = "publishing"
         self.steps = []
-        self._refresh_view()
-        self.refresh_bindings()
+        self.state = PlanState.PUBLISHING
         self.publish()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="publish")
@@ -232,41 +251,35 @@ class PublishPlanScreen(AgentModal):
 
     def on_pull_request_opened(self, message: PullRequestOpened) -> None:
         self.result = message.outcome
-        self.state = "done"
-        self._refresh_view()
-        self.refresh_bindings()
+        self.state = PlanState.DONE
 
     def on_publish_queued(self, message: PublishQueued) -> None:
         self.result = message.outcome
-        self.state = "queued" if getattr(self.result, "queued", False) else "failed"
-        self._refresh_view()
-        self.refresh_bindings()
+        self.state = PlanState.QUEUED if getattr(self.result, "queued", False) else PlanState.FAILED
         error = getattr(self.result, "error", None)
-        if self.state == "failed" and error is not None:
+        if self.state == PlanState.FAILED and error is not None:
             self.post_message(WorkerFailed(error))
 
     def on_worker_error(self, worker: Any) -> None:
         if worker.group in ("plan", "publish"):
-            self.state = "failed" if worker.group == "publish" else "blocked"
-            self._refresh_view()
-            self.refresh_bindings()
+            self.state = PlanState.FAILED if worker.group == "publish" else PlanState.BLOCKED
 
     # -- other actions ---------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "confirm_publish":
-            return self.state == "ready"
+            return self.state == PlanState.READY
         if action == "acknowledge":
-            return self.state == "ready" and self._needs_ack()
+            return self.state == PlanState.READY and self._needs_ack()
         if action in ("toggle_draft",):
-            return self.state in ("ready", "blocked")
+            return self.state in (PlanState.READY, PlanState.BLOCKED)
         if action == "branch_choice":
-            return self.state == "blocked" and bool(self.plan and self.plan.branch_conflict)
+            return self.state == PlanState.BLOCKED and bool(self.plan and self.plan.branch_conflict)
         if action == "open_pr":
-            return self.state == "done"
+            return self.state == PlanState.DONE
         return True
 
     def action_acknowledge(self) -> None:
-        if self.state == "ready":
+        if self.state == PlanState.READY:
             self.run.acknowledge(True)
             self._refresh_view()
             self.refresh_bindings()
@@ -275,14 +288,12 @@ class PublishPlanScreen(AgentModal):
         if self.plan is None:
             return
         self.draft = not self.plan.draft
-        self.state = "planning"
-        self._refresh_view()
+        self.state = PlanState.PLANNING
         self.build()
 
     def action_branch_choice(self, choice: str) -> None:
         self.on_existing = choice
-        self.state = "planning"
-        self._refresh_view()
+        self.state = PlanState.PLANNING
         self.build()
 
     def action_open_pr(self) -> None:
@@ -291,8 +302,8 @@ class PublishPlanScreen(AgentModal):
             self.app.open_url(url)
 
     def action_close(self) -> None:
-        if self.state == "publishing":
+        if self.state == PlanState.PUBLISHING:
             self.cancel.set()
             self.notify("stopping before the push…", timeout=3)
             return
-        self.dismiss(self.result if self.state in ("done", "queued") else None)
+        self.dismiss(self.result if self.state in (PlanState.DONE, PlanState.QUEUED) else None)

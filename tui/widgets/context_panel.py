@@ -13,7 +13,7 @@ from textual.widgets import Static
 
 
 def render_context(context: Any, model: str, prompt: str) -> RenderableType:
-    """A compact summary of an ``engine.context.ContextResult``."""
+    """A compact summary of an ``engine.context.result.ContextResult``."""
     head = Text.assemble(
         ("Context ", "bold"),
         (f"{model} · {prompt}\n", "dim"),

@@ -2,7 +2,7 @@
 
 The old and new texts are highlighted whole with the file's lexer (so a multi-line string
 stays a string), then cut into lines and laid out by ``difflib``'s grouped opcodes: the same
-hunks ``engine.diff`` counts. Added and removed lines also carry ``+``/``-`` markers, so the
+hunks ``engine.review.diff`` counts. Added and removed lines also carry ``+``/``-`` markers, so the
 diff reads the same with ``NO_COLOR``.
 """
 
@@ -18,7 +18,7 @@ from rich.text import Span, Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from engine.diff import split_lines
+from engine.review.diff import split_lines
 
 ADDED = Style(bgcolor="#12361f")
 REMOVED = Style(bgcolor="#3c1618")

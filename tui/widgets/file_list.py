@@ -31,7 +31,7 @@ def tail(text: str, width: int) -> str:
 def file_label(
     diff: Any, findings: list[Any], name: str | None = None, width: int | None = None
 ) -> Text:
-    """``A ✗1 !2 path  +12 -0`` for one ``engine.diff.FileDiff`` (markers first: they matter
+    """``A ✗1 !2 path  +12 -0`` for one ``engine.review.diff.FileDiff`` (markers first: they matter
     most). ``name`` replaces the path (under a directory header, the file's own name); with
     ``width`` a long name is cut from its start, keeping the markers and the counts."""
     status = getattr(diff.status, "value", str(diff.status))
@@ -85,8 +85,8 @@ class FileList(OptionList):
         return width - 1 if width > 8 else None
 
     def set_review(self, review: Any) -> None:
-        """List the files of ``review`` (an ``engine.session.Review``) as a tree, keeping the
-        selection.
+        """List the files of ``review`` (an ``engine.flow.run_events.Review``) as a tree,
+        keeping the selection.
 
         Files at the top of the repository come first, then one header per directory (in the
         order the proposal first names it) with its files under it by name. Headers are

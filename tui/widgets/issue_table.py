@@ -23,8 +23,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.issuefilter import IssueLike
-from engine.textsafe import safe
+from engine.core.textsafe import safe
+from engine.issues.issuefilter import IssueLike
 
 
 def _fit(text: str, width: int) -> str:
@@ -81,7 +81,7 @@ class IssueTable(ScrollView, can_focus=True):
         """The user opened an issue (Enter or a double click)."""
 
         issue: IssueLike
-        """An ``engine.models.Issue``, or a first-frame row (``CachedIssue``) before the
+        """An ``engine.core.models.Issue``, or a first-frame row (``CachedIssue``) before the
         engine is loaded."""
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name

@@ -1,0 +1,1 @@
+"""Stage 4: checks on a proposal before anything is written, fixes, and its diff."""

@@ -19,6 +19,8 @@ paint, and importing every screen (``binding_catalogue``) takes 80-100 ms on top
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -31,24 +33,26 @@ from textual.binding import Binding, BindingType, Keymap
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from engine.core.config import AppConfig
+from engine.cli.exitcodes import ERROR
+from engine.core import configfiles
 from engine.core.errors import AgentTuiError, ConfigError, ModelHostCrashed
 from engine.core.textsafe import safe
-from engine.flow.session import ModelHost, Workspace
-from engine.issues.forge.base import IssueSource
-
-# Imported here, not lazily by the issue prefetch thread: an import in that thread holds
-# Python's import lock while the UI thread imports Textual's widgets during its first
-# compose, so the two serialise and the first paint came ~0.3 s later (bench/tui_bench.py).
-from engine.issues.forge.registry import issue_source_for  # noqa: F401
+from engine.issues.forge.firstframe import FirstFrame, read_first_frame, remember
 from tui.keymap import CONFIRM_PUBLISH_ID, Catalogue, binding_ids, bindings_of, split_keymap
 from tui.messages import ModelLoaded, ModelLoadStarted, WorkerFailed
 from tui.screens.error import ErrorModal
 from tui.widgets.status_bar import StatusBar
 
-if TYPE_CHECKING:  # types of the open_* arguments only
+if TYPE_CHECKING:
+    # The engine proper (configuration, session, issue sources) imports pydantic: ~0.1 s of a
+    # ~0.35 s start (docs/benchmarks.md, "Process start, second part"). The functions that
+    # need it import it (``for_repo``, ``__init__`` given a config, ``start_engine``), after
+    # the first frame whenever that frame can be painted from the issue cache without it.
+    # The rest are the types of the open_* arguments.
+    from engine.core.config import AppConfig
     from engine.core.models import ChangeProposal, Issue
-    from engine.flow.session import IssueRun
+    from engine.flow.session import IssueRun, ModelHost, Workspace
+    from engine.issues.forge.base import IssueSource
 
 
 def binding_catalogue() -> Catalogue:
@@ -100,9 +104,13 @@ class AgentTuiApp(App[int]):
 
     Args:
         repo: the repository directory.
-        config: the loaded configuration.
+        config: the loaded configuration (None: loaded after ``first_frame`` is painted,
+            or at once without one).
         source: the issue source (default: chosen by the engine for this repository).
         workspace: an existing engine workspace (tests, the demo).
+        first_frame: the cached issues to paint before the engine is loaded (``for_repo``).
+        fingerprint: ``engine.core.configfiles.fingerprint(repo)`` taken before ``config`` was
+            loaded: the issue source is then remembered for the next start's first frame.
     """
 
     CSS_PATH = "app.tcss"
@@ -120,18 +128,38 @@ class AgentTuiApp(App[int]):
     def __init__(
         self,
         repo: Path,
-        config: AppConfig,
+        config: AppConfig | None,
         *,
         source: IssueSource | None = None,
         workspace: Workspace | None = None,
+        first_frame: FirstFrame | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         super().__init__()
         self.repo = repo
-        self.config = config
-        self.workspace = workspace or Workspace(repo, config, source=source)
-        # read the issue cache while Textual starts (the first paint shows it)
-        self.workspace.prefetch_issues()
-        self.models: ModelHost = self.workspace.models
+        self.first_frame = first_frame
+        """The cached issue list painted before the engine is loaded (``for_repo``)."""
+        self.startup_error: AgentTuiError | None = None
+        """The configuration failed to load after the first frame (``tui.cli`` reports it)."""
+        self._fingerprint = fingerprint
+        if config is None and first_frame is None:  # nothing to paint without it
+            from engine.core.config import load_config  # see the note on the TYPE_CHECKING imports
+
+            config = load_config(repo)
+        self._config = config
+        self._workspace = workspace
+        if config is not None and workspace is None:
+            # Imported here, not lazily by the issue prefetch thread: an import in that
+            # thread holds Python's import lock while the UI thread imports Textual's widgets
+            # during its first compose, so the two serialise and the first paint came ~0.3 s
+            # later (bench/tui_bench.py).
+            from engine.flow.session import Workspace  # see the note on the TYPE_CHECKING imports
+            from engine.issues.forge.registry import issue_source_for  # noqa: F401
+
+            self._workspace = Workspace(repo, config, source=source)
+        if self._workspace is not None:
+            # read the issue cache while Textual starts (the first paint shows it)
+            self._workspace.prefetch_issues()
         self.model_state = "not loaded"
         self.started_at = time.perf_counter()
         self.first_paint_at: float | None = None
@@ -142,21 +170,129 @@ class AgentTuiApp(App[int]):
         self.discovered: list[Any] | None = None
         """Models found on this machine (None: not looked yet); see ``discover_models``."""
 
+    @classmethod
+    def for_repo(cls, repo: Path) -> AgentTuiApp:
+        """The app for ``repo`` as ``agent-tui`` opens it.
+
+        When the configuration's inputs and the git remote are those of the last start
+        (``engine.issues.forge.firstframe``), the first frame shows the cached issues before the
+        configuration and the engine are loaded (pydantic and the engine's modules: ~0.1 s of
+        a ~0.35 s start, bench/tui_bench.py); they load right after it is painted
+        (``start_engine``). Otherwise the configuration is loaded first, as always.
+
+        Raises:
+            ConfigError: the configuration is invalid (loaded before the app starts).
+        """
+        fingerprint = configfiles.fingerprint(repo)
+        first_frame = read_first_frame(repo, fingerprint)
+        if first_frame is not None:
+            return cls(repo, None, first_frame=first_frame, fingerprint=fingerprint)
+        from engine.core.config import load_config  # see the note on the TYPE_CHECKING imports
+
+        return cls(repo, load_config(repo), fingerprint=fingerprint)
+
+    # -- the engine ------------------------------------------------------------------------
+    def _ensure_engine(self) -> None:
+        """Start the engine now if the first frame was painted without it: on the UI thread
+        (a worker waits for it there; ``start_engine`` touches the screens)."""
+        if self._workspace is not None or self.startup_error is not None:
+            return
+        if self._loop is not None and self._thread_id != threading.get_ident():
+            self.call_from_thread(self.start_engine)
+        else:
+            self.start_engine()
+
+    @property
+    def config(self) -> AppConfig:
+        """The configuration (loaded now if the first frame was painted without it)."""
+        if self._config is None:
+            self._ensure_engine()
+        if self._config is None:
+            raise self.startup_error or RuntimeError("the configuration is not loaded")
+        return self._config
+
+    @property
+    def workspace(self) -> Workspace:
+        """The engine's workspace (loaded now if the first frame was painted without it)."""
+        if self._workspace is None:
+            self._ensure_engine()
+        if self._workspace is None:
+            raise self.startup_error or RuntimeError("the engine is not loaded")
+        return self._workspace
+
+    @property
+    def models(self) -> ModelHost:
+        return self.workspace.models
+
+    def start_engine(self) -> None:
+        """Load the configuration and the engine after a first frame painted without them
+        (once), then apply the settings and let the screens read the real issues."""
+        if self._workspace is not None or self.startup_error is not None:
+            return
+        # after the first frame: see the note on the TYPE_CHECKING imports
+        from engine.core.config import load_config
+        from engine.flow.session import Workspace
+
+        try:
+            config = self._config or load_config(self.repo)
+        except AgentTuiError as exc:  # the files changed since the fingerprint was taken
+            self.startup_error = exc
+            self.exit(return_code=ERROR)
+            return
+        self._config = config
+        self._workspace = Workspace(self.repo, config)
+        self._apply_settings(self._apply_keymap())
+        self.refresh_badges()
+        for screen in self.screen_stack:
+            started = getattr(screen, "engine_started", None)
+            if callable(started):
+                started()
+
+    def remember_issue_source(self, source: IssueSource) -> None:
+        """Record the issue source the configuration chose, for the next start's first frame
+        (``engine.issues.forge.firstframe``). Called by the issue list's worker thread."""
+        cache = getattr(source, "cache", None)
+        if self._fingerprint is None or self.first_frame is not None or cache is None:
+            return
+        github = self.config.github
+        with contextlib.suppress(OSError, AgentTuiError):
+            remember(
+                self.repo,
+                self._fingerprint,
+                # a repository named by [github] repo does not depend on the remote
+                remote=None if github.repo else github.remote,
+                source_name=source.name,
+                cache_key=cache.source,
+                cache_path=cache.path,
+                default_model=self.config.default_model,
+            )
+
     # -- startup ---------------------------------------------------------------------------
     def on_mount(self) -> None:
+        from tui.screens.issues import IssuesScreen
+
+        if self._workspace is None:  # the first frame first, the engine after it
+            self.push_screen(IssuesScreen())
+            return
+        problems = self._apply_keymap()
+        self.push_screen(IssuesScreen())
+        self._apply_settings(problems)
+
+    def _apply_keymap(self) -> list[str]:
+        """Apply the safe part of the ``[tui] keymap``; returns what was refused."""
         keymap, problems = (
             split_keymap(self.config.tui.keymap, binding_ids(binding_catalogue()))
             if self.config.tui.keymap
             else ({}, [])
         )
         self.set_keymap(keymap)  # the safe part; the user learns what was ignored
-        from tui.screens.issues import IssuesScreen
+        return problems
 
-        self.push_screen(IssuesScreen())
-        if problems:
+    def _apply_settings(self, keymap_problems: list[str]) -> None:
+        if keymap_problems:
             self.show_error(
                 ConfigError(
-                    "; ".join(problems),
+                    "; ".join(keymap_problems),
                     hint="fix the [tui] keymap table of your config; those entries are ignored",
                     title="Key map error",
                 )
@@ -199,6 +335,8 @@ class AgentTuiApp(App[int]):
     # -- the model -------------------------------------------------------------------------
     @property
     def model_name(self) -> str:
+        if self._workspace is None and self.first_frame is not None:
+            return self.first_frame.default_model  # the first frame, before the engine
         return self.workspace.model_name
 
     def set_model(self, name: str) -> None:

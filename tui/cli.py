@@ -16,15 +16,19 @@ from engine.cli import build_parser, dispatch
 from engine.cli.exitcodes import OK
 
 
-def _run_tui(repo: Path) -> int:
-    from engine.core.config import load_config
-    from engine.generate.backends.host_process import set_log_llama
+def _run_tui(repo: Path, *, verbose: bool = False) -> int:
     from tui.app import AgentTuiApp
 
-    set_log_llama(False)  # the terminal is Textual's: llama.cpp's lines stay in the log file
-    config = load_config(repo)
-    app = AgentTuiApp(repo=repo, config=config)
+    if verbose:
+        # dispatch turned llama.cpp's echo on (and imported the model host to do so); the
+        # terminal is Textual's: llama.cpp's lines stay in the log file
+        from engine.generate.backends.host_process import set_log_llama
+
+        set_log_llama(False)
+    app = AgentTuiApp.for_repo(repo)  # ConfigError: printed by dispatch, as for any command
     app.run()
+    if app.startup_error is not None:  # the configuration failed after the first frame
+        raise app.startup_error
     return int(app.return_code or 0)
 
 
@@ -38,7 +42,8 @@ def _add_tui_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_tui(args: argparse.Namespace) -> int:
-    return _run_tui(Path(args.repo or Path.cwd()).resolve())
+    repo = Path(args.repo or Path.cwd()).resolve()
+    return _run_tui(repo, verbose=getattr(args, "verbose", False))
 
 
 def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +70,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return OK
     verb = "reusing" if demo.reused else "created"
     print(f"{verb} demo repository {demo.repo} (origin: {demo.remote})", file=sys.stderr)
-    return _run_tui(demo.repo)
+    return _run_tui(demo.repo, verbose=getattr(args, "verbose", False))
 
 
 EXTRA_COMMANDS = (
@@ -81,8 +86,12 @@ EXTRA_COMMANDS = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``agent-tui`` command."""
-    parser = build_parser(EXTRA_COMMANDS)
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    # `agent-tui`, `agent-tui tui ...`, `agent-tui demo ...` need no headless command: their
+    # modules import most of the engine (~0.35 s before the TUI's first frame)
+    interactive = not words or words[0] in {name for name, *_rest in EXTRA_COMMANDS}
+    parser = build_parser(EXTRA_COMMANDS, headless=not interactive)
+    args = parser.parse_args(words)
     if not getattr(args, "_run", None):
         args = parser.parse_args(["tui"])
     return dispatch(args)

@@ -11,21 +11,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
 from engine.core.errors import AgentTuiError
-from engine.core.events import GenerationFailed
-from engine.core.models import Issue, IssueComment
-from engine.issues.forge.base import RefreshResult
+
+if TYPE_CHECKING:
+    # types only: the issue list's messages are posted before the engine's models (pydantic,
+    # ~0.1 s) are imported, when the first frame is read from the cache (tui.app.for_repo)
+    from engine.core.events import GenerationFailed
+    from engine.core.models import Issue, IssueComment
+    from engine.issues.forge.base import RefreshResult
+    from engine.issues.forge.firstframe import CachedIssue
 
 
 @dataclass
 class IssuesLoaded(Message):
-    """The issue list was read (from the cache or local files)."""
+    """The issue list was read (from the cache or local files; ``CachedIssue`` rows in the
+    first frame, before the engine is loaded)."""
 
-    issues: list[Issue]
+    issues: list[Issue] | list[CachedIssue]
     source: str
     refreshed_at: datetime | None = None
 

@@ -32,16 +32,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from engine.core import trust
+from engine.core.configfiles import (  # noqa: F401 - part of this module's API
+    CONFIG_ENV_VAR,
+    REPO_CONFIG_NAME,
+    find_repo_config,
+    user_config_path,
+)
 from engine.core.errors import ConfigError, UnknownProfileError
 from engine.core.models import DEFAULT_MAX_FILES, MAX_FILES_LIMIT
 from engine.core.resources import bundled_models_toml
 
-CONFIG_ENV_VAR = "AGENT_TUI_CONFIG"
-REPO_CONFIG_NAME = ".agent-tui.toml"
 _SECRET_WORDS = ("token", "api_key", "apikey", "password", "secret", "passwd")
 #: variables that hold credentials for another service: never a model server's API key
 RESERVED_KEY_ENVS = frozenset(
@@ -324,26 +327,6 @@ class AppConfig:
                 f"no model profile named {key!r}; known profiles: {known}",
                 hint="run `agent-tui models` to list them, or add one to models.toml",
             ) from None
-
-
-def user_config_path() -> Path:
-    """The user's config file: ``$AGENT_TUI_CONFIG`` or the platform config dir."""
-    env = os.environ.get(CONFIG_ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_config_dir("agent-tui")) / "config.toml"
-
-
-def find_repo_config(start: Path) -> Path | None:
-    """The nearest ``.agent-tui.toml`` from ``start`` up to the top of its git work tree."""
-    here = start.resolve()
-    for directory in (here, *here.parents):
-        candidate = directory / REPO_CONFIG_NAME
-        if candidate.is_file():
-            return candidate
-        if (directory / ".git").exists():
-            return None
-    return None
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

@@ -18,6 +18,7 @@ must not run on model-written code or touch the user's checkout behind our back.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import os
 import re
@@ -33,7 +34,6 @@ from urllib.parse import urlsplit
 
 from engine.core.errors import UnsafePathError
 from engine.core.gitcmd import GitError, git_env, redact, run_git, state_dir
-from engine.core.models import PATH_PATTERN
 from engine.core.redact import secret_env_names
 from engine.core.textsafe import has_controls
 
@@ -41,8 +41,17 @@ log = logging.getLogger(__name__)
 
 #: variables holding secrets that a test command (model-written code) must never see
 SECRET_ENV_VARS = ("GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN")
-_PATH_RE = re.compile(PATH_PATTERN)
 ZERO_SHA = "0" * 40
+
+
+@functools.cache
+def _path_re() -> re.Pattern[str]:
+    # engine.core.models imports pydantic (~0.1 s of a ~0.35 s start): check_path compiles
+    # the pattern on first use, so importing this module does not pay for it
+    # (docs/benchmarks.md, "Process start")
+    from engine.core.models import PATH_PATTERN
+
+    return re.compile(PATH_PATTERN)
 
 
 def _basic(token: str) -> str:
@@ -161,7 +170,7 @@ def check_path(path: str) -> None:
         UnsafePathError: naming the path and why.
     """
     parts = path.split("/")
-    if not _PATH_RE.match(path):
+    if not _path_re().match(path):
         raise UnsafePathError(f"{path!r} is not a plain relative path")
     if any(part in ("", ".", "..") for part in parts):
         raise UnsafePathError(f"{path!r} contains an empty, '.' or '..' component")

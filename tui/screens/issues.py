@@ -8,7 +8,8 @@ badge: the cached issues stay usable.
 from __future__ import annotations
 
 import threading
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
 from textual import on, work
@@ -16,13 +17,18 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Input, Static
 
-from engine.core.models import Issue
 from engine.core.textsafe import safe
-from engine.issues.issuefilter import SORT_KEYS, IssueFilter, SortKey, sort_issues
+from engine.issues.forge.firstframe import CachedIssue
+from engine.issues.issuefilter import SORT_KEYS, IssueFilter, IssueLike, SortKey, sort_issues
 from tui.messages import IssuesLoaded, IssuesRefreshed, IssueStatesLoaded
 from tui.screens.base import AgentScreen
 from tui.widgets.issue_table import IssueTable
 from tui.widgets.status_bar import StatusBar
+
+if TYPE_CHECKING:
+    # a type only: the first frame shows the cache's plain rows before the engine's models
+    # (pydantic, ~0.1 s) are imported (tui.app.AgentTuiApp.for_repo)
+    from engine.core.models import Issue
 
 
 class IssuesScreen(AgentScreen):
@@ -40,9 +46,16 @@ class IssuesScreen(AgentScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.issues: list[Issue] = []
+        self.issues: list[IssueLike] = []
+        """``engine.core.models.Issue`` objects; in the first frame, before the engine is
+        loaded, the cache's plain rows (``CachedIssue``), replaced by the same issues once
+        it is."""
         self.sort_key: SortKey = "updated"
-        self._filter = IssueFilter([])
+        self._filter: IssueFilter[IssueLike] = IssueFilter([])
+        self._open_when_loaded: int | None = None
+        """An issue chosen in the first frame (opened once the engine has read it)."""
+        self._before_engine = False
+        """Showing the first frame's cached rows; the engine is not loaded yet."""
         self.source_name = ""
         self.refresh_note = ""
         self.offline = False
@@ -71,19 +84,38 @@ class IssuesScreen(AgentScreen):
         if refresh_badges is not None:
             refresh_badges()
         self.query_one(IssueTable).focus()
+        first_frame = getattr(app, "first_frame", None)
+        if first_frame is None:
+            self.load_issues()
+            return
+        # the cached rows now; the engine (configuration, real issues, refresh) right after
+        # they are painted, and ``engine_started`` then reads the list as usual
+        self._before_engine = True
+        self.on_issues_loaded(
+            IssuesLoaded(first_frame.issues, first_frame.source_name, first_frame.refreshed_at)
+        )
+        self.call_after_refresh(app.start_engine)  # type: ignore[attr-defined]
+
+    def engine_started(self) -> None:
+        """The app loaded the engine after the first frame: read the issues for real."""
+        self._before_engine = False
         self.load_issues()
 
     # -- workers ---------------------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="issues")
     def load_issues(self) -> None:
         """Read the cached issues, then refresh from the forge in the background."""
-        source, cached = self.agent_app.workspace.cached_issues()
+        app = self.agent_app  # still known after the app has exited (a quick quit)
+        source, cached = app.workspace.cached_issues()
         last_refresh = getattr(source, "last_refresh", None)
         when = last_refresh() if callable(last_refresh) else None
         self.post_message(IssuesLoaded(cached, source.name, when))
         self.load_states()
         if source.REMOTE:
             self._painted.wait(timeout=2.0)
+            remember = getattr(app, "remember_issue_source", None)
+            if remember is not None:
+                remember(source)  # the issue cache to paint first at the next start
             result = source.refresh()
             self.post_message(IssuesRefreshed(result, source.list_issues()))
 
@@ -99,7 +131,8 @@ class IssuesScreen(AgentScreen):
         self.query_one(IssueTable).set_states(message.states)
 
     def on_screen_resume(self) -> None:
-        if self.loaded:  # back from an issue: a proposal may have been made or published
+        # back from an issue: a proposal may have been made or published
+        if self.loaded and not self._before_engine:
             self.load_states()
 
     def on_issues_loaded(self, message: IssuesLoaded) -> None:
@@ -108,6 +141,12 @@ class IssuesScreen(AgentScreen):
             self.refresh_note = f"refreshed {message.refreshed_at:%Y-%m-%d %H:%M}"
         self.loaded = True
         self._show(message.issues)
+        pending = self._open_when_loaded
+        if pending is not None and not self._before_engine:  # the engine's issues now
+            self._open_when_loaded = None
+            for issue in message.issues:
+                if issue.number == pending:
+                    self._open_issue(issue)
         mark = getattr(self.app, "mark_first_paint", None)
         if mark is not None:
             self.call_after_refresh(mark)
@@ -130,7 +169,7 @@ class IssuesScreen(AgentScreen):
         self._show(message.issues)
 
     # -- display ---------------------------------------------------------------------------
-    def _show(self, issues: list[Issue]) -> None:
+    def _show(self, issues: Sequence[IssueLike]) -> None:
         self.issues = list(issues)
         self._filter = IssueFilter(sort_issues(self.issues, self.sort_key))
         table = self.query_one(IssueTable)
@@ -138,6 +177,9 @@ class IssuesScreen(AgentScreen):
         table.empty_text = self._empty_text(self.filter_text, rows)
         table.set_issues(self._filter.issues, rows)
         self._update_summary()
+        # the search index once the rows are painted and the other after-paint callbacks ran
+        # (not in the first frame's time; the first keystroke does not pay for it either)
+        self.call_after_refresh(lambda: self.call_later(lambda: self._filter.prepare()))
 
     def _empty_text(self, text: str, rows: list[int]) -> str:
         """What the table says when the filter hides every issue (never a blank table)."""
@@ -192,7 +234,13 @@ class IssuesScreen(AgentScreen):
 
     @on(IssueTable.IssueChosen)
     def _open(self, event: IssueTable.IssueChosen) -> None:
-        self.agent_app.open_issue(event.issue)
+        self._open_issue(event.issue)
+
+    def _open_issue(self, issue: IssueLike) -> None:
+        if isinstance(issue, CachedIssue):  # the first frame: the engine is loading
+            self._open_when_loaded = issue.number
+            return
+        self.agent_app.open_issue(cast("Issue", issue))
 
     # -- actions ---------------------------------------------------------------------------
     def action_filter(self) -> None:

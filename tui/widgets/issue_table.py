@@ -23,8 +23,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.core.models import Issue
 from engine.core.textsafe import safe
+from engine.issues.issuefilter import IssueLike
 
 
 def _fit(text: str, width: int) -> str:
@@ -36,7 +36,7 @@ def _fit(text: str, width: int) -> str:
     return set_cell_size(text, width)
 
 
-def _updated(issue: Issue) -> str:
+def _updated(issue: IssueLike) -> str:
     return issue.updated_at.strftime("%Y-%m-%d") if issue.updated_at else ""
 
 
@@ -80,11 +80,13 @@ class IssueTable(ScrollView, can_focus=True):
     class IssueChosen(Message):
         """The user opened an issue (Enter or a double click)."""
 
-        issue: Issue
+        issue: IssueLike
+        """An ``engine.core.models.Issue``, or a first-frame row (``CachedIssue``) before the
+        engine is loaded."""
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
         super().__init__(id=id)
-        self._issues: list[Issue] = []
+        self._issues: list[IssueLike] = []
         self._rows: list[int] = []
         self._styles: dict[str, Style] = {}
         self._states: dict[int, str] = {}
@@ -103,7 +105,7 @@ class IssueTable(ScrollView, can_focus=True):
         return style
 
     # -- data ------------------------------------------------------------------------------
-    def set_issues(self, issues: Sequence[Issue], rows: Sequence[int] | None = None) -> None:
+    def set_issues(self, issues: Sequence[IssueLike], rows: Sequence[int] | None = None) -> None:
         """Show ``issues`` (in this order), or only those at ``rows``."""
         self._issues = list(issues)
         self.show_rows(range(len(self._issues)) if rows is None else rows)
@@ -137,12 +139,12 @@ class IssueTable(ScrollView, can_focus=True):
         return len(self._rows)
 
     @property
-    def current_issue(self) -> Issue | None:
+    def current_issue(self) -> IssueLike | None:
         if not self._rows or self.cursor >= len(self._rows):
             return None
         return self._issues[self._rows[self.cursor]]
 
-    def visible_issues(self) -> list[Issue]:
+    def visible_issues(self) -> list[IssueLike]:
         """The issues shown, in order (for tests)."""
         return [self._issues[r] for r in self._rows]
 

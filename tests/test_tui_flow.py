@@ -109,7 +109,7 @@ def _the_answer_is_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every generation request carries the schema of ``ANSWER`` (see the module docstring)."""
     monkeypatch.setattr(
         "engine.generate.backends.base.proposal_json_schema",
-        lambda max_files=None, issue_number=None: only_schema(ANSWER),
+        lambda max_files=None, issue_number=None, shape=None: only_schema(ANSWER),
     )
 
 

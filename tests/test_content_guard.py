@@ -94,3 +94,16 @@ def test_the_verdict_does_not_depend_on_where_tokens_split_the_bytes(
         last = cut
     guard.feed(whole[last:])
     assert guard.closes_unparseable(b'"}') is (not parses("a.py", content))
+
+
+def test_the_profile_setting_turns_the_guard_on_and_is_validated() -> None:
+    from pydantic import ValidationError
+
+    from engine.core.config import LlamaCppProfile
+    from engine.generate.decode import DecodeOptions
+
+    assert DecodeOptions().parseable_files is False  # measured worse on the embedded model
+    on = LlamaCppProfile(backend="llama_cpp", model_path="m.gguf", parseable_files=True)
+    assert on.parseable_files is True
+    with pytest.raises(ValidationError):
+        LlamaCppProfile(backend="llama_cpp", model_path="m.gguf", parseable_files="sometimes")

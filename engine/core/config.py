@@ -125,6 +125,11 @@ class LlamaCppProfile(ProfileBase):
     """A GGUF model run in-process by llama.cpp (llama-cpp-python)."""
 
     backend: Literal["llama_cpp"]
+    parseable_files: bool = False
+    """Refuse to end a ``.py``/``.json``/``.toml`` file where it does not parse (at most 24
+    times a file). Off by default: on the answer-quality bench the embedded 270M model then
+    looped where it had stopped early (docs/benchmarks.md); a model that mostly writes
+    whole files gains from it."""
     model_path: str | None = None
     """Path of a GGUF file (``~`` expanded; relative to the config file that names it)."""
     model_package: str | None = None

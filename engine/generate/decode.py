@@ -40,7 +40,7 @@ class DecodeOptions:
     unique_paths: bool = True
     """Forbid the token that would close a ``path`` equal (ignoring case) to an earlier one:
     the grammar cannot express uniqueness, the loop can."""
-    parseable_files: bool = True
+    parseable_files: bool = False
     """Forbid the token that would end a ``.py``, ``.json`` or ``.toml`` file's ``content``
     where it does not parse (``ContentGuard``), up to ``ContentGuard.MAX_REFUSALS`` times
     per file."""

@@ -254,7 +254,7 @@ class LlamaCppBackend(Backend[LlamaCppProfile]):
             options: check-first / fast-forward switches (the defaults are the fast path).
         """
         cancel = cancel or threading.Event()
-        if self.profile.parseable_files and options is FAST_PATH:
+        if self.profile.parseable_files and not options.parseable_files:
             options = replace(options, parseable_files=True)
         stats = GenerationStats(backend=self.kind, model=self.name)
         max_tokens = request.max_tokens or self.profile.max_tokens

@@ -46,6 +46,7 @@ from engine.generate.backends.base import Backend, GenerationRequest
 # load) that the issue list does not need (tests/test_first_paint_imports.py lists what it may
 # import).
 if TYPE_CHECKING:
+    from engine.context.prompts import PromptProfile
     from engine.context.result import ContextResult
     from engine.flow.session import Workspace
     from engine.publish.plan import PublishPlan
@@ -100,6 +101,8 @@ class IssueRun:
         self.prompt_name = workspace.prompt_name
         self._context: ContextResult | None = None
         self._context_key: tuple[str, str, int] | None = None
+        self._context_profile: PromptProfile | None = None
+        """The prompt profile ``_context`` was built with."""
         self.review: Review | None = None
         self._context_lock = threading.Lock()
         self.last_raw: str = ""
@@ -204,6 +207,7 @@ class IssueRun:
             examples=prompt.examples if profile.prompt_examples else (),
         )
         self._context, self._context_key = context, key
+        self._context_profile = prompt
         return context
 
     def previous_answer(self) -> str:
@@ -232,14 +236,15 @@ class IssueRun:
     def answer_shape(self) -> AnswerShape:
         """This generation's ``AnswerShape``: the prompt profile's PR body sections and the
         repository's directories (``[generation] path_scope``), plus the paths the issue
-        names that do not exist yet."""
+        names that do not exist yet. The sections come from the profile the prompt was built
+        with, so the grammar asks for what the model was told."""
         from engine.context.layout import answer_shape
-        from engine.context.prompts import load_profile
 
         context = self.build_context()
+        assert self._context_profile is not None  # set with the context
         return answer_shape(
             self.repo,
-            load_profile(self.prompt_name, self.repo).body_sections,
+            self._context_profile.body_sections,
             context.named_missing,
             self.workspace.config.generation.path_scope,
         )

@@ -394,8 +394,13 @@ async def _open_issue_screen(pilot: Any) -> Any:
         "the issue list",
     )
     await pilot.press("enter")
-    await wait_for(pilot, lambda: isinstance(app.screen, IssueScreen), "the issue screen")
-    return app.screen
+
+    def issue_screen() -> Any:
+        # the load's crash can push its modal over the Issue screen before this loop looks
+        return next((s for s in app.screen_stack if isinstance(s, IssueScreen)), None)
+
+    await wait_for(pilot, lambda: issue_screen() is not None, "the issue screen")
+    return issue_screen()
 
 
 # ------------------------------------------------------------------------------------------

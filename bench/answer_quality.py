@@ -289,6 +289,8 @@ class Result:
     seconds: float = 0.0
     tests: str = "-"
     """``pass``, ``fail``, ``-`` (no proposal) or ``not run (...)``."""
+    rewinds: int = 0
+    """Times the engine took tokens back (repeats, Python that cannot parse)."""
     detail: str = ""
 
 
@@ -329,7 +331,7 @@ def run_issue(
     t0 = time.perf_counter()
     final: Any = None
     review = None
-    tokens = 0
+    tokens = rewinds = 0
     for _attempt in range(1 + retries):  # a retry is what `r` does: a new seed after a loop
         for event in run.generate(threading.Event()):
             if isinstance(event, Reviewed):
@@ -337,6 +339,7 @@ def run_issue(
             elif isinstance(event, Finished | GenerationFailed):
                 final = event
                 tokens += event.stats.completion_tokens
+                rewinds += event.stats.rewinds
         if not isinstance(final, Looping | Truncated):
             break
     seconds = time.perf_counter() - t0
@@ -345,7 +348,9 @@ def run_issue(
         (save / f"{set_name}-{number}.json").write_text(run.last_raw)
     if isinstance(final, Finished) and review is not None:
         codes = sorted({f.code for f in review.findings if f.severity == "error"})
-        result = Result(label, "errors" if codes else "clean", codes, tokens, seconds)
+        result = Result(
+            label, "errors" if codes else "clean", codes, tokens, seconds, rewinds=rewinds
+        )
         result.detail = f"attempts: {run.attempts}" if run.attempts > 1 else ""
         if tests:
             missing = missing_modules(set_name)
@@ -367,7 +372,7 @@ def run_issue(
     detail = str(getattr(final, "message", "no final event"))[:160]
     if run.attempts > 1:
         detail = f"attempts: {run.attempts}; last: {detail}"
-    return Result(label, outcome, [], tokens, seconds, detail=detail)
+    return Result(label, outcome, [], tokens, seconds, detail=detail, rewinds=rewinds)
 
 
 def configure(config: AppConfig, args: argparse.Namespace) -> str:
@@ -395,6 +400,8 @@ def configure(config: AppConfig, args: argparse.Namespace) -> str:
         update["prompt_examples"] = False
     if args.n_threads is not None and isinstance(profile, LlamaCppProfile):
         update["n_threads"] = args.n_threads
+    if args.backtrack is not None and isinstance(profile, LlamaCppProfile):
+        update["backtrack"] = args.backtrack
     if update:
         config.models[name] = type(profile).model_validate({**profile.model_dump(), **update})
     return name
@@ -426,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat-penalty", type=float, default=None)
     parser.add_argument("--no-examples", action="store_true", help="prompt_examples = false")
     parser.add_argument("--n-threads", type=int, default=None)
+    parser.add_argument("--backtrack", type=int, default=None, help="rewinds per answer; 0: off")
     parser.add_argument("--max-tokens", type=int, default=None)
     parser.add_argument("--no-tests", action="store_true", help="do not run the repo's tests")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
@@ -468,8 +476,8 @@ def main(argv: list[str] | None = None) -> int:
             codes = ",".join(result.codes) or "-"
             print(
                 f"{result.label:<14} {result.outcome:<9} errors: {codes:<40} "
-                f"tokens {result.tokens:>5}  {result.seconds:6.1f}s  tests: {result.tests}"
-                + (f"  ({result.detail})" if result.detail else ""),
+                f"tokens {result.tokens:>5}  rewinds {result.rewinds:>3}  {result.seconds:6.1f}s  "
+                f"tests: {result.tests}" + (f"  ({result.detail})" if result.detail else ""),
                 flush=True,
             )
     ran = [r for r in results if r.tests in ("pass", "fail")]

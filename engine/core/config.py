@@ -130,6 +130,11 @@ class LlamaCppProfile(ProfileBase):
     times a file). Off by default: on the answer-quality bench the embedded 270M model then
     looped where it had stopped early (docs/benchmarks.md); a model that mostly writes
     whole files gains from it."""
+    backtrack: int = Field(64, ge=0, le=4096)
+    """Rewinds per answer: where the answer starts repeating itself (a line or list item
+    written twice, a short unit three times) or a line of a ``.py`` file cannot parse, the
+    decoding loop takes those tokens back and picks another token there (greedy decoding
+    stays reproducible). 0 turns it off."""
     model_path: str | None = None
     """Path of a GGUF file (``~`` expanded; relative to the config file that names it)."""
     model_package: str | None = None

@@ -32,6 +32,10 @@ class GenerationStats:
     """Completion tokens per second of decoding (after the first token)."""
     finish_reason: str = ""
     """``stop`` (the JSON closed), ``length``, ``loop``, ``cancelled``, ``error``."""
+    rewinds: int = 0
+    """Times the in-process engine took tokens back (repeats, Python that cannot parse)."""
+    rewound_tokens: int = 0
+    """Tokens taken back in all (decoded, then removed)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,17 @@ class TokensGenerated(GenerationEvent):
     completion_tokens: int
     tokens_per_s: float
     elapsed_s: float
+    rewind: int = 0
+    """Characters taken back from the end of the text so far before ``text`` is added: the
+    in-process engine rewound the answer where it went wrong (``engine.generate.backtrack``)."""
+
+    def add_to(self, parts: list[str]) -> None:
+        """Apply this event to the answer's text kept as ``parts`` (joined, it is the text)."""
+        if self.rewind:
+            whole = "".join(parts)
+            parts[:] = [whole[: max(len(whole) - self.rewind, 0)]]
+        if self.text:
+            parts.append(self.text)
 
 
 @dataclass(frozen=True)

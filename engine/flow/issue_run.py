@@ -304,7 +304,7 @@ class IssueRun:
         raw: list[str] = []
         for event in backend.generate(request, cancel):
             if isinstance(event, TokensGenerated):
-                raw.append(event.text)
+                event.add_to(raw)
             if isinstance(event, GenerationFailed) and not isinstance(event, Cancelled):
                 self.last_outcome = _outcome(event)
             if isinstance(event, Finished):

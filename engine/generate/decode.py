@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from engine.core import pysource
+from engine.generate.backtrack import Backtracker, Rewind
 from engine.generate.llama_model import LoadedModel
 from engine.generate.sampling import SamplingParams, TokenSampler
 
@@ -44,6 +45,11 @@ class DecodeOptions:
     """Forbid the token that would end a ``.py``, ``.json`` or ``.toml`` file's ``content``
     where it does not parse (``ContentGuard``), up to ``ContentGuard.MAX_REFUSALS`` times
     per file."""
+    backtrack: int | None = None
+    """Rewinds allowed per answer (``engine.generate.backtrack``): where the answer starts
+    repeating itself or a Python line cannot parse, the loop takes the tokens back and picks
+    another one there. 0 turns it off (the token-for-token parity with llama-server); None
+    leaves it to the model profile (``backtrack``), and to 0 where no profile says."""
 
 
 class PathGuard:
@@ -229,6 +235,16 @@ class TokensDecoded:
 
 
 @dataclass(frozen=True)
+class Rewound:
+    """The loop took tokens back: the answer is now its first ``keep_tokens`` tokens
+    (``keep_bytes`` bytes), and the token that followed them is forbidden there."""
+
+    keep_tokens: int
+    keep_bytes: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class DecodeDone:
     """The decoder stopped: ``stop``, ``length``, ``context``, ``cancelled`` or ``error``."""
 
@@ -246,9 +262,13 @@ class DecodeDone:
     error: str = ""
     path_blocks: int = 0
     """Tokens refused because they would have closed a duplicate path."""
+    rewinds: int = 0
+    """Times the loop took tokens back (``DecodeOptions.backtrack``)."""
+    rewound_tokens: int = 0
+    """Tokens taken back in all."""
 
 
-DecodeItem = PromptEvaluated | TokensDecoded | DecodeDone
+DecodeItem = PromptEvaluated | TokensDecoded | Rewound | DecodeDone
 
 
 class _Decoding:
@@ -281,6 +301,12 @@ class _Decoding:
         self.content_guard = (
             ContentGuard() if matcher is not None and options.parseable_files else None
         )
+        self.backtracker = (
+            Backtracker(limit=options.backtrack)
+            if matcher is not None and options.backtrack
+            else None
+        )
+        self.prompt_tokens: list[int] = []
         self.prompt_seconds = 0.0
         self.t_decode = t0
         self.mask_buf = np.zeros((model.n_vocab + 31) // 32, dtype=np.int32)
@@ -298,6 +324,8 @@ class _Decoding:
             decode_seconds=now - self.t_decode if self.completion else 0.0,
             error=error,
             path_blocks=self.guard.blocked if self.guard is not None else 0,
+            rewinds=self.backtracker.rewinds if self.backtracker is not None else 0,
+            rewound_tokens=self.backtracker.removed if self.backtracker is not None else 0,
         )
 
     def prompt(
@@ -308,6 +336,7 @@ class _Decoding:
             yield self.done("cancelled")
             return False
         model = self.model
+        self.prompt_tokens = prompt
         cached = model.cached_prefix(prompt)
         try:
             finished = model.eval_prompt(prompt[cached:], cancel)
@@ -327,6 +356,9 @@ class _Decoding:
     def refused(self, tok: int, *, count: bool = True) -> bool:
         """Whether the loop refuses ``tok``: it would close a duplicate path, or end a file
         that does not parse (``count``: record the refusal; a first look does not)."""
+        backtracker = self.backtracker
+        if backtracker is not None and tok in backtracker.banned():
+            return True
         piece = self.model.piece(tok)
         if self.guard is not None and self.guard.closes_duplicate(piece):
             if count:
@@ -385,6 +417,8 @@ class _Decoding:
             self.guard.feed(lead_data)
         if self.content_guard is not None:
             self.content_guard.feed(lead_data)
+        if self.backtracker is not None:
+            self.backtracker.feed(lead, [self.model.piece(t) for t in lead], first_sampled=False)
         yield TokensDecoded(tuple(lead), lead_data, len(lead), False)
         try:
             self.llm.eval(lead)
@@ -463,6 +497,16 @@ class _Decoding:
             if self.content_guard is not None:
                 self.content_guard.feed(data)
             yield TokensDecoded(tuple(step), data, len(step) - 1, rejected)
+            if self.backtracker is not None:
+                self.backtracker.feed(step, [model.piece(t) for t in step])
+                rewind = self.backtracker.check()
+                if rewind is not None:
+                    error = self.rewind(rewind)
+                    if error:
+                        yield self.done("error", error)
+                        return
+                    yield Rewound(rewind.keep, len(self.backtracker.data), rewind.reason)
+                    continue
             if stopped:
                 yield self.done("stop")
                 return
@@ -471,6 +515,46 @@ class _Decoding:
             except RuntimeError as exc:
                 yield self.done("error", f"llama.cpp failed decoding: {exc}")
                 return
+
+    def rewind(self, rewind: Rewind) -> str:
+        """Take the answer back to its first ``rewind.keep`` tokens: the grammar, the model's
+        KV cache (exact: SWA models keep their whole cache, ``swa_full``), the guards and the
+        sampler's history. Returns an error, or '' when done."""
+        backtracker, matcher, llm = self.backtracker, self.matcher, self.llm
+        assert backtracker is not None and matcher is not None
+        drop = self.completion - rewind.keep
+        if drop > 0 and not matcher.rollback(drop):
+            return f"the grammar could not take back {drop} tokens: {matcher.get_error()}"
+        self.completion = rewind.keep
+        base = len(self.prompt_tokens)
+        kept = backtracker.tokens
+        evaluated = int(llm.n_tokens) - base
+        try:
+            if rewind.keep <= evaluated:
+                # re-evaluate the last kept token alone: its logits choose the next one
+                last = kept[rewind.keep - 1] if rewind.keep else self.prompt_tokens[-1]
+                pos = base + rewind.keep - 1
+                if not llm._ctx.kv_cache_seq_rm(-1, pos, -1):
+                    return "llama.cpp could not take tokens out of its cache"
+                llm.n_tokens = pos
+                llm.eval([last])
+            else:
+                llm.eval(kept[evaluated : rewind.keep])
+        except RuntimeError as exc:
+            return f"llama.cpp failed decoding: {exc}"
+        data = bytes(backtracker.data)
+        if self.guard is not None:
+            blocked = self.guard.blocked
+            self.guard = PathGuard()
+            self.guard.blocked = blocked
+            self.guard.feed(data)
+        if self.content_guard is not None:
+            blocked = self.content_guard.blocked
+            self.content_guard = ContentGuard()
+            self.content_guard.blocked = blocked
+            self.content_guard.feed(data)
+        self.sampler.restart(self.prompt_tokens, kept)
+        return ""
 
 
 def decode(
@@ -521,6 +605,7 @@ __all__ = [
     "DecodeOptions",
     "PathGuard",
     "PromptEvaluated",
+    "Rewound",
     "TokensDecoded",
     "decode",
 ]

@@ -186,6 +186,19 @@ class TokenSampler:
         if self._chain is not None:
             self._lc.llama_sampler_accept(self._chain, token)
 
+    def restart(self, prompt: list[int], answer: list[int]) -> None:
+        """Forget the history and record it again as ``prompt`` then ``answer`` (the loop
+        took tokens back: the penalties must not count tokens that are no longer there).
+        The random generator starts again from the seed."""
+        if self._chain is not None:
+            self._lc.llama_sampler_reset(self._chain)
+            for tok in prompt[-self.params.penalty_last_n :]:  # as the loop's prompt() does
+                self._lc.llama_sampler_accept(self._chain, tok)
+        if self._dry is not None:
+            self._lc.llama_sampler_reset(self._dry)
+        for tok in answer:
+            self.accept(tok)
+
     def close(self) -> None:
         """Free the llama.cpp samplers."""
         if self._chain is not None:

@@ -232,6 +232,11 @@ class ProposalStream:
                 events.append(ProposalUpdated(partial))
         return events
 
+    def rewind(self, chars: int) -> None:
+        """Take ``chars`` characters back from the end (the engine rewound the answer)."""
+        if chars > 0:
+            self.text = self.text[: max(len(self.text) - chars, 0)]
+
     def finish(self, finish_reason: str, stats: GenerationStats) -> GenerationEvent:
         """The final event for a stream that ended with ``finish_reason``.
 

@@ -228,7 +228,7 @@ class GeneratingScreen(AgentScreen):
             elif isinstance(event, TokensGenerated):
                 if first is None:
                     first = time.perf_counter() - started
-                raw.append(event.text)
+                event.add_to(raw)
                 tokens, speed, elapsed = (
                     event.completion_tokens,
                     event.tokens_per_s,

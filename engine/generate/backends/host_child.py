@@ -255,17 +255,24 @@ def _coalesce(events: list[GenerationEvent]) -> list[GenerationEvent]:
     last_tokens: TokensGenerated | None = None
     last_partial: ProposalUpdated | None = None
 
+    rewind = 0  # characters the merged event takes back from before its first event
+
     def flush() -> None:
-        nonlocal last_tokens, last_partial
+        nonlocal last_tokens, last_partial, rewind
         if last_tokens is not None:
-            out.append(replace(last_tokens, text="".join(text)))
+            out.append(replace(last_tokens, text="".join(text), rewind=rewind))
         if last_partial is not None:
             out.append(last_partial)
         text.clear()
         last_tokens = last_partial = None
+        rewind = 0
 
     for event in events:
         if isinstance(event, TokensGenerated):
+            if event.rewind:
+                merged = "".join(text)
+                rewind += max(event.rewind - len(merged), 0)
+                text[:] = [merged[: max(len(merged) - event.rewind, 0)]]
             text.append(event.text)
             last_tokens = event
         elif isinstance(event, ProposalUpdated):

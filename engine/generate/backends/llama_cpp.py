@@ -43,6 +43,7 @@ from engine.generate.decode import (
     DecodeItem,
     DecodeOptions,
     PromptEvaluated,
+    Rewound,
     TokensDecoded,
     decode,
 )
@@ -256,6 +257,8 @@ class LlamaCppBackend(Backend[LlamaCppProfile]):
         cancel = cancel or threading.Event()
         if self.profile.parseable_files and not options.parseable_files:
             options = replace(options, parseable_files=True)
+        if options.backtrack is None:
+            options = replace(options, backtrack=self.profile.backtrack)
         stats = GenerationStats(backend=self.kind, model=self.name)
         max_tokens = request.max_tokens or self.profile.max_tokens
         try:
@@ -359,6 +362,8 @@ class LlamaCppBackend(Backend[LlamaCppProfile]):
             ttft_s=progress.ttft,
             elapsed_s=time.perf_counter() - progress.t0,
             tokens_per_s=len(tokens) / decode_s if decode_s > 0 else 0.0,
+            rewinds=progress.rewinds,
+            rewound_tokens=progress.rewound_tokens,
         )
         if stream.loop is not None:
             return stream.finish("loop", stats)
@@ -396,6 +401,12 @@ class _Progress:
     cached: int = 0
     t_first: float = 0.0
     result: DecodeDone | None = None
+    data: bytearray = field(default_factory=bytearray)
+    """The answer's bytes so far (a rewind cuts them)."""
+    emitted: int = 0
+    """Characters of text sent in ``TokensGenerated`` events, net of rewinds."""
+    rewinds: int = 0
+    rewound_tokens: int = 0
 
     def events(self, item: DecodeItem, stream: ProposalStream) -> Iterator[GenerationEvent]:
         """The events of one item of the loop (``stream`` is fed the answer's text)."""
@@ -409,7 +420,9 @@ class _Progress:
             if not tokens:
                 self.ttft = now - self.t0
             tokens.extend(item.tokens)
+            self.data += item.data
             text = self.utf8.decode(item.data)
+            self.emitted += len(text)
             elapsed = now - self.t_first
             yield TokensGenerated(
                 text=text,
@@ -418,6 +431,23 @@ class _Progress:
                 elapsed_s=now - self.t0,
             )
             yield from stream.feed(text)
+        elif isinstance(item, Rewound):
+            now = time.perf_counter()
+            self.rewinds += 1
+            self.rewound_tokens += len(self.tokens) - item.keep_tokens
+            del self.tokens[item.keep_tokens :], self.data[item.keep_bytes :]
+            self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            kept = len(self.utf8.decode(bytes(self.data)))
+            back, self.emitted = self.emitted - kept, kept
+            elapsed = now - self.t_first
+            yield TokensGenerated(
+                text="",
+                completion_tokens=len(self.tokens),
+                tokens_per_s=len(self.tokens) / elapsed if elapsed > 0 else 0.0,
+                elapsed_s=now - self.t0,
+                rewind=back,
+            )
+            stream.rewind(back)
         else:
             self.result = item
 

@@ -347,7 +347,7 @@ class _Relay:
         if isinstance(event, PromptProcessed):
             self.prompt_done = event
         elif isinstance(event, TokensGenerated):
-            self.raw.append(event.text)
+            event.add_to(self.raw)
             self.completion = event.completion_tokens
         elif isinstance(event, ProposalUpdated):
             self.partial = event.partial

@@ -151,8 +151,11 @@ def test_twenty_prompts_every_finished_answer_validates(embedded_backend: Any, m
         assert not isinstance(final, InvalidAnswer | BackendFailed), final
         assert isinstance(final, Finished | Truncated | Looping)
         assert isinstance(events[0], PromptProcessed)
-        text = "".join(e.text for e in events if isinstance(e, TokensGenerated))
-        assert text == final.raw
+        parts: list[str] = []  # the text as a consumer rebuilds it, rewinds included
+        for e in events:
+            if isinstance(e, TokensGenerated):
+                e.add_to(parts)
+        assert "".join(parts) == final.raw
         if isinstance(final, Finished):
             proposal = assert_valid_answer(final.raw)
             assert proposal == final.proposal

@@ -39,7 +39,7 @@ EARLY_REPEAT = LoopPolicy(
     max_period=16,
     min_repeats=3,
     min_chars=24,
-    min_chars_short=48,
+    min_chars_short=100,
     max_long_period=1024,
     min_long_repeats=2,
     window=4096,
@@ -216,7 +216,7 @@ class Backtracker:
         line = skeleton.rfind("\n")
         for text, policy in ((skeleton[line + 1 :], SAME_LINE_SHAPE), (skeleton, LINES_SHAPE)):
             found = repeated_tail(text, policy)
-            if found is not None:
+            if found is not None and found[0].strip("a0 \t\n"):  # not prose: words alone
                 unit, _reps = found
                 return string_start + where[len(skeleton) - len(unit)]
         return None
@@ -257,7 +257,7 @@ class Backtracker:
         if error.lineno != text.count("\n") + 1 or not error.offset:
             return None
         line = text[text.rfind("\n") + 1 :]
-        word = len(line) - len(line.rstrip(_WORD_CHARS))
+        word = len(line) - len(line.rstrip(_WORD_CHARS + _OPERATOR_CHARS))
         index = error.offset - 1
         if index >= len(line) - word:
             return None  # at the last word or past the end: more text may still fix it
@@ -317,6 +317,10 @@ class Backtracker:
 
 
 _WORD_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
+
+_OPERATOR_CHARS = "=<>!*/%+-&|^~@.:"
+"""A line ending in these may be in the middle of an operator (``=`` of ``==``): its last
+word and operator are not judged yet."""
 
 _UNFINISHED = re.compile(r"never closed|unexpected EOF|unterminated|expected an indented block")
 """Errors of a file closed too early (an open bracket, string or block): only more text helps."""

@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.core.config import AppConfig, LlamaCppProfile, load_config  # noqa: E402
+from engine.core.errors import UnsafePathError  # noqa: E402
 from engine.core.events import (  # noqa: E402
     Finished,
     GenerationFailed,
@@ -358,9 +359,13 @@ def run_issue(
                 result.tests = f"not run (missing {', '.join(missing)})"
             else:
                 files = [(f.path, f.content) for f in review.proposal.files]
-                ok, last = run_tests(workspace.repo, files, 180.0)
-                result.tests = "pass" if ok else "fail"
-                result.detail = "; ".join(x for x in (result.detail, last) if x)
+                try:
+                    ok, last = run_tests(workspace.repo, files, 180.0)
+                except UnsafePathError as exc:  # the checks reported it: it cannot be written
+                    result.tests = f"not run ({exc.message[:60]})"
+                else:
+                    result.tests = "pass" if ok else "fail"
+                    result.detail = "; ".join(x for x in (result.detail, last) if x)
         return result
     outcome = "failed"
     if isinstance(final, Looping):

@@ -94,6 +94,26 @@ def test_other_files_are_not_parsed() -> None:
     assert rewind is None
 
 
+def test_a_file_copied_under_another_path_goes_back_to_the_choice_of_another_file() -> None:
+    body = '\\"\\"\\"Health endpoints.\\"\\"\\"\\n\\nfrom fastapi import APIRouter\\n'
+    first = f'{{"path":"app/a.py","content":"{body}"}}'
+    pieces = [
+        '{"branch_suffix":"x","files":[',
+        first,
+        ",",
+        '{"path":"',
+        "app/b.py",
+        '","content":"',
+    ]
+    rewind, kept, _bt = feed([*pieces, body, '"', "}"])
+    assert rewind == Rewind(keep=2, ban=2, reason="repeat")  # the ',' that opened app/b.py
+    assert kept.endswith('APIRouter\\n"}')
+    # two short files alike (empty modules, one import) are not copies
+    short = ['{"files":[{"path":"a/__init__.py","content":""},', '{"path":"b/__init__.py"']
+    rewind, _kept, _bt = feed([*short, ',"content":"', '"', "}"])
+    assert rewind is None
+
+
 def test_the_limit_bounds_the_rewinds() -> None:
     rewind, _kept, bt = feed([HEAD, "def f():\\n", "return", " 1\\n"], limit=0)
     assert rewind is None and bt.rewinds == 0

@@ -147,6 +147,23 @@ def test_path_guard_tracks_paths_across_token_boundaries() -> None:
     assert other.paths == {"y"}
 
 
+def test_path_guard_refuses_a_path_that_is_another_one_s_file_or_directory() -> None:
+    guard = PathGuard()
+    for piece in [b'{"files":[{"path":"', b"app/x.py", b'","content":"x"},{"path":"']:
+        guard.feed(piece)
+    # a '/' after a file written before: 'app/x.py' cannot also be a directory
+    assert guard.closes_duplicate(b"app/x.py/")
+    guard.feed(b"app/x")
+    assert guard.closes_duplicate(b".py/test.py")
+    assert not guard.closes_duplicate(b"_test.py")
+    # closing a path that is the directory of one written before
+    other = PathGuard()
+    for piece in [b'{"files":[{"path":"', b"app/api/x.py", b'","content":"x"},{"path":"']:
+        other.feed(piece)
+    assert other.closes_duplicate(b'app/api"')
+    assert not other.closes_duplicate(b'app/api.py"')
+
+
 def test_a_server_that_ignores_the_per_issue_schema_gives_an_invalid_answer() -> None:
     """The final validation checks the same rules as the grammar (every backend's stream)."""
     answer = {

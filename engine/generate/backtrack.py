@@ -62,6 +62,10 @@ LINES_SHAPE = LoopPolicy(
 )
 """One line shape ten times in a row (``    a: a`` for ever-longer field names)."""
 
+MIN_COPIED_FILE = 32
+"""Bytes of content from which a file equal to an earlier one is a copy, not two empty
+``__init__.py`` files or the like."""
+
 DEFAULT_LIMIT = 64
 """Rewinds per answer. Each one costs the tokens it removes; past this the answer goes on
 unaided and the loop detector and checks judge it."""
@@ -121,6 +125,8 @@ class Backtracker:
     """Whether each token was sampled (a rewind bans only sampled tokens, never forced ones)."""
     tokens: list[int] = field(default_factory=list)
     bans: dict[int, set[int]] = field(default_factory=dict)
+    contents: list[bytes] = field(default_factory=list)
+    """The content (raw JSON text) of every file closed so far."""
     rewinds: int = 0
     removed: int = 0
     """Tokens taken back in all."""
@@ -150,26 +156,40 @@ class Backtracker:
 
     def _follow(self) -> None:
         """Track which string is open (the JSON is compact: a value follows ``"key":``)."""
+        while self._scan < len(self.data):
+            self._scan_one()
+
+    def _scan_one(self) -> None:
+        data = self.data
+        at = self._scan
+        byte = data[at]
+        self._scan += 1
+        if self._in_string:
+            if self._escaped:
+                self._escaped = False
+            elif byte == 0x5C:
+                self._escaped = True
+            elif byte == 0x22:
+                self._in_string = False
+                if self._content is not None:
+                    self._closed = (self._content, at)
+                    self._content = None
+        elif byte == 0x22:
+            self._in_string = True
+            self._string_at = at + 1
+            if data[: at + 1].endswith(b'"content":"'):
+                self._content = _Content(self._last_path(at), at + 1)
+
+    def _follow_recording(self) -> None:
+        """``_follow`` over the whole answer again, recording each file's content as it
+        closes (after a rewind)."""
         data = self.data
         while self._scan < len(data):
-            at = self._scan
-            byte = data[at]
-            self._scan += 1
-            if self._in_string:
-                if self._escaped:
-                    self._escaped = False
-                elif byte == 0x5C:
-                    self._escaped = True
-                elif byte == 0x22:
-                    self._in_string = False
-                    if self._content is not None:
-                        self._closed = (self._content, at)
-                        self._content = None
-            elif byte == 0x22:
-                self._in_string = True
-                self._string_at = at + 1
-                if data[: at + 1].endswith(b'"content":"'):
-                    self._content = _Content(self._last_path(at), at + 1)
+            self._scan_one()
+            if self._closed is not None:
+                content, quote = self._closed
+                self.contents.append(bytes(data[content.start : quote]))
+                self._closed = None
 
     def _last_path(self, before: int) -> str:
         key = b'"path":"'
@@ -188,6 +208,10 @@ class Backtracker:
         self._follow()
         if self.rewinds >= self.limit or not self.tokens:
             return None
+        if self.repeats and self._closed is not None:
+            cut = self._copied_file_cut()
+            if cut is not None:
+                return self._rewind_at(cut, "repeat")
         if self.syntax:
             cut = self._syntax_cut()
             if cut is not None:
@@ -197,6 +221,19 @@ class Backtracker:
             if cut is not None:
                 return self._rewind_at(cut, "repeat")
         return None
+
+    def _copied_file_cut(self) -> int | None:
+        """A file whose whole content is an earlier file's (the same module under ten paths):
+        back to the choice that started this file, so the answer ends instead."""
+        assert self._closed is not None
+        content, quote = self._closed
+        body = bytes(self.data[content.start : quote])
+        earlier = self.contents
+        self.contents = [*earlier, body]
+        if len(body) < MIN_COPIED_FILE or body not in earlier:
+            return None
+        entry = self.data.rfind(b'{"path":"', 0, content.start)
+        return entry - 1 if entry > 0 else None  # the ',' that opened this entry
 
     def _repeat_cut(self) -> int | None:
         tail_start = max(0, len(self.data) - EARLY_REPEAT.window)
@@ -312,8 +349,8 @@ class Backtracker:
 
         self._scan, self._in_string, self._escaped = 0, False, False
         self._content = self._closed = None
-        self._follow()
-        self._closed = None
+        self.contents = []
+        self._follow_recording()
 
 
 _WORD_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"

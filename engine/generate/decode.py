@@ -59,7 +59,8 @@ class PathGuard:
     bytes ``"path":"`` (a key the grammar forces; inside a string every ``"`` is escaped, so
     file content cannot fake it) and ends at the next ``"`` (the path pattern allows no
     escapes). ``closes_duplicate`` says whether a candidate token would end the current path
-    equal to one already written, ignoring case.
+    equal to one already written, ignoring case (or would make one path the directory of
+    another).
     """
 
     KEY = b'"path":"'
@@ -94,11 +95,24 @@ class PathGuard:
         return path.decode("utf-8", errors="replace").lower()
 
     def closes_duplicate(self, piece: bytes) -> bool:
-        """Whether writing ``piece`` next would close a path written before."""
+        """Whether writing ``piece`` next would close a path written before, close a path
+        that is a directory of one written before, or put a ``/`` after a path written before
+        (a file cannot also be a directory: ``app/x.py`` then ``app/x.py/test.py``)."""
+        if self._current is not None and b"/" in piece and self.paths:
+            current = self._current
+            for i, byte in enumerate(piece):
+                if byte == 0x22:
+                    break
+                if byte == 0x2F and self._norm(current + piece[:i]) in self.paths:
+                    return True
         if b'"' not in piece:
             return False
         _tail, _current, done = self._advance(self._tail, self._current, piece)
-        return any(self._norm(p) in self.paths for p in done)
+        for path in done:
+            norm = self._norm(path)
+            if norm in self.paths or any(p.startswith(norm + "/") for p in self.paths):
+                return True
+        return False
 
     def feed(self, data: bytes) -> None:
         """Record bytes written to the answer."""

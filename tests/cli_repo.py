@@ -76,14 +76,18 @@ def simple_issues(*numbers: int, labels: tuple[str, ...] = ("easy",)) -> dict[in
 
 
 def llama_profile(model_path: Path) -> str:
-    """The shared in-process profile (the default model)."""
+    """The shared in-process profile (the default model).
+
+    ``backtrack = 0``: these issues ask for an exact answer, some deliberately broken
+    (``BROKEN``) so that the error-finding paths run; backtracking would repair them.
+    """
     return (
         f'default_model = "{LLAMA_NAME}"\ndefault_prompt = "tiny"\n\n'
         f"[models.{LLAMA_NAME}]\n"
         'backend = "llama_cpp"\n'
         f'model_path = "{model_path}"\n'
         'chat_format = "gemma"\n'
-        "n_ctx = 1024\nmax_tokens = 160\ntemperature = 0.0\n"
+        "n_ctx = 1024\nmax_tokens = 160\ntemperature = 0.0\nbacktrack = 0\n"
         f"n_threads = {cpu_variant.N_THREADS}\nn_batch = {cpu_variant.N_BATCH}\n"
     )
 

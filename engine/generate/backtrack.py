@@ -135,6 +135,8 @@ class Backtracker:
     """A content string that closed in the last step, and the offset of its closing quote."""
     _scan: int = 0
     """Bytes of ``data`` already scanned for string boundaries."""
+    _last_step: int = 1
+    """Bytes the last step added."""
     _in_string: bool = False
     _string_at: int = 0
     """Where the string open now starts (just after its quote)."""
@@ -144,6 +146,7 @@ class Backtracker:
 
     def feed(self, tokens: list[int], pieces: list[bytes], first_sampled: bool = True) -> None:
         """Record one step: its tokens (the first sampled unless ``first_sampled`` is False)."""
+        self._last_step = max(sum(len(p) for p in pieces), 1)
         for i, (tok, piece) in enumerate(zip(tokens, pieces, strict=True)):
             self.starts.append(len(self.data))
             self.tokens.append(tok)
@@ -284,6 +287,8 @@ class Backtracker:
         partial = raw[line_start:]
         if not partial.strip() or _escaped(partial, len(partial)):
             return None
+        if not partial[-self._last_step :].strip(_WORD_AND_OPERATOR_BYTES):
+            return None  # only a word or operator grew: what is judged did not change
         try:
             text = json.loads(b'"' + raw + b'"')
         except ValueError:
@@ -359,6 +364,8 @@ _OPERATOR_CHARS = "=<>!*/%+-&|^~@.:"
 """A line ending in these may be in the middle of an operator (``=`` of ``==``): its last
 word and operator are not judged yet."""
 
+_WORD_AND_OPERATOR_BYTES = (_WORD_CHARS + _OPERATOR_CHARS).encode()
+
 _UNFINISHED = re.compile(r"never closed|unexpected EOF|unterminated|expected an indented block")
 """Errors of a file closed too early (an open bracket, string or block): only more text helps."""
 
@@ -407,24 +414,19 @@ def _is_python(path: str) -> bool:
     return path.lower().endswith((".py", ".pyi"))
 
 
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+
+
 def _line_ends(raw: bytes) -> list[int]:
     """Offsets just past each ``\\n`` escape in a JSON string's raw bytes."""
-    ends: list[int] = []
-    i, n = 0, len(raw)
-    while i < n:
-        if raw[i] == 0x5C:
-            if i + 1 < n and raw[i + 1] == 0x6E:
-                ends.append(i + 2)
-            i += 2
-        else:
-            i += 1
-    return ends
+    return [m.end() for m in _ESCAPE.finditer(raw) if m[0] == b"\\n"]
 
 
 def _python_verdict(text: str) -> tuple[SyntaxError | None, bool]:
     """``(error, incomplete)``: the error no continuation of ``text`` can fix, or whether more
     text is needed for it to be a whole module."""
-    if pysource.depth_bound(text) > pysource.MAX_DEPTH:
+    # a text shorter than the bound cannot nest that deep (each level takes a character)
+    if len(text) > pysource.MAX_DEPTH and pysource.depth_bound(text) > pysource.MAX_DEPTH:
         return None, False  # too deep to compile safely: the checks will judge it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid escape sequences and the like

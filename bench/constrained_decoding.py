@@ -92,6 +92,9 @@ class Mode:
                 self.notes[key] = self.notes.get(key, 0) + value
         if isinstance(item, DecodeDone):
             self.notes[item.reason] = self.notes.get(item.reason, 0) + 1
+            # tokens taken back (backtracking) were decoded but are not in the answer
+            self.tokens -= item.rewound_tokens
+            self.notes["rewinds"] = self.notes.get("rewinds", 0) + item.rewinds
 
     def close(self) -> None:
         if self._it is not None and hasattr(self._it, "close"):
@@ -235,7 +238,8 @@ def main() -> int:
         print(
             f"  constrained: {n.get('sampled', 0)} sampled + {n.get('forced', 0)} "
             f"fast-forwarded tokens, {n.get('rejections', 0)} sampled tokens refused by the "
-            f"grammar (full mask computed); answers closed: {n.get('stop', 0)}"
+            f"grammar (full mask computed); answers closed: {n.get('stop', 0)}; "
+            f"rewinds: {n.get('rewinds', 0)} (the tokens they took back are not counted)"
         )
     ratio = c.rate / modes["unconstrained"].rate
     print(f"constrained/unconstrained tok/s: {ratio:.2f}")

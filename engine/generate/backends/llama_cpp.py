@@ -206,6 +206,8 @@ class LlamaCppBackend(Backend[LlamaCppProfile]):
         matcher = None
         if schema is not None:
             matcher = new_matcher(model.tokenizer(), build_grammar(schema))
+        if options.backtrack is None:  # what generate() runs: the profile's rewinds
+            options = replace(options, backtrack=self.profile.backtrack)
         with self._generation_slot():
             yield from decode(
                 model,

@@ -46,7 +46,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from engine.generate.backends.llama_cpp import LlamaCppBackend
-from engine.generate.decode import DecodeDone, PromptEvaluated, TokensDecoded
+from engine.generate.decode import DecodeDone, DecodeOptions, PromptEvaluated, TokensDecoded
 from engine.generate.sampling import SamplingParams
 
 OLLAMA_MODEL = "gemma3:270m"
@@ -293,8 +293,13 @@ class FakeModelServer:
         prompt_s = 0.0
         done: DecodeDone | None = None
         slot = self._slots.get()  # a free context (waits while every slot decodes)
-        items = slot.decode(
-            prompt, schema=schema, sampling=sampling, max_tokens=max_tokens, cancel=cancel
+        items = slot.decode(  # a third-party server streams what it decodes: no rewinds
+            prompt,
+            schema=schema,
+            sampling=sampling,
+            max_tokens=max_tokens,
+            cancel=cancel,
+            options=DecodeOptions(backtrack=0),
         )
         try:
             for item in items:

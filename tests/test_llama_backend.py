@@ -275,7 +275,10 @@ def test_tiny_max_tokens_is_truncated_with_a_partial_proposal(embedded_backend: 
 
 
 def test_a_forced_loop_is_detected(embedded_backend: Any) -> None:
-    """A real generation pushed into repetition: greedy with repeat_penalty < 1 rewards it."""
+    """A real generation pushed into repetition: greedy with repeat_penalty < 1 rewards it.
+
+    Backtracking takes the first repeats back; past its budget (8 here, to keep the test
+    short) the loop detector stops the answer, as it does with backtracking off."""
     request = GenerationRequest(
         messages=[
             {
@@ -287,11 +290,15 @@ def test_a_forced_loop_is_detected(embedded_backend: Any) -> None:
         max_tokens=200,
     )
     events = run(
-        embedded_backend, request, sampling=SamplingParams(temperature=0.0, repeat_penalty=0.5)
+        embedded_backend,
+        request,
+        sampling=SamplingParams(temperature=0.0, repeat_penalty=0.5),
+        options=DecodeOptions(backtrack=8),
     )
     final = check_final_stream(events)
     assert isinstance(final, Looping), final
     assert final.stats.finish_reason == "loop"
+    assert 1 <= final.stats.rewinds <= 8  # rewinds were spent, the budget held
     assert final.stats.completion_tokens < 200  # stopped early, not at the budget
     assert final.where and final.where != "(start)"
     assert final.partial is not None

@@ -39,7 +39,13 @@ sys.path.insert(0, str(ROOT))
 from engine.core.config import LlamaCppProfile, load_config  # noqa: E402
 from engine.core.models import proposal_json_schema  # noqa: E402
 from engine.generate.backends.llama_cpp import LlamaCppBackend  # noqa: E402
-from engine.generate.decode import DecodeDone, DecodeOptions, PromptEvaluated, TokensDecoded  # noqa: E402
+from engine.generate.decode import (  # noqa: E402
+    DecodeDone,
+    DecodeOptions,
+    PromptEvaluated,
+    Rewound,
+    TokensDecoded,
+)
 from engine.generate.sampling import SamplingParams  # noqa: E402
 
 ISSUE = (
@@ -90,11 +96,11 @@ class Mode:
                 ("rejections", int(item.rejected)),
             ):
                 self.notes[key] = self.notes.get(key, 0) + value
+        if isinstance(item, Rewound):  # decoded, then taken back: not in the answer
+            self.tokens -= item.removed
+            self.notes["rewinds"] = self.notes.get("rewinds", 0) + 1
         if isinstance(item, DecodeDone):
             self.notes[item.reason] = self.notes.get(item.reason, 0) + 1
-            # tokens taken back (backtracking) were decoded but are not in the answer
-            self.tokens -= item.rewound_tokens
-            self.notes["rewinds"] = self.notes.get("rewinds", 0) + item.rewinds
 
     def close(self) -> None:
         if self._it is not None and hasattr(self._it, "close"):

@@ -161,12 +161,7 @@ class _RewindOnce(Backtracker):
 
     def check(self) -> Rewind | None:
         if _RewindOnce.fired is None and len(self.tokens) >= self.AT:
-            keep = max(i for i in range(self.KEEP + 1) if self.sampled[i])
-            ban = self.tokens[keep]
-            self.rewinds += 1
-            self.truncate(keep)
-            self.bans.setdefault(keep, set()).add(ban)
-            _RewindOnce.fired = Rewind(keep, ban, "test")
+            _RewindOnce.fired = self._rewind_at(self.starts[self.KEEP], "test")
             return _RewindOnce.fired
         return None
 

@@ -126,10 +126,8 @@ class Backtracker:
     tokens: list[int] = field(default_factory=list)
     bans: dict[int, set[int]] = field(default_factory=dict)
     contents: list[bytes] = field(default_factory=list)
-    """The content (raw JSON text) of every file closed so far."""
+    """The content (raw JSON text) of every file closed so far, in order."""
     rewinds: int = 0
-    removed: int = 0
-    """Tokens taken back in all."""
     _content: _Content | None = None
     _closed: tuple[_Content, int] | None = None
     """A content string that closed in the last step, and the offset of its closing quote."""
@@ -176,23 +174,13 @@ class Backtracker:
                 self._in_string = False
                 if self._content is not None:
                     self._closed = (self._content, at)
+                    self.contents.append(bytes(data[self._content.start : at]))
                     self._content = None
         elif byte == 0x22:
             self._in_string = True
             self._string_at = at + 1
             if data[: at + 1].endswith(b'"content":"'):
                 self._content = _Content(self._last_path(at), at + 1)
-
-    def _follow_recording(self) -> None:
-        """``_follow`` over the whole answer again, recording each file's content as it
-        closes (after a rewind)."""
-        data = self.data
-        while self._scan < len(data):
-            self._scan_one()
-            if self._closed is not None:
-                content, quote = self._closed
-                self.contents.append(bytes(data[content.start : quote]))
-                self._closed = None
 
     def _last_path(self, before: int) -> str:
         key = b'"path":"'
@@ -229,10 +217,8 @@ class Backtracker:
         """A file whose whole content is an earlier file's (the same module under ten paths):
         back to the choice that started this file, so the answer ends instead."""
         assert self._closed is not None
-        content, quote = self._closed
-        body = bytes(self.data[content.start : quote])
-        earlier = self.contents
-        self.contents = [*earlier, body]
+        content, _quote = self._closed
+        *earlier, body = self.contents  # ``_follow`` recorded it as it closed
         if len(body) < MIN_COPIED_FILE or body not in earlier:
             return None
         entry = self.data.rfind(b'{"path":"', 0, content.start)
@@ -296,15 +282,16 @@ class Backtracker:
         error, _incomplete = _python_verdict(text)
         if error is None or not (error.msg or "").startswith("invalid"):
             return None  # "invalid syntax", "invalid decimal literal", "invalid character"...
-        if error.lineno != text.count("\n") + 1 or not error.offset:
+        index = _last_line_error(text, error)
+        if index is None:
             return None
-        line = text[text.rfind("\n") + 1 :]
+        line_at = text.rfind("\n") + 1
+        line = text[line_at:]
         word = len(line) - len(line.rstrip(_WORD_CHARS + _OPERATOR_CHARS))
-        index = error.offset - 1
-        if index >= len(line) - word:
+        if index - line_at >= len(line) - word:
             return None  # at the last word or past the end: more text may still fix it
-        offsets = _char_offsets(partial)
-        return content.start + line_start + offsets[index] if index < len(offsets) else None
+        offsets = _char_offsets(raw)
+        return content.start + offsets[index] if index < len(offsets) else None
 
     def _judge(self, content: _Content, raw: bytes, *, final: bool, quote: int) -> int | None:
         """The answer offset to rewind to when ``raw`` (a file's JSON text) cannot be Python."""
@@ -320,12 +307,9 @@ class Backtracker:
         ends = _line_ends(raw)
         if final and raw and not raw.endswith(b"\\n"):
             ends.append(len(raw))
-        last_start = ends[-2] if len(ends) >= 2 else 0
-        at = last_start
-        lines = text.count("\n") + (0 if text.endswith("\n") else 1)
-        if error.lineno == lines and error.offset:
-            index = text.rfind("\n", 0, len(text) - 1 if text.endswith("\n") else len(text)) + 1
-            index += error.offset - 1
+        at = ends[-2] if len(ends) >= 2 else 0  # the last line's start
+        index = _last_line_error(text, error)
+        if index is not None:
             offsets = _char_offsets(raw)
             if 0 <= index < len(offsets):
                 at = max(at, offsets[index])
@@ -341,7 +325,6 @@ class Backtracker:
             return None
         ban = self.tokens[index]
         self.rewinds += 1
-        self.removed += len(self.tokens) - index
         self.truncate(index)
         self.bans.setdefault(index, set()).add(ban)
         return Rewind(index, ban, reason)
@@ -351,11 +334,11 @@ class Backtracker:
         cut = self.starts[keep] if keep < len(self.starts) else len(self.data)
         del self.data[cut:], self.starts[keep:], self.tokens[keep:], self.sampled[keep:]
         self.bans = {i: b for i, b in self.bans.items() if i <= keep}
-
         self._scan, self._in_string, self._escaped = 0, False, False
-        self._content = self._closed = None
+        self._content = None
         self.contents = []
-        self._follow_recording()
+        self._follow()  # the files closed before ``keep`` are recorded again
+        self._closed = None
 
 
 _WORD_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
@@ -408,6 +391,15 @@ def _skeleton(raw: bytes) -> tuple[str, list[int]]:
         i += 1
     where.append(n)
     return "".join(out), where
+
+
+def _last_line_error(text: str, error: SyntaxError) -> int | None:
+    """The character index in ``text`` that ``error`` points at, when that is on the text's
+    last line (a final newline ends the last line, it does not start another)."""
+    body = text[:-1] if text.endswith("\n") else text
+    if error.lineno != body.count("\n") + 1 or not error.offset:
+        return None
+    return body.rfind("\n") + error.offset  # the line's start plus the 1-based column, less 1
 
 
 def _is_python(path: str) -> bool:

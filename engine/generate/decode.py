@@ -256,6 +256,8 @@ class Rewound:
     keep_tokens: int
     keep_bytes: int
     reason: str
+    removed: int
+    """Tokens taken back (decoded, then removed from the answer)."""
 
 
 @dataclass(frozen=True)
@@ -276,10 +278,6 @@ class DecodeDone:
     error: str = ""
     path_blocks: int = 0
     """Tokens refused because they would have closed a duplicate path."""
-    rewinds: int = 0
-    """Times the loop took tokens back (``DecodeOptions.backtrack``)."""
-    rewound_tokens: int = 0
-    """Tokens taken back in all."""
 
 
 DecodeItem = PromptEvaluated | TokensDecoded | Rewound | DecodeDone
@@ -338,8 +336,6 @@ class _Decoding:
             decode_seconds=now - self.t_decode if self.completion else 0.0,
             error=error,
             path_blocks=self.guard.blocked if self.guard is not None else 0,
-            rewinds=self.backtracker.rewinds if self.backtracker is not None else 0,
-            rewound_tokens=self.backtracker.removed if self.backtracker is not None else 0,
         )
 
     def prompt(
@@ -515,11 +511,12 @@ class _Decoding:
                 self.backtracker.feed(step, [model.piece(t) for t in step])
                 rewind = self.backtracker.check()
                 if rewind is not None:
+                    removed = self.completion - rewind.keep
                     error = self.rewind(rewind)
                     if error:
                         yield self.done("error", error)
                         return
-                    yield Rewound(rewind.keep, len(self.backtracker.data), rewind.reason)
+                    yield Rewound(rewind.keep, len(self.backtracker.data), rewind.reason, removed)
                     continue
             if stopped:
                 yield self.done("stop")

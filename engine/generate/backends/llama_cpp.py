@@ -206,8 +206,7 @@ class LlamaCppBackend(Backend[LlamaCppProfile]):
         matcher = None
         if schema is not None:
             matcher = new_matcher(model.tokenizer(), build_grammar(schema))
-        if options.backtrack is None:  # what generate() runs: the profile's rewinds
-            options = replace(options, backtrack=self.profile.backtrack)
+        options = self._profile_options(options)
         with self._generation_slot():
             yield from decode(
                 model,
@@ -219,6 +218,15 @@ class LlamaCppBackend(Backend[LlamaCppProfile]):
                 options=options,
                 stop_at_eog=stop_at_eog,
             )
+
+    def _profile_options(self, options: DecodeOptions) -> DecodeOptions:
+        """``options`` with what the profile asks for: files that parse, and its rewinds where
+        the caller left them to it (``generate`` and the raw ``decode`` run the same loop)."""
+        if self.profile.parseable_files and not options.parseable_files:
+            options = replace(options, parseable_files=True)
+        if options.backtrack is None:
+            options = replace(options, backtrack=self.profile.backtrack)
+        return options
 
     def _generation_slot(self) -> Any:
         backend = self
@@ -257,10 +265,7 @@ class LlamaCppBackend(Backend[LlamaCppProfile]):
             options: check-first / fast-forward switches (the defaults are the fast path).
         """
         cancel = cancel or threading.Event()
-        if self.profile.parseable_files and not options.parseable_files:
-            options = replace(options, parseable_files=True)
-        if options.backtrack is None:
-            options = replace(options, backtrack=self.profile.backtrack)
+        options = self._profile_options(options)
         stats = GenerationStats(backend=self.kind, model=self.name)
         max_tokens = request.max_tokens or self.profile.max_tokens
         try:
@@ -436,7 +441,7 @@ class _Progress:
         elif isinstance(item, Rewound):
             now = time.perf_counter()
             self.rewinds += 1
-            self.rewound_tokens += len(self.tokens) - item.keep_tokens
+            self.rewound_tokens += item.removed
             del self.tokens[item.keep_tokens :], self.data[item.keep_bytes :]
             self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
             kept = len(self.utf8.decode(bytes(self.data)))

@@ -10,7 +10,7 @@ position only, the token that started it. Greedy decoding then takes its next-be
 the answer stays reproducible, and the search is bounded (``limit`` rewinds per answer); past
 the bound the loop detector judges the answer as before.
 
-Two rules decide a rewind, both on the answer as written so far:
+Three rules decide a rewind, all on the answer as written so far:
 
 * **Repetition** — the tail of the answer is one unit written back to back (the loop
   detector's ``repeated_tail`` with a lower bar: three copies of a unit of up to 16
@@ -20,6 +20,10 @@ Two rules decide a rewind, both on the answer as written so far:
   so far goes through ``codeop`` (the interactive interpreter's own "complete, incomplete or
   invalid" test). Invalid means no continuation can make it parse, so the rewind goes to the
   token the error points at, within the line just written.
+* **A Python line that parses but is a mistake** — ``self.url = self.url``, a second
+  ``class Health`` in the same scope, a second ``from fastapi import`` line
+  (``engine.generate.pylines``): back to where the line goes wrong, usually its start, so the
+  model writes a different line there instead of building on this one.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from engine.core import pysource
+from engine.generate import pylines
 from engine.generate.stream import LoopPolicy, repeated_tail
 
 #: The bar for a rewind: lower than the loop detector's (``LoopPolicy()``), so that a repeat
@@ -78,7 +83,8 @@ class Rewind:
     keep: int
     ban: int
     reason: str
-    """``repeat`` or ``syntax``."""
+    """``repeat``, ``syntax`` or ``mistake`` (code that parses but nobody means:
+    ``engine.generate.pylines``)."""
 
 
 @dataclass
@@ -204,13 +210,27 @@ class Backtracker:
             if cut is not None:
                 return self._rewind_at(cut, "repeat")
         if self.syntax:
-            cut = self._syntax_cut()
+            found = self._syntax_cut()
+            if found is not None:
+                return self._rewind_at(*found)
+        if self.syntax and self._content is not None:
+            cut = self._control_escape_cut(self._content)
             if cut is not None:
-                return self._rewind_at(cut, "syntax")
+                return self._rewind_at(cut, "mistake")
         if self.repeats and self._in_string:
             cut = self._repeat_cut()
             if cut is not None:
                 return self._rewind_at(cut, "repeat")
+        return None
+
+    def _control_escape_cut(self, content: _Content) -> int | None:
+        """A ``\\u00XX`` escape of a control character in a file (``\\u000a`` for a newline,
+        ``\\u001a``): no source file holds one, and JSON has ``\\n`` and ``\\t`` for the
+        two that files do hold. A model writing them has drifted into escapes."""
+        start = max(content.start, len(self.data) - self._last_step - 6)
+        for match in _CONTROL_ESCAPE.finditer(self.data, start):
+            if not _escaped(self.data, match.start()):
+                return match.start()
         return None
 
     def _copied_file_cut(self) -> int | None:
@@ -244,11 +264,15 @@ class Backtracker:
             found = repeated_tail(text, policy)
             if found is not None and found[0].strip("a0 \t\n"):  # not prose: words alone
                 unit, _reps = found
-                return string_start + where[len(skeleton) - len(unit)]
+                cut = string_start + where[len(skeleton) - len(unit)]
+                if policy is SAME_LINE_SHAPE and data[cut - 1 : cut] in (b",", b";"):
+                    cut -= 1  # ``a, b, c,`` + `` d,``: ban the separator, so the list ends
+                return cut
         return None
 
-    def _syntax_cut(self) -> int | None:
-        """Where a Python file went wrong: in the line just ended, or at its closing quote."""
+    def _syntax_cut(self) -> tuple[int, str] | None:
+        """Where a Python file went wrong, and why (``syntax`` or ``mistake``): in the line
+        just ended, or at its closing quote."""
         if self._closed is not None:
             closed, quote = self._closed
             if not _is_python(closed.path):
@@ -263,7 +287,8 @@ class Backtracker:
         if len(ends) > content.checked_lines:
             content.checked_lines = len(ends)
             return self._judge(content, raw[: ends[-1]], final=False, quote=-1)
-        return self._partial_line_cut(content, raw, ends[-1] if ends else 0)
+        cut = self._partial_line_cut(content, raw, ends[-1] if ends else 0)
+        return None if cut is None else (cut, "syntax")
 
     def _partial_line_cut(self, content: _Content, raw: bytes, line_start: int) -> int | None:
         """A line still being written that is already wrong (``HTTP_404 HTTP_405``, ``HTTP_
@@ -293,17 +318,23 @@ class Backtracker:
         offsets = _char_offsets(raw)
         return content.start + offsets[index] if index < len(offsets) else None
 
-    def _judge(self, content: _Content, raw: bytes, *, final: bool, quote: int) -> int | None:
-        """The answer offset to rewind to when ``raw`` (a file's JSON text) cannot be Python."""
+    def _judge(
+        self, content: _Content, raw: bytes, *, final: bool, quote: int
+    ) -> tuple[int, str] | None:
+        """The answer offset to rewind to, and why, when ``raw`` (a file's JSON text) cannot be
+        Python, or its last line is a mistake (``pylines``)."""
         try:
             text = json.loads(b'"' + raw + b'"')
         except ValueError:
             return None
         error, incomplete = _python_verdict(text)
         if error is None:
-            return quote if final and incomplete else None
+            if final and incomplete:
+                return quote, "syntax"
+            cut = self._mistake_cut(content, raw, text)
+            return None if cut is None else (cut, "mistake")
         if final and _UNFINISHED.search(error.msg or ""):
-            return quote  # the file ends too early: write on instead of closing it
+            return quote, "syntax"  # the file ends too early: write on instead of closing it
         ends = _line_ends(raw)
         if final and raw and not raw.endswith(b"\\n"):
             ends.append(len(raw))
@@ -313,7 +344,16 @@ class Backtracker:
             offsets = _char_offsets(raw)
             if 0 <= index < len(offsets):
                 at = max(at, offsets[index])
-        return content.start + at
+        return content.start + at, "syntax"
+
+    def _mistake_cut(self, content: _Content, raw: bytes, text: str) -> int | None:
+        """Where the last line of code that parses is still a mistake (``pylines``)."""
+        found = pylines.mistake(text)
+        if found is None:
+            return None
+        offsets = _char_offsets(raw)
+        index = found[0]
+        return content.start + offsets[index] if index < len(offsets) else None
 
     def _rewind_at(self, cut: int, reason: str) -> Rewind | None:
         """The rewind that removes the token holding byte ``cut`` and everything after it."""
@@ -353,7 +393,7 @@ _UNFINISHED = re.compile(r"never closed|unexpected EOF|unterminated|expected an 
 """Errors of a file closed too early (an open bracket, string or block): only more text helps."""
 
 
-def _escaped(data: bytes, at: int) -> bool:
+def _escaped(data: bytes | bytearray, at: int) -> bool:
     """Whether the byte at ``at`` follows an odd run of backslashes (it is escaped)."""
     run, i = 0, at - 1
     while i >= 0 and data[i] == 0x5C:
@@ -407,6 +447,7 @@ def _is_python(path: str) -> bool:
 
 
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_CONTROL_ESCAPE = re.compile(rb"\\u00[01][0-9a-fA-F]")
 
 
 def _line_ends(raw: bytes) -> list[int]:

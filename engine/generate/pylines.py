@@ -1,0 +1,155 @@
+"""Python lines that parse but are still mistakes: a no-op assignment, a second definition.
+
+Why: the backtracker (``engine.generate.backtrack``) takes back what cannot parse, but a small
+model also derails in code that parses. It writes ``self.url = self.url`` and then a class of
+ever-longer names built on it; it defines ``class Health`` again below the first one; it
+imports ``Depends`` a second time. Linters call these self-assignment (pylint W0127) and
+redefinition of an unused name (pyflakes F811): code nobody means to write. Each is visible
+in the line just finished, so the backtracker can take that line's first wrong token back
+while the model is still there, instead of letting the answer build on it.
+
+Only the *last* line of the text is judged (the earlier ones were judged as they ended), with
+the earlier lines as its context. The rules read lines, not a syntax tree: the file is
+unfinished when they run. Where a line cannot be read with certainty (inside a string that
+spans lines, a statement continued in brackets), a rule says nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+
+_SELF_ASSIGN = re.compile(r"^[ \t]*([A-Za-z_][\w.]*)[ \t]*=[ \t]*([A-Za-z_][\w.]*)[ \t]*(?:#.*)?$")
+
+_DEFINITION = re.compile(r"^([ \t]*)(?:async[ \t]+)?(?:def|class)[ \t]+([A-Za-z_]\w*)")
+
+_FROM_IMPORT = re.compile(r"^from[ \t]+[\w.]+[ \t]+import[ \t]+([^()\\#]+?)[ \t]*(?:#.*)?$")
+_FROM_MODULE = re.compile(r"^from[ \t]+([\w.]+)[ \t]+import\b")
+_IMPORT = re.compile(r"^import[ \t]+([^()\\#]+?)[ \t]*(?:#.*)?$")
+_ALIAS = re.compile(r"[ \t]as[ \t]")
+_IMPORTED = re.compile(r"^([\w.]+)(?:[ \t]+as[ \t]+(\w+))?$")
+
+#: Lines that continue a compound statement at its own indentation: definitions on either
+#: side of one are alternatives (``if``/``else``, ``try``/``except``), not a redefinition.
+_BRANCH = re.compile(r"^[ \t]*(?:else|elif|except|finally|case)\b")
+
+
+def mistake(text: str) -> tuple[int, str] | None:
+    """``(index, rule)`` when the last line of ``text`` is a mistake: ``index`` is the
+    character in ``text`` where it starts (what to take back). ``text`` is a Python file's
+    content up to the end of the line judged (a final newline is allowed)."""
+    body = text[:-1] if text.endswith("\n") else text
+    line_at = body.rfind("\n") + 1
+    line = body[line_at:]
+    if not line.strip() or not _starts_statement(body[:line_at]):
+        return None
+    earlier = body[:line_at].split("\n")[:-1]
+    for rule in (_self_assignment, _redefinition, _reimport):
+        found = rule(line, earlier)
+        if found is not None:
+            return line_at + found, rule.__name__.lstrip("_")
+    return None
+
+
+def _self_assignment(line: str, _earlier: list[str]) -> int | None:
+    """``x = x``, ``self.url = self.url``: the right side's start."""
+    match = _SELF_ASSIGN.match(line)
+    if match is None or match[1] != match[2]:
+        return None
+    return match.start(2)
+
+
+def _redefinition(line: str, earlier: list[str]) -> int | None:
+    """A ``def`` or ``class`` whose name the same scope already defined, neither of them
+    decorated (``@overload``, ``@x.setter`` redefine on purpose): the keyword's start."""
+    match = _DEFINITION.match(line)
+    if match is None or _decorated(earlier, len(earlier)):
+        return None
+    indent, name = len(match[1].expandtabs()), match[2]
+    for i in range(len(earlier) - 1, -1, -1):
+        before = earlier[i]
+        if not before.strip() or before.lstrip().startswith(("#", "@")):
+            continue
+        depth = len(before) - len(before.lstrip())
+        depth = len(before[:depth].expandtabs())
+        if depth < indent:
+            return None  # the enclosing block's header: the scope starts here
+        if depth > indent:
+            continue
+        if _BRANCH.match(before):
+            return None
+        found = _DEFINITION.match(before)
+        if found is not None and found[2] == name:
+            return None if _decorated(earlier, i) else len(match[1])
+    return None
+
+
+def _reimport(line: str, earlier: list[str]) -> int | None:
+    """A module-level import from a module an earlier ``from`` line imported from (the line's
+    start: one ``from`` line per module, as isort writes them, which keeps ``as`` imports on
+    lines of their own), or binding a name an earlier import bound, or the same line bound
+    already (that name's start)."""
+    module = _FROM_MODULE.match(line)
+    if module is not None and not _ALIAS.search(line):
+        for before in earlier:
+            found = _FROM_MODULE.match(before)
+            if found is not None and found[1] == module[1] and not _ALIAS.search(before):
+                return 0
+    names = _bound_names(line)
+    if not names:
+        return None
+    seen: set[str] = set()
+    for before in earlier:
+        seen.update(name for name, _at in _bound_names(before))
+    for name, at in names:
+        if name in seen:
+            return at
+        seen.add(name)
+    return None
+
+
+def _bound_names(line: str) -> list[tuple[str, int]]:
+    """The names a one-line, top-level import binds, with where each is written."""
+    match = _FROM_IMPORT.match(line) or _IMPORT.match(line)
+    if match is None:
+        return []
+    names: list[tuple[str, int]] = []
+    at = match.start(1)
+    for part in match[1].split(","):
+        stripped = part.strip()
+        where = at + len(part) - len(part.lstrip())
+        at += len(part) + 1
+        item = _IMPORTED.match(stripped)
+        if item is None:
+            return []  # not a plain list of names: not judged
+        if item[2] is None and "." in item[1]:
+            continue  # ``import a.b`` binds ``a`` alongside ``import a``, legitimately
+        names.append((item[2] or item[1], where))
+    return names
+
+
+def _decorated(lines: list[str], index: int) -> bool:
+    """Whether the definition at ``lines[index]`` follows a decorator line."""
+    for i in range(index - 1, -1, -1):
+        stripped = lines[i].strip()
+        if stripped and not stripped.startswith("#"):
+            return stripped.startswith("@")
+    return False
+
+
+def _starts_statement(before: str) -> bool:
+    """Whether a line after ``before`` starts a statement of its own: not the text of a
+    string spanning lines, not inside brackets, not after a backslash. ``tokenize`` knows
+    strings and brackets; it fails at the end of text that is inside either."""
+    if before.rstrip(" \t\n").endswith("\\"):
+        return False
+    try:
+        for _token in tokenize.generate_tokens(io.StringIO(before).readline):
+            pass
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    return True
+
+
+__all__ = ["mistake"]

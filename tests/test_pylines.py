@@ -1,0 +1,144 @@
+"""Lines that parse but are mistakes (``engine.generate.pylines``), and the backtracker's use
+of them: what is taken back, where, and what real code never sets off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.flow.demo import _FILES as DEMO_FILES
+from engine.generate.backtrack import Rewind
+from engine.generate.pylines import mistake
+from tests.test_backtrack import HEAD, feed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "rule", "at"),
+    [
+        ("x = 1\nx = x\n", "self_assignment", "x\n"),
+        (
+            "class A:\n    def f(self):\n        self.url = self.url\n",
+            "self_assignment",
+            "self.url\n",
+        ),
+        ("a = (\n    b\n)\nb = b  # no-op\n", "self_assignment", "b  # no-op\n"),
+        ("class H:\n    pass\n\n\nclass H(Base):\n", "redefinition", "class H(Base):\n"),
+        ("def f():\n    pass\n\nasync def f():\n", "redefinition", "async def f():\n"),
+        (
+            "class A:\n    def f(self): ...\n    x = 1\n    def f(self): ...\n",
+            "redefinition",
+            "def f(self): ...\n",
+        ),
+        (
+            "from fastapi import APIRouter\nfrom fastapi import Depends\n",
+            "reimport",
+            "from fastapi import Depends\n",
+        ),
+        ("from a import b\nfrom c import b\n", "reimport", "b\n"),
+        ("import os\nfrom a import x, os\n", "reimport", "os\n"),
+        ("from a import b, c, b\n", "reimport", "b\n"),
+    ],
+)
+def test_each_rule_points_at_where_the_line_goes_wrong(text: str, rule: str, at: str) -> None:
+    found = mistake(text)
+    assert found is not None and found[1] == rule
+    assert text[found[0] :] == at
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a = f(\n    b = b\n",  # a keyword argument inside brackets, not a statement
+        'doc = """\nx = x\n',  # the text of a string spanning lines
+        "x = \\\n    x\n",
+        "class A:\n    def f(self): ...\n\n\nclass B:\n    def f(self): ...\n",  # two scopes
+        "if fast:\n    def f(): ...\nelse:\n    def f(): ...\n",  # alternatives
+        "try:\n    import json\nexcept ImportError:\n    import simplejson as json\n",
+        "class A:\n    @property\n    def x(self): ...\n\n    @x.setter\n    def x(self, v): ...\n",
+        "@overload\ndef f(a: int) -> int: ...\n@overload\ndef f(a: str) -> str: ...\n"
+        "def f(a): ...\n",
+        "import os\nimport os.path\n",  # binds os twice, as Python means it to
+        "from collections.abc import Iterator\nfrom collections.abc import Set as AbstractSet\n",
+        "from hypothesis import given\nfrom hypothesis import strategies as st\n",
+        "x = x + 1\n",
+        "self.a = self.b\n",
+        "from a import b\nfrom a.c import d\n",
+    ],
+)
+def test_code_that_means_it_is_not_a_mistake(text: str) -> None:
+    assert mistake(text) is None
+
+
+def _prefixes(source: str) -> list[str]:
+    lines = source.split("\n")
+    return ["\n".join(lines[: i + 1]) + "\n" for i in range(len(lines) - 1)]
+
+
+def test_real_code_sets_off_no_rule_at_any_line() -> None:
+    """The demo repository and a sample of this project's own modules (isort-ordered, with
+    decorators, overloads, aliases, nested classes, strings spanning lines), judged line by
+    line as the backtracker judges an answer."""
+    sources = [text for path, text in DEMO_FILES.items() if path.endswith(".py")]
+    for rel in (
+        "engine/generate/pylines.py",
+        "engine/generate/backtrack.py",
+        "engine/core/config.py",
+        "tui/app.py",
+        "tests/test_backtrack.py",
+    ):
+        sources.append((ROOT / rel).read_text(encoding="utf-8"))
+    for source in sources:
+        for prefix in _prefixes(source):
+            assert mistake(prefix) is None, prefix[-200:]
+
+
+def test_the_backtracker_takes_a_second_from_line_back_to_its_start() -> None:
+    pieces = [HEAD, "from fastapi import APIRouter\\n", "from", " fastapi import Depends", "\\n"]
+    rewind, kept, bt = feed(pieces)
+    assert rewind == Rewind(keep=2, ban=2, reason="mistake")
+    assert kept.endswith("import APIRouter\\n")
+    assert bt.banned() == {2}
+
+
+def test_the_backtracker_takes_a_self_assignment_back_to_its_right_side() -> None:
+    pieces = [HEAD, "class A:\\n    def f(self):\\n        self.url = ", "self", ".url", "\\n"]
+    rewind, kept, _bt = feed(pieces)
+    assert rewind == Rewind(keep=2, ban=2, reason="mistake")
+    assert kept.endswith("self.url = ")
+
+
+def test_a_second_class_of_one_name_is_taken_back_but_not_in_another_file() -> None:
+    body = "class H:\\n    pass\\n\\n\\n"
+    rewind, _kept, _bt = feed([HEAD, body, "class", " H:", "\\n"])
+    assert rewind == Rewind(keep=2, ban=2, reason="mistake")
+    other = '","path":"app/b.py","content":"'  # a new file: its own scope
+    rewind, _kept, _bt = feed([HEAD, body, other, "class", " H:", "\\n"])
+    assert rewind is None
+
+
+def test_text_files_are_not_judged() -> None:
+    head = '{"files":[{"path":"notes.md","content":"'
+    rewind, _kept, _bt = feed([head, "x = 1\\n", "x = x", "\\n"])
+    assert rewind is None
+
+
+def test_a_control_character_escape_in_a_file_is_taken_back() -> None:
+    rewind, kept, _bt = feed([HEAD, "class A:\\n    ", "\\u000a", "x"])
+    assert rewind == Rewind(keep=2, ban=2, reason="mistake")
+    assert kept.endswith("class A:\\n    ")
+    # an escaped backslash followed by text is not an escape of a control character
+    rewind, _kept, _bt = feed([HEAD, 'x = \\"\\\\u001a\\"\\n', "y = 1\\n"])
+    assert rewind is None
+
+
+def test_a_runaway_list_is_cut_at_its_separator_so_the_line_can_end() -> None:
+    """Items written with their comma (`` PUT,``): what is banned is the comma after the
+    fifth, not the start of each new sixth item in turn."""
+    items = ["from fastapi import APIRouter,", " Depends,", " PUT,", " PUT_with_PATCH,"]
+    rewind, kept, _bt = feed([HEAD, *items, " PUT_with_DELETE", ",", " PUT_again,", " GET,"])
+    assert rewind is not None and rewind.reason == "repeat"
+    assert kept.endswith("PUT_with_DELETE")  # the comma is taken back and banned
+    assert rewind.ban == 6

@@ -46,6 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine.context.result import REASON_BUDGET, ContextOptions  # noqa: E402
 from engine.core.config import AppConfig, LlamaCppProfile, load_config  # noqa: E402
 from engine.core.errors import UnsafePathError  # noqa: E402
 from engine.core.events import (  # noqa: E402
@@ -312,6 +313,16 @@ def run_tests(repo: Path, files: list[tuple[str, str]], timeout: float) -> tuple
     return run.returncode == 0, last[0][:100]
 
 
+def context_note(run: Any) -> str:
+    """What the context left out or outlined (nothing when every file was shown whole)."""
+    context = run.build_context()  # the generation's own, cached
+    outlined = sum(1 for f in context.shown if f.outline)
+    dropped = sum(1 for x in context.left_out if x.reason == REASON_BUDGET)
+    if not outlined and not dropped:
+        return ""
+    return f"context: {outlined} outlined, {dropped} left out"
+
+
 def run_issue(
     workspace: Workspace,
     set_name: str,
@@ -321,6 +332,7 @@ def run_issue(
     max_tokens: int | None,
     save: Path | None = None,
     retries: int = 0,
+    outlines: bool = True,
 ) -> Result:
     label = f"{set_name}#{number}"
     if retries:
@@ -329,6 +341,7 @@ def run_issue(
     issue = source.get_issue(number)
     run = workspace.start(issue, [])
     run.max_tokens = max_tokens
+    run.context_options = None if outlines else ContextOptions(outlines=False)
     t0 = time.perf_counter()
     final: Any = None
     review = None
@@ -344,6 +357,7 @@ def run_issue(
         if not isinstance(final, Looping | Truncated):
             break
     seconds = time.perf_counter() - t0
+    context = context_note(run)
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
         (save / f"{set_name}-{number}.json").write_text(run.last_raw)
@@ -353,6 +367,7 @@ def run_issue(
             label, "errors" if codes else "clean", codes, tokens, seconds, rewinds=rewinds
         )
         result.detail = f"attempts: {run.attempts}" if run.attempts > 1 else ""
+        result.detail = "; ".join(x for x in (context, result.detail) if x)
         if tests:
             missing = missing_modules(set_name)
             if missing:
@@ -377,6 +392,7 @@ def run_issue(
     detail = str(getattr(final, "message", "no final event"))[:160]
     if run.attempts > 1:
         detail = f"attempts: {run.attempts}; last: {detail}"
+    detail = "; ".join(x for x in (context, detail) if x)
     return Result(label, outcome, [], tokens, seconds, detail=detail, rewinds=rewinds)
 
 
@@ -407,6 +423,8 @@ def configure(config: AppConfig, args: argparse.Namespace) -> str:
         update["n_threads"] = args.n_threads
     if args.backtrack is not None and isinstance(profile, LlamaCppProfile):
         update["backtrack"] = args.backtrack
+    if args.n_ctx is not None:
+        update["n_ctx"] = args.n_ctx
     if update:
         config.models[name] = type(profile).model_validate({**profile.model_dump(), **update})
     return name
@@ -440,6 +458,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-threads", type=int, default=None)
     parser.add_argument("--backtrack", type=int, default=None, help="rewinds per answer; 0: off")
     parser.add_argument("--max-tokens", type=int, default=None)
+    parser.add_argument(
+        "--n-ctx", type=int, default=None, help="context window (a smaller one leaves files out)"
+    )
+    parser.add_argument(
+        "--no-outlines",
+        action="store_true",
+        help="leave out a file that does not fit instead of showing its outline",
+    )
     parser.add_argument("--no-tests", action="store_true", help="do not run the repo's tests")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--save", type=Path, help="write each raw answer into this directory")
@@ -476,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_tokens=args.max_tokens,
                 save=args.save,
                 retries=args.retries,
+                outlines=not args.no_outlines,
             )
             results.append(result)
             codes = ",".join(result.codes) or "-"

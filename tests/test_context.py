@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from engine.context.build import build_context, clear_cache
+from engine.context.outline import python_outline
 from engine.context.prompts import PromptProfile, load_profile
-from engine.context.render import render_file, render_tree
+from engine.context.render import render_file, render_outline, render_tree
 from engine.context.result import (
     REASON_BINARY,
     REASON_BUDGET,
@@ -246,12 +247,20 @@ def test_budget_is_never_exceeded(git_repo: Path, counter: GemmaCounter, n_ctx: 
     assert result.system_tokens == counter.count_text(result.messages[0]["content"])
     for shown in result.shown:
         text = (git_repo / shown.path).read_text()
-        assert shown.tokens == counter.count_text(render_file(shown.path, text))
-        assert render_file(shown.path, text) in result.messages[1]["content"]
+        outline = python_outline(text)
+        assert outline is not None
+        section = (
+            render_outline(shown.path, outline) if shown.outline else render_file(shown.path, text)
+        )
+        assert shown.tokens == counter.count_text(section)
+        assert section in result.messages[1]["content"]
+    assert result.shown_files == {f.path for f in result.shown if not f.outline}
     for left in dropped:
         assert f"### {left.path}\n" not in result.messages[1]["content"]
-    # what the sections do not account for is the chat template and the joins between them
-    assert 0 <= result.overhead_tokens < 80
+    # what the sections do not account for is the chat template, the joins between them and
+    # the headings (the outlines' own when there are any)
+    outlined = any(f.outline for f in result.shown)
+    assert 0 <= result.overhead_tokens < (120 if outlined else 80)
 
 
 def test_secrets_never_reach_the_prompt(git_repo: Path, counter: GemmaCounter) -> None:

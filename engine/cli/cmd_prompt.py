@@ -92,17 +92,23 @@ def _render(result: ContextResult, profile: PromptProfile, model: str) -> str:
     )
     width = max([len(s.name) for s in result.sections()] + [24]) + 6
     for section in result.sections():
-        label = section.name if section.kind != "file" else f"file {section.name}"
+        label = (
+            f"{section.kind} {section.name}"
+            if section.kind in ("file", "outline")
+            else section.name
+        )
         if section.kind == "reserved":
             out.append(f"  {'prompt total':<{width}} {result.total_tokens:>7} / {result.budget}")
         out.append(f"  {label:<{width}} {section.tokens:>7}")
     summary = f"{result.tree_files} files in the tree"
     if result.tree_summarised:
         summary += " (summarised by directory)"
-    out.append(f"  {summary}; {len(result.shown)} shown in full")
+    outlined = sum(f.outline for f in result.shown)
+    summary += f"; {len(result.shown) - outlined} shown in full"
+    out.append(f"  {summary}" + (f", {outlined} as outlines" if outlined else ""))
     for f in result.shown:
         why = f.reason + (f" (score {f.score:g})" if f.score else "")
-        out.append(f"    {f.path}: {why}")
+        out.append(f"    {f.path}: {'outline only, ' if f.outline else ''}{why}")
     if result.left_out:
         out.append("Left out:")
         for item in result.left_out:

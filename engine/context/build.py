@@ -36,6 +36,7 @@ from pathlib import Path
 
 from engine.context.count import _COUNT_CACHE, _SCAN_CACHE, _count, _count_messages, _scan
 from engine.context.index import _Doc
+from engine.context.outline import python_outline
 from engine.context.prompts import PromptProfile, WorkedExample
 from engine.context.render import (
     _SYSTEM_APPENDIX,
@@ -44,6 +45,7 @@ from engine.context.render import (
     example_messages,
     render_file,
     render_issue,
+    render_outline,
 )
 from engine.context.result import (
     REASON_BINARY,
@@ -150,7 +152,9 @@ def build_context(
         tree_tokens=fixed.tree_tokens,
         issue_tokens=_count(count_text, fixed.issue_part),
         example_tokens=sum(_count(count_text, m["content"]) for m in fixed.shots),
-        shown=[ShownFile(c.path, t, c.reason, c.score) for c, _s, t in final],
+        shown=[
+            ShownFile(c.cand.path, c.tokens, c.cand.reason, c.cand.score, c.outline) for c in final
+        ],
         left_out=left_out,
         tree_files=len(visible),
         tree_summarised=fixed.summarised,
@@ -211,8 +215,8 @@ class _Fixed:
     base_total: int = 0
     summarised: bool = False
 
-    def messages(self, files: Sequence[str]) -> list[dict[str, str]]:
-        return _assemble(self.system, self.tree_part, files, self.issue_part, self.shots)
+    def messages(self, files: Sequence[str], outlines: Sequence[str] = ()) -> list[dict[str, str]]:
+        return _assemble(self.system, self.tree_part, files, self.issue_part, self.shots, outlines)
 
 
 def _fit_tree(
@@ -238,8 +242,15 @@ def _fit_tree(
         tree_lines = max(4, tree_lines // 2)
 
 
-_Chosen = tuple[_Candidate, str, int]
-"""A candidate, its rendered section and that section's tokens."""
+@dataclass(frozen=True)
+class _Chosen:
+    """A candidate, its rendered section and that section's tokens."""
+
+    cand: _Candidate
+    section: str
+    tokens: int
+    outline: bool = False
+    """The section is the file's outline (``engine.context.outline``), not its content."""
 
 
 def _fill_budget(
@@ -250,8 +261,9 @@ def _fill_budget(
     opts: ContextOptions,
     left_out: list[LeftOut],
 ) -> list[_Chosen]:
-    """Fill the budget greedily in priority order; a file that does not fit (or that is not
-    text, or that the secret scan flags) is left out whole, with its reason."""
+    """Fill the budget greedily in priority order; a file that does not fit is shown as its
+    outline where that fits (``ContextOptions.outlines``), else left out whole with its
+    reason, as is a file that is not text or that the secret scan flags."""
     chosen: list[_Chosen] = []
     for cand in candidates:
         doc = snap.docs[snap.position[cand.path]]
@@ -267,30 +279,48 @@ def _fill_budget(
             continue
         section = render_file(cand.path, text)
         tokens = _count(count_text, section)
+        outline = False
         if tokens + 2 > remaining:
-            left_out.append(
-                LeftOut(
-                    cand.path,
-                    REASON_BUDGET,
-                    f"needs {tokens} tokens, {max(remaining, 0)} left in the budget",
-                    tokens,
+            found = _outline_section(cand.path, text, count_text) if opts.outlines else None
+            if found is None or found[1] + 2 > remaining:
+                left_out.append(
+                    LeftOut(
+                        cand.path,
+                        REASON_BUDGET,
+                        f"needs {tokens} tokens, {max(remaining, 0)} left in the budget",
+                        tokens,
+                    )
                 )
-            )
-            continue
+                continue
+            (section, tokens), outline = found, True
         findings = _scan(cand.path, text)
         if findings:
             kinds = ", ".join(sorted({f"{f.kind} (line {f.line})" for f in findings}))
             left_out.append(LeftOut(cand.path, REASON_SECRET, f"the secret scan flagged: {kinds}"))
             continue
-        chosen.append((cand, section, tokens))
+        chosen.append(_Chosen(cand, section, tokens, outline))
         remaining -= tokens + 2
     return chosen
 
 
+def _outline_section(path: str, text: str, count_text: CountText) -> tuple[str, int] | None:
+    """A Python file's outline section and its tokens, or None (another language, a file
+    that does not parse)."""
+    if not path.lower().endswith((".py", ".pyi")):
+        return None
+    outline = python_outline(text)
+    if outline is None:
+        return None
+    section = render_outline(path, outline)
+    return section, _count(count_text, section)
+
+
 def _ordered(items: list[_Chosen]) -> list[_Chosen]:
-    """Prompt order: profile files first (stable across issues), then by priority."""
-    always = sorted((c for c in items if c[0].reason == WHY_ALWAYS), key=lambda c: c[0].path)
-    return always + [c for c in items if c[0].reason != WHY_ALWAYS]
+    """Prompt order: profile files first (stable across issues), then by priority; outlines
+    after every file shown in full (their own section)."""
+    always = sorted((c for c in items if c.cand.reason == WHY_ALWAYS), key=lambda c: c.cand.path)
+    ordered = always + [c for c in items if c.cand.reason != WHY_ALWAYS]
+    return [c for c in ordered if not c.outline] + [c for c in ordered if c.outline]
 
 
 def _fit_files(
@@ -307,17 +337,19 @@ def _fit_files(
     """
     while True:
         final = _ordered(chosen)
-        messages = fixed.messages([s for _c, s, _t in final])
+        messages = fixed.messages(
+            [c.section for c in final if not c.outline], [c.section for c in final if c.outline]
+        )
         total = _count_messages(count_messages, messages)
         if total <= budget or not chosen:
             break
-        cand, _section, tokens = chosen.pop()
+        dropped = chosen.pop()
         left_out.append(
             LeftOut(
-                cand.path,
+                dropped.cand.path,
                 REASON_BUDGET,
                 f"dropped to fit: the whole prompt took {total} of {budget} tokens",
-                tokens,
+                dropped.tokens,
             )
         )
     if total > budget:  # pragma: no cover - base_total fitted, and no files remain

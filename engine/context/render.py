@@ -183,17 +183,24 @@ def render_file(path: str, text: str) -> str:
     return f"### {path}\n{fence}{lang}\n{body}{fence}\n"
 
 
+def render_outline(path: str, outline: str) -> str:
+    """One outlined file's section: its path, then its outline (``engine.context.outline``)."""
+    fence = _fence(outline)
+    return f"### {path}\n{fence}python\n{outline}{fence}\n"
+
+
 def _assemble(
     system: str,
     tree: str,
     files: Sequence[str],
     issue: str,
     examples: Sequence[dict[str, str]] = (),
+    outlines: Sequence[str] = (),
 ) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": system},
         *examples,
-        {"role": "user", "content": _user_content(tree, files, issue)},
+        {"role": "user", "content": _user_content(tree, files, issue, outlines)},
     ]
 
 
@@ -216,7 +223,7 @@ def example_messages(examples: Sequence[WorkedExample]) -> list[dict[str, str]]:
     return out
 
 
-def _user_content(tree: str, files: Sequence[str], issue: str) -> str:
+def _user_content(tree: str, files: Sequence[str], issue: str, outlines: Sequence[str] = ()) -> str:
     tree_part = f"# The repository\n\n## File tree\n{tree}\n"
     if files:
         files_part = (
@@ -225,6 +232,12 @@ def _user_content(tree: str, files: Sequence[str], issue: str) -> str:
         )
     else:
         files_part = "\n## Files shown in full\n(none)\n"
+    if outlines:
+        files_part += (
+            "\n## Outlines of files too large to show\nTheir imports, classes, fields, function "
+            "signatures and module-level names, each with its line; their code was not seen.\n\n"
+            + "\n".join(outlines)
+        )
     return f"{tree_part}{files_part}\n{issue}"
 
 

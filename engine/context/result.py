@@ -49,11 +49,14 @@ class ContextOptions:
     b: float = 0.75
     path_weight: float = 2.0
     """Weight of the BM25 score over paths against the one over contents."""
+    outlines: bool = True
+    """A Python file too large for what is left of the budget is shown as its outline
+    (signatures and their lines) when that fits."""
 
 
 @dataclass(frozen=True)
 class ShownFile:
-    """A file shown to the model in full."""
+    """A file shown to the model in full, or as its outline (``outline``)."""
 
     path: str
     tokens: int
@@ -62,6 +65,8 @@ class ShownFile:
     """``named in the issue``, ``always included by the profile`` or ``lexical relevance``."""
     score: float = 0.0
     """Its BM25 score (0 when not ranked)."""
+    outline: bool = False
+    """Only its outline was shown (the whole file did not fit): it does not count as seen."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,8 @@ class Section:
     """The token count of one part of the prompt."""
 
     kind: str
-    """``system``, ``example``, ``tree``, ``file``, ``issue``, ``overhead`` or ``reserved``."""
+    """``system``, ``example``, ``tree``, ``file``, ``outline``, ``issue``, ``overhead`` or
+    ``reserved``."""
     name: str
     tokens: int
 
@@ -125,8 +131,8 @@ class ContextResult:
 
     @property
     def shown_files(self) -> set[str]:
-        """Paths of the existing files the model saw in full."""
-        return {f.path for f in self.shown}
+        """Paths of the existing files the model saw in full (not those shown as outlines)."""
+        return {f.path for f in self.shown if not f.outline}
 
     @property
     def file_tokens(self) -> dict[str, int]:
@@ -149,7 +155,7 @@ class ContextResult:
         out += [
             Section("tree", "file tree", self.tree_tokens),
         ]
-        out += [Section("file", f.path, f.tokens) for f in self.shown]
+        out += [Section("outline" if f.outline else "file", f.path, f.tokens) for f in self.shown]
         out.append(Section("issue", "issue", self.issue_tokens))
         out.append(Section("overhead", "chat template and joins", self.overhead_tokens))
         out.append(Section("reserved", "reserved for the answer", self.reserved_tokens))

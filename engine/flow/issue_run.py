@@ -47,7 +47,7 @@ from engine.generate.backends.base import Backend, GenerationRequest
 # import).
 if TYPE_CHECKING:
     from engine.context.prompts import PromptProfile
-    from engine.context.result import ContextResult
+    from engine.context.result import ContextOptions, ContextResult
     from engine.flow.session import Workspace
     from engine.publish.plan import PublishPlan
     from engine.publish.provenance import Provenance
@@ -100,7 +100,7 @@ class IssueRun:
         self.model_name = workspace.model_name
         self.prompt_name = workspace.prompt_name
         self._context: ContextResult | None = None
-        self._context_key: tuple[str, str, int] | None = None
+        self._context_key: tuple[str, str, int, ContextOptions | None] | None = None
         self._context_profile: PromptProfile | None = None
         """The prompt profile ``_context`` was built with."""
         self.review: Review | None = None
@@ -116,6 +116,8 @@ class IssueRun:
         """The seed of the last attempt when a retry changed it."""
         self.max_tokens: int | None = None
         """Overrides the profile's answer budget (``generate --max-tokens``)."""
+        self.context_options: ContextOptions | None = None
+        """Overrides the context builder's knobs (``bench/answer_quality.py --no-outlines``)."""
 
     def continue_retries(self) -> None:
         """Make this run a retry when the issue's latest attempts looped or were truncated.
@@ -180,7 +182,12 @@ class IssueRun:
             return self._build_context(extra_reserve)
 
     def _build_context(self, extra_reserve: int) -> ContextResult:
-        key = (self.model_name, self.prompt_name, extra_reserve + (self.max_tokens or 0))
+        key = (
+            self.model_name,
+            self.prompt_name,
+            extra_reserve + (self.max_tokens or 0),
+            self.context_options,
+        )
         if self._context is not None and self._context_key == key:
             return self._context
         from engine.context.build import build_context
@@ -205,6 +212,7 @@ class IssueRun:
             max_tokens=(self.max_tokens or profile.max_tokens) + extra_reserve,
             comments=self.comments(),
             examples=prompt.examples if profile.prompt_examples else (),
+            options=self.context_options,
         )
         self._context, self._context_key = context, key
         self._context_profile = prompt

@@ -29,7 +29,8 @@ def render_context(context: Any, model: str, prompt: str) -> RenderableType:
     table.add_row("file tree", f"{context.tree_tokens:,}", tree_note)
     table.add_row("issue", f"{context.issue_tokens:,}", "")
     for shown in context.shown:
-        table.add_row(Text(f"+ {shown.path}"), f"{shown.tokens:,}", Text(shown.reason))
+        why = f"outline · {shown.reason}" if shown.outline else shown.reason
+        table.add_row(Text(f"+ {shown.path}"), f"{shown.tokens:,}", Text(why))
     parts: list[RenderableType] = [head, table]
     if context.left_out:
         left = Table.grid(padding=(0, 1), expand=True)

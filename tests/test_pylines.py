@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.flow.demo import _FILES as DEMO_FILES
-from engine.generate.backtrack import Rewind
+from engine.generate.backtrack import Backtracker, Rewind
 from engine.generate.pylines import mistake
 from tests.test_backtrack import HEAD, feed
 
@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
             "def f(self): ...\n",
         ),
         (
-            "from fastapi import APIRouter\nfrom fastapi import Depends\n",
+            "from fastapi import APIRouter, Depends\nfrom fastapi import Api, Depends\n",
             "reimport",
-            "from fastapi import Depends\n",
+            "Depends\n",
         ),
         ("from a import b\nfrom c import b\n", "reimport", "b\n"),
         ("import os\nfrom a import x, os\n", "reimport", "os\n"),
@@ -66,6 +66,7 @@ def test_each_rule_points_at_where_the_line_goes_wrong(text: str, rule: str, at:
         "x = x + 1\n",
         "self.a = self.b\n",
         "from a import b\nfrom a.c import d\n",
+        "from fastapi import APIRouter\nfrom fastapi import Depends\n",  # a style, not a mistake
     ],
 )
 def test_code_that_means_it_is_not_a_mistake(text: str) -> None:
@@ -95,12 +96,36 @@ def test_real_code_sets_off_no_rule_at_any_line() -> None:
             assert mistake(prefix) is None, prefix[-200:]
 
 
-def test_the_backtracker_takes_a_second_from_line_back_to_its_start() -> None:
-    pieces = [HEAD, "from fastapi import APIRouter\\n", "from", " fastapi import Depends", "\\n"]
+def test_the_backtracker_takes_a_name_imported_again_back() -> None:
+    pieces = [
+        HEAD,
+        "from fastapi import APIRouter, Depends\\n",
+        "from fastapi import",
+        " Depends",
+        "\\n",
+    ]
     rewind, kept, bt = feed(pieces)
-    assert rewind == Rewind(keep=2, ban=2, reason="mistake")
-    assert kept.endswith("import APIRouter\\n")
-    assert bt.banned() == {2}
+    assert rewind == Rewind(keep=3, ban=3, reason="mistake")
+    assert kept.endswith("\\nfrom fastapi import")
+    assert bt.banned() == {3}
+
+
+def test_three_rewinds_to_one_token_send_the_next_to_the_line_before() -> None:
+    """Near-twins at one place (the same bad line with other indentation): after three, the
+    line that led there is taken back instead."""
+    bt = Backtracker()
+    pieces = [HEAD, "class A(Base):", "\\n", "    x = 1", "\\n"]
+    for i, piece in enumerate(pieces):
+        bt.feed([i], [piece.encode()])
+        assert bt.check() is None
+    for attempt, bad in enumerate(["  y = 1\\n", "   y = 1\\n", "      y = 1\\n"]):
+        bt.feed([10 + attempt], [bad.encode()])
+        rewind = bt.check()
+        assert rewind == Rewind(keep=5, ban=10 + attempt, reason="syntax")
+    bt.feed([20], [b" y = 1\\n"])
+    rewind = bt.check()
+    assert rewind == Rewind(keep=3, ban=3, reason="syntax")  # back to ``    x = 1``
+    assert bt.data.decode().endswith("class A(Base):\\n")
 
 
 def test_the_backtracker_takes_a_self_assignment_back_to_its_right_side() -> None:

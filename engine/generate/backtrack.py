@@ -71,6 +71,12 @@ MIN_COPIED_FILE = 32
 """Bytes of content from which a file equal to an earlier one is a copy, not two empty
 ``__init__.py`` files or the like."""
 
+ESCALATE_AFTER = 3
+"""Rewinds to one token after which the next goes back to the start of the line before it.
+The single token banned each time has near-twins (the same line with other indentation, the
+next invented name): when three choices at one place all went wrong, the mistake is the
+line that led there, and another choice there costs one rewind instead of dozens."""
+
 DEFAULT_LIMIT = 64
 """Rewinds per answer. Each one costs the tokens it removes; past this the answer goes on
 unaided and the loop detector and checks judge it."""
@@ -356,18 +362,40 @@ class Backtracker:
         return content.start + offsets[index] if index < len(offsets) else None
 
     def _rewind_at(self, cut: int, reason: str) -> Rewind | None:
-        """The rewind that removes the token holding byte ``cut`` and everything after it."""
-        starts = self.starts
-        index = next((i for i in range(len(starts) - 1, -1, -1) if starts[i] <= cut), 0)
-        while index > 0 and not self.sampled[index]:
-            index -= 1
-        if not self.sampled[index]:
+        """The rewind that removes the token holding byte ``cut`` and everything after it;
+        or, where ``ESCALATE_AFTER`` rewinds already went to that token, the one that goes
+        back to the start of the line before it."""
+        index = self._sampled_token_at(cut)
+        if index is None:
             return None
+        if len(self.bans.get(index, ())) >= ESCALATE_AFTER:
+            earlier = self._sampled_token_at(self._line_start_before(self.starts[index]))
+            if earlier is not None and earlier < index:
+                index = earlier
         ban = self.tokens[index]
         self.rewinds += 1
         self.truncate(index)
         self.bans.setdefault(index, set()).add(ban)
         return Rewind(index, ban, reason)
+
+    def _sampled_token_at(self, cut: int) -> int | None:
+        """The last sampled token starting at or before byte ``cut`` (forced ones are the
+        grammar's, never the model's choice to undo)."""
+        starts = self.starts
+        index = next((i for i in range(len(starts) - 1, -1, -1) if starts[i] <= cut), 0)
+        while index > 0 and not self.sampled[index]:
+            index -= 1
+        return index if self.sampled[index] else None
+
+    def _line_start_before(self, at: int) -> int:
+        """The start of the line holding the byte before ``at``, within the string being
+        written: the line just finished when ``at`` starts a line, else ``at``'s own."""
+        floor = self._string_at
+        end = at - 2 if self.data[max(at - 2, 0) : at] == b"\\n" else at
+        found = self.data.rfind(b"\\n", floor, end)
+        while found > floor and _escaped(self.data, found):
+            found = self.data.rfind(b"\\n", floor, found)
+        return found + 2 if found >= floor else floor
 
     def truncate(self, keep: int) -> None:
         """Forget every token after the first ``keep`` (and the bans past them)."""

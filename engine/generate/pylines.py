@@ -25,9 +25,7 @@ _SELF_ASSIGN = re.compile(r"^[ \t]*([A-Za-z_][\w.]*)[ \t]*=[ \t]*([A-Za-z_][\w.]
 _DEFINITION = re.compile(r"^([ \t]*)(?:async[ \t]+)?(?:def|class)[ \t]+([A-Za-z_]\w*)")
 
 _FROM_IMPORT = re.compile(r"^from[ \t]+[\w.]+[ \t]+import[ \t]+([^()\\#]+?)[ \t]*(?:#.*)?$")
-_FROM_MODULE = re.compile(r"^from[ \t]+([\w.]+)[ \t]+import\b")
 _IMPORT = re.compile(r"^import[ \t]+([^()\\#]+?)[ \t]*(?:#.*)?$")
-_ALIAS = re.compile(r"[ \t]as[ \t]")
 _IMPORTED = re.compile(r"^([\w.]+)(?:[ \t]+as[ \t]+(\w+))?$")
 
 #: Lines that continue a compound statement at its own indentation: definitions on either
@@ -86,16 +84,8 @@ def _redefinition(line: str, earlier: list[str]) -> int | None:
 
 
 def _reimport(line: str, earlier: list[str]) -> int | None:
-    """A module-level import from a module an earlier ``from`` line imported from (the line's
-    start: one ``from`` line per module, as isort writes them, which keeps ``as`` imports on
-    lines of their own), or binding a name an earlier import bound, or the same line bound
-    already (that name's start)."""
-    module = _FROM_MODULE.match(line)
-    if module is not None and not _ALIAS.search(line):
-        for before in earlier:
-            found = _FROM_MODULE.match(before)
-            if found is not None and found[1] == module[1] and not _ALIAS.search(before):
-                return 0
+    """A module-level import binding a name an earlier module-level import bound (or the
+    same line bound already): that name's start."""
     names = _bound_names(line)
     if not names:
         return None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.flow.demo import _FILES as DEMO_FILES
-from engine.generate.backtrack import Backtracker, Rewind
+from engine.generate.backtrack import Rewind
 from engine.generate.pylines import mistake
 from tests.test_backtrack import HEAD, feed
 
@@ -32,14 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
             "redefinition",
             "def f(self): ...\n",
         ),
-        (
-            "from fastapi import APIRouter, Depends\nfrom fastapi import Api, Depends\n",
-            "reimport",
-            "Depends\n",
-        ),
-        ("from a import b\nfrom c import b\n", "reimport", "b\n"),
-        ("import os\nfrom a import x, os\n", "reimport", "os\n"),
-        ("from a import b, c, b\n", "reimport", "b\n"),
     ],
 )
 def test_each_rule_points_at_where_the_line_goes_wrong(text: str, rule: str, at: str) -> None:
@@ -67,6 +59,8 @@ def test_each_rule_points_at_where_the_line_goes_wrong(text: str, rule: str, at:
         "self.a = self.b\n",
         "from a import b\nfrom a.c import d\n",
         "from fastapi import APIRouter\nfrom fastapi import Depends\n",  # a style, not a mistake
+        # a name imported again is harmless where it stands (rewinding it measured worse)
+        "from fastapi import APIRouter, Depends\nfrom fastapi import Api, Depends\n",
     ],
 )
 def test_code_that_means_it_is_not_a_mistake(text: str) -> None:
@@ -96,38 +90,6 @@ def test_real_code_sets_off_no_rule_at_any_line() -> None:
             assert mistake(prefix) is None, prefix[-200:]
 
 
-def test_the_backtracker_takes_a_name_imported_again_back() -> None:
-    pieces = [
-        HEAD,
-        "from fastapi import APIRouter, Depends\\n",
-        "from fastapi import",
-        " Depends",
-        "\\n",
-    ]
-    rewind, kept, bt = feed(pieces)
-    assert rewind == Rewind(keep=3, ban=3, reason="mistake")
-    assert kept.endswith("\\nfrom fastapi import")
-    assert bt.banned() == {3}
-
-
-def test_three_rewinds_to_one_token_send_the_next_to_the_line_before() -> None:
-    """Near-twins at one place (the same bad line with other indentation): after three, the
-    line that led there is taken back instead."""
-    bt = Backtracker()
-    pieces = [HEAD, "class A(Base):", "\\n", "    x = 1", "\\n"]
-    for i, piece in enumerate(pieces):
-        bt.feed([i], [piece.encode()])
-        assert bt.check() is None
-    for attempt, bad in enumerate(["  y = 1\\n", "   y = 1\\n", "      y = 1\\n"]):
-        bt.feed([10 + attempt], [bad.encode()])
-        rewind = bt.check()
-        assert rewind == Rewind(keep=5, ban=10 + attempt, reason="syntax")
-    bt.feed([20], [b" y = 1\\n"])
-    rewind = bt.check()
-    assert rewind == Rewind(keep=3, ban=3, reason="syntax")  # back to ``    x = 1``
-    assert bt.data.decode().endswith("class A(Base):\\n")
-
-
 def test_the_backtracker_takes_a_self_assignment_back_to_its_right_side() -> None:
     pieces = [HEAD, "class A:\\n    def f(self):\\n        self.url = ", "self", ".url", "\\n"]
     rewind, kept, _bt = feed(pieces)
@@ -148,22 +110,3 @@ def test_text_files_are_not_judged() -> None:
     head = '{"files":[{"path":"notes.md","content":"'
     rewind, _kept, _bt = feed([head, "x = 1\\n", "x = x", "\\n"])
     assert rewind is None
-
-
-def test_a_control_character_escape_in_a_file_is_taken_back() -> None:
-    rewind, kept, _bt = feed([HEAD, "class A:\\n    ", "\\u000a", "x"])
-    assert rewind == Rewind(keep=2, ban=2, reason="mistake")
-    assert kept.endswith("class A:\\n    ")
-    # an escaped backslash followed by text is not an escape of a control character
-    rewind, _kept, _bt = feed([HEAD, 'x = \\"\\\\u001a\\"\\n', "y = 1\\n"])
-    assert rewind is None
-
-
-def test_a_runaway_list_is_cut_at_its_separator_so_the_line_can_end() -> None:
-    """Items written with their comma (`` PUT,``): what is banned is the comma after the
-    fifth, not the start of each new sixth item in turn."""
-    items = ["from fastapi import APIRouter,", " Depends,", " PUT,", " PUT_with_PATCH,"]
-    rewind, kept, _bt = feed([HEAD, *items, " PUT_with_DELETE", ",", " PUT_again,", " GET,"])
-    assert rewind is not None and rewind.reason == "repeat"
-    assert kept.endswith("PUT_with_DELETE")  # the comma is taken back and banned
-    assert rewind.ban == 6

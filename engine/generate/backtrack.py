@@ -21,9 +21,8 @@ Three rules decide a rewind, all on the answer as written so far:
   invalid" test). Invalid means no continuation can make it parse, so the rewind goes to the
   token the error points at, within the line just written.
 * **A Python line that parses but is a mistake** — ``self.url = self.url``, a second
-  ``class Health`` in the same scope, a second ``from fastapi import`` line
-  (``engine.generate.pylines``): back to where the line goes wrong, usually its start, so the
-  model writes a different line there instead of building on this one.
+  ``class Health`` in the same scope (``engine.generate.pylines``): back to where the line
+  goes wrong, so the model writes something else there instead of building on it.
 """
 
 from __future__ import annotations
@@ -70,12 +69,6 @@ LINES_SHAPE = LoopPolicy(
 MIN_COPIED_FILE = 32
 """Bytes of content from which a file equal to an earlier one is a copy, not two empty
 ``__init__.py`` files or the like."""
-
-ESCALATE_AFTER = 3
-"""Rewinds to one token after which the next goes back to the start of the line before it.
-The single token banned each time has near-twins (the same line with other indentation, the
-next invented name): when three choices at one place all went wrong, the mistake is the
-line that led there, and another choice there costs one rewind instead of dozens."""
 
 DEFAULT_LIMIT = 64
 """Rewinds per answer. Each one costs the tokens it removes; past this the answer goes on
@@ -219,24 +212,10 @@ class Backtracker:
             found = self._syntax_cut()
             if found is not None:
                 return self._rewind_at(*found)
-        if self.syntax and self._content is not None:
-            cut = self._control_escape_cut(self._content)
-            if cut is not None:
-                return self._rewind_at(cut, "mistake")
         if self.repeats and self._in_string:
             cut = self._repeat_cut()
             if cut is not None:
                 return self._rewind_at(cut, "repeat")
-        return None
-
-    def _control_escape_cut(self, content: _Content) -> int | None:
-        """A ``\\u00XX`` escape of a control character in a file (``\\u000a`` for a newline,
-        ``\\u001a``): no source file holds one, and JSON has ``\\n`` and ``\\t`` for the
-        two that files do hold. A model writing them has drifted into escapes."""
-        start = max(content.start, len(self.data) - self._last_step - 6)
-        for match in _CONTROL_ESCAPE.finditer(self.data, start):
-            if not _escaped(self.data, match.start()):
-                return match.start()
         return None
 
     def _copied_file_cut(self) -> int | None:
@@ -270,10 +249,7 @@ class Backtracker:
             found = repeated_tail(text, policy)
             if found is not None and found[0].strip("a0 \t\n"):  # not prose: words alone
                 unit, _reps = found
-                cut = string_start + where[len(skeleton) - len(unit)]
-                if policy is SAME_LINE_SHAPE and data[cut - 1 : cut] in (b",", b";"):
-                    cut -= 1  # ``a, b, c,`` + `` d,``: ban the separator, so the list ends
-                return cut
+                return string_start + where[len(skeleton) - len(unit)]
         return None
 
     def _syntax_cut(self) -> tuple[int, str] | None:
@@ -362,40 +338,18 @@ class Backtracker:
         return content.start + offsets[index] if index < len(offsets) else None
 
     def _rewind_at(self, cut: int, reason: str) -> Rewind | None:
-        """The rewind that removes the token holding byte ``cut`` and everything after it;
-        or, where ``ESCALATE_AFTER`` rewinds already went to that token, the one that goes
-        back to the start of the line before it."""
-        index = self._sampled_token_at(cut)
-        if index is None:
+        """The rewind that removes the token holding byte ``cut`` and everything after it."""
+        starts = self.starts
+        index = next((i for i in range(len(starts) - 1, -1, -1) if starts[i] <= cut), 0)
+        while index > 0 and not self.sampled[index]:
+            index -= 1
+        if not self.sampled[index]:
             return None
-        if len(self.bans.get(index, ())) >= ESCALATE_AFTER:
-            earlier = self._sampled_token_at(self._line_start_before(self.starts[index]))
-            if earlier is not None and earlier < index:
-                index = earlier
         ban = self.tokens[index]
         self.rewinds += 1
         self.truncate(index)
         self.bans.setdefault(index, set()).add(ban)
         return Rewind(index, ban, reason)
-
-    def _sampled_token_at(self, cut: int) -> int | None:
-        """The last sampled token starting at or before byte ``cut`` (forced ones are the
-        grammar's, never the model's choice to undo)."""
-        starts = self.starts
-        index = next((i for i in range(len(starts) - 1, -1, -1) if starts[i] <= cut), 0)
-        while index > 0 and not self.sampled[index]:
-            index -= 1
-        return index if self.sampled[index] else None
-
-    def _line_start_before(self, at: int) -> int:
-        """The start of the line holding the byte before ``at``, within the string being
-        written: the line just finished when ``at`` starts a line, else ``at``'s own."""
-        floor = self._string_at
-        end = at - 2 if self.data[max(at - 2, 0) : at] == b"\\n" else at
-        found = self.data.rfind(b"\\n", floor, end)
-        while found > floor and _escaped(self.data, found):
-            found = self.data.rfind(b"\\n", floor, found)
-        return found + 2 if found >= floor else floor
 
     def truncate(self, keep: int) -> None:
         """Forget every token after the first ``keep`` (and the bans past them)."""
@@ -421,7 +375,7 @@ _UNFINISHED = re.compile(r"never closed|unexpected EOF|unterminated|expected an 
 """Errors of a file closed too early (an open bracket, string or block): only more text helps."""
 
 
-def _escaped(data: bytes | bytearray, at: int) -> bool:
+def _escaped(data: bytes, at: int) -> bool:
     """Whether the byte at ``at`` follows an odd run of backslashes (it is escaped)."""
     run, i = 0, at - 1
     while i >= 0 and data[i] == 0x5C:
@@ -475,7 +429,6 @@ def _is_python(path: str) -> bool:
 
 
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
-_CONTROL_ESCAPE = re.compile(rb"\\u00[01][0-9a-fA-F]")
 
 
 def _line_ends(raw: bytes) -> list[int]:

@@ -2,11 +2,15 @@
 
 Why: the backtracker (``engine.generate.backtrack``) takes back what cannot parse, but a small
 model also derails in code that parses. It writes ``self.url = self.url`` and then a class of
-ever-longer names built on it; it defines ``class Health`` again below the first one; it
-imports ``Depends`` a second time. Linters call these self-assignment (pylint W0127) and
-redefinition of an unused name (pyflakes F811): code nobody means to write. Each is visible
-in the line just finished, so the backtracker can take that line's first wrong token back
-while the model is still there, instead of letting the answer build on it.
+ever-longer names built on it; it defines ``class Health`` again below the first one. Linters
+call these self-assignment (pylint W0127) and redefinition (pyflakes F811): code nobody means
+to write. Each is visible in the line just finished, so the backtracker can take that line's
+first wrong token back while the model is still there, instead of letting the answer build on
+it.
+
+Not every linter finding is worth a rewind. A name imported a second time (also F811) is
+harmless where it stands, and taking it back measured worse: the model, kept in its import
+block, invented one new name after another until the rewinds ran out (docs/benchmarks.md).
 
 Only the *last* line of the text is judged (the earlier ones were judged as they ended), with
 the earlier lines as its context. The rules read lines, not a syntax tree: the file is
@@ -24,10 +28,6 @@ _SELF_ASSIGN = re.compile(r"^[ \t]*([A-Za-z_][\w.]*)[ \t]*=[ \t]*([A-Za-z_][\w.]
 
 _DEFINITION = re.compile(r"^([ \t]*)(?:async[ \t]+)?(?:def|class)[ \t]+([A-Za-z_]\w*)")
 
-_FROM_IMPORT = re.compile(r"^from[ \t]+[\w.]+[ \t]+import[ \t]+([^()\\#]+?)[ \t]*(?:#.*)?$")
-_IMPORT = re.compile(r"^import[ \t]+([^()\\#]+?)[ \t]*(?:#.*)?$")
-_IMPORTED = re.compile(r"^([\w.]+)(?:[ \t]+as[ \t]+(\w+))?$")
-
 #: Lines that continue a compound statement at its own indentation: definitions on either
 #: side of one are alternatives (``if``/``else``, ``try``/``except``), not a redefinition.
 _BRANCH = re.compile(r"^[ \t]*(?:else|elif|except|finally|case)\b")
@@ -43,7 +43,7 @@ def mistake(text: str) -> tuple[int, str] | None:
     if not line.strip() or not _starts_statement(body[:line_at]):
         return None
     earlier = body[:line_at].split("\n")[:-1]
-    for rule in (_self_assignment, _redefinition, _reimport):
+    for rule in (_self_assignment, _redefinition):
         found = rule(line, earlier)
         if found is not None:
             return line_at + found, rule.__name__.lstrip("_")
@@ -81,42 +81,6 @@ def _redefinition(line: str, earlier: list[str]) -> int | None:
         if found is not None and found[2] == name:
             return None if _decorated(earlier, i) else len(match[1])
     return None
-
-
-def _reimport(line: str, earlier: list[str]) -> int | None:
-    """A module-level import binding a name an earlier module-level import bound (or the
-    same line bound already): that name's start."""
-    names = _bound_names(line)
-    if not names:
-        return None
-    seen: set[str] = set()
-    for before in earlier:
-        seen.update(name for name, _at in _bound_names(before))
-    for name, at in names:
-        if name in seen:
-            return at
-        seen.add(name)
-    return None
-
-
-def _bound_names(line: str) -> list[tuple[str, int]]:
-    """The names a one-line, top-level import binds, with where each is written."""
-    match = _FROM_IMPORT.match(line) or _IMPORT.match(line)
-    if match is None:
-        return []
-    names: list[tuple[str, int]] = []
-    at = match.start(1)
-    for part in match[1].split(","):
-        stripped = part.strip()
-        where = at + len(part) - len(part.lstrip())
-        at += len(part) + 1
-        item = _IMPORTED.match(stripped)
-        if item is None:
-            return []  # not a plain list of names: not judged
-        if item[2] is None and "." in item[1]:
-            continue  # ``import a.b`` binds ``a`` alongside ``import a``, legitimately
-        names.append((item[2] or item[1], where))
-    return names
 
 
 def _decorated(lines: list[str], index: int) -> bool:

@@ -74,3 +74,27 @@ def test_a_python_issue_gets_python_files_before_the_frontends(
     assert reasons.get("frontend/src/client/types.tsx") != WHY_DEFINES
     frontend = [i for i, p in enumerate(shown) if p.endswith(".tsx")]
     assert not frontend or min(frontend) > shown.index("backend/app/api/routes/items.py")
+
+
+def test_the_tool_s_own_files_do_not_change_the_ranking(
+    git_repo: Path, counter: GemmaCounter
+) -> None:
+    """More local issues (``.agent-tui/issues/*.md``, whose names repeat the issue's words)
+    must not move the project's files: the same project gives the same prompt."""
+    files: dict[str, str | bytes] = {
+        ".agent-tui/prompts/tiny.md": TINY_PROFILE,
+        "app/config.py": "class Settings:\n    cors_origins: list[str] = []\n",
+        "app/main.py": "from fastapi import FastAPI\n\napp = FastAPI()\n",
+        "app/cors.py": "def allow(origin):\n    return origin\n",
+        "README.md": "# app\nSettings and CORS.\n",
+    }
+    write(git_repo, files)
+    title, body = "Configure CORS from settings", "Add `cors_origins` to the settings."
+    before = build(git_repo, counter, title, body)
+    write(
+        git_repo,
+        {f".agent-tui/issues/{n:03d}-cors-settings-main.md": f"# CORS {n}\n" for n in range(8)},
+    )
+    after = build(git_repo, counter, title, body)
+    assert [(f.path, f.score) for f in after.shown] == [(f.path, f.score) for f in before.shown]
+    assert after.messages == before.messages

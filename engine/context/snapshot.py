@@ -278,7 +278,7 @@ def _build_snapshot(
             unread.setdefault(key, path)
     new_docs = _index_new_docs(root, vectorize, unread, ids, options.max_file_bytes)
     fresh = len(new_docs)
-    new_paths = [path for path in files if path not in cache.path_terms]
+    new_paths = [path for path in files if path not in cache.path_terms and path not in hidden]
     fresh += len(new_paths)
     new_path_terms = dict(
         zip(new_paths, vectorize.many([_path_text(p) for p in new_paths]), strict=True)
@@ -293,8 +293,11 @@ def _build_snapshot(
             doc = kept[key] = cached
         docs.append(doc)
         content_ids.append(content_id)
-        terms = cache.path_terms.get(path)
-        path_terms[path] = new_path_terms[path] if terms is None else terms
+        if path in hidden:  # not the project: its path's words must not weigh in the ranking
+            path_terms[path] = (no_terms, no_terms)
+        else:
+            terms = cache.path_terms.get(path)
+            path_terms[path] = new_path_terms[path] if terms is None else terms
     cache.docs = kept
     cache.path_terms = path_terms
     _maybe_save_index(root, cache, len(files), fresh)

@@ -40,7 +40,9 @@ def mistake(text: str) -> tuple[int, str] | None:
     body = text[:-1] if text.endswith("\n") else text
     line_at = body.rfind("\n") + 1
     line = body[line_at:]
-    if not line.strip() or not _starts_statement(body[:line_at]):
+    if not (_SELF_ASSIGN.match(line) or _DEFINITION.match(line)):
+        return None  # the common case, decided without reading the earlier lines
+    if not _starts_statement(body[:line_at]):
         return None
     earlier = body[:line_at].split("\n")[:-1]
     for rule in (_self_assignment, _redefinition):

@@ -115,6 +115,9 @@ def test_a_file_too_large_is_shown_as_its_outline_and_not_counted_as_seen(
     # only Python has outlines: the README is left out whole, as before
     assert "app/README.md" not in shown
     assert counter.count_messages(result.messages) == result.total_tokens <= result.budget
+    # the outlines' heading is paid for when the first outline is taken, so the final count
+    # never has to drop a file that was chosen
+    assert not [x for x in result.left_out if x.detail.startswith("dropped to fit")]
 
     off = _build(git_repo, counter, options=ContextOptions(outlines=False))
     assert "app/models/user.py" not in {f.path for f in off.shown}
@@ -136,3 +139,20 @@ def test_a_file_the_secret_scan_flags_gets_no_outline_either(
         x.path == "app/models/user.py" and x.reason == REASON_SECRET for x in result.left_out
     )
     assert key not in "\n".join(m["content"] for m in result.messages)
+
+
+@pytest.mark.model
+def test_no_budget_has_to_drop_a_chosen_file_for_the_outlines_heading(
+    git_repo: Path, counter: GemmaCounter
+) -> None:
+    """At every budget around the one where the outline only just fits, the heading of the
+    outlines' section is counted with the first outline: the final count never finds the
+    prompt too large and drops a file that was chosen."""
+    _repo(git_repo)
+    the_issue = issue(title="Users need a display name", body="Use `User` in `find_user`.")
+    outlined = 0
+    for n_ctx in range(1400, 2400, 9):
+        result = build(git_repo, counter, the_issue, n_ctx=n_ctx, max_tokens=512)
+        assert not [x for x in result.left_out if x.detail.startswith("dropped to fit")], n_ctx
+        outlined += any(f.outline for f in result.shown)
+    assert outlined  # the sweep does cross budgets with an outline

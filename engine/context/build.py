@@ -40,6 +40,7 @@ from engine.context.outline import python_outline
 from engine.context.prompts import PromptProfile, WorkedExample
 from engine.context.render import (
     _SYSTEM_APPENDIX,
+    OUTLINES_HEADING,
     _assemble,
     _tree_section,
     example_messages,
@@ -265,6 +266,7 @@ def _fill_budget(
     outline where that fits (``ContextOptions.outlines``), else left out whole with its
     reason, as is a file that is not text or that the secret scan flags."""
     chosen: list[_Chosen] = []
+    heading = _count(count_text, OUTLINES_HEADING)  # paid once, with the first outline
     for cand in candidates:
         doc = snap.docs[snap.position[cand.path]]
         if doc.kind != "text":
@@ -279,10 +281,11 @@ def _fill_budget(
             continue
         section = render_file(cand.path, text)
         tokens = _count(count_text, section)
-        outline = False
+        outline, extra = False, 0
         if tokens + 2 > remaining:
             found = _outline_section(cand.path, text, count_text) if opts.outlines else None
-            if found is None or found[1] + 2 > remaining:
+            extra = 0 if any(c.outline for c in chosen) else heading
+            if found is None or found[1] + extra + 2 > remaining:
                 left_out.append(
                     LeftOut(
                         cand.path,
@@ -299,7 +302,7 @@ def _fill_budget(
             left_out.append(LeftOut(cand.path, REASON_SECRET, f"the secret scan flagged: {kinds}"))
             continue
         chosen.append(_Chosen(cand, section, tokens, outline))
-        remaining -= tokens + 2
+        remaining -= tokens + 2 + extra
     return chosen
 
 

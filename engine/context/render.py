@@ -223,6 +223,13 @@ def example_messages(examples: Sequence[WorkedExample]) -> list[dict[str, str]]:
     return out
 
 
+OUTLINES_HEADING = (
+    "\n## Outlines of files too large to show\nTheir imports, classes, fields, function "
+    "signatures and module-level names, each with its line; their code was not seen.\n\n"
+)
+"""Opens the outlines' section; counted in the budget with the first outline."""
+
+
 def _user_content(tree: str, files: Sequence[str], issue: str, outlines: Sequence[str] = ()) -> str:
     tree_part = f"# The repository\n\n## File tree\n{tree}\n"
     if files:
@@ -233,11 +240,7 @@ def _user_content(tree: str, files: Sequence[str], issue: str, outlines: Sequenc
     else:
         files_part = "\n## Files shown in full\n(none)\n"
     if outlines:
-        files_part += (
-            "\n## Outlines of files too large to show\nTheir imports, classes, fields, function "
-            "signatures and module-level names, each with its line; their code was not seen.\n\n"
-            + "\n".join(outlines)
-        )
+        files_part += OUTLINES_HEADING + "\n".join(outlines)
     return f"{tree_part}{files_part}\n{issue}"
 
 

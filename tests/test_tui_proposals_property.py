@@ -117,7 +117,7 @@ async def walk(repo: Path, proposal: ChangeProposal, size: tuple[int, int]) -> N
 
 
 @settings(
-    max_examples=12,
+    max_examples=8,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

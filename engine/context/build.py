@@ -81,6 +81,7 @@ from engine.context.snapshot import (
 from engine.core.errors import ContextTooLargeError
 from engine.core.gitcmd import toplevel
 from engine.core.models import Issue, IssueComment
+from engine.core.pysource import is_python_path
 
 
 def build_context(
@@ -309,7 +310,7 @@ def _fill_budget(
 def _outline_section(path: str, text: str, count_text: CountText) -> tuple[str, int] | None:
     """A Python file's outline section and its tokens, or None (another language, a file
     that does not parse)."""
-    if not path.lower().endswith((".py", ".pyi")):
+    if not is_python_path(path):
         return None
     outline = python_outline(text)
     if outline is None:

@@ -30,6 +30,15 @@ import tokenize
 #: where CPython 3.11 gives up, so a parse started deep in a thread's stack is still safe.
 MAX_DEPTH = 1000
 
+PYTHON_EXT = (".py", ".pyi")
+"""The file names the engine treats as Python source (checks, backtracking, outlines)."""
+
+
+def is_python_path(path: str) -> bool:
+    """Whether ``path`` names a Python source file (by its extension, any case)."""
+    return path.lower().endswith(PYTHON_EXT)
+
+
 #: Levels outside any statement: the module, the statement itself and slack for a node that
 #: no token announces (an unparenthesised tuple, a keyword argument's own node).
 _FIXED_LEVELS = 8

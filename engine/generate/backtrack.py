@@ -257,12 +257,12 @@ class Backtracker:
         just ended, or at its closing quote."""
         if self._closed is not None:
             closed, quote = self._closed
-            if not _is_python(closed.path):
+            if not pysource.is_python_path(closed.path):
                 return None
             raw = bytes(self.data[closed.start : quote])
             return self._judge(closed, raw, final=True, quote=quote)
         content = self._content
-        if content is None or not _is_python(content.path):
+        if content is None or not pysource.is_python_path(content.path):
             return None
         raw = bytes(self.data[content.start :])
         ends = _line_ends(raw)
@@ -422,10 +422,6 @@ def _last_line_error(text: str, error: SyntaxError) -> int | None:
     if error.lineno != body.count("\n") + 1 or not error.offset:
         return None
     return body.rfind("\n") + error.offset  # the line's start plus the 1-based column, less 1
-
-
-def _is_python(path: str) -> bool:
-    return path.lower().endswith((".py", ".pyi"))
 
 
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)

@@ -129,7 +129,7 @@ def parses(path: str, text: str) -> bool:
     """
     low = path.lower()
     try:
-        if low.endswith((".py", ".pyi")):
+        if pysource.is_python_path(low):
             pysource.parse(text, filename=path)
         elif low.endswith(".json"):
             json.loads(text)

@@ -16,7 +16,7 @@ import tomllib
 import yaml
 
 from engine.core import pysource
-from engine.review.checks.registry import PYTHON_EXT, Finding, ProposedFile, extension, finding
+from engine.review.checks.registry import Finding, ProposedFile, extension, finding
 from engine.review.diff import split_lines
 
 #: a comment opener (Python, C-like, SQL, HTML, block-comment continuation)
@@ -125,7 +125,7 @@ def _truncation_reason(path: str, text: str) -> str | None:
         return None
     if ext in _BRACE_EXT and _brace_depth(text) > 0:
         return f"{_brace_depth(text)} bracket(s) are never closed"
-    if ext not in PYTHON_EXT and last.endswith(_DANGLING_ENDINGS):
+    if ext not in pysource.PYTHON_EXT and last.endswith(_DANGLING_ENDINGS):
         return f"the last line ends with {last[-2:].strip()!r}"
     return None
 
@@ -209,7 +209,7 @@ def content_findings(f: ProposedFile) -> list[Finding]:
     """
     path, text = f.raw, f.text
     out = _placeholder_findings(path, text)
-    if extension(path) in PYTHON_EXT:
+    if extension(path) in pysource.PYTHON_EXT:
         py, f.tree = _python_findings(path, text)
         out += py
     else:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from importlib import metadata
 
 from engine.core import pysource
-from engine.review.checks.registry import PYTHON_EXT, Finding, ProposedFile, extension, finding
+from engine.review.checks.registry import Finding, ProposedFile, extension, finding
 from engine.review.checks.sensitive import REQ_NAME_RE
 from engine.review.diff import RepoBase
 
@@ -291,7 +291,7 @@ def requirement_findings(files: list[ProposedFile], base: RepoBase) -> list[Find
         segments = p.split("/")
         own.update(segments[:-1])
         stem, ext = posixpath.splitext(segments[-1])
-        if ext in PYTHON_EXT or ext == "":
+        if ext in pysource.PYTHON_EXT or ext == "":
             own.add(stem)
     declared: set[str] = set()
     proposed = {f.norm: f.text for f in files}

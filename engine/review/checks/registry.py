@@ -147,9 +147,6 @@ class CheckLimits:
         return cls(max_files=int(max_files))
 
 
-PYTHON_EXT = (".py", ".pyi")
-
-
 def extension(path: str) -> str:
     return posixpath.splitext(path)[1].casefold()
 

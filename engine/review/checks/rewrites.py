@@ -8,9 +8,9 @@ user's working tree); rules on the new content alone are in ``content``.
 
 from __future__ import annotations
 
+from engine.core.pysource import PYTHON_EXT
 from engine.review.checks.python_code import definitions, safe_parse
 from engine.review.checks.registry import (
-    PYTHON_EXT,
     CheckLimits,
     Finding,
     ProposedFile,

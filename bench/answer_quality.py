@@ -366,8 +366,8 @@ def run_issue(
         result = Result(
             label, "errors" if codes else "clean", codes, tokens, seconds, rewinds=rewinds
         )
-        result.detail = f"attempts: {run.attempts}" if run.attempts > 1 else ""
-        result.detail = "; ".join(x for x in (context, result.detail) if x)
+        attempts = f"attempts: {run.attempts}" if run.attempts > 1 else ""
+        result.detail = "; ".join(x for x in (context, attempts) if x)
         if tests:
             missing = missing_modules(set_name)
             if missing:
